@@ -1,0 +1,78 @@
+"""Who is running right now: the current simulation and the queue attempt in progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import NotRunning
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = ["Attempt", "current", "current_attempt"]
+
+_active: list[Simulation] = []
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One delivery attempt of a queue message; service calls made inside it carry its name."""
+
+    queue: str
+    message_id: str
+    number: int
+    crashed: bool = False
+    crash_future: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """Short name used in history events, e.g. ``report-jobs/msg_1#2``."""
+        return f"{self.queue}/{self.message_id}#{self.number}"
+
+
+current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "bgwork_attempt", default=None
+)
+
+
+def current() -> Simulation:
+    """The simulation running this code, for app code that builds clients once.
+
+    Inside the virtual loop it is the loop's simulation; in a sync test it is the
+    test's ``bgwork`` simulation. Outside any simulation it raises ``NotRunning``.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    sim = getattr(loop, "sim", None)
+    if sim is not None:
+        return sim  # type: ignore[no-any-return]
+    if _active:
+        return _active[-1]
+    raise NotRunning(
+        "bg.current() was called outside a simulation: use the `bgwork` fixture, "
+        "or call it from code that runs under sim.run(...)"
+    )
+
+
+def push(sim: Simulation) -> None:
+    """Make ``sim`` the current simulation for sync code (the fixture does this)."""
+    _active.append(sim)
+
+
+def pop(sim: Simulation) -> None:
+    """Undo ``push``; tolerant of a simulation that was never pushed."""
+    if sim in _active:
+        _active.remove(sim)
+
+
+def active() -> Simulation | None:
+    """The current simulation or ``None`` (used by the wall clock patch)."""
+    try:
+        return current()
+    except NotRunning:
+        return None

@@ -1,0 +1,39 @@
+"""Exceptions raised by pytest-bgwork: each names what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class BgworkError(Exception):
+    """Base class for every error pytest-bgwork raises on purpose."""
+
+
+class Deadlock(BgworkError):
+    """Nothing can run, no timer is pending, yet tasks are still waiting."""
+
+
+class Stalled(BgworkError):
+    """``run_until_idle`` passed its ``max_time`` while work was still pending."""
+
+
+class RuntimeShuttingDown(BgworkError):
+    """``wait_until`` was called after the runtime's shutdown began."""
+
+
+class StreamClosed(BgworkError):
+    """A write reached a durable stream that was already closed."""
+
+
+class NotRunning(BgworkError):
+    """A simulation API that needs the virtual loop was used outside it."""
+
+
+class CheckFailed(AssertionError):
+    """A bgwork check failed: the message says what was expected and what happened."""
+
+
+class ProcessCrashed(BaseException):
+    """An injected crash: the worker process died at this point.
+
+    It derives from ``BaseException`` so ``except Exception`` in user code does not
+    swallow it; the simulation never lets it reach user code that is still observed.
+    """

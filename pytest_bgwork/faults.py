@@ -1,0 +1,337 @@
+"""The fault injector: named fault points, and rules that fire at them.
+
+Services call ``await sim.faults.enter(point, queue=...)`` before an operation takes
+effect and ``sim.faults.leave(point)`` after it did. A rule can make ``enter`` raise
+(an *error*), wait (a *delay* or *hang*), or stop the worker there for good (a
+*crash*); an ``after_apply`` error is raised by ``leave``, after the write happened
+(its outcome is recorded as ``unknown``). Rules are plain data (``Fault``), so a
+``FaultPlan`` prints, compares and replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .context import Attempt, current_attempt
+from .errors import ProcessCrashed
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan"]
+
+#: Fault points the built-in services expose (``task.<name>`` and ``schedule.<name>`` too).
+POINTS = (
+    "queue.publish", "queue.deliver", "queue.ack",
+    "kv.get", "kv.set", "kv.delete",
+    "stream.create", "stream.write", "stream.close",
+    "http", "webhook.deliver",
+)
+KINDS = ("fail", "crash", "duplicate", "hang", "delay")
+_POINT_RE = re.compile(r"^[a-z_]+(\.[A-Za-z0-9_.:-]+)?$")
+
+
+def _check_point(point: str, arg: str = "point") -> str:
+    if not isinstance(point, str) or not _POINT_RE.match(point):
+        raise ValueError(
+            f"{arg}= must be a fault point such as 'kv.set' or 'stream.write' "
+            f"(known: {', '.join(POINTS)}, task.<name>, schedule.<name>); got {point!r}"
+        )
+    return point
+
+
+def _check_on_call(on_call: int | None) -> int | None:
+    if on_call is not None and (not isinstance(on_call, int) or on_call < 1):
+        raise ValueError(f"on_call= counts calls from 1 (or None for every call); got {on_call!r}")
+    return on_call
+
+
+def _error_text(error: BaseException | type[BaseException] | str | None) -> str:
+    if error is None:
+        return "ConnectionError('injected fault')"
+    if isinstance(error, str):
+        return error
+    if isinstance(error, type):
+        return f"{error.__name__}()"
+    return repr(error)
+
+
+def _make_error(text: str) -> BaseException:
+    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``."""
+    m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", text, re.S)
+    if m:
+        cls = getattr(builtins, m.group(1), None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            arg = m.group(2).strip()
+            if not arg:
+                return cls()
+            if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
+                return cls(arg[1:-1])
+            return cls(arg)
+    return ConnectionError(text)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault rule as plain data.
+
+    ``kind`` is one of ``fail``, ``crash``, ``duplicate``, ``hang``, ``delay``.
+    ``point`` is where it fires; ``queue`` scopes it to one queue's attempts
+    (``"*"`` for every queue); ``on_call`` is the 1-based call of that point it
+    fires on (``None``: every call); ``times`` caps how often it fires (for
+    ``duplicate``: how many times each message is delivered in all).
+    """
+
+    kind: str
+    point: str | None = None
+    queue: str | None = None
+    on_call: int | None = None
+    error: str | None = None
+    after_apply: bool = False
+    seconds: float = 0.0
+    times: int | None = None
+
+    def describe(self) -> str:
+        """Readable one-liner, e.g. ``crash report-jobs at stream.write on call 1``."""
+        bits = [self.kind]
+        if self.queue:
+            bits.append(self.queue)
+        if self.point:
+            bits.append(f"at {self.point}")
+        if self.on_call:
+            bits.append(f"on call {self.on_call}")
+        if self.kind == "fail":
+            bits.append(f"raising {self.error}")
+            if self.after_apply:
+                bits.append("after the write applied")
+        if self.kind in ("hang", "delay"):
+            bits.append(f"for {self.seconds:g}s")
+        if self.times is not None:
+            bits.append(f"x{self.times}")
+        return " ".join(bits)
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """An ordered list of ``Fault``; the empty plan means "no fault"."""
+
+    faults: tuple[Fault, ...] = field(default_factory=tuple)
+
+    def __init__(self, faults: Iterable[Fault | dict[str, Any]] = ()) -> None:
+        items = tuple(f if isinstance(f, Fault) else Fault(**f) for f in faults)
+        object.__setattr__(self, "faults", items)
+
+    def __len__(self) -> int:
+        return len(self.faults)
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter(self.faults)
+
+    def to_data(self) -> list[dict[str, Any]]:
+        """Plain lists and dicts (JSON-ready), defaults left out."""
+        default = asdict(Fault(kind="fail"))
+        out = []
+        for f in self.faults:
+            d = {k: v for k, v in asdict(f).items() if k == "kind" or v != default[k]}
+            out.append(d)
+        return out
+
+    def describe(self) -> str:
+        """``no faults`` or one fault per line."""
+        if not self.faults:
+            return "no faults"
+        return "\n".join(f"{i + 1}. {f.describe()}" for i, f in enumerate(self.faults))
+
+    def __repr__(self) -> str:
+        return f"FaultPlan({self.to_data()!r})"
+
+
+class FaultInjector:
+    """``sim.faults``: add rules, and the hooks services call at each fault point."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self._rules: list[Fault] = []
+        self._fired: dict[int, int] = {}
+        self._calls: dict[str, int] = {}
+        self._scoped_calls: dict[tuple[str, str], int] = {}
+        self._pending_after: dict[str, Fault] = {}
+        self.healed = False
+        self.injected = 0
+
+    # -- adding rules -----------------------------------------------------------
+    def fail(
+        self,
+        point: str,
+        *,
+        on_call: int | None = 1,
+        error: BaseException | type[BaseException] | str | None = None,
+        after_apply: bool = False,
+        times: int | None = None,
+        queue: str | None = None,
+    ) -> Fault:
+        """Raise ``error`` from ``point`` on call ``on_call`` (``None``: every call).
+
+        ``after_apply=True`` raises after the operation took effect, the "timeout
+        after the write" that makes retries duplicate work.
+        """
+        return self._add(Fault("fail", _check_point(point), queue, _check_on_call(on_call),
+                               _error_text(error), bool(after_apply), 0.0, times))
+
+    def crash(self, queue: str, *, at: str, on_call: int | None = 1) -> Fault:
+        """Kill the worker of a ``queue`` attempt at fault point ``at``: a process death."""
+        self._check_queue(queue)
+        return self._add(Fault("crash", _check_point(at, "at"), queue, _check_on_call(on_call)))
+
+    def duplicate(self, queue: str, *, times: int = 2, on_call: int | None = None) -> Fault:
+        """Deliver each message of ``queue`` ``times`` times in all (``on_call``: only the Nth publish)."""
+        self._check_queue(queue)
+        if not isinstance(times, int) or times < 2:
+            raise ValueError(f"duplicate(times=...) is the total number of deliveries, at least 2; got {times!r}")
+        return self._add(Fault("duplicate", "queue.publish", queue, _check_on_call(on_call), times=times))
+
+    def hang(self, queue: str, *, seconds: float, on_call: int | None = 1) -> Fault:
+        """Stall a ``queue`` attempt for ``seconds`` before its handler runs."""
+        self._check_queue(queue)
+        return self._add(Fault("hang", "queue.deliver", queue, _check_on_call(on_call),
+                               seconds=self._check_seconds(seconds)))
+
+    def delay(self, point: str, *, seconds: float, on_call: int | None = None,
+              queue: str | None = None) -> Fault:
+        """Make ``point`` take ``seconds`` of virtual time (``on_call``: only that call)."""
+        return self._add(Fault("delay", _check_point(point), queue, _check_on_call(on_call),
+                               seconds=self._check_seconds(seconds)))
+
+    def apply(self, plan: FaultPlan | Iterable[Fault | dict[str, Any]]) -> None:
+        """Add every fault of ``plan`` (a ``FaultPlan`` or a list of faults/dicts)."""
+        if not isinstance(plan, FaultPlan):
+            plan = FaultPlan(plan)
+        for f in plan:
+            if f.kind not in KINDS:
+                raise ValueError(f"Fault.kind must be one of {KINDS}; got {f.kind!r}")
+            self._add(f)
+
+    def clear(self) -> None:
+        """Remove every rule (counters stay)."""
+        self._rules.clear()
+        self._pending_after.clear()
+
+    def heal(self) -> None:
+        """Stop injecting: the second phase of an explored example."""
+        self.healed = True
+
+    @property
+    def plan(self) -> FaultPlan:
+        """The rules in force, as a ``FaultPlan``."""
+        return FaultPlan(self._rules)
+
+    def calls(self, point: str) -> int:
+        """How many times ``point`` was entered so far."""
+        return self._calls.get(point, 0)
+
+    def _add(self, fault: Fault) -> Fault:
+        self._rules.append(fault)
+        return fault
+
+    @staticmethod
+    def _check_queue(queue: str) -> None:
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"queue= must name a queue (or '*' for every queue); got {queue!r}")
+
+    @staticmethod
+    def _check_seconds(seconds: float) -> float:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds= must be a number >= 0; got {seconds!r}")
+        return float(seconds)
+
+    # -- hooks for services ------------------------------------------------------
+    def _may_fire(self, rule: Fault, count: int) -> bool:
+        if rule.on_call is not None and rule.on_call != count:
+            return False
+        return rule.times is None or rule.kind == "duplicate" or self._fired.get(id(rule), 0) < rule.times
+
+    def _fire(self, rule: Fault, point: str, **detail: Any) -> None:
+        self._fired[id(rule)] = self._fired.get(id(rule), 0) + 1
+        self.injected += 1
+        self._sim.history.record("fault", rule.kind, point=point, **detail,
+                                 **({"queue": rule.queue} if rule.queue else {}))
+
+    @staticmethod
+    def _queue_matches(rule: Fault, queue: str | None) -> bool:
+        return rule.queue is None or rule.queue == "*" or rule.queue == queue
+
+    async def enter(self, point: str, *, queue: str | None = None) -> None:
+        """Called by a service before ``point`` takes effect; may raise, wait or crash."""
+        attempt = current_attempt.get()
+        if self._sim._disposing:
+            raise ProcessCrashed()
+        if attempt is not None:
+            if attempt.crashed:
+                raise ProcessCrashed()
+            queue = queue or attempt.queue
+        count = self._calls[point] = self._calls.get(point, 0) + 1
+        if not self._rules or self.healed:
+            return
+        scoped = 0
+        if queue is not None:
+            key = (queue, point)
+            scoped = self._scoped_calls[key] = self._scoped_calls.get(key, 0) + 1
+        for rule in list(self._rules):
+            if rule.point != point or rule.kind == "duplicate":
+                continue
+            if not self._queue_matches(rule, queue):
+                continue
+            n = scoped if rule.queue is not None else count
+            if not self._may_fire(rule, n):
+                continue
+            if rule.kind in ("delay", "hang"):
+                self._fire(rule, point, seconds=rule.seconds)
+                await asyncio.sleep(rule.seconds)
+            elif rule.kind == "fail":
+                if rule.after_apply:
+                    self._pending_after[point] = rule
+                    continue
+                self._fire(rule, point, error=rule.error)
+                raise _make_error(rule.error or "")
+            elif rule.kind == "crash" and attempt is not None:
+                self._fire(rule, point)
+                await self._crash(attempt)
+
+    def leave(self, point: str) -> None:
+        """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
+        rule = self._pending_after.pop(point, None) if self._pending_after else None
+        if rule is not None:
+            self._fire(rule, point, error=rule.error, after_apply=True)
+            raise _make_error(rule.error or "")
+
+    def deliveries(self, queue: str, publish_number: int) -> int:
+        """How many times the queue should deliver this message (1 unless duplicated)."""
+        if self.healed:
+            return 1
+        total = 1
+        for rule in self._rules:
+            if rule.kind == "duplicate" and self._queue_matches(rule, queue) and (
+                rule.on_call is None or rule.on_call == publish_number
+            ):
+                self._fire(rule, "queue.publish", times=rule.times)
+                total = max(total, rule.times or 2)
+        return total
+
+    async def _crash(self, attempt: Attempt) -> None:
+        """Mark the attempt dead, tell whoever runs it, and never return."""
+        attempt.crashed = True
+        if attempt.crash_future is not None and not attempt.crash_future.done():
+            attempt.crash_future.set_result(None)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None and hasattr(loop, "ignore_task"):
+            loop.ignore_task(task)
+            self._sim._frozen.append(task)
+        await loop.create_future()  # the process is gone: this never resumes
+        raise ProcessCrashed()  # pragma: no cover - unreachable
+

@@ -1,0 +1,138 @@
+"""The event history: every service operation, in order, on virtual time.
+
+Events are the single source of truth for checks, the timeline report, the HTML
+report and the determinism digest. ``outcome`` follows Jepsen: ``ok``, ``fail``, or
+``unknown`` (the operation may or may not have taken effect).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .context import current_attempt
+
+__all__ = ["Event", "History"]
+
+OUTCOMES = ("ok", "fail", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened: when (virtual seconds), where (service, op), and details."""
+
+    seq: int
+    t: float
+    service: str
+    op: str
+    outcome: str = "ok"
+    detail: dict[str, Any] = field(default_factory=dict)
+    attempt: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``service.op``, the same spelling as the fault point."""
+        return f"{self.service}.{self.op}"
+
+    def canonical(self) -> str:
+        """Stable text for hashing: sorted keys, times to the microsecond."""
+        return json.dumps(
+            [self.seq, round(self.t, 6), self.service, self.op, self.outcome, self.attempt,
+             self.detail],
+            sort_keys=True,
+            separators=(",", ":"),
+            default=repr,
+        )
+
+    def render(self) -> str:
+        """One timeline line, e.g. ``+   120.000s queue.deliver      report-jobs id=msg_1``."""
+        parts = []
+        for key, value in self.detail.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=repr)
+            if isinstance(text, str) and len(text) > 80:
+                text = text[:77] + "..."
+            parts.append(f"{key}={text}")
+        if self.attempt:
+            parts.append(f"in={self.attempt}")
+        flag = "" if self.outcome == "ok" else f" [{self.outcome}]"
+        return f"+{self.t:>11.3f}s {self.name:<22}{flag} {' '.join(parts)}".rstrip()
+
+
+class History:
+    """Append-only list of ``Event``; ``clock`` gives the virtual time of each record."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._events: list[Event] = []
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def record(self, service: str, op: str, outcome: str = "ok", **detail: Any) -> Event:
+        """Append an event at the current virtual time, tagged with the attempt running it."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome= must be one of {OUTCOMES}; got {outcome!r}")
+        attempt = current_attempt.get()
+        event = Event(
+            len(self._events), self._clock(), service, op, outcome, detail,
+            attempt.label if attempt is not None else None,
+        )
+        self._events.append(event)
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
+        self._listeners.append(listener)
+
+    @property
+    def events(self) -> list[Event]:
+        """A copy of all events, oldest first."""
+        return list(self._events)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(list(self._events))
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def filter(
+        self, service: str | None = None, op: str | None = None, **detail: Any
+    ) -> list[Event]:
+        """Events matching ``service``, ``op`` and every given detail value."""
+        return [
+            e for e in self._events
+            if (service is None or e.service == service)
+            and (op is None or e.op == op)
+            and all(e.detail.get(k) == v for k, v in detail.items())
+        ]
+
+    def count(self, service: str | None = None, op: str | None = None, **detail: Any) -> int:
+        """How many events match (see ``filter``)."""
+        return len(self.filter(service, op, **detail))
+
+    def digest(self) -> str:
+        """SHA-256 over every event's canonical text: equal digests mean identical runs."""
+        h = hashlib.sha256()
+        for event in self._events:
+            h.update(event.canonical().encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def timeline(
+        self,
+        events: Iterable[Event] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> str:
+        """The events as text, one per line, in virtual time; ``limit`` keeps the last N."""
+        chosen = list(self._events if events is None else events)
+        skipped = 0
+        if limit is not None and len(chosen) > limit:
+            skipped = len(chosen) - limit
+            chosen = chosen[-limit:]
+        lines = [f"... {skipped} earlier event(s) not shown"] if skipped else []
+        lines.extend(e.render() for e in chosen)
+        return "\n".join(lines) if lines else "(no events)"

@@ -1,0 +1,366 @@
+"""The pytest plugin: fixtures, marker, options, the virtual loop for async tests, reports.
+
+Thin on purpose: everything it shows comes from ``Simulation`` and its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from . import context
+from .loop import VirtualEventLoop
+from .simulation import Simulation
+from .wallclock import wall_clock
+
+__all__ = ["SimulationFactory"]
+
+TIMELINE_CHOICES = ("failure", "always", "never")
+_SIM_KEY = pytest.StashKey[Simulation]()
+_LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
+_LEFTOVER_KEY = pytest.StashKey[list[str]]()
+_TIMELINE_LIMIT = 200
+_BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict"}
+
+
+# -- options ------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bgwork", "deterministic simulation of background work")
+    group.addoption("--bgwork-seed", dest="bgwork_seed", default=None,
+                    help="seed for every simulation (default: derived from each test's node id)")
+    group.addoption("--bgwork-timeline", dest="bgwork_timeline", default=None,
+                    help="when to print the 'bgwork timeline' section: failure (default), always, never")
+    group.addoption("--bgwork-strict", dest="bgwork_strict", action="store_true", default=None,
+                    help="fail a test that leaves background work running at teardown")
+    parser.addini("bgwork_seed", "seed for every simulation (default: per test, from its node id)",
+                  default="")
+    parser.addini("bgwork_timeline", "failure | always | never", default="failure")
+    parser.addini("bgwork_strict", "fail tests that leave work running at teardown",
+                  type="bool", default=False)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name, default=None)
+    if value is None or value == "":
+        value = config.getini(name)
+    return value
+
+
+def _seed_option(config: pytest.Config) -> int | None:
+    raw = _option(config, "bgwork_seed")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(str(raw), 0)
+    except ValueError:
+        raise pytest.UsageError(
+            f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r}"
+        ) from None
+
+
+def _timeline_option(config: pytest.Config) -> str:
+    value = str(_option(config, "bgwork_timeline")).strip().lower()
+    if value not in TIMELINE_CHOICES:
+        raise pytest.UsageError(
+            f"--bgwork-timeline / bgwork_timeline must be one of {', '.join(TIMELINE_CHOICES)}; "
+            f"got {value!r}"
+        )
+    return value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None): "
+        "configure this test's bgwork simulation",
+    )
+    _seed_option(config)
+    _timeline_option(config)
+    config.stash[_STATS_KEY] = {}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = _seed_option(config)
+    if seed is None:
+        how = "seed per test = crc32(node id) (stable; set --bgwork-seed=N to fix it)"
+    else:
+        how = f"seed={seed} for every test"
+    return f"bgwork: {how}; timeline on {_timeline_option(config)}"
+
+
+def default_seed(nodeid: str) -> int:
+    """The stable seed a test gets when none is configured: CRC-32 of its node id."""
+    return zlib.crc32(nodeid.encode())
+
+
+# -- marker --------------------------------------------------------------------------------
+def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("bgwork"))):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.bgwork takes keyword arguments only "
+                f"({', '.join(sorted(_BGWORK_MARK_KEYS))}); got positional {mark.args!r}"
+            )
+        unknown = set(mark.kwargs) - _BGWORK_MARK_KEYS
+        if unknown:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.bgwork got unknown argument(s) "
+                f"{', '.join(sorted(unknown))}; valid: {', '.join(sorted(_BGWORK_MARK_KEYS))}"
+            )
+        kwargs.update(mark.kwargs)
+    return kwargs
+
+
+def _seed_for(item: pytest.Item) -> int:
+    marked = _marker_kwargs(item).get("seed")
+    if marked is not None:
+        if isinstance(marked, bool) or not isinstance(marked, int):
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.bgwork(seed=...) expects an int; got {marked!r}"
+            )
+        return marked
+    configured = _seed_option(item.config)
+    return configured if configured is not None else default_seed(item.nodeid)
+
+
+# -- the virtual loop for async tests ------------------------------------------------------
+def _uses_bgwork(item: Any) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return "bgwork" in names
+
+
+def _default_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_event_loop_policy().new_event_loop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Give tests that use ``bgwork`` a virtual loop; everyone else the usual one."""
+    if _uses_bgwork(item):
+        return {"bgwork": VirtualEventLoop}
+    return {"asyncio": _default_loop}
+
+
+def _async_loop_for(request: pytest.FixtureRequest) -> VirtualEventLoop | None:
+    """The virtual loop pytest-asyncio made for this async test, or ``None`` for sync tests."""
+    item = request.node
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover - a required dependency
+        return None
+    if not isinstance(item, pytest.Function) or not pytest_asyncio.is_async_test(item):
+        return None
+    scope = getattr(item, "_loop_scope", "function")
+    if scope != "function":
+        raise pytest.UsageError(
+            f"{item.nodeid}: a test that uses `bgwork` runs on its own function-scoped virtual "
+            f"loop, but this test asks pytest-asyncio for loop_scope={scope!r}. Remove "
+            "loop_scope= from its asyncio marker (or set asyncio_default_test_loop_scope = "
+            "function), and give shared async fixtures their own wider loop_scope."
+        )
+    runner = request.getfixturevalue("_function_scoped_runner")
+    loop = runner.get_loop()
+    if not isinstance(loop, VirtualEventLoop):
+        raise pytest.UsageError(
+            f"{item.nodeid}: uses `bgwork` but runs on {type(loop).__name__}, not the virtual "
+            "loop. A pytest_asyncio_loop_factories hook in your conftest returned factories for "
+            "it: return None for items whose fixturenames include 'bgwork' so pytest-bgwork "
+            "can provide the loop."
+        )
+    return loop
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture
+def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
+    """This test's simulation: virtual clock, services, faults, history.
+
+    ``async def`` tests run on its virtual loop; sync tests drive it with ``sim.run(...)``.
+    """
+    item = request.node
+    kwargs = _marker_kwargs(item)
+    loop = _async_loop_for(request)
+    sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop)
+    item.stash[_SIM_KEY] = sim
+    strict = kwargs.get("strict")
+    if strict is None:
+        strict = bool(_option(request.config, "bgwork_strict"))
+    context.push(sim)
+    wall_clock.start()
+    try:
+        for hook in _SETUP_HOOKS:
+            hook(sim, item)
+        yield sim
+        leftovers = sim.cancel_leftovers()
+        item.stash[_LEFTOVER_KEY] = leftovers
+        if leftovers and strict:
+            listed = "\n".join(f"  - {t}" for t in leftovers)
+            pytest.fail(
+                f"bgwork strict mode: {len(leftovers)} task(s) were still running when the test "
+                f"ended and were cancelled:\n{listed}\nAwait them (sim.run_until_idle(), "
+                "runtime.drain()) before the test returns, or drop strict=True.",
+                pytrace=False,
+            )
+    finally:
+        try:
+            if loop is None:
+                sim.close()
+            else:
+                sim.cancel_leftovers()
+                sim.dispose_frozen()
+        finally:
+            wall_clock.stop()
+            context.pop(sim)
+            _record_stats(request.config, sim)
+
+
+class SimulationFactory:
+    """``bgwork_factory(seed=..., start=...)``: fresh simulations, e.g. one per ``@given`` example.
+
+    Each has its own virtual loop, driven with ``sim.run(...)``; all are closed at teardown.
+    """
+
+    def __init__(self, base_seed: int) -> None:
+        self._base_seed = base_seed
+        self._made: list[Simulation] = []
+
+    def __call__(self, seed: int | None = None, start: Any = None) -> Simulation:
+        if seed is None:
+            seed = self._base_seed + len(self._made)
+        sim = Simulation(seed=seed, start=start)
+        self._made.append(sim)
+        return sim
+
+    @property
+    def made(self) -> list[Simulation]:
+        """Every simulation this factory created, oldest first."""
+        return list(self._made)
+
+    def close(self) -> None:
+        for sim in self._made:
+            sim.close()
+
+
+@pytest.fixture
+def bgwork_factory(request: pytest.FixtureRequest) -> Iterator[SimulationFactory]:
+    """Make fresh simulations on demand (for ``@given`` tests, where a function fixture is shared)."""
+    factory = SimulationFactory(_seed_for(request.node))
+    wall_clock.start()
+    try:
+        yield factory
+    finally:
+        try:
+            factory.close()
+        finally:
+            wall_clock.stop()
+
+
+@pytest.fixture
+def bg_clock(bgwork: Simulation) -> Any:
+    """The simulation's virtual clock (``now()``, ``time()``, ``monotonic()``)."""
+    return bgwork.clock
+
+
+@pytest.fixture
+def bg_queues(bgwork: Simulation) -> Any:
+    """The simulation's queue service."""
+    return bgwork.queues
+
+
+@pytest.fixture
+def bg_kv(bgwork: Simulation) -> Any:
+    """The simulation's key-value service."""
+    return bgwork.kv
+
+
+@pytest.fixture
+def bg_streams(bgwork: Simulation) -> Any:
+    """The simulation's durable stream service."""
+    return bgwork.streams
+
+
+@pytest.fixture
+def bg_runtime(bgwork: Simulation) -> Any:
+    """The simulation's waitUntil runtime."""
+    return bgwork.runtime
+
+
+@pytest.fixture
+def bg_task_manager(bgwork: Simulation) -> Any:
+    """The simulation's BackgroundTaskManager."""
+    return bgwork.task_manager
+
+
+@pytest.fixture
+def bg_faults(bgwork: Simulation) -> Any:
+    """The simulation's fault injector."""
+    return bgwork.faults
+
+
+#: Callables run on each new test simulation (chaos mode and replay register here).
+_SETUP_HOOKS: list[Callable[[Simulation, pytest.Item], None]] = []
+
+
+# -- reports ---------------------------------------------------------------------------------
+_STATS_KEY = pytest.StashKey[dict[str, float]]()
+
+
+def _record_stats(config: pytest.Config, sim: Simulation) -> None:
+    totals = config.stash.get(_STATS_KEY, None)
+    if totals is None:
+        return
+    totals["tests"] = totals.get("tests", 0) + 1
+    for key, value in sim.stats().items():
+        totals[key] = totals.get(key, 0) + value
+
+
+def replay_line(item: pytest.Item, seed: int) -> str:
+    """The one command that replays a test with its seed."""
+    return f"pytest '{item.nodeid}' --bgwork-seed={seed}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report: pytest.TestReport = yield
+    sim = item.stash.get(_SIM_KEY, None)
+    if sim is None:
+        return report
+    mode = _timeline_option(item.config)
+    failed = report.failed
+    if mode == "never" or (mode == "failure" and not failed):
+        return report
+    if report.when == "call" or (failed and report.when != "call"):
+        header = f"seed {sim.seed} · replay: {replay_line(item, sim.seed)}"
+        stats = sim.stats()
+        summary = (
+            f"simulated {stats['simulated_seconds']:.3f}s · {int(stats['deliveries'])} deliveries "
+            f"({int(stats['redeliveries'])} redelivered) · {int(stats['faults'])} faults · "
+            f"{int(stats['dead_letters'])} dead letters · digest {sim.history.digest()[:16]}"
+        )
+        text = f"{header}\n{summary}\n{sim.history.timeline(limit=_TIMELINE_LIMIT)}"
+        report.sections.append(("bgwork timeline", text))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    totals = config.stash.get(_STATS_KEY, None)
+    if totals and totals.get("tests"):
+        terminalreporter.write_sep("-", "bgwork summary")
+        terminalreporter.write_line(
+            f"{int(totals['tests'])} simulation(s): simulated {totals['simulated_seconds']:.1f}s, "
+            f"{int(totals['deliveries'])} deliveries, {int(totals['redeliveries'])} redeliveries, "
+            f"{int(totals['faults'])} faults injected, {int(totals['dead_letters'])} dead letters"
+        )
+    if _timeline_option(config) == "always":
+        for report in terminalreporter.getreports("passed"):
+            for title, text in report.sections:
+                if title == "bgwork timeline":
+                    terminalreporter.write_sep("-", f"bgwork timeline: {report.nodeid}")
+                    terminalreporter.write_line(text)

@@ -1,0 +1,308 @@
+"""``Simulation``: one virtual clock, seeded choices, a history, faults and the services."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import inspect
+import math
+import random
+from collections.abc import Awaitable, Coroutine
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import context
+from .choices import Choices, SeededChoices
+from .clock import VirtualClock, parse_start
+from .effects import Effects
+from .errors import NotRunning, Stalled
+from .faults import FaultInjector
+from .history import History
+from .loop import VirtualEventLoop, describe_task
+from .wallclock import wall_clock
+
+if TYPE_CHECKING:
+    from .kv import KV
+    from .queues import Queues
+    from .runtime import Runtime
+    from .schedules import Schedules
+    from .streams import Streams
+    from .task_manager import BackgroundTaskManager
+    from .tasks import Tasks
+    from .webhooks import Webhooks
+
+__all__ = ["DEFAULT_MAX_TIME", "Simulation"]
+
+_T = TypeVar("_T")
+#: ``run_until_idle``'s default horizon: one simulated week.
+DEFAULT_MAX_TIME = 7 * 86400.0
+_BUSY_LIMIT = 200_000
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed= must be an int (it seeds every random choice); got {seed!r}")
+    return seed
+
+
+class Simulation:
+    """A deterministic world for one test: virtual time, services, faults, history.
+
+    ``Simulation(seed=7, start="2026-01-01T00:00:00Z")``; drive it with ``sim.run(coro)``
+    from sync code, or ``await sim.advance(...)`` / ``await sim.run_until_idle()`` from
+    code already running on its loop (an ``async def`` test using ``bgwork``).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        start: str | float | _dt.datetime | None = None,
+        *,
+        loop: VirtualEventLoop | None = None,
+        choices: Choices | None = None,
+    ) -> None:
+        self.seed = _check_seed(seed)
+        if loop is None:
+            loop = VirtualEventLoop(VirtualClock(start))
+        else:
+            if loop.sim is not None:
+                raise RuntimeError("this virtual loop already belongs to another Simulation")
+            if loop.clock.monotonic() != 0.0:
+                raise RuntimeError("a Simulation must adopt a virtual loop before it ran any time")
+            loop.clock.start = parse_start(start)
+        loop.sim = self
+        self.loop: VirtualEventLoop = loop
+        self.clock: VirtualClock = loop.clock
+        self.history = History(self.clock.monotonic)
+        self.choices: Choices = choices if choices is not None else SeededChoices(self.seed)
+        #: A seeded ``random.Random`` for your own code's randomness.
+        self.random = random.Random(self.seed)
+        self.effects = Effects(self.history, self.clock.monotonic)
+        self.faults = FaultInjector(self)
+        self._frozen: list[asyncio.Task[Any]] = []
+        self._ids: dict[str, int] = {}
+        self._disposing = False
+        self._closed = False
+
+    # -- services (created on first use, so an unused service costs nothing) -------
+    @cached_property
+    def queues(self) -> Queues:
+        from .queues import Queues
+
+        return Queues(self)
+
+    @cached_property
+    def kv(self) -> KV:
+        from .kv import KV
+
+        return KV(self)
+
+    @cached_property
+    def streams(self) -> Streams:
+        from .streams import Streams
+
+        return Streams(self)
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        from .runtime import Runtime
+
+        return Runtime(self)
+
+    @cached_property
+    def task_manager(self) -> BackgroundTaskManager:
+        from .task_manager import BackgroundTaskManager
+
+        return BackgroundTaskManager(sim=self)
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        from .schedules import Schedules
+
+        return Schedules(self)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        from .webhooks import Webhooks
+
+        return Webhooks(self)
+
+    @cached_property
+    def tasks(self) -> Tasks:
+        from .tasks import Tasks
+
+        return Tasks(self)
+
+    # -- ids -------------------------------------------------------------------------
+    def next_id(self, prefix: str) -> str:
+        """Deterministic ids: ``msg_1``, ``msg_2``... per prefix, per simulation."""
+        n = self._ids[prefix] = self._ids.get(prefix, 0) + 1
+        return f"{prefix}_{n}"
+
+    # -- driving time ------------------------------------------------------------------
+    def run(self, main: Awaitable[_T]) -> _T:
+        """Run ``main`` (a coroutine) on the virtual loop from sync code; return its result."""
+        if inspect.iscoroutinefunction(main) or (callable(main) and not inspect.isawaitable(main)):
+            raise TypeError(
+                f"sim.run() takes a coroutine: call it first, e.g. sim.run(main()) not sim.run(main); "
+                f"got {main!r}"
+            )
+        if not inspect.isawaitable(main):
+            raise TypeError(f"sim.run() takes a coroutine or awaitable; got {type(main).__name__}")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            if inspect.iscoroutine(main):
+                main.close()
+            raise NotRunning(
+                "sim.run() was called from inside a running event loop; in async code, "
+                "`await` the coroutine instead"
+            )
+        if self.loop.is_closed():
+            raise NotRunning("this simulation was closed; create a new Simulation")
+        context.push(self)
+        wall_clock.start()
+        try:
+            return self.loop.run_until_complete(main)
+        finally:
+            wall_clock.stop()
+            context.pop(self)
+
+    def _require_loop(self, what: str) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            raise NotRunning(
+                f"{what} must run on this simulation's virtual loop: await it inside "
+                "sim.run(...) or an async test that uses the `bgwork` fixture"
+            )
+
+    async def advance(self, seconds: float) -> None:
+        """Move virtual time forward ``seconds``, firing everything due, in order."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(
+            seconds
+        ) or seconds < 0:
+            raise ValueError(f"advance(seconds=...) needs a finite number >= 0; got {seconds!r}")
+        self._require_loop("sim.advance()")
+        await asyncio.sleep(seconds)
+        await self._settle()
+
+    async def run_until_idle(self, max_time: float = DEFAULT_MAX_TIME) -> None:
+        """Advance until nothing is runnable and no timer is pending but recurring schedules.
+
+        Raises ``Stalled`` if work is still pending ``max_time`` virtual seconds from now.
+        """
+        if isinstance(max_time, bool) or not isinstance(max_time, int | float) or max_time < 0:
+            raise ValueError(f"run_until_idle(max_time=...) needs seconds >= 0; got {max_time!r}")
+        self._require_loop("sim.run_until_idle()")
+        loop = self.loop
+        deadline = self.clock.monotonic() + max_time
+        while True:
+            await self._settle()
+            timers = loop.pending_timers()
+            if not timers:
+                return
+            when = min(h.when() for h in timers)
+            if when > deadline:
+                raise Stalled(self._stalled_message(max_time, timers))
+            await asyncio.sleep(max(0.0, when - self.clock.monotonic()))
+
+    async def _settle(self) -> None:
+        """Let every ready callback run (and every thread finish) without moving time."""
+        loop = self.loop
+        for _ in range(_BUSY_LIMIT):
+            if loop._threads:
+                await asyncio.sleep(0)  # the selector waits for the thread in real time
+                continue
+            if not loop._ready:
+                return
+            await asyncio.sleep(0)
+        raise Stalled(
+            f"work kept the loop busy for {_BUSY_LIMIT} iterations at one virtual instant "
+            "(a loop that never awaits a timer, e.g. `while True: await asyncio.sleep(0)`)"
+        )
+
+    def _stalled_message(self, max_time: float, timers: list[asyncio.TimerHandle]) -> str:
+        now = self.clock.monotonic()
+        tasks = [t for t in self.loop.live_tasks() if t is not asyncio.current_task()]
+        lines = [
+            f"still busy after max_time={max_time:g}s of virtual time (now t=+{now:.3f}s): "
+            f"{len(timers)} timer(s) pending, the next at t=+{min(h.when() for h in timers):.3f}s"
+        ]
+        lines += [f"  - {describe_task(t)}" for t in tasks[:10]]
+        lines.append("Raise max_time= if this much waiting is intended, or find what keeps re-arming.")
+        return "\n".join(lines)
+
+    # -- summaries --------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        """Counts for reports: simulated seconds, deliveries, redeliveries, faults, dead letters."""
+        h = self.history
+        deliveries = h.filter("queue", "deliver")
+        return {
+            "simulated_seconds": self.clock.monotonic(),
+            "deliveries": len(deliveries),
+            "redeliveries": sum(1 for e in deliveries if e.detail.get("attempt", 1) > 1),
+            "faults": self.faults.injected,
+            "dead_letters": h.count("queue", "dead_letter"),
+        }
+
+    # -- teardown ---------------------------------------------------------------------
+    def cancel_leftovers(self) -> list[str]:
+        """Cancel tasks still running (a test may stop mid-flight); return what was cut off."""
+        loop = self.loop
+        if loop.is_closed() or loop.is_running():
+            return []
+        tasks = loop.live_tasks()
+        described = [describe_task(t) for t in tasks]
+        for text in described:
+            self.history.record("sim", "cancelled_at_teardown", task=text)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            context.push(self)
+            try:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            finally:
+                context.pop(self)
+        return described
+
+    def dispose_frozen(self) -> None:
+        """Throw away crashed attempts without letting their ``finally`` blocks act."""
+        self._disposing = True
+        frozen, self._frozen = self._frozen, []
+        for task in frozen:
+            coro = task.get_coro()
+            try:
+                if isinstance(coro, Coroutine):
+                    coro.close()
+            except BaseException:  # noqa: S110 - a dead process's last words are ignored
+                pass
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Cancel leftovers, dispose crashed attempts and close the loop (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.cancel_leftovers()
+        finally:
+            self.dispose_frozen()
+            if not self.loop.is_closed() and not self.loop.is_running():
+                try:
+                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                finally:
+                    self.loop.close()
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Simulation seed={self.seed} t=+{self.clock.monotonic():.3f}s events={len(self.history)}>"
