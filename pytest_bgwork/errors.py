@@ -37,3 +37,7 @@ class ProcessCrashed(BaseException):
     It derives from ``BaseException`` so ``except Exception`` in user code does not
     swallow it; the simulation never lets it reach user code that is still observed.
     """
+
+
+class LeftoverWork(UserWarning):
+    """A test ended with background work still running; it was cancelled at teardown."""

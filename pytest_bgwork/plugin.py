@@ -6,6 +6,7 @@ Thin on purpose: everything it shows comes from ``Simulation`` and its history.
 from __future__ import annotations
 
 import asyncio
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from . import context
+from .errors import LeftoverWork
 from .loop import VirtualEventLoop
 from .simulation import Simulation
 from .wallclock import wall_clock
@@ -200,8 +202,16 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         yield sim
         leftovers = sim.cancel_leftovers()
         item.stash[_LEFTOVER_KEY] = leftovers
+        listed = "\n".join(f"  - {t}" for t in leftovers)
+        if leftovers and not strict:
+            warnings.warn(
+                LeftoverWork(
+                    f"{len(leftovers)} task(s) still running when the test ended were cancelled "
+                    f"at teardown (strict=True makes this a failure):\n{listed}"
+                ),
+                stacklevel=1,
+            )
         if leftovers and strict:
-            listed = "\n".join(f"  - {t}" for t in leftovers)
             pytest.fail(
                 f"bgwork strict mode: {len(leftovers)} task(s) were still running when the test "
                 f"ended and were cancelled:\n{listed}\nAwait them (sim.run_until_idle(), "
@@ -243,18 +253,39 @@ class SimulationFactory:
         """Every simulation this factory created, oldest first."""
         return list(self._made)
 
+    def reset(self, base_seed: int) -> None:
+        """Start over for a new test: new base seed, nothing made yet."""
+        self._base_seed = base_seed
+        self._made = []
+
     def close(self) -> None:
-        for sim in self._made:
+        """Close every simulation made since the last ``reset``."""
+        made, self._made = self._made, []
+        for sim in made:
             sim.close()
 
 
-@pytest.fixture
-def bgwork_factory(request: pytest.FixtureRequest) -> Iterator[SimulationFactory]:
-    """Make fresh simulations on demand (for ``@given`` tests, where a function fixture is shared)."""
-    factory = SimulationFactory(_seed_for(request.node))
+@pytest.fixture(scope="session")
+def bgwork_factory() -> SimulationFactory:
+    """Make fresh simulations on demand, e.g. one per ``@given`` example.
+
+    Session-scoped so Hypothesis's function-scoped-fixture health check stays quiet;
+    ``_bgwork_factory_per_test`` reseeds it for each test and closes what it made.
+    """
+    return SimulationFactory(0)
+
+
+@pytest.fixture(autouse=True)
+def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For tests using ``bgwork_factory``: per-test seed, wall clock patched once, cleanup."""
+    if "bgwork_factory" not in request.fixturenames:
+        yield
+        return
+    factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
+    factory.reset(_seed_for(request.node))
     wall_clock.start()
     try:
-        yield factory
+        yield
     finally:
         try:
             factory.close()

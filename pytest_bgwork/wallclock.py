@@ -44,6 +44,27 @@ class _VirtualNow:
         )
 
 
+#: Modules whose clocks time the test run itself; they keep real time.
+_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet")
+
+
+def _unpatch_test_runner(freezer: Any) -> None:
+    """Give pytest's own timers (durations, session time) their real clock back.
+
+    freezegun's ``ignore=`` would also make every call *from* a test function read
+    real time (it inspects the caller's stack), so instead the few attributes it
+    patched in the runner's modules are restored one by one.
+    """
+    keep = []
+    for module, attribute, original in freezer.undo_changes:
+        name = getattr(module, "__name__", "")
+        if isinstance(name, str) and name.startswith(_RUNNER_MODULES):
+            setattr(module, attribute, original)
+        else:
+            keep.append((module, attribute, original))
+    freezer.undo_changes = keep
+
+
 class WallClockPatch:
     """Reference-counted freezegun patch; ``start``/``stop`` may nest."""
 
@@ -62,6 +83,7 @@ class WallClockPatch:
             return
         freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
         factory = freezer.start()
+        _unpatch_test_runner(freezer)
         idx = _fz.freeze_factories.index(factory)
         _fz.freeze_factories[idx] = _VirtualNow(factory)
         self._freezer = freezer

@@ -1,0 +1,76 @@
+"""Event history: order, filtering, rendering and a digest that pins determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_bgwork.context import Attempt, current_attempt
+from pytest_bgwork.history import History
+
+
+def make() -> tuple[History, list[float]]:
+    now = [0.0]
+    return History(lambda: now[0]), now
+
+
+def test_events_keep_order_time_and_detail() -> None:
+    h, now = make()
+    h.record("queue", "publish", queue="jobs", id="msg_1")
+    now[0] = 2.5
+    h.record("kv", "set", outcome="unknown", ns="s", key="k")
+    events = h.events
+    assert [(e.seq, e.t, e.name, e.outcome) for e in events] == [
+        (0, 0.0, "queue.publish", "ok"), (1, 2.5, "kv.set", "unknown")
+    ]
+    assert h.filter("queue", queue="jobs")[0].detail["id"] == "msg_1"
+    assert h.count("kv", "set") == 1
+    assert h.count("kv", "get") == 0
+
+
+def test_events_carry_the_running_attempt() -> None:
+    h, _ = make()
+    token = current_attempt.set(Attempt("jobs", "msg_3", 2))
+    try:
+        event = h.record("stream", "write", id="stream_1")
+    finally:
+        current_attempt.reset(token)
+    assert event.attempt == "jobs/msg_3#2"
+    assert "in=jobs/msg_3#2" in event.render()
+
+
+def test_bad_outcome_is_rejected() -> None:
+    h, _ = make()
+    with pytest.raises(ValueError, match="outcome= must be one of"):
+        h.record("kv", "set", outcome="maybe")
+
+
+def test_digest_is_stable_and_sensitive() -> None:
+    a, _ = make()
+    b, now_b = make()
+    for h in (a, b):
+        h.record("queue", "publish", id="msg_1", payload={"b": 1, "a": [1, 2]})
+    assert a.digest() == b.digest()
+    assert len(a.digest()) == 64
+    now_b[0] = 0.001
+    b.record("kv", "set", key="x")
+    a.record("kv", "set", key="x")
+    assert a.digest() != b.digest(), "a different time must change the digest"
+
+
+def test_digest_known_value() -> None:
+    """The digest format is part of the contract: same events, same hash on any machine."""
+    h, _ = make()
+    h.record("kv", "set", ns="s", key="k")
+    assert h.digest() == "1b8536b78ac2b16348bcf172bdb198ccedafe77ba5bbad3c9674163bed82006e"
+
+
+def test_timeline_renders_and_truncates() -> None:
+    h, now = make()
+    assert h.timeline() == "(no events)"
+    for i in range(5):
+        now[0] = float(i)
+        h.record("kv", "set", ns="s", key=f"k{i}")
+    assert h.timeline().splitlines()[0] == "+      0.000s kv.set                 ns=s key=k0"
+    short = h.timeline(limit=2).splitlines()
+    assert short[0] == "... 3 earlier event(s) not shown"
+    assert short[-1].endswith("key=k4")
