@@ -19,7 +19,7 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def table(title: str, ours: tuple[str, float], others: list[tuple[str, float]], unit: int) -> None:
     """Print one comparison: each tool's time, per-op cost, and how many times faster we are."""
     print(f"\n{title}")
-    print(f"  {"tool":<50}{'seconds':>10}{'µs/op':>10}{'ratio':>10}")
+    print(f"  {'tool':<50}{'seconds':>10}{'µs/op':>10}{'ratio':>10}")
     name, t = ours
     print(f"  {name:<50}{t:>10.4f}{t / unit * 1e6:>10.2f}{'1.0x':>10}")
     for other_name, other_t in others:

@@ -11,6 +11,7 @@ line it waits on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import linecache
 import os
@@ -111,7 +112,7 @@ class _VirtualSelector(selectors.BaseSelector):
                 return events
         if timeout is not None:
             scheduled = loop._scheduled
-            when = scheduled[0]._when if scheduled else loop.time() + timeout
+            when = scheduled[0].when() if scheduled else loop.time() + timeout
             loop.clock.advance_to(when)
             return []
         # Nothing ready, no timer: listen briefly for a thread-safe wake-up, then give up.
@@ -127,6 +128,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     ``sim`` is the simulation that owns the loop (``None`` until one adopts it).
     """
+
+    # asyncio.BaseEventLoop internals this loop reads (typeshed does not declare them)
+    _scheduled: list[asyncio.TimerHandle]
+    _ready: collections.deque[asyncio.Handle]
 
     def __init__(self, clock: VirtualClock | None = None) -> None:
         super().__init__()

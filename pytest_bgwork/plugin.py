@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -358,8 +358,10 @@ def replay_line(item: pytest.Item, seed: int) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     sim = item.stash.get(_SIM_KEY, None)
     if sim is None:
         return report
@@ -367,7 +369,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     failed = report.failed
     if mode == "never" or (mode == "failure" and not failed):
         return report
-    if report.when == "call" or (failed and report.when != "call"):
+    if failed or report.when == "call":
         header = f"seed {sim.seed} · replay: {replay_line(item, sim.seed)}"
         stats = sim.stats()
         summary = (

@@ -279,7 +279,7 @@ class Simulation:
             try:
                 if isinstance(coro, Coroutine):
                     coro.close()
-            except BaseException:  # noqa: S110 - a dead process's last words are ignored
+            except BaseException:
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
 

@@ -28,7 +28,7 @@ class _VirtualNow:
     def __call__(self) -> _dt.datetime:
         sim = context.active()
         if sim is None:
-            return _fz.real_datetime.utcnow()  # type: ignore[no-any-return]
+            return _fz.real_datetime.utcnow()
         return sim.clock.utc_naive()
 
     def tick(self, delta: Any = None) -> None:
@@ -85,7 +85,7 @@ class WallClockPatch:
         factory = freezer.start()
         _unpatch_test_runner(freezer)
         idx = _fz.freeze_factories.index(factory)
-        _fz.freeze_factories[idx] = _VirtualNow(factory)
+        _fz.freeze_factories[idx] = _VirtualNow(factory)  # type: ignore[call-overload]
         self._freezer = freezer
 
     def stop(self) -> None:

@@ -347,3 +347,32 @@ def test_used_from_a_user_test_file(pytester: pytest.Pytester) -> None:
         "*bgwork timeline*",
         "*schedule.fire*name=report run=run_2*overlapped=true*",
     ])
+
+
+@pytest.mark.asyncio
+async def test_method_get_calls_the_app_without_a_body(bgwork: bg.Simulation) -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    async def endpoint(request: Request) -> Response:
+        seen.append((request.method, await request.body()))
+        return Response(status_code=200)
+
+    app = Starlette(routes=[Route("/api/cron", endpoint, methods=["GET"])])
+    bgwork.schedules.create("vercel-style", cron="@hourly", app=app, path="/api/cron", method="get")
+    await bgwork.advance(3600)
+    assert seen == [("GET", b"")]
+    assert bgwork.schedules.runs("vercel-style")[0].status == 200
+
+
+def test_a_run_cut_off_at_teardown_is_recorded_as_cancelled() -> None:
+    sim = bg.Simulation()
+
+    async def job() -> None:
+        await asyncio.sleep(3600)
+
+    sim.schedules.create("nightly", cron="0 2 * * *", handler=job)
+    sim.run(sim.advance(2 * 3600 + 1800))
+    sim.close()  # the run is still going: teardown cancels it
+    (run,) = sim.schedules.runs("nightly")
+    assert (run.outcome, run.error, run.finished_at) == ("cancelled", "CancelledError()", at(1, 2, 30))
+    assert [e.outcome for e in sim.history.filter("schedule", "run_failed")] == ["unknown"]
