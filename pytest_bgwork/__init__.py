@@ -7,6 +7,14 @@ checks and the explorer; the pytest plugin (``pytest_bgwork.plugin``) adds the
 
 from __future__ import annotations
 
+from .checks import (
+    assert_drained,
+    assert_effects_once,
+    assert_idempotent,
+    assert_nothing_lost,
+    assert_status_terminal,
+    assert_streams_closed,
+)
 from .clock import VirtualClock
 from .context import current
 from .errors import (
@@ -18,6 +26,13 @@ from .errors import (
     Stalled,
     StreamClosed,
 )
+from .explore import (
+    ExplorationFailed,
+    ExploreCoverageWarning,
+    ExploreReport,
+    NonDeterministic,
+    explore,
+)
 from .faults import Fault, FaultPlan
 from .history import Event, History
 from .loop import VirtualEventLoop
@@ -28,9 +43,13 @@ __all__ = [
     "CheckFailed",
     "Deadlock",
     "Event",
+    "ExplorationFailed",
+    "ExploreCoverageWarning",
+    "ExploreReport",
     "Fault",
     "FaultPlan",
     "History",
+    "NonDeterministic",
     "NotRunning",
     "RuntimeShuttingDown",
     "Simulation",
@@ -38,6 +57,13 @@ __all__ = [
     "StreamClosed",
     "VirtualClock",
     "VirtualEventLoop",
+    "assert_drained",
+    "assert_effects_once",
+    "assert_idempotent",
+    "assert_nothing_lost",
+    "assert_status_terminal",
+    "assert_streams_closed",
     "current",
+    "explore",
 ]
 __version__ = "0.1.0"

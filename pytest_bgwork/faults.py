@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
+import fnmatch
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +97,18 @@ class Fault:
     after_apply: bool = False
     seconds: float = 0.0
     times: int | None = None
+    #: ``http`` faults only: the URL glob, and the status to answer with.
+    url: str | None = None
+    status: int | None = None
+    #: Fire only in this attempt of each queue message (chaos mode's "first attempt" rules).
+    attempt: int | None = None
 
     def describe(self) -> str:
         """Readable one-liner, e.g. ``crash report-jobs at stream.write on call 1``."""
+        if self.kind == "http":
+            how = f"answer {self.status}" if self.status else f"raise {self.error}"
+            call = f" on call {self.on_call}" if self.on_call else " on every call"
+            return f"http {self.url} {how}{call}" + (f" x{self.times}" if self.times else "")
         bits = [self.kind]
         if self.queue:
             bits.append(self.queue)
@@ -111,6 +122,10 @@ class Fault:
                 bits.append("after the write applied")
         if self.kind in ("hang", "delay"):
             bits.append(f"for {self.seconds:g}s")
+        if self.kind == "reorder":
+            bits.append(f"up to {self.seconds:g}s")
+        if self.attempt is not None:
+            bits.append(f"in attempt {self.attempt}")
         if self.times is not None:
             bits.append(f"x{self.times}")
         return " ".join(bits)
@@ -163,6 +178,11 @@ class FaultInjector:
         self._pending_after: dict[str, Fault] = {}
         self.healed = False
         self.injected = 0
+        self._router: Any = None
+        self._http_calls: dict[int, int] = {}
+        #: ``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
+        #: even when healed (``assert_idempotent`` records and crashes attempts with it).
+        self.watch: Callable[[str, Attempt], bool] | None = None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -207,13 +227,49 @@ class FaultInjector:
         return self._add(Fault("delay", _check_point(point), queue, _check_on_call(on_call),
                                seconds=self._check_seconds(seconds)))
 
+    def http(
+        self,
+        url: str,
+        *,
+        status: int | None = None,
+        timeout: bool = False,
+        connect_error: bool = False,
+        on_call: int | None = 1,
+        times: int | None = None,
+    ) -> Fault:
+        """Make outbound ``httpx`` requests to ``url`` fail (through respx).
+
+        ``url`` is a glob on the full URL (``"https://api.mail.example/*"``; the query
+        string may be left off). Exactly one of: ``status=503`` (answer with it),
+        ``timeout=True`` (``httpx.ReadTimeout``), ``connect_error=True``
+        (``httpx.ConnectError``). ``on_call`` counts matching requests from 1
+        (``None``: every one). Requests no rule fails go on to your own respx mocks.
+        """
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"http(url=...) expects a URL or glob such as "
+                             f"'https://api.example/*'; got {url!r}")
+        chosen = [name for name, on in (("status", status is not None), ("timeout", timeout),
+                                        ("connect_error", connect_error)) if on]
+        if len(chosen) != 1:
+            raise ValueError(
+                "http() needs exactly one of status=<code>, timeout=True, connect_error=True; "
+                f"got {', '.join(chosen) or 'none'}"
+            )
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                                   or not 100 <= status <= 599):
+            raise ValueError(f"http(status=...) expects an HTTP status code 100-599; got {status!r}")
+        error = None if status is not None else ("timeout" if timeout else "connect_error")
+        return self._add(Fault("http", "http", None, _check_on_call(on_call), error,
+                               times=times, url=url, status=status))
+
     def apply(self, plan: FaultPlan | Iterable[Fault | dict[str, Any]]) -> None:
         """Add every fault of ``plan`` (a ``FaultPlan`` or a list of faults/dicts)."""
         if not isinstance(plan, FaultPlan):
             plan = FaultPlan(plan)
         for f in plan:
-            if f.kind not in KINDS:
-                raise ValueError(f"Fault.kind must be one of {KINDS}; got {f.kind!r}")
+            if f.kind not in (*KINDS, "http", "reorder"):
+                raise ValueError(f"Fault.kind must be one of {(*KINDS, 'http', 'reorder')}; "
+                                 f"got {f.kind!r}")
             self._add(f)
 
     def clear(self) -> None:
@@ -236,7 +292,52 @@ class FaultInjector:
 
     def _add(self, fault: Fault) -> Fault:
         self._rules.append(fault)
+        if fault.point == "http" and self._router is None:
+            self._router = _start_http_router(self)
         return fault
+
+    def release(self) -> None:
+        """Stop intercepting outbound HTTP (called when the simulation is disposed)."""
+        router, self._router = self._router, None
+        if router is not None:
+            router.stop(quiet=True)
+
+    def _http_rules(self, request: Any) -> Any:
+        """Apply the ``http`` rules to ``request``: a response, an error, or ``None``."""
+        import httpx
+
+        url = str(request.url)
+        bare = url.split("?", 1)[0]
+        for rule in self._rules:
+            if rule.kind != "http" or not (
+                fnmatch.fnmatchcase(url, rule.url or "") or fnmatch.fnmatchcase(bare, rule.url or "")
+            ):
+                continue
+            n = self._http_calls[id(rule)] = self._http_calls.get(id(rule), 0) + 1
+            if not self._may_fire(rule, n):
+                continue
+            self._fire(rule, "http", method=request.method, url=url,
+                       **({"status": rule.status} if rule.status else {"error": rule.error}))
+            if rule.status is not None:
+                return httpx.Response(rule.status, request=request,
+                                      json={"error": "injected fault"})
+            if rule.error == "timeout":
+                raise httpx.ReadTimeout("injected timeout", request=request)
+            raise httpx.ConnectError("injected connect error", request=request)
+        return None
+
+    async def _on_http_async(self, request: Any) -> Any:
+        import httpx
+
+        try:
+            await self.enter("http")
+            self.leave("http")
+        except (ConnectionError, TimeoutError) as exc:
+            cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
+            raise cls(str(exc) or type(exc).__name__, request=request) from exc
+        if self.healed:
+            return None
+        return self._http_rules(request)
 
     @staticmethod
     def _check_queue(queue: str) -> None:
@@ -275,6 +376,9 @@ class FaultInjector:
                 raise ProcessCrashed()
             queue = queue or attempt.queue
         count = self._calls[point] = self._calls.get(point, 0) + 1
+        if self.watch is not None and attempt is not None and self.watch(point, attempt):
+            self._fire(Fault("crash", point, attempt.queue), point)
+            await self._crash(attempt)
         if not self._rules or self.healed:
             return
         scoped = 0
@@ -282,7 +386,11 @@ class FaultInjector:
             key = (queue, point)
             scoped = self._scoped_calls[key] = self._scoped_calls.get(key, 0) + 1
         for rule in list(self._rules):
-            if rule.point != point or rule.kind == "duplicate":
+            # point "*": the attempt's first fault point after its delivery (chaos crash)
+            wild = rule.point == "*" and point != "queue.deliver"
+            if (rule.point != point and not wild) or rule.kind == "duplicate":
+                continue
+            if rule.attempt is not None and (attempt is None or attempt.number != rule.attempt):
                 continue
             if not self._queue_matches(rule, queue):
                 continue
@@ -301,6 +409,11 @@ class FaultInjector:
             elif rule.kind == "crash" and attempt is not None:
                 self._fire(rule, point)
                 await self._crash(attempt)
+            elif rule.kind == "reorder":  # a drawn pause before this delivery's handler runs
+                pause = self._sim.choices.integer(0, 1000, "chaos.reorder") * rule.seconds / 1000
+                if pause:
+                    self._fire(rule, point, seconds=pause)
+                    await asyncio.sleep(pause)
 
     def leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
@@ -335,3 +448,56 @@ class FaultInjector:
         await loop.create_future()  # the process is gone: this never resumes
         raise ProcessCrashed()  # pragma: no cover - unreachable
 
+
+
+_in_async_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bgwork_http_async", default=False
+)
+
+
+def _start_http_router(injector: FaultInjector) -> Any:
+    """A respx router at the front of httpx's transports that applies ``injector``'s rules.
+
+    It answers only requests a rule fails, made while ``injector``'s simulation is current;
+    anything else goes on to the next respx router (your own mocks) or the real transport.
+    """
+    import respx
+
+    from . import context
+
+    class _Router(respx.MockRouter):
+        async def async_handler(self, request: Any) -> Any:
+            token = _in_async_handler.set(True)
+            try:
+                return await super().async_handler(request)
+            finally:
+                _in_async_handler.reset(token)
+
+    router = _Router(assert_all_called=False, assert_all_mocked=True, using="httpx")
+
+    def others() -> bool:
+        mocker = router.Mocker
+        return mocker is not None and any(r is not router for r in mocker.routers)
+
+    def decide(result: Any, request: Any) -> Any:
+        # None: not ours; let the next respx router answer, else pass through to the network
+        return result if result is not None else (None if others() else request)
+
+    def side_effect(request: Any) -> Any:
+        # queue deliveries to an in-process app are the platform's calls, not the app's
+        if context.active() is not injector._sim or request.url.host == "bgwork.invalid":
+            return None if others() else request
+        if _in_async_handler.get():
+            async def run() -> Any:
+                return decide(await injector._on_http_async(request), request)
+
+            return run()
+        return decide(None if injector.healed else injector._http_rules(request), request)
+
+    router.route().mock(side_effect=side_effect)
+    router.start()
+    mocker = router.Mocker
+    if mocker is not None:  # go first, so a rule can fail a URL your own mocks answer
+        mocker.routers.remove(router)
+        mocker.routers.insert(0, router)
+    return router

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from . import context
+from . import chaos, context, replay, report_html
 from .errors import LeftoverWork
 from .loop import VirtualEventLoop
 from .simulation import Simulation
@@ -42,6 +42,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="")
     parser.addini("bgwork_timeline", "failure | always | never", default="failure")
     parser.addini("bgwork_strict", "fail tests that leave work running at teardown",
+                  type="bool", default=False)
+    group.addoption("--bgwork-chaos", dest="bgwork_chaos", default=None,
+                    help="make every queue adversarial: comma-separated "
+                         f"{','.join(chaos.MODES)} (none: off)")
+    group.addoption("--bgwork-html", dest="bgwork_html", default=None, metavar="PATH",
+                    help="write a self-contained HTML timeline report of failing tests to PATH")
+    group.addoption("--bgwork-html-all", dest="bgwork_html_all", action="store_true",
+                    default=None, help="include passing tests in the --bgwork-html report")
+    parser.addini("bgwork_chaos", f"chaos modes for every test: {', '.join(chaos.MODES)}",
+                  default="")
+    parser.addini("bgwork_html", "path of the HTML timeline report (empty: none)", default="")
+    parser.addini("bgwork_html_all", "include passing tests in the HTML report",
                   type="bool", default=False)
 
 
@@ -82,7 +94,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _seed_option(config)
     _timeline_option(config)
-    config.stash[_STATS_KEY] = {}
+    _chaos_option(config)
+    html_path = _option(config, "bgwork_html")
+    if html_path and not hasattr(config, "workerinput"):  # xdist workers send their reports
+        config.pluginmanager.register(
+            _HtmlReport(str(html_path), bool(_option(config, "bgwork_html_all"))),
+            "bgwork-html",
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -91,7 +109,12 @@ def pytest_report_header(config: pytest.Config) -> str:
         how = "seed per test = crc32(node id) (stable; set --bgwork-seed=N to fix it)"
     else:
         how = f"seed={seed} for every test"
-    return f"bgwork: {how}; timeline on {_timeline_option(config)}"
+    modes = _chaos_option(config)
+    extra = f"; chaos: {','.join(modes)}" if modes else ""
+    html_path = _option(config, "bgwork_html")
+    if html_path:
+        extra += f"; html report: {html_path}"
+    return f"bgwork: {how}; timeline on {_timeline_option(config)}{extra}"
 
 
 def default_seed(nodeid: str) -> int:
@@ -228,7 +251,6 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         finally:
             wall_clock.stop()
             context.pop(sim)
-            _record_stats(request.config, sim)
 
 
 class SimulationFactory:
@@ -339,22 +361,69 @@ def bg_faults(bgwork: Simulation) -> Any:
 _SETUP_HOOKS: list[Callable[[Simulation, pytest.Item], None]] = []
 
 
+# -- replay tokens: @pytest.mark.bgwork(replay="bgwork1:...") ---------------------------------
+def _replay_token(item: pytest.Item) -> replay.Replay | None:
+    token = _marker_kwargs(item).get("replay")
+    if token is None:
+        return None
+    try:
+        return replay.decode(token)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.bgwork(replay=...): {exc}") from None
+
+
+def _replay_setup(sim: Simulation, item: pytest.Item) -> None:
+    """A plain test's token (no scenario) gives its simulation the seed, choices and plan."""
+    token = _replay_token(item)
+    if token is not None and token.scenario is None:
+        replay.apply(sim, token)
+
+
+_SETUP_HOOKS.append(_replay_setup)
+
+
+# -- chaos mode: --bgwork-chaos / bgwork_chaos / @pytest.mark.bgwork(chaos=...) --------------
+_CHAOS_KEY = pytest.StashKey[tuple[str, ...]]()
+
+
+def _chaos_option(config: pytest.Config) -> tuple[str, ...]:
+    try:
+        return chaos.parse(_option(config, "bgwork_chaos"), source="--bgwork-chaos / bgwork_chaos")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _chaos_for(item: pytest.Item) -> tuple[str, ...]:
+    """The marker's ``chaos=`` (``""``/``[]``: off for this test), else the option's modes."""
+    kwargs = _marker_kwargs(item)
+    if "chaos" not in kwargs or kwargs["chaos"] is None:
+        return _chaos_option(item.config)
+    try:
+        return chaos.parse(kwargs["chaos"], source=f"{item.nodeid}: @pytest.mark.bgwork(chaos=...)")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _chaos_setup(sim: Simulation, item: pytest.Item) -> None:
+    item.stash[_CHAOS_KEY] = chaos.apply(sim, _chaos_for(item))
+
+
+_SETUP_HOOKS.append(_chaos_setup)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Make the test's replay token visible to ``bg.explore`` while the test runs."""
+    with replay.activate(_replay_token(item)):
+        return (yield)
+
+
 # -- reports ---------------------------------------------------------------------------------
-_STATS_KEY = pytest.StashKey[dict[str, float]]()
-
-
-def _record_stats(config: pytest.Config, sim: Simulation) -> None:
-    totals = config.stash.get(_STATS_KEY, None)
-    if totals is None:
-        return
-    totals["tests"] = totals.get("tests", 0) + 1
-    for key, value in sim.stats().items():
-        totals[key] = totals.get(key, 0) + value
-
-
 def replay_line(item: pytest.Item, seed: int) -> str:
-    """The one command that replays a test with its seed."""
-    return f"pytest '{item.nodeid}' --bgwork-seed={seed}"
+    """The one command that replays a test with its seed (and the command line's chaos modes)."""
+    modes = _chaos_option(item.config)
+    flag = f" --bgwork-chaos={','.join(modes)}" if modes else ""
+    return f"pytest '{item.nodeid}' --bgwork-seed={seed}{flag}"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -365,12 +434,25 @@ def pytest_runtest_makereport(
     sim = item.stash.get(_SIM_KEY, None)
     if sim is None:
         return report
+    modes = item.stash.get(_CHAOS_KEY, ())
+    if report.when == "teardown":  # plain data on the report: pytest-xdist carries it over
+        report.bgwork_stats = sim.stats()  # type: ignore[attr-defined]
+    wanted = report.failed or (report.when == "call" and bool(
+        _option(item.config, "bgwork_html_all")))
+    if wanted and _option(item.config, "bgwork_html"):
+        outcome = report.outcome if report.when == "call" else "error"
+        message = call.excinfo.exconly()[-4000:] if call.excinfo is not None else ""
+        report.bgwork_html = report_html.TestTimeline.from_simulation(  # type: ignore[attr-defined]
+            sim, nodeid=item.nodeid, outcome=outcome, replay=replay_line(item, sim.seed),
+            chaos=modes, message=message).to_data()
     mode = _timeline_option(item.config)
     failed = report.failed
     if mode == "never" or (mode == "failure" and not failed):
         return report
     if failed or report.when == "call":
         header = f"seed {sim.seed} · replay: {replay_line(item, sim.seed)}"
+        if modes:
+            header += f" · chaos: {','.join(modes)}"
         stats = sim.stats()
         summary = (
             f"simulated {stats['simulated_seconds']:.3f}s · {int(stats['deliveries'])} deliveries "
@@ -383,13 +465,21 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    totals = config.stash.get(_STATS_KEY, None)
-    if totals and totals.get("tests"):
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():  # teardown reports, also from xdist workers
+        for rep in reports:
+            for key, value in (getattr(rep, "bgwork_stats", None) or {}).items():
+                totals[key] = totals.get(key, 0) + value
+            if getattr(rep, "bgwork_stats", None) is not None:
+                totals["tests"] = totals.get("tests", 0) + 1
+    if totals.get("tests"):
+        modes = _chaos_option(config)
         terminalreporter.write_sep("-", "bgwork summary")
         terminalreporter.write_line(
             f"{int(totals['tests'])} simulation(s): simulated {totals['simulated_seconds']:.1f}s, "
             f"{int(totals['deliveries'])} deliveries, {int(totals['redeliveries'])} redeliveries, "
             f"{int(totals['faults'])} faults injected, {int(totals['dead_letters'])} dead letters"
+            + (f" (chaos: {','.join(modes)})" if modes else "")
         )
     if _timeline_option(config) == "always":
         for report in terminalreporter.getreports("passed"):
@@ -397,3 +487,26 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 if title == "bgwork timeline":
                     terminalreporter.write_sep("-", f"bgwork timeline: {report.nodeid}")
                     terminalreporter.write_line(text)
+
+
+class _HtmlReport:
+    """Collects the ``bgwork_html`` data of reports (local or from xdist workers); writes the page."""
+
+    def __init__(self, path: str, include_passing: bool) -> None:
+        self.path = path
+        self.include_passing = include_passing
+        self.tests: dict[str, report_html.TestTimeline] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "bgwork_html", None)
+        if data is not None:  # a later phase (teardown error) replaces the call's picture
+            self.tests[report.nodeid] = report_html.TestTimeline.from_data(data)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        modes = _chaos_option(session.config)
+        report_html.write(self.path, list(self.tests.values()),
+                          include_passing=self.include_passing,
+                          subtitle=f"Chaos: {','.join(modes)}." if modes else "")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_sep("-", f"bgwork html report: {self.path}")

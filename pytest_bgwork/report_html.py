@@ -344,9 +344,12 @@ def _lane_html(lane: Lane, n: int, t_end: float) -> str:
             f'data-t0="{bar.t0}" data-t1="{"" if bar.t1 is None else bar.t1}" '
             f'title="{_esc(bar.title)}"><span class="bl">{_esc(label)}</span></span>'
         )
-    for mark in lane.marks:
+    marks = sorted(lane.marks, key=lambda m: m.i)
+    for k, mark in enumerate(marks):
+        x = _pct(mark.i, n)
+        room = (_pct(marks[k + 1].i, n) if k + 1 < len(marks) else min(100.0, x + 25)) - x
         parts.append(
-            f'<span class="mark k-{_esc(mark.kind)}" style="left:{_pct(mark.i, n)}%" '
+            f'<span class="mark k-{_esc(mark.kind)}" style="left:{x}%;width:{room:.3f}%" '
             f'data-i="{mark.i}" data-t="{mark.t}" title="{_esc(mark.title)}">'
             f'<span class="ml">{_esc(mark.label)}</span></span>'
         )
@@ -446,17 +449,17 @@ code{font:12px ui-monospace,monospace;background:#eef0f3;padding:1px 4px;border-
 .tick{position:absolute;top:0;height:20px;border-left:1px solid #c5cbd3;padding-left:2px;
   font-size:10px;color:#6b7583;white-space:nowrap}
 .tick.minor{border-left-color:#e6e9ed}
-.lane{display:flex;min-height:24px;border-bottom:1px solid #f0f2f4}
+.lane{display:flex;min-height:34px;border-bottom:1px solid #f0f2f4}
 .lane:nth-child(even){background:#fcfcfd}
 .lane[hidden]{display:none}
 .lane-label{width:260px;flex:none;padding:3px 8px;white-space:nowrap;overflow:hidden;
   text-overflow:ellipsis;border-right:1px solid #e3e6ea}
 .lane.child .lane-label{padding-left:26px;color:#4a5563}
 .grp{display:inline-block;min-width:64px;font-size:10px;color:#6b7583;text-transform:uppercase}
-.track{position:relative;flex:1;min-height:24px}
-.bar{position:absolute;top:4px;height:16px;border-radius:3px;background:#9fb3c8;overflow:hidden;
+.track{position:relative;flex:1;min-height:34px}
+.bar{position:absolute;top:17px;height:14px;border-radius:3px;background:#9fb3c8;overflow:hidden;
   cursor:pointer;min-width:3px}
-.bl{font-size:10px;padding:0 4px;white-space:nowrap;color:#102a43;line-height:16px}
+.bl{font-size:10px;padding:0 4px;white-space:nowrap;color:#102a43;line-height:14px}
 .s-ok{background:#a9dfbf}
 .s-fail{background:#f5b7b1}
 .s-crash{background:#d98880}
@@ -464,17 +467,18 @@ code{font:12px ui-monospace,monospace;background:#eef0f3;padding:1px 4px;border-
 .s-dead .bl{color:#fff}
 .s-open{background:repeating-linear-gradient(45deg,#f9e79f,#f9e79f 6px,#fcf3cf 6px,#fcf3cf 12px)}
 .s-stale{background:#f8c471}
-.mark{position:absolute;top:6px;width:10px;height:10px;margin-left:-5px;border-radius:50%;
-  background:#5d6d7e;cursor:pointer;z-index:2}
-.ml{position:absolute;left:12px;top:-3px;font-size:10px;white-space:nowrap;color:#34495e;
-  pointer-events:none}
-.k-read{background:#fff;border:2px solid #85929e}
-.k-fail{background:#e74c3c}
-.k-unknown{background:#f39c12}
-.k-note{background:#aab7c4}
-.k-effect{background:#8e44ad}
-.k-fault{background:#c0392b;border-radius:0;transform:rotate(45deg);width:11px;height:11px}
-.k-fault .ml{transform:rotate(-45deg);color:#c0392b;font-weight:600;left:10px;top:6px}
+.mark{position:absolute;top:2px;height:14px;margin-left:-5px;padding-left:12px;min-width:10px;
+  overflow:hidden;white-space:nowrap;text-overflow:ellipsis;cursor:pointer;z-index:2;
+  font-size:10px;line-height:14px;color:#34495e}
+.mark::before{content:"";position:absolute;left:0;top:2px;width:10px;height:10px;
+  border-radius:50%;background:#5d6d7e;box-sizing:border-box}
+.k-read::before{background:#fff;border:2px solid #85929e}
+.k-fail::before{background:#e74c3c}
+.k-unknown::before{background:#f39c12}
+.k-note::before{background:#aab7c4}
+.k-effect::before{background:#8e44ad}
+.k-fault::before{background:#c0392b;border-radius:0;transform:rotate(45deg) scale(.85)}
+.k-fault{color:#c0392b;font-weight:600}
 .mark.sel,.bar.sel{outline:2px solid #1f6feb}
 .detail{margin:6px 0;padding:6px 8px;background:#f4f6f8;border-radius:4px;white-space:pre-wrap;
   font:12px ui-monospace,monospace;min-height:2em}
@@ -499,8 +503,13 @@ _JS = """
   function place(sec,scale){
     var n=+sec.dataset.events,tend=+sec.dataset.tend||1;
     function x(i,t){return scale==='time'?Math.min(100,(+t)/tend*100):pct(+i,n);}
-    sec.querySelectorAll('.mark').forEach(function(m){
-      m.style.left=x(m.dataset.i,m.dataset.t)+'%';});
+    sec.querySelectorAll('.track').forEach(function(tr){
+      var ms=[].slice.call(tr.querySelectorAll('.mark')).map(function(m){
+        return [x(m.dataset.i,m.dataset.t),m];}).sort(function(a,b){return a[0]-b[0];});
+      ms.forEach(function(p,k){
+        var room=(k+1<ms.length?ms[k+1][0]:Math.min(100,p[0]+25))-p[0];
+        p[1].style.left=p[0]+'%';p[1].style.width=room+'%';});
+    });
     sec.querySelectorAll('.tick').forEach(function(m){
       var i=+m.dataset.i;
       m.style.left=(scale==='time'?x(0,m.dataset.t):(i?pct(i-0.5,n):0))+'%';});

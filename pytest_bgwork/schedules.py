@@ -101,7 +101,7 @@ def _epoch(when: _dt.datetime) -> float:
     return (when - _EPOCH).total_seconds()
 
 
-def check_cron(cron: object, start: _dt.datetime) -> str:
+def _check_cron(cron: object, start: _dt.datetime) -> str:
     """Validate 5-field cron text (or an @alias); the error names the field at fault."""
     if not isinstance(cron, str):
         raise TypeError(f"cron= takes cron text such as '0 2 * * *'; got {type(cron).__name__}")
@@ -191,7 +191,7 @@ class Schedules:
             raise ValueError(
                 f"schedule {name!r} already exists; delete({name!r}) it first or pick another name"
             )
-        text = check_cron(cron, self._sim.clock.now())
+        text = _check_cron(cron, self._sim.clock.now())
         if overlap not in OVERLAP:
             raise ValueError(f"overlap= must be one of {', '.join(OVERLAP)}; got {overlap!r}")
         if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
@@ -277,7 +277,8 @@ class Schedules:
 
     def _restore(self, state: object) -> None:
         """Put back each schedule's run list; definitions and timers stay as they are."""
-        assert isinstance(state, dict)
+        if not isinstance(state, dict):
+            raise TypeError(f"_restore() takes what _snapshot() returned; got {type(state).__name__}")
         for name, entry in self._entries.items():
             entry.runs = copy.deepcopy(state.get(name, []))
 

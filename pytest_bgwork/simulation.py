@@ -273,6 +273,7 @@ class Simulation:
     def dispose_frozen(self) -> None:
         """Throw away crashed attempts without letting their ``finally`` blocks act."""
         self._disposing = True
+        self.faults.release()  # the simulation is done: stop intercepting outbound HTTP
         frozen, self._frozen = self._frozen, []
         for task in frozen:
             coro = task.get_coro()
@@ -282,6 +283,9 @@ class Simulation:
             except BaseException:
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
+            # forget it, or a runner that cancels every task at shutdown (pytest-asyncio)
+            # resumes the closed coroutine: "cannot reuse already awaited coroutine"
+            asyncio.tasks._unregister_task(task)
 
     def close(self) -> None:
         """Cancel leftovers, dispose crashed attempts and close the loop (idempotent)."""

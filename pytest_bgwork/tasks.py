@@ -1,8 +1,9 @@
 """Tasks: work items for people or agents (a title, tags and a status), on virtual time.
 
-Each create/update is recorded (``task.create``, ``task.update``) and is a fault
-point of the same name (``task.get`` too), so a test can see an agent file the same
-task twice or leave one stuck ``in_progress``.
+Each create/update is recorded (``task.create``, ``task.update``); the fault points
+are ``tasks.create``, ``tasks.update`` and ``tasks.get`` (``task.<name>`` belongs to
+waitUntil and manager tasks), so a test can see an agent file the same task twice
+or leave one stuck ``in_progress``.
 """
 
 from __future__ import annotations
@@ -83,11 +84,9 @@ class Tasks:
         self, title: str, description: str = "", tags: Iterable[str] = ()
     ) -> Task:
         """Add an ``open`` task with a new id (``task_1``, ``task_2``...)."""
+        fields = (_check_title(title), _check_description(description), _check_tags(tags))
         now = self._sim.clock.now()
-        task = Task(
-            self._sim.next_id("task"), _check_title(title), _check_description(description),
-            _check_tags(tags), "open", now, now,
-        )
+        task = Task(self._sim.next_id("task"), *fields, "open", now, now)
 
         def apply() -> Task:
             self._items[task.id] = task
@@ -98,9 +97,9 @@ class Tasks:
 
     async def get(self, id: str) -> Task:
         """The task ``id`` as it stands; ``KeyError`` naming the known ids if there is none."""
-        await self._sim.faults.enter("task.get")
+        await self._sim.faults.enter("tasks.get")
         task = self._find(id)
-        self._sim.faults.leave("task.get")
+        self._sim.faults.leave("tasks.get")
         return task
 
     def list(self, tag: str | None = None, status: str | None = None) -> builtins.list[Task]:
@@ -152,7 +151,8 @@ class Tasks:
         return dict(self._items)  # Task is frozen, so a shallow copy is a full copy
 
     def _restore(self, state: object) -> None:
-        assert isinstance(state, dict)
+        if not isinstance(state, dict):
+            raise TypeError(f"_restore() takes what _snapshot() returned; got {type(state).__name__}")
         self._items = dict(state)
 
     # -- internals ---------------------------------------------------------------------
@@ -165,7 +165,7 @@ class Tasks:
 
     async def _op(self, op: str, apply: Callable[[], _T], detail: dict[str, Any]) -> _T:
         """Fault point ``task.<op>`` around ``apply``, recorded with its outcome."""
-        sim, point = self._sim, f"task.{op}"
+        sim, point = self._sim, f"tasks.{op}"
         try:
             await sim.faults.enter(point)
         except Exception as exc:

@@ -9,7 +9,11 @@ real monotonic time; the virtual loop has its own ``time()`` either way.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import importlib
+import sys
+import warnings
 from typing import Any
 
 from freezegun import api as _fz
@@ -65,6 +69,20 @@ def _unpatch_test_runner(freezer: Any) -> None:
     freezer.undo_changes = keep
 
 
+def _preimport_date_subclasses() -> None:
+    """Import, before freezing, modules that subclass ``date`` when first imported.
+
+    Under freezegun ``datetime.date`` is ``FakeDate``, and a module that defines a
+    ``date`` subclass with its own metaclass fails to import (freezegun issue 480).
+    FastAPI imports ``pydantic.v1`` lazily, on its first route: import it now if the
+    app already uses pydantic.
+    """
+    if "pydantic" in sys.modules and "pydantic.v1" not in sys.modules:
+        with warnings.catch_warnings(), contextlib.suppress(ImportError):
+            warnings.simplefilter("ignore")
+            importlib.import_module("pydantic.v1")
+
+
 class WallClockPatch:
     """Reference-counted freezegun patch; ``start``/``stop`` may nest."""
 
@@ -81,6 +99,7 @@ class WallClockPatch:
         self._depth += 1
         if self._depth > 1:
             return
+        _preimport_date_subclasses()
         freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
         factory = freezer.start()
         _unpatch_test_runner(freezer)

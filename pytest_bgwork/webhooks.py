@@ -142,7 +142,7 @@ class Webhooks:
         signatures: list[str] = []
         for item in header.split(","):
             k, _, v = item.strip().partition("=")
-            if k == "t" and v.isdigit():
+            if k == "t" and v.isascii() and v.isdigit():
                 t = int(v)
             elif k == "v1" and v:
                 signatures.append(v)
@@ -155,7 +155,7 @@ class Webhooks:
                 f"{self.header} header has no v1=<hex> signature: {header!r}"
             )
         expected = self._digest(raw, key, t)
-        if not any(hmac.compare_digest(expected, s) for s in signatures):
+        if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures):
             raise WebhookSignatureError(
                 "signature does not match the body: the body was changed, or signed with another "
                 "secret"
@@ -216,9 +216,11 @@ class Webhooks:
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times= is how many copies to deliver, an int >= 1; got {times!r}")
         key = None if secret is None else _secret_bytes(secret)
+        _encode(event, "event")  # reject a non-JSON event before an id is spent on it
         payload = dict(event)
-        event_id = payload.setdefault("id", self._sim.next_id("evt"))
-        body = _encode(payload, "event")
+        if "id" not in payload:
+            payload["id"] = self._sim.next_id("evt")
+        event_id, body = payload["id"], _encode(payload, "event")
         responses: list[httpx.Response] = []
         async with _client_for(app if url is None else None) as client:
             for _ in range(times):

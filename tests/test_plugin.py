@@ -7,7 +7,6 @@ import zlib
 
 import pytest
 
-pytest_plugins = ["pytester"]
 
 
 def digests(result: pytest.RunResult) -> list[str]:
@@ -326,6 +325,27 @@ def test_bgwork_factory_gives_fresh_simulations_under_given(pytester: pytest.Pyt
             sim = bgwork_factory()
             sim.run(asyncio.sleep(delay))
             assert sim.clock.monotonic() == delay
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_async_fixture_shares_the_tests_virtual_loop(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio, pytest, pytest_asyncio
+        import pytest_bgwork as bg
+
+        @pytest_asyncio.fixture
+        async def warmed_up(bgwork):
+            await asyncio.sleep(60)
+            yield asyncio.get_running_loop()
+            await asyncio.sleep(1)
+
+        @pytest.mark.asyncio
+        async def test_uses_fixture(bgwork, warmed_up):
+            assert asyncio.get_running_loop() is warmed_up is bgwork.loop
+            assert bgwork.clock.monotonic() == 60
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

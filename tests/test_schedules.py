@@ -256,9 +256,9 @@ def test_bad_cron_text_names_the_field(cron: str, message: str) -> None:
 def test_exactly_one_target_is_required() -> None:
     app = Starlette()
     with bg.Simulation() as sim:
-        with pytest.raises(TypeError, match="exactly one target.*got none"):
+        with pytest.raises(TypeError, match=r"exactly one target.*got none"):
             sim.schedules.create("a", cron="@daily")
-        with pytest.raises(TypeError, match="exactly one target.*got handler, url"):
+        with pytest.raises(TypeError, match=r"exactly one target.*got handler, url"):
             sim.schedules.create("a", cron="@daily", handler=lambda: None, url="https://x.example")
         with pytest.raises(ValueError, match="app= needs path= starting with '/'"):
             sim.schedules.create("a", cron="@daily", app=app)

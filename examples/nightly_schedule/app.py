@@ -26,7 +26,7 @@ CRON_PATH = "/api/cron/nightly-rollup"
 USAGE_URL = "https://billing.example/v1/usage"
 INVOICES_URL = "https://billing.example/v1/invoices"
 LOCKS_NS, LOCK_KEY = "locks", "nightly-rollup"
-ROLLUPS_NS, CURSOR_KEY = "rollups", "last-day"
+ROLLUPS_NS, CURSOR_KEY = "rollups", "next-day"  # the first day not rolled up yet
 #: The lease lives this long unless renewed; a dead run frees the job after at most this.
 LEASE_TTL = 600
 #: Renew the lease this often while the run goes (well inside LEASE_TTL).
@@ -72,15 +72,24 @@ def create_app(platform: Platform, http: httpx.AsyncClient) -> Starlette:
         done: list[str] = []
         try:
             cursor = await kv.get(ROLLUPS_NS, CURSOR_KEY)
-            day = (
-                dt.date.fromisoformat(cursor.data) + dt.timedelta(days=1)
-                if cursor.exists else yesterday
-            )
-            while day <= yesterday:
-                await kv.set(ROLLUPS_NS, day.isoformat(), await roll_up(day))
+            if cursor.exists:
+                day = dt.date.fromisoformat(cursor.data)
+            else:
+                # First run ever: start with yesterday, and remember it at once, so a
+                # run that fails today still leaves today's day for the next one.
+                day = yesterday
                 await kv.set(ROLLUPS_NS, CURSOR_KEY, day.isoformat())
+            while day <= yesterday:
+                try:
+                    totals = await roll_up(day)
+                except httpx.HTTPError as exc:
+                    # Fail this run (cron records it); the next one resumes from this day.
+                    return JSONResponse({"run": run_id, "rolled_up": done,
+                                         "error": f"{day}: {exc}"}, status_code=502)
+                await kv.set(ROLLUPS_NS, day.isoformat(), totals)
                 done.append(day.isoformat())
                 day += dt.timedelta(days=1)
+                await kv.set(ROLLUPS_NS, CURSOR_KEY, day.isoformat())
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

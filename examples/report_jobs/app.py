@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
+import datetime as dt
 import hashlib
 from typing import Any, Protocol
 
@@ -22,15 +24,24 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 QUEUE = "report-jobs"
-#: The queue as deployed: 4 attempts, each invisible to other workers for 2 minutes.
-QUEUE_SETTINGS: dict[str, Any] = {"max_retries": 3, "visibility_timeout": 120}
+#: The queue as deployed: 4 attempts a minute apart, each invisible to other workers
+#: for 2 minutes (a worker that takes longer than that is presumed dead).
+QUEUE_SETTINGS: dict[str, Any] = {"max_retries": 3, "visibility_timeout": 120, "retry_delay": 60}
 WORKER_PATH = "/api/workers/report-jobs"
 STATUS_NS = "report-status"
 #: A status must outlive every retry of its job, or a poller sees 404 mid-retry.
 STATUS_TTL = 7 * 86400
 STREAM_NAME = "monthly-reports"
+#: The push queue numbers each delivery (1, 2, ...), as QStash or Cloud Tasks do in theirs.
+ATTEMPT_HEADER = "x-bgwork-attempt"
 PUBLISH_TRIES = 3
 TERMINAL = frozenset({"done", "failed"})
+#: A cron job fails jobs no attempt finished for this long: one dead-lettered before its
+#: worker ever ran (or after a crash) would otherwise say "queued" forever. It must be
+#: well past the longest retry window (4 x 120 s visibility + 3 x 60 s delays = 660 s).
+STALE_AFTER = 30 * 60
+REAPER_PATH = "/api/cron/reap-report-jobs"
+REAPER_CRON = "0 * * * *"
 
 
 class Platform(Protocol):
@@ -65,6 +76,17 @@ def csv_rows(account_id: str, month: str) -> list[str]:
     return rows
 
 
+async def close_stream(stream: Any, tries: int = 3) -> None:
+    """Close ``stream``, retrying a transient error: an open stream keeps readers waiting."""
+    for attempt in range(1, tries + 1):
+        try:
+            await stream.close()
+            return
+        except (ConnectionError, TimeoutError):
+            if attempt == tries:
+                raise
+
+
 def create_app(
     platform: Platform,
     *,
@@ -76,7 +98,8 @@ def create_app(
     kv, queues, streams = platform.kv, platform.queues, platform.streams
 
     async def set_status(job_id: str, status: dict[str, Any]) -> None:
-        await kv.set(STATUS_NS, job_id, status, ttl=status_ttl)
+        stamped = {**status, "updated_at": dt.datetime.now(dt.UTC).isoformat()}
+        await kv.set(STATUS_NS, job_id, stamped, ttl=status_ttl)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -89,8 +112,12 @@ def create_app(
         status_url = f"/api/reports/{job_id}"
         # Write "queued" before publishing: a fast worker's "processing" must not be
         # overwritten by a late "queued". A repeated POST leaves the live status alone.
-        if not (await kv.get(STATUS_NS, job_id)).exists:
-            await set_status(job_id, {"kind": "queued"})
+        try:
+            if not (await kv.get(STATUS_NS, job_id)).exists:
+                await set_status(job_id, {"kind": "queued"})
+        except (ConnectionError, TimeoutError):
+            # The write may have happened; a retried POST publishes the job either way.
+            return JSONResponse({"error": "status store unavailable, try again"}, status_code=503)
         payload = {"job_id": job_id, "account_id": req.account_id, "month": req.month}
         error: Exception | None = None
         for _ in range(PUBLISH_TRIES):
@@ -102,7 +129,10 @@ def create_app(
             except (ConnectionError, TimeoutError) as exc:
                 error = exc
         else:
-            await set_status(job_id, {"kind": "failed", "error": f"could not enqueue: {error}"})
+            # Never enqueued: say so, or the poller would wait on "queued" forever. (If a
+            # publish did land after all, the worker's statuses overwrite this one.)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await set_status(job_id, {"kind": "failed", "error": f"could not enqueue: {error}"})
             return JSONResponse({"error": "queue unavailable, try again"}, status_code=503)
         return JSONResponse(
             {"job_id": job_id, "status_url": status_url},
@@ -121,7 +151,7 @@ def create_app(
     async def work(request: Request) -> JSONResponse:
         job = await request.json()
         job_id = job["job_id"]
-        attempt = int(request.headers.get("x-attempt", "1"))
+        attempt = int(request.headers.get(ATTEMPT_HEADER, "1"))
         try:
             current = await kv.get(STATUS_NS, job_id)
             if current.exists and current.data.get("kind") == "done":
@@ -135,7 +165,7 @@ def create_app(
                 for row in csv_rows(job["account_id"], job["month"]):
                     await stream.write(row)
             finally:
-                await stream.close()
+                await close_stream(stream)
             await set_status(job_id, {"kind": "done", "url": stream.url, "attempt": attempt})
         except Exception as exc:
             last = attempt > max_retries
@@ -148,6 +178,22 @@ def create_app(
                 pass
             return JSONResponse({"job_id": job_id, "error": str(exc) or repr(exc)}, status_code=500)
         return JSONResponse({"job_id": job_id, "url": stream.url})
+
+    @app.post(REAPER_PATH)
+    async def reap_stale_jobs() -> JSONResponse:
+        now = dt.datetime.now(dt.UTC)
+        reaped = []
+        for job_id in await kv.keys(STATUS_NS):
+            record = await kv.get(STATUS_NS, job_id)
+            if not record.exists or record.data["kind"] in TERMINAL:
+                continue
+            age = now - dt.datetime.fromisoformat(record.data["updated_at"])
+            if age.total_seconds() > STALE_AFTER:
+                # A late attempt that still finishes overwrites this with "done".
+                await set_status(job_id, {**record.data, "kind": "failed",
+                                          "error": f"no attempt finished in {STALE_AFTER // 60} minutes"})
+                reaped.append(job_id)
+        return JSONResponse({"reaped": reaped})
 
     return app
 

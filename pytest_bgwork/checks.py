@@ -1,0 +1,774 @@
+"""Checks: the properties background work must keep, judged from a simulation.
+
+Each check raises ``bg.CheckFailed`` (an ``AssertionError``) whose message says what
+was expected, what happened, and the part of the timeline that shows it. Messages
+are written in full because pytest does not rewrite asserts inside plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .context import Attempt, current_attempt
+from .errors import CheckFailed
+from .history import Event
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+    from .streams import Stream
+
+__all__ = [
+    "assert_drained",
+    "assert_effects_once",
+    "assert_idempotent",
+    "assert_nothing_lost",
+    "assert_status_terminal",
+    "assert_streams_closed",
+]
+
+_EXCERPT_LIMIT = 40
+
+
+# -- reading attempts out of the history --------------------------------------------------
+@dataclass
+class AttemptInfo:
+    """One queue attempt as the history tells it: when it started and how it ended."""
+
+    label: str
+    queue: str
+    message_id: str
+    number: int
+    started: float
+    status: str = "running"  # running | acked | nacked | failed | crashed
+    ended: float | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        """E.g. ``report-jobs/msg_1#2 (crashed at +3.000s)``."""
+        if self.status == "running":
+            how = f"still running since +{self.started:.3f}s"
+        elif self.status == "failed":
+            how = f"failed at +{self.ended or 0:.3f}s: {self.error}"
+        else:
+            how = f"{self.status} at +{self.ended or 0:.3f}s"
+        return f"{self.label} ({how})"
+
+
+def _label(detail: dict[str, Any]) -> str:
+    return f"{detail.get('queue')}/{detail.get('id')}#{detail.get('attempt')}"
+
+
+def attempts(events: Iterable[Event]) -> dict[str, AttemptInfo]:
+    """Every queue attempt in ``events``, by label (``queue/msg_id#n``), oldest first."""
+    found: dict[str, AttemptInfo] = {}
+    ends = {"ack": "acked", "nack": "nacked", "attempt_failed": "failed", "crashed": "crashed"}
+    for e in events:
+        if e.service != "queue":
+            continue
+        if e.op == "deliver":
+            label = _label(e.detail)
+            found[label] = AttemptInfo(label, str(e.detail.get("queue")), str(e.detail.get("id")),
+                                       int(e.detail.get("attempt", 1)), e.t)
+        elif e.op in ends:
+            info = found.get(_label(e.detail))
+            # a crash or failure after a (stale) ack is the truer ending
+            if info is not None and (info.status == "running" or (
+                info.status in ("acked", "nacked") and e.op in ("crashed", "attempt_failed")
+            )):
+                info.status, info.ended = ends[e.op], e.t
+                if e.op == "attempt_failed":
+                    info.error = str(e.detail.get("error"))
+    return found
+
+
+def _excerpt(events: list[Event], *, labels: Iterable[str] = (), ids: Iterable[Any] = (),
+             keys: Iterable[tuple[str, str]] = ()) -> str:
+    """The events of the given attempts (and their messages' queue events), message or
+    stream ids and (ns, key) pairs, indented."""
+    label_set, id_set, key_set = set(labels), set(ids), set(keys)
+    messages_of = {tuple(label.rsplit("#", 1)[0].split("/", 1)) for label in label_set}
+    chosen = [
+        e for e in events
+        if (e.attempt is not None and e.attempt in label_set)
+        or (e.detail.get("id") in id_set if id_set else False)
+        or ((e.detail.get("ns"), e.detail.get("key")) in key_set if key_set else False)
+        or (e.service == "queue"
+            and (e.detail.get("queue"), e.detail.get("id")) in messages_of)
+    ]
+    if not chosen:
+        return "  (no events)"
+    lines = []
+    if len(chosen) > _EXCERPT_LIMIT:
+        lines.append(f"  ... {len(chosen) - _EXCERPT_LIMIT} earlier event(s) not shown")
+        chosen = chosen[-_EXCERPT_LIMIT:]
+    lines += ["  " + e.render() for e in chosen]
+    return "\n".join(lines)
+
+
+def _has(sim: Simulation, service: str) -> bool:
+    """Whether ``sim`` created ``service`` (checks never create one just to look at it)."""
+    return service in vars(sim)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _check_sim(sim: object, where: str) -> None:
+    from .simulation import Simulation
+
+    if not isinstance(sim, Simulation):
+        raise TypeError(f"{where} expects a bg.Simulation (e.g. the `bgwork` fixture); got {sim!r}")
+
+
+# -- streams --------------------------------------------------------------------------------
+def assert_streams_closed(sim: Simulation) -> None:
+    """Every stream that a finished or failed attempt (or code outside any attempt) opened is closed.
+
+    Left out, and named in the message: streams abandoned by a crashed attempt (whose
+    ``finally`` never ran), opened by an attempt still running, whose ``close()`` was
+    called and raised, or whose create raised into the caller (unknown outcome).
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_streams_closed(sim)")
+    if not _has(sim, "streams"):
+        return
+    events = sim.history.events
+    runs = attempts(events)
+    unknown = {e.detail.get("id") for e in events
+               if e.service == "stream" and e.op == "create" and e.outcome == "unknown"}
+    close_failed = {e.detail.get("id"): e.detail.get("error") for e in events
+                    if e.service == "stream" and e.op == "close" and e.outcome == "fail"}
+    bad: list[Stream] = []
+    excused: list[str] = []
+    for stream in sim.streams.open_streams():
+        label = stream.attempt_label
+        info = runs.get(label) if label else None
+        if stream.id in unknown:
+            excused.append(f"  - {_describe_stream(stream)}: its create raised into the caller "
+                           "(unknown outcome), so nobody held it to close")
+        elif stream.id in close_failed:
+            excused.append(f"  - {_describe_stream(stream)}: its close was tried and raised "
+                           f"({close_failed[stream.id]}); it stays open until its ttl")
+        elif info is not None and info.status in ("crashed", "running"):
+            why = ("abandoned by a crashed attempt, whose `finally` never ran"
+                   if info.status == "crashed" else "its attempt is still running")
+            excused.append(f"  - {_describe_stream(stream)} in {info.describe()}: {why}")
+        else:
+            bad.append(stream)
+    if not bad:
+        return
+    lines = [
+        "assert_streams_closed: expected every stream opened by a finished or failed attempt "
+        "(or outside any attempt) to be closed; "
+        f"{_plural(len(bad), 'stream')} {'is' if len(bad) == 1 else 'are'} still open:"
+    ]
+    labels: list[str] = []
+    for stream in bad:
+        label = stream.attempt_label
+        info = runs.get(label) if label else None
+        where = (f" in {info.describe()}" if info else f" in {label}" if label
+                 else " outside any queue attempt")
+        lines.append(f"  - {_describe_stream(stream)}{where}; never closed")
+        if label:
+            labels.append(label)
+    lines.append("Close streams in `finally` (or `async with`), so an exception mid-write "
+                 "still closes them.")
+    if excused:
+        lines.append("Not counted:")
+        lines += excused
+    lines.append("Timeline of those streams and their attempts:")
+    lines.append(_excerpt(events, labels=labels, ids=[s.id for s in bad]))
+    raise CheckFailed("\n".join(lines))
+
+
+def _describe_stream(stream: Stream) -> str:
+    writes = "" if not stream.size else f", {_plural(stream.size, 'byte')} written"
+    return f"{stream.id} {stream.name!r} opened at +{stream.created_at:.3f}s{writes}"
+
+
+# -- effects --------------------------------------------------------------------------------
+def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None = None) -> None:
+    """Each key's effect ``name`` was recorded exactly once (``keys``: also none missing).
+
+    A duplicate shows every attempt that did it, and their timeline.
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_effects_once(sim, name)")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"assert_effects_once(name=...) expects the effect's name, e.g. 'email'; "
+                         f"got {name!r}")
+    effects = sim.effects.all(name)
+    by_key: dict[str, list[Any]] = {}
+    for eff in effects:
+        by_key.setdefault(repr(eff.key), []).append(eff)
+    twice = {k: v for k, v in by_key.items() if len(v) > 1}
+    missing = [k for k in (keys or ()) if repr(k) not in by_key]
+    if not twice and not missing:
+        return
+    lines = [f"assert_effects_once({name!r}): expected each key's {name!r} effect exactly once;"]
+    labels: list[str] = []
+    if twice:
+        lines[0] += f" {_plural(len(twice), 'key')} had it more than once:"
+        for key, items in twice.items():
+            lines.append(f"  - key {key}: {len(items)} times")
+            for eff in items:
+                lines.append(f"      at +{eff.t:.3f}s in {eff.attempt or 'no queue attempt'}")
+                if eff.attempt:
+                    labels.append(eff.attempt)
+    if missing:
+        lines.append(f"  {_plural(len(missing), 'key')} never had it: "
+                     + ", ".join(repr(k) for k in missing))
+    if twice:
+        lines.append("Make the effect idempotent: check a record keyed by the business key "
+                     "before acting, or pass the key to the provider as an idempotency key.")
+    lines.append("Timeline of the attempts involved:")
+    events = sim.history.events
+    if labels:
+        lines.append(_excerpt(events, labels=labels))
+    else:
+        mine = [e for e in events if e.service == "effect" and e.op == name]
+        lines.append("\n".join("  " + e.render() for e in mine[-_EXCERPT_LIMIT:])
+                     or "  (no events)")
+    raise CheckFailed("\n".join(lines))
+
+
+# -- status records -------------------------------------------------------------------------
+def assert_status_terminal(
+    sim: Simulation,
+    ns: str,
+    field: str = "kind",
+    terminal: Iterable[str] = frozenset({"done", "failed"}),
+) -> None:
+    """Every key in KV namespace ``ns`` has ``value[field]`` in ``terminal``.
+
+    A stuck key is named with its status history and who wrote each value.
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_status_terminal(sim, ns)")
+    if not isinstance(ns, str) or not ns:
+        raise ValueError(f"assert_status_terminal(ns=...) expects a KV namespace name; got {ns!r}")
+    if not isinstance(field, str) or not field:
+        raise ValueError(f"assert_status_terminal(field=...) expects a field name such as 'kind'; "
+                         f"got {field!r}")
+    if isinstance(terminal, str):
+        raise TypeError(f"assert_status_terminal(terminal=...) expects a set of values, e.g. "
+                        f"{{{terminal!r}}}; got the string {terminal!r}")
+    final = set(terminal)
+    if not final:
+        raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
+    if not _has(sim, "kv"):
+        return
+    items = sim.kv.items(ns)
+    stuck = {k: v for k, v in items.items() if _status(v, field) not in final}
+    if not stuck:
+        return
+    runs = attempts(sim.history.events)
+    shown = ", ".join(repr(v) for v in sorted(final))
+    lines = [f"assert_status_terminal({ns!r}): expected every key's {field!r} to be one of "
+             f"{{{shown}}}; {_plural(len(stuck), 'key')} {'is' if len(stuck) == 1 else 'are'} "
+             "stuck:"]
+    labels: list[str] = []
+    for key, value in stuck.items():
+        versions = sim.kv.history(ns, key)
+        last = versions[-1] if versions else None
+        who = ""
+        if last is not None and last.attempt:
+            info = runs.get(last.attempt)
+            who = f", written by {info.describe() if info else last.attempt}"
+            labels.append(last.attempt)
+        since = f" since +{last.t:.3f}s" if last is not None else ""
+        lines.append(f"  - {key}: {field}={_status(value, field)!r}{since}{who}")
+        trail = [f"+{v.t:.3f}s {v.op} {field}={_status(v.data, field)!r}"
+                 + (f" by {v.attempt}" if v.attempt else "")
+                 + (" [unknown]" if v.outcome == "unknown" else "")
+                 for v in versions]
+        lines.append("      history: " + "; ".join(trail))
+    lines.append("A crash or an error between writing the in-progress status and the final one "
+                 "leaves it stuck: write the final status from every exit path, or let a retry "
+                 "finish the job.")
+    lines.append("Timeline of those keys and the attempts that wrote them:")
+    lines.append(_excerpt(sim.history.events, labels=labels, keys=[(ns, k) for k in stuck]))
+    raise CheckFailed("\n".join(lines))
+
+
+def _status(value: Any, field: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(field, "<no field>")
+    return value if isinstance(value, str) else f"<not a dict: {value!r}>"
+
+
+# -- queues: nothing lost, nothing left -----------------------------------------------------
+@dataclass
+class MessageInfo:
+    """One published message: where it is now, and what the history says happened to it."""
+
+    queue: str
+    id: str
+    key: Any
+    state: str  # delayed | ready | in_flight | acked | dead
+    published_t: float
+    uncertain: bool  # its publish raised into the caller although it may have happened
+    deliveries: int
+
+
+def messages(sim: Simulation) -> list[MessageInfo]:
+    """Every message the queues hold (dedup hits left out), oldest first per queue."""
+    if not _has(sim, "queues"):
+        return []
+    published: dict[tuple[str, str], Event] = {}
+    for e in sim.history.events:
+        if e.service == "queue" and e.op == "publish" and not e.detail.get("duplicate"):
+            published.setdefault((str(e.detail.get("queue")), str(e.detail.get("id"))), e)
+    found = []
+    for name in sim.queues.names():
+        for m in sim.queues.messages(name):
+            event = published.get((name, m.id))
+            found.append(MessageInfo(
+                name, m.id, m.idempotency_key, m.state,
+                event.t if event is not None else 0.0,
+                event is not None and event.outcome == "unknown", m.attempts,
+            ))
+    return found
+
+
+_STATE_TEXT = {"delayed": "waiting for its delay or a retry", "ready": "waiting for delivery",
+               "in_flight": "in flight", "acked": "acked", "dead": "dead-lettered"}
+
+
+def _message_story(info: MessageInfo, runs: dict[str, AttemptInfo]) -> str:
+    mine = [a for a in runs.values() if a.queue == info.queue and a.message_id == info.id]
+    key = f" (key={info.key!r})" if info.key is not None else ""
+    head = f"{info.queue}/{info.id}{key} published at +{info.published_t:.3f}s"
+    story = (f"{_plural(len(mine), 'attempt')}: "
+             + ", ".join(f"#{a.number} {a.describe().split(' ', 1)[1]}" for a in mine)
+             if mine else "never delivered")
+    return f"{head}: {story}; now {_STATE_TEXT.get(info.state, info.state)}"
+
+
+def assert_nothing_lost(sim: Simulation) -> None:
+    """Every published message was acked or dead-lettered.
+
+    Unknown outcomes count as "may have happened": a message whose publish raised into
+    the caller is only required once it was delivered; an ack that raised after it
+    applied counts as an ack.
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_nothing_lost(sim)")
+    found = messages(sim)
+    open_ = [m for m in found if m.state not in ("acked", "dead")]
+    skipped = [m for m in open_ if m.uncertain and not m.deliveries]
+    lost = [m for m in open_ if m not in skipped]
+    if not lost:
+        return
+    events = sim.history.events
+    runs = attempts(events)
+    lines = [f"assert_nothing_lost: expected every published message to be acked or "
+             f"dead-lettered; {len(lost)} of {len(found)} {'was' if len(lost) == 1 else 'were'} "
+             "neither:"]
+    lines += [f"  - {_message_story(m, runs)}" for m in lost]
+    if skipped:
+        lines.append(f"Not counted: {_plural(len(skipped), 'message')} whose publish raised "
+                     "into the caller (unknown outcome) and never showed up.")
+    lines.append("A message neither acked nor dead-lettered was never consumed, is still in "
+                 "flight, or waits for a retry: route the queue (or receive and ack), and run "
+                 "the simulation until idle before checking.")
+    lines.append("Timeline of those messages:")
+    ids = {m.id for m in lost}
+    lines.append(_excerpt(events, ids=ids,
+                          labels=[a.label for a in runs.values() if a.message_id in ids]))
+    raise CheckFailed("\n".join(lines))
+
+
+def assert_drained(sim: Simulation) -> None:
+    """No pending ``wait_until`` task, no live task-manager task, no queue work in flight.
+
+    Queue work means an attempt still running or a message not yet acked or
+    dead-lettered (waiting for delivery, a retry or its visibility timeout).
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_drained(sim)")
+    events = sim.history.events
+    sections: list[tuple[str, list[str]]] = []
+    names: list[str] = []
+    for service, title in (("runtime", "waitUntil task"), ("task_manager", "task-manager task")):
+        if not _has(sim, service):
+            continue
+        pending = [str(item) for item in getattr(sim, service).outstanding()]
+        if pending:
+            sections.append((f"{_plural(len(pending), title)} still pending", pending))
+            names += pending
+    runs = attempts(events)
+    running = [a for a in runs.values() if a.status == "running"]
+    if running:
+        sections.append((f"{_plural(len(running), 'queue attempt')} still in flight",
+                         [a.describe() for a in running]))
+    busy = {(a.queue, a.message_id) for a in running}
+    waiting = [m for m in messages(sim) if m.state not in ("acked", "dead")
+               and (m.queue, m.id) not in busy]
+    if waiting:
+        sections.append((f"{_plural(len(waiting), 'queue message')} not yet acked or "
+                         "dead-lettered", [_message_story(m, runs) for m in waiting]))
+    if not sections:
+        return
+    lines = ["assert_drained: expected no background work left (waitUntil tasks, task-manager "
+             "tasks, queue deliveries); found:"]
+    for title, items in sections:
+        lines.append(f"  {title}:")
+        lines += [f"    - {item}" for item in items]
+    lines.append("Await it before the request or test ends: `await sim.runtime.drain()`, "
+                 "`await manager.wait_for_all()`, `await sim.run_until_idle()`.")
+    lines.append("Recent timeline:")
+    lines.append("\n".join("  " + e.render() for e in events[-_EXCERPT_LIMIT:]) or "  (no events)")
+    raise CheckFailed("\n".join(lines))
+
+
+# -- idempotence ----------------------------------------------------------------------------
+_IDEM_QUEUE = "assert_idempotent"
+_SNAPSHOT_SERVICES = ("kv", "streams", "queues")
+
+
+@dataclass
+class IdempotenceReport:
+    """What ``assert_idempotent`` ran: every schedule's name, the clean run's fault points."""
+
+    schedules: list[str]
+    points: list[str]
+
+
+@dataclass(frozen=True)
+class IdempotentMessage:
+    """The ``delivery.message`` of an ``assert_idempotent`` run: ``id``, ``queue``, ``payload``."""
+
+    id: str
+    queue: str
+    payload: Any
+
+
+class IdempotentDelivery:
+    """The ``delivery`` a two-argument handler gets from ``assert_idempotent``.
+
+    Shaped like a queue delivery: ``attempt`` (1-based), ``payload``, ``queue``,
+    ``message`` (``id``, ``payload``); ``ack()``/``nack()`` are accepted and change nothing.
+    """
+
+    def __init__(self, message_id: str, payload: Any, attempt: int) -> None:
+        self.queue = _IDEM_QUEUE
+        self.attempt = attempt
+        self.payload = payload
+        self.message = IdempotentMessage(message_id, _IDEM_QUEUE, payload)
+
+    async def ack(self) -> None:
+        """Accepted; the check decides what a run left behind."""
+
+    async def nack(self, delay: float = 0) -> None:
+        """Accepted; the check decides what a run left behind."""
+
+
+@dataclass
+class _Run:
+    crashed: bool
+    error: BaseException | None
+    first_seq: int
+    last_seq: int
+
+
+def _arity(handler: Any) -> int:
+    """1 for ``handler(payload)``, 2 for ``handler(payload, delivery)``."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return 2
+    params = [p for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()) or len(params) >= 2:
+        return 2
+    if len(params) == 1:
+        return 1
+    raise TypeError(
+        f"assert_idempotent(handler=...) expects `async def handler(payload)` or "
+        f"`async def handler(payload, delivery)`; {_callable_name(handler)} takes {sig}"
+    )
+
+
+def _callable_name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+def _snapshot(sim: Simulation) -> dict[str, Any]:
+    state: dict[str, Any] = {"effects": sim.effects._snapshot(), "ids": dict(sim._ids)}
+    for name in _SNAPSHOT_SERVICES:
+        if _has(sim, name):
+            state[name] = getattr(sim, name)._snapshot()
+    return state
+
+
+def _restore(sim: Simulation, state: dict[str, Any]) -> None:
+    sim.effects._restore(state["effects"])
+    sim._ids = dict(state["ids"])
+    for name in _SNAPSHOT_SERVICES:
+        if name in state:
+            getattr(sim, name)._restore(state[name])
+
+
+async def _run_once(sim: Simulation, handler: Any, payload: Any, arity: int, number: int,
+                    schedule: str) -> _Run:
+    loop = asyncio.get_running_loop()
+    attempt = Attempt(_IDEM_QUEUE, "msg_idempotent", number)
+    attempt.crash_future = loop.create_future()
+    delivery = IdempotentDelivery(attempt.message_id, copy.deepcopy(payload), number)
+
+    async def body() -> Any:
+        current_attempt.set(attempt)
+        args = (delivery.payload, delivery) if arity == 2 else (delivery.payload,)
+        return await handler(*args)
+
+    start = sim.history.record("check", "idempotent_run", schedule=schedule, attempt=number)
+    task = loop.create_task(body(), name=f"assert_idempotent {schedule} #{number}")
+    await asyncio.wait({task, attempt.crash_future}, return_when=asyncio.FIRST_COMPLETED)
+    await sim._settle()  # work the run started at this instant (a routed delivery) finishes
+    error: BaseException | None = None
+    if not attempt.crashed:
+        error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    else:
+        attempt.crash_future.cancel()
+    last = len(sim.history) - 1
+    return _Run(attempt.crashed, error, start.seq, last)
+
+
+def _strip(value: Any, ignore: frozenset[str]) -> Any:
+    if not ignore:
+        return value
+    if isinstance(value, dict):
+        return {k: _strip(v, ignore) for k, v in value.items() if k not in ignore}
+    if isinstance(value, list):
+        return [_strip(v, ignore) for v in value]
+    return value
+
+
+def _observe(sim: Simulation, base_ids: dict[str, int], ignore: frozenset[str]) -> dict[str, Any]:
+    """The comparable state: KV data, effects, closed streams, published messages.
+
+    Ids minted during the run (``stream_3``) are renamed by order of appearance, so two
+    runs that made the same things compare equal whatever their counters said.
+    """
+    state: dict[str, Any] = {"kv": {}, "effects": {}, "streams": [], "published": []}
+    if _has(sim, "kv"):
+        state["kv"] = {f"{ns}/{key}": _strip(value, ignore)
+                       for ns in sim.kv.namespaces() for key, value in sim.kv.items(ns).items()}
+    counts: dict[str, int] = {}
+    for eff in sim.effects.all():
+        k = f"{eff.name} key={eff.key!r}"
+        counts[k] = counts.get(k, 0) + 1
+    state["effects"] = counts
+    if _has(sim, "streams"):
+        # distinct contents: an identical copy a retry wrote again is not a difference
+        unique = {json.dumps(s, sort_keys=True): s for s in _closed_streams(sim)}
+        state["streams"] = [unique[k] for k in sorted(unique)]
+    if _has(sim, "queues"):
+        state["published"] = sorted(_published(sim), key=lambda m: json.dumps(m, sort_keys=True))
+    text = json.dumps(state, sort_keys=True, default=repr)
+    minted = {f"{p}_{n}" for p, top in sim._ids.items() for n in range(base_ids.get(p, 0) + 1,
+                                                                        top + 1)}
+    if minted:
+        names: dict[str, str] = {}
+
+        def rename(m: re.Match[str]) -> str:
+            token = m.group(0)
+            if token not in minted:
+                return token
+            if token not in names:
+                prefix = token.rsplit("_", 1)[0]
+                names[token] = f"<new {prefix} {sum(1 for v in names if v.startswith(prefix + '_')) + 1}>"
+            return names[token]
+
+        text = _ID_RE.sub(rename, text)
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+_ID_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\d+\b")
+
+
+def _diff(clean: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key in sorted(set(clean["kv"]) | set(other["kv"])):
+        a, b = clean["kv"].get(key, _ABSENT), other["kv"].get(key, _ABSENT)
+        if a != b:
+            lines.append(f"kv {key}: clean run {_show(a)}; this schedule {_show(b)}")
+    for key in sorted(set(clean["effects"]) | set(other["effects"])):
+        a, b = clean["effects"].get(key, 0), other["effects"].get(key, 0)
+        if a != b:
+            lines.append(f"effect {key}: clean run {_plural(a, 'time')}; "
+                         f"this schedule {_plural(b, 'time')}")
+    for section, what in (("streams", "closed streams"), ("published", "published messages")):
+        a_items, b_items = clean[section], other[section]
+        if a_items != b_items:
+            extra = [x for x in b_items if x not in a_items]
+            gone = [x for x in a_items if x not in b_items]
+            lines.append(f"{what}: clean run {len(a_items)}; this schedule {len(b_items)}")
+            lines += [f"  + {_show(x)}" for x in extra[:5]]
+            lines += [f"  - {_show(x)}" for x in gone[:5]]
+            if len(b_items) > len(a_items) and not extra:
+                lines.append("  (the same item more times)")
+    return lines
+
+
+_ABSENT = "<absent>"
+
+
+def _show(value: Any) -> str:
+    if value == _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+async def assert_idempotent(
+    sim: Simulation,
+    handler: Any,
+    payload: Any,
+    times: int = 2,
+    *,
+    ignore: Iterable[str] = (),
+) -> IdempotenceReport:
+    """Prove ``handler`` safe under at-least-once delivery, against one clean run.
+
+    ``handler`` is ``async def handler(payload)`` or ``async def handler(payload,
+    delivery)`` (``delivery.attempt`` counts runs from 1). It runs once from the current
+    state (the clean run); then, each time from that same restored state (KV, streams,
+    queues, effects and id counters), ``times`` times in a row (duplicate delivery), and
+    once per fault point the clean run passed: crashed there, then rerun to completion.
+    Every schedule must leave the same KV data, effects, closed streams and published
+    messages as the clean run; ``ignore`` names dict fields (e.g. ``"attempt"``) left
+    out of the KV comparison. Fault rules are off during the check; afterwards the
+    simulation's state is restored to what it was before (its history keeps the runs).
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_idempotent(sim, handler, payload)")
+    if not callable(handler):
+        raise TypeError(f"assert_idempotent(handler=...) expects an async function; got {handler!r}")
+    arity = _arity(handler)
+    if isinstance(times, bool) or not isinstance(times, int) or times < 2:
+        raise ValueError(f"assert_idempotent(times=...) is how many deliveries in a row, at least "
+                         f"2; got {times!r}")
+    if isinstance(ignore, str):
+        raise TypeError(f"assert_idempotent(ignore=...) expects field names, e.g. [{ignore!r}]; "
+                        f"got the string {ignore!r}")
+    skip = frozenset(ignore)
+    sim._require_loop("assert_idempotent()")
+    for name in _SNAPSHOT_SERVICES:
+        with contextlib.suppress(ImportError):  # TEMP until every service lands
+            getattr(sim, name)  # create it now, so its state before the first run is snapshotted
+    base = _snapshot(sim)
+    faults = sim.faults
+    saved = (faults.healed, faults.watch)
+    faults.healed = True
+    trace: list[str] = []
+    schedules: list[str] = []
+    failures: list[tuple[str, list[str], _Run]] = []
+    hname = _callable_name(handler)
+    try:
+        def record(point: str, attempt: Attempt) -> bool:
+            if attempt.queue == _IDEM_QUEUE:
+                trace.append(point)
+            return False
+
+        faults.watch = record
+        clean_run = await _run_once(sim, handler, payload, arity, 1, "clean")
+        faults.watch = None
+        if clean_run.error is not None:
+            raise CheckFailed(
+                f"assert_idempotent({hname}): the clean run (one delivery, no faults) raised "
+                f"{type(clean_run.error).__name__}: {clean_run.error}. Fix the handler or the "
+                "payload first; idempotence is judged against a run that succeeds.\n"
+                "Timeline of the clean run:\n"
+                + _excerpt(sim.history.events[clean_run.first_seq:clean_run.last_seq + 1],
+                           labels=[f"{_IDEM_QUEUE}/msg_idempotent#1"])
+            ) from clean_run.error
+        clean = _observe(sim, base["ids"], skip)
+
+        async def schedule(name: str, runs: list[tuple[str, int] | None]) -> None:
+            """Run each entry (``None``: a plain run; ``(point, n)``: crash at its nth entry)."""
+            schedules.append(name)
+            _restore(sim, base)
+            first: _Run | None = None
+            last: _Run | None = None
+            number = 0
+            for number, crash in enumerate(runs, start=1):
+                if crash is not None:
+                    point, nth = crash
+                    seen = [0]
+
+                    def crash_at(p: str, attempt: Attempt, point: str = point, nth: int = nth,
+                                 seen: list[int] = seen) -> bool:
+                        if attempt.queue != _IDEM_QUEUE or p != point:
+                            return False
+                        seen[0] += 1
+                        return seen[0] == nth
+
+                    faults.watch = crash_at
+                run = await _run_once(sim, handler, payload, arity, number, name)
+                faults.watch = None
+                first = first or run
+                last = run
+                if run.error is not None:
+                    break
+            assert first is not None and last is not None
+            span = _Run(last.crashed, last.error, first.first_seq, last.last_seq)
+            diff = _diff(clean, _observe(sim, base["ids"], skip))
+            if last.error is not None:
+                diff.insert(0, f"run #{number} raised {type(last.error).__name__}: {last.error}")
+            if diff:
+                failures.append((name, diff, span))
+
+        await schedule(f"duplicate delivery: {times} runs in a row", [None] * times)
+        counts: dict[str, int] = {}
+        for point in trace:
+            counts[point] = counts.get(point, 0) + 1
+            nth = counts[point]
+            await schedule(f"crash at {point} (entry {nth}), then restart", [(point, nth), None])
+    finally:
+        faults.healed, faults.watch = saved
+        _restore(sim, base)
+    if failures:
+        lines = [
+            f"assert_idempotent({hname}): expected every schedule to leave the same KV data, "
+            "effects, closed streams and published messages as one clean run; "
+            f"{len(failures)} of {len(schedules)} schedules differ:"
+        ]
+        for name, diff, _ in failures:
+            lines.append(f"schedule {name!r}:")
+            lines += [f"  {line}" for line in diff]
+        name, _, span = failures[0]
+        lines.append(f"Timeline of schedule {name!r}:")
+        lines.append("\n".join("  " + e.render()
+                               for e in sim.history.events[span.first_seq:span.last_seq + 1]))
+        raise CheckFailed("\n".join(lines))
+    return IdempotenceReport(schedules, trace)
+
+
+def _closed_streams(sim: Simulation) -> list[dict[str, Any]]:
+    """Closed streams as comparable data (name, content type, metadata, content)."""
+    return [
+        {"name": s.name, "content_type": s.content_type, "metadata": s.metadata,
+         "content": b"".join(s._chunks).decode("utf-8", "backslashreplace")}
+        for s in sim.streams.all() if s.closed
+    ]
+
+
+def _published(sim: Simulation) -> list[dict[str, Any]]:
+    """Messages published to queues as comparable data (queue, payload, keys, metadata)."""
+    return [
+        {"queue": name, "payload": m.payload, "key": m.idempotency_key,
+         "partition_key": m.partition_key, "metadata": m.metadata}
+        for name in sim.queues.names() for m in sim.queues.messages(name)
+    ]

@@ -1,0 +1,515 @@
+"""``bg.explore``: search fault plans and schedules with Hypothesis for a failing check.
+
+Each example gets a fresh ``Simulation`` whose every random choice is a Hypothesis
+draw, so shrinking simplifies the schedule itself. An example has two phases: the
+scenario and the work it started run with the fault plan on (until idle, at most
+``FAULT_WINDOW`` virtual seconds); then faults heal, the simulation runs until idle,
+and the checks judge safety and liveness. A failure is shrunk, run twice to
+prove it deterministic, and raised with its seed, plan, timeline and replay token.
+
+``explore`` is synchronous (each example runs on its own virtual loop through
+``sim.run``): call it from a plain ``def test_...``, never ``await`` it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import inspect
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypothesis
+from freezegun import api as _fz
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky, Frozen, StopTest
+from hypothesis.internal.reflection import function_digest
+
+from . import replay as _replay
+from .choices import Choices
+from .errors import BgworkError, CheckFailed, Stalled
+from .faults import FaultPlan
+from .history import Event
+from .replay import ReplayChoices
+from .simulation import Simulation
+from .wallclock import wall_clock
+
+__all__ = [
+    "STATES",
+    "ExplorationFailed",
+    "ExploreCoverageWarning",
+    "ExploreReport",
+    "HypothesisChoices",
+    "NonDeterministic",
+    "explore",
+    "interesting_states",
+]
+
+Scenario = Callable[[Simulation], Awaitable[Any]]
+Check = Callable[[Simulation], Any]
+
+#: The interesting states a search should reach, and how the report names them.
+STATES: dict[str, str] = {
+    "redelivery_while_running": "a redelivery while an earlier attempt was still running",
+    "dead_letter": "a dead letter",
+    "crash_after_effect": "a crash after an effect",
+    "stale_ack": "a stale ack",
+}
+DEFAULT_MAX_EXAMPLES = 200
+#: Virtual seconds the work a scenario started runs with faults on before they heal.
+FAULT_WINDOW = 3600.0
+_TIMELINE_LIMIT = 200
+_NONDETERMINISM_CAUSES = (
+    "wall-clock or timer reads the simulation does not drive (time.perf_counter in a thread, "
+    "an external service)",
+    "uuid.uuid4(), os.urandom() or the global `random` module instead of sim.random",
+    "iteration over a set, or over a dict built from one, whose order changes between runs",
+    "state kept between examples in module globals, caches or class attributes",
+    "real I/O or threads whose timing decides what happens next",
+)
+
+
+class ExplorationFailed(CheckFailed):
+    """``explore`` found an example that fails; the message has seed, plan, timeline, token."""
+
+    def __init__(self, message: str, *, token: str, digest: str, plan: FaultPlan,
+                 seed: int, error: BaseException) -> None:
+        super().__init__(message)
+        self.token = token
+        self.digest = digest
+        self.plan = plan
+        self.seed = seed
+        self.error = error
+
+
+class NonDeterministic(CheckFailed):
+    """The same example (seed, plan, choices) gave two different histories."""
+
+
+class ExploreCoverageWarning(UserWarning):
+    """An exploration never reached an interesting state, so it proved nothing about it."""
+
+
+_FLOATS = st.floats(0.0, 1.0, exclude_max=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+class HypothesisChoices:
+    """Choices drawn from Hypothesis (``data.draw``): they shrink to the low end.
+
+    ``values`` records every choice, for the replay token.
+    """
+
+    def __init__(self, data: st.DataObject) -> None:
+        self._data = data
+        self.values: list[int | float] = []
+        #: Hypothesis ended this example (its choices ran out while shrinking): raise this
+        #: from the test function once the simulation stops, so Hypothesis sees it.
+        self.stopped: BaseException | None = None
+
+    def _draw(self, strategy: st.SearchStrategy[Any], default: Any) -> Any:
+        # Draws happen inside service tasks, where Hypothesis's StopTest would only kill
+        # the task: note it, answer the unsurprising default, let the example wind down.
+        if self.stopped is not None:
+            return default
+        try:
+            return self._data.draw(strategy)
+        except (StopTest, Frozen) as exc:
+            self.stopped = exc
+            return default
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        if hi < lo:
+            raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
+        value: int = lo if lo == hi else self._draw(_integers(lo, hi), lo)
+        self.values.append(value)
+        return value
+
+    def fraction(self, label: str = "") -> float:
+        value: float = self._draw(_FLOATS, 0.0)
+        self.values.append(value)
+        return value
+
+
+def interesting_states(events: Iterable[Event]) -> set[str]:
+    """Which of ``STATES`` a history shows (see ``STATES`` for their meaning)."""
+    found: set[str] = set()
+    running: dict[tuple[str, str], set[Any]] = {}
+    with_effect: set[str] = set()
+    for e in events:
+        if e.service == "queue":
+            d = e.detail
+            key = (str(d.get("queue")), str(d.get("id")))
+            n = d.get("attempt")
+            if e.op == "deliver":
+                if running.get(key):
+                    found.add("redelivery_while_running")
+                running.setdefault(key, set()).add(n)
+            elif e.op in ("ack", "nack", "attempt_failed", "crashed"):
+                running.get(key, set()).discard(n)
+                if e.op == "ack" and d.get("stale"):
+                    found.add("stale_ack")
+                if e.op == "crashed" and f"{key[0]}/{key[1]}#{n}" in with_effect:
+                    found.add("crash_after_effect")
+            elif e.op == "dead_letter":
+                found.add("dead_letter")
+        elif e.service == "effect" and e.attempt:
+            with_effect.add(e.attempt)
+    return found
+
+
+@dataclass
+class ExploreReport:
+    """What an exploration did: examples run, speed, interesting states reached, warnings."""
+
+    scenario: str
+    seed: int
+    examples: int = 0
+    seconds: float = 0.0
+    states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    queue_traffic: bool = False
+    warnings: list[str] = field(default_factory=list)
+    replayed: bool = False
+    #: The number of the first example that failed (0: none did).
+    first_failure_at: int = 0
+
+    @property
+    def examples_per_second(self) -> float:
+        """Examples run per real second (shrinking included)."""
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+    def reached(self, state: str) -> bool:
+        """Whether at least one example reached ``state`` (a key of ``STATES``)."""
+        if state not in STATES:
+            raise KeyError(f"unknown state {state!r}; known: {', '.join(STATES)}")
+        return self.states[state] > 0
+
+    def summary(self) -> str:
+        """A few lines: examples, speed, each state with how many examples reached it."""
+        how = "replayed 1 example" if self.replayed else f"{self.examples} examples"
+        lines = [f"bg.explore({self.scenario}): {how} in {self.seconds:.2f}s "
+                 f"({self.examples_per_second:.0f}/s), seed {self.seed}"]
+        for key, text in STATES.items():
+            n = self.states[key]
+            lines.append(f"  {'reached' if n else 'never  '} {text}" + (f" ({n} examples)" if n else ""))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class _Outcome:
+    error: BaseException | None
+    phase: str
+    events: list[Event]
+    states: set[str]
+    choices: list[int | float]
+    queue_traffic: bool
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
+                  where: list[str]) -> None:
+    where[0] = "scenario"
+    await scenario(sim)
+    where[0] = "the scenario's work, faults on (run_until_idle)"
+    with contextlib.suppress(Stalled):  # still busy after the fault window: heal and go on
+        await sim.run_until_idle(max_time=FAULT_WINDOW)
+    where[0] = "settle (faults healed, run_until_idle)"
+    sim.faults.heal()
+    await sim.run_until_idle()
+    for check in checks:
+        where[0] = f"check {_name(check)}"
+        result = check(sim)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
+                 choices: HypothesisChoices | ReplayChoices, keep_events: bool) -> _Outcome:
+    chooser: Choices = choices
+    sim = Simulation(seed=seed, choices=chooser)
+    where = ["set-up"]
+    error: BaseException | None = None
+    try:
+        sim.faults.apply(plan)
+        sim.run(_phases(sim, scenario, checks, where))
+    except Exception as exc:
+        error = exc
+    finally:
+        sim.close()
+    events = sim.history.events
+    return _Outcome(error, where[0], events if (error is not None or keep_events) else [],
+                    interesting_states(events), list(choices.values),
+                    any(e.service == "queue" for e in events))
+
+
+def _digest(events: list[Event]) -> str:
+    h = hashlib.sha256()
+    for e in events:
+        h.update(e.canonical().encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _timeline(events: list[Event]) -> str:
+    shown = events[-_TIMELINE_LIMIT:]
+    lines = [f"... {len(events) - len(shown)} earlier event(s) not shown"] if len(shown) < len(
+        events) else []
+    lines += [e.render() for e in shown] or ["(no events)"]
+    return "\n".join("  " + line for line in lines)
+
+
+def _first_difference(a: list[Event], b: list[Event]) -> str:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x.canonical() != y.canonical():
+            return f"first difference at event #{i}:\n  run 1: {x.render()}\n  run 2: {y.render()}"
+    return (f"run 1 has {len(a)} events, run 2 has {len(b)}; the longer one goes on with:\n  "
+            + (a[len(b)] if len(a) > len(b) else b[len(a)]).render())
+
+
+def _nondeterminism(name: str, seed: int, plan: FaultPlan, first: list[Event],
+                    second: list[Event] | None) -> NonDeterministic:
+    lines = [f"bg.explore({name}): the same example (seed {seed}, the same fault plan and "
+             "choices) gave different histories, so it cannot be shrunk or replayed."]
+    if second is not None:
+        lines.append(f"digests {_digest(first)[:16]} != {_digest(second)[:16]}; "
+                     + _first_difference(first, second))
+    else:
+        lines.append("Hypothesis ran the failing example again and it did not fail the same way.")
+    lines.append("fault plan:\n" + _indent(plan.describe()))
+    lines.append("Likely causes in the code under test:")
+    lines += [f"  - {cause}" for cause in _NONDETERMINISM_CAUSES]
+    return NonDeterministic("\n".join(lines))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _settings(settings: hypothesis.settings | None, max_examples: int | None) -> hypothesis.settings:
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ValueError(f"explore(max_examples=...) expects an int >= 1; got {max_examples!r}")
+    if settings is not None and not isinstance(settings, hypothesis.settings):
+        raise TypeError(
+            f"explore(settings=...) expects a hypothesis.settings object, e.g. "
+            f"settings(max_examples=500); got {settings!r}"
+        )
+    if settings is None:
+        parent = hypothesis.settings()  # the loaded profile
+        return hypothesis.settings(
+            parent,
+            max_examples=max_examples or parent.max_examples,
+            deadline=None,
+            report_multiple_bugs=False,
+        )
+    return hypothesis.settings(
+        settings,
+        max_examples=max_examples or settings.max_examples,
+        report_multiple_bugs=False,
+    )
+
+
+def _check_args(scenario: object, checks: object, faults: object, seed: object) -> list[Check]:
+    if not inspect.iscoroutinefunction(scenario):
+        raise TypeError(
+            f"explore(scenario=...) expects an `async def scenario(sim)` function; got {scenario!r}"
+        )
+    if faults is not None and not isinstance(faults, st.SearchStrategy):
+        raise TypeError(
+            f"explore(faults=...) expects a strategy such as bgst.fault_plans(max_faults=3); "
+            f"got {faults!r}"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"explore(seed=...) expects an int or None; got {seed!r}")
+    if callable(checks) or not isinstance(checks, Iterable):
+        raise TypeError(
+            "explore(checks=...) expects a list of checks, e.g. [bg.assert_nothing_lost]; "
+            f"got {checks!r}"
+        )
+    out = list(checks)
+    for check in out:
+        if not callable(check):
+            raise TypeError(f"explore(checks=...) expects callables taking `sim`; got {check!r}")
+    return out
+
+
+def explore(
+    scenario: Scenario,
+    faults: st.SearchStrategy[FaultPlan] | None = None,
+    checks: Iterable[Check] = (),
+    max_examples: int | None = DEFAULT_MAX_EXAMPLES,
+    seed: int | None = None,
+    settings: hypothesis.settings | None = None,
+) -> ExploreReport:
+    """Search fault plans and schedules for an example where ``checks`` fail.
+
+    ``scenario`` is ``async def scenario(sim)``; each example runs it on a fresh
+    simulation with a plan drawn from ``faults`` (default: no faults) and lets the work
+    it started run until idle (at most an hour of virtual time) with faults on; then it
+    heals, runs until idle and calls each check with ``sim`` (async checks are awaited).
+    ``max_examples`` (default 200) wins over ``settings``; pass ``None`` to use
+    ``settings.max_examples`` or the loaded Hypothesis profile's. ``settings`` passes
+    through (database, phases, verbosity...); without it the deadline is off. ``seed``
+    fixes both the search and the simulations' seed and, like Hypothesis's ``@seed``,
+    turns the example database off; without it the search is Hypothesis's own
+    (``--hypothesis-seed``, ``derandomize``, the database apply) and the simulations'
+    seed is 0. Returns an
+    ``ExploreReport``; raises ``ExplorationFailed`` with a replay token on failure.
+    Synchronous: call it from a plain test function and do not ``await`` it.
+    """
+    __tracebackhide__ = True
+    check_list = _check_args(scenario, checks, faults, seed)
+    chosen = _settings(settings, max_examples)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise BgworkError(
+            "bg.explore() is synchronous and runs each example on its own virtual loop: call it "
+            "from a plain `def test_...` (not `async def`), and do not await it"
+        )
+    name = _name(scenario)
+    sim_seed = seed if seed is not None else 0
+    plans = faults if faults is not None else st.just(FaultPlan())
+    report = ExploreReport(scenario=name, seed=sim_seed)
+    token = _replay.active()
+    wall_clock.start()
+    started = _fz.real_perf_counter()
+    try:
+        if token is not None and token.scenario == name:
+            _replay_one(scenario, check_list, token, report)
+        else:
+            _search(scenario, check_list, plans, chosen, seed, report)
+    finally:
+        report.seconds = _fz.real_perf_counter() - started
+        wall_clock.stop()
+    _warn_coverage(report)
+    return report
+
+
+def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
+                report: ExploreReport) -> None:
+    __tracebackhide__ = True
+    report.replayed = True
+    report.seed = token.seed
+    choices = ReplayChoices(token.choices or ())
+    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True)
+    _tally(report, out)
+    if out.error is not None:
+        _fail(scenario, checks, report, token.plan, out, replayed=True)
+    if not choices.exhausted:
+        report.warnings.append(
+            "the replay used fewer choices than the token recorded: the code changed since the "
+            "token was made, so this run is not the recorded one; explore again for a fresh token"
+        )
+
+
+def _tally(report: ExploreReport, out: _Outcome) -> None:
+    report.examples += 1
+    report.queue_traffic = report.queue_traffic or out.queue_traffic
+    for state in out.states:
+        report.states[state] += 1
+
+
+def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[FaultPlan],
+            settings: hypothesis.settings, seed: int | None, report: ExploreReport) -> None:
+    __tracebackhide__ = True
+    failures: list[tuple[FaultPlan, _Outcome]] = []
+
+    def run(data: st.DataObject) -> None:
+        plan = data.draw(plans, label="fault plan")
+        choices = HypothesisChoices(data)
+        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False)
+        if choices.stopped is not None:
+            raise choices.stopped
+        _tally(report, out)
+        if out.error is not None:
+            report.first_failure_at = report.first_failure_at or report.examples
+            failures.append((plan, out))
+            del failures[:-1]
+            raise out.error
+
+    test = hypothesis.given(st.data())(run)
+    test = settings(test)
+    if seed is not None:
+        test = hypothesis.seed(seed)(test)
+    digest = function_digest(scenario) + b"".join(function_digest(c) for c in checks)
+    test._hypothesis_internal_database_key = b"bgwork.explore:" + digest  # type: ignore[attr-defined]
+    try:
+        test()
+    except Flaky:
+        if failures:
+            plan, out = failures[-1]
+            raise _nondeterminism(report.scenario, report.seed, plan, out.events, None) from None
+        raise
+    except Exception as exc:
+        if not failures or failures[-1][1].error is not exc:
+            raise
+        plan, out = failures[-1]
+        _fail(scenario, checks, report, plan, out, replayed=False)
+
+
+def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
+          out: _Outcome, *, replayed: bool) -> None:
+    __tracebackhide__ = True
+    assert out.error is not None
+    again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
+                         keep_events=True)
+    first_digest = _digest(out.events)
+    if _digest(again.events) != first_digest:
+        raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)
+    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario)
+    error = out.error
+    what = str(error) if isinstance(error, CheckFailed) else f"{type(error).__name__}: {error}"
+    head = ("replayed the example from the token" if replayed
+            else f"found a failing example at example {report.first_failure_at} "
+                 f"({report.examples} run in all, shrinking included), shrunk to "
+                 f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
+    non_default = sum(1 for v in out.choices if v)
+    message = "\n".join([
+        f"bg.explore({report.scenario}): {head}.",
+        f"failed in: {out.phase}",
+        _indent(what),
+        f"seed: {report.seed}",
+        "fault plan:",
+        _indent(plan.describe()),
+        f"choices: {len(out.choices)} drawn, {non_default} away from the default",
+        f"timeline (digest {first_digest[:16]}, identical on a second run):",
+        _timeline(out.events),
+        "replay it exactly with:",
+        f'  @pytest.mark.bgwork(replay="{token}")',
+    ])
+    failure = ExplorationFailed(message, token=token, digest=first_digest, plan=plan,
+                                seed=report.seed, error=error)
+    if isinstance(error, CheckFailed):
+        raise failure from None
+    raise failure from error
+
+
+def _warn_coverage(report: ExploreReport) -> None:
+    if report.replayed or not report.queue_traffic:
+        return
+    missing = [text for key, text in STATES.items() if not report.states[key]]
+    if missing:
+        text = (f"bg.explore({report.scenario}) never reached: {'; '.join(missing)}. "
+                "A search that never got there proved nothing about it: widen the fault plans "
+                "(kinds=, points=, max_faults=) or raise max_examples.")
+        report.warnings.append(text)
+        warnings.warn(ExploreCoverageWarning(text), stacklevel=3)

@@ -1,0 +1,367 @@
+"""Key-value service: namespaces, TTL on virtual time, JSON values stored as copies.
+
+Values are serialised to JSON text on ``set`` and parsed again on every read, so the
+caller's object and the stored value never share state (and a value a real store
+could not hold fails at once). TTL expiry is lazy: nothing is scheduled on the loop
+(so ``run_until_idle`` never waits for a TTL), and every KV operation first removes
+the keys whose time passed, recording ``kv.expire`` with the instant they expired.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from .clock import _EPOCH
+from .context import current_attempt
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = ["KV", "KVResult", "KVVersion"]
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
+_SCALARS = (str, int, float, bool)
+
+_Entry = tuple[str, float | None]  # (JSON text, expiry in virtual seconds or None)
+_LogRow = tuple[float, str, str | None, float | None, str | None, str]
+_State = tuple[
+    dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KVResult:
+    """What ``get`` returns: ``exists``, a fresh copy of ``data`` and ``expires_at``.
+
+    ``data`` is ``None`` for a missing key; ``expires_at`` is the virtual wall-clock
+    instant (aware UTC) the key expires, or ``None`` when it has no TTL.
+    """
+
+    exists: bool
+    data: Any = None
+    expires_at: _dt.datetime | None = None
+
+
+_MISSING = KVResult(False)
+
+
+@dataclass(frozen=True, slots=True)
+class KVVersion:
+    """One entry of ``kv.history(ns, key)``.
+
+    ``op`` is ``set``, ``delete`` or ``expire``; ``t`` is virtual seconds (for
+    ``expire``, the instant the TTL ran out); ``outcome`` is ``unknown`` when the
+    caller saw an error although the write happened (an ``after_apply`` fault).
+    """
+
+    t: float
+    op: str
+    data: Any
+    ttl: float | None
+    attempt: str | None
+    outcome: str = "ok"
+
+
+def check_name(arg: str, value: object, where: str) -> str:
+    """``value`` must be a non-empty string (a namespace, key or stream name)."""
+    if type(value) is str and value:
+        return value
+    if isinstance(value, str) and value:
+        return str(value)
+    raise (ValueError if isinstance(value, str) else TypeError)(
+        f"{where}: {arg}= must be a non-empty string; got {value!r}"
+    )
+
+
+def check_ttl(ttl: object, where: str) -> float | None:
+    """``ttl`` must be ``None`` (no expiry) or a finite number of seconds > 0."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(
+            f"{where}: ttl= must be a number of seconds > 0, or None for no expiry; got {ttl!r}"
+        )
+    return float(ttl)
+
+
+def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str] | None:
+    """The first part of ``value`` JSON cannot hold: (where, what it is)."""
+    if value is None or isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, f"the float {value!r} (JSON has no NaN or infinity)"
+        return None
+    if id(value) in seen:
+        return path, "a circular reference back to a container that holds it"
+    if isinstance(value, list | tuple):
+        seen.add(id(value))
+        for i, item in enumerate(value):
+            found = _find_bad(item, f"{path}[{i}]", seen)
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        seen.add(id(value))
+        for k, item in value.items():
+            if k is not None and not isinstance(k, _SCALARS):
+                return f"{path} (a key)", f"a {_type_name(k)} key {k!r}"
+            found = _find_bad(item, f"{path}[{k!r}]", seen)
+            if found:
+                return found
+        return None
+    return path, f"a {_type_name(value)}"
+
+
+def _type_name(value: object) -> str:
+    """The type's name, seen through freezegun's stand-ins (``FakeDatetime`` is a datetime)."""
+    cls = type(value)
+    while cls.__module__.startswith("freezegun") and cls.__bases__:
+        cls = cls.__bases__[0]
+    return cls.__name__
+
+
+def to_json_text(value: Any, where: str, arg: str = "value") -> str:
+    """Serialise ``value`` to JSON text, or raise an error that points at the bad part.
+
+    A part of an unsupported type raises ``TypeError``; NaN, infinity and circular
+    references raise ``ValueError``.
+    """
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        found = _find_bad(value, arg, set())
+        if found is None:  # pragma: no cover - json refused something the walk accepts
+            raise TypeError(f"{where}: {arg} is not JSON ({exc})") from None
+        at, what = found
+        error = TypeError if what.startswith("a ") and "circular" not in what else ValueError
+        raise error(
+            f"{where}: {arg} must be JSON (dicts, lists, str, int, float, bool, None), but "
+            f"{at} is {what}. Values are stored as JSON copies, as the real service does: "
+            "convert it first (e.g. datetime.isoformat(), list(a_set), str(a_uuid))."
+        ) from None
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class KV:
+    """``sim.kv``: namespaced JSON key-value store with TTL on virtual time.
+
+    ``await set(ns, key, value, ttl=None)``, ``await get(ns, key)`` (a ``KVResult``),
+    ``await delete(ns, key)``, ``await keys(ns, prefix="")``; sync helpers for checks:
+    ``history(ns, key)``, ``items(ns)``, ``namespaces()``.
+    """
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self._faults = sim.faults
+        self._record = sim.history.record
+        self._clock = sim.clock
+        #: ns -> key -> (JSON text, expiry in virtual seconds or None)
+        self._data: dict[str, dict[str, _Entry]] = {}
+        #: heap of (expiry, ns, key); stale entries are skipped when popped
+        self._expiries: list[tuple[float, str, str]] = []
+        #: (ns, key) -> [(t, op, JSON text or None, ttl, attempt label, outcome)]
+        self._log: dict[tuple[str, str], list[_LogRow]] = {}
+
+    # -- async operations (fault points kv.set / kv.get / kv.delete / kv.keys) ----------
+    async def set(self, ns: str, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store a JSON copy of ``value``; ``ttl`` seconds of virtual time until it expires.
+
+        A new ``set`` replaces the value and its TTL (``ttl=None`` removes the expiry).
+        """
+        if type(ns) is not str or not ns or type(key) is not str or not key:
+            ns = check_name("ns", ns, "kv.set()")
+            key = check_name("key", key, "kv.set()")
+        if ttl is not None:
+            ttl = check_ttl(ttl, f"kv.set(ns={ns!r}, key={key!r})")
+        try:
+            text = _encode(value)
+        except (TypeError, ValueError, RecursionError):
+            text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
+        faults = self._faults
+        try:
+            await faults.enter("kv.set")
+        except Exception as exc:
+            self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl, error=_error_text(exc))
+            raise
+        if self._expiries:
+            self._sweep()
+        now = self._clock.monotonic()
+        expires = None if ttl is None else now + ttl
+        space = self._data.get(ns)
+        if space is None:
+            space = self._data[ns] = {}
+        space[key] = (text, expires)
+        if expires is not None:
+            heapq.heappush(self._expiries, (expires, ns, key))
+        attempt = current_attempt.get()
+        label = attempt.label if attempt is not None else None
+        log = self._log.get((ns, key))
+        if log is None:
+            log = self._log[(ns, key)] = []
+        try:
+            faults.leave("kv.set")
+        except Exception as exc:
+            log.append((now, "set", text, ttl, label, "unknown"))
+            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
+                         error=_error_text(exc))
+            raise
+        log.append((now, "set", text, ttl, label, "ok"))
+        self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text)
+
+    async def get(self, ns: str, key: str) -> KVResult:
+        """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired)."""
+        if type(ns) is not str or not ns or type(key) is not str or not key:
+            ns = check_name("ns", ns, "kv.get()")
+            key = check_name("key", key, "kv.get()")
+        faults = self._faults
+        try:
+            await faults.enter("kv.get")
+        except Exception as exc:
+            self._record("kv", "get", "fail", ns=ns, key=key, error=_error_text(exc))
+            raise
+        if self._expiries:
+            self._sweep()
+        space = self._data.get(ns)
+        entry = space.get(key) if space is not None else None
+        try:
+            faults.leave("kv.get")
+        except Exception as exc:
+            self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
+                         error=_error_text(exc))
+            raise
+        self._record("kv", "get", ns=ns, key=key, exists=entry is not None)
+        if entry is None:
+            return _MISSING
+        text, expires = entry
+        at = None if expires is None else self._wall(expires)
+        return KVResult(True, _decode(text), at)
+
+    async def delete(self, ns: str, key: str) -> None:
+        """Remove ``key`` (a missing key is fine; the event says ``existed=False``)."""
+        ns = check_name("ns", ns, "kv.delete()")
+        key = check_name("key", key, "kv.delete()")
+        faults = self._faults
+        try:
+            await faults.enter("kv.delete")
+        except Exception as exc:
+            self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc))
+            raise
+        self._sweep()
+        space = self._data.get(ns)
+        existed = space is not None and space.pop(key, None) is not None
+        if space is not None and not space:
+            del self._data[ns]
+        now = self._clock.monotonic()
+        attempt = current_attempt.get()
+        label = attempt.label if attempt is not None else None
+        log = self._log.setdefault((ns, key), []) if existed else None
+        try:
+            faults.leave("kv.delete")
+        except Exception as exc:
+            if log is not None:
+                log.append((now, "delete", None, None, label, "unknown"))
+            self._record("kv", "delete", "unknown", ns=ns, key=key, existed=existed,
+                         error=_error_text(exc))
+            raise
+        if log is not None:
+            log.append((now, "delete", None, None, label, "ok"))
+        self._record("kv", "delete", ns=ns, key=key, existed=existed)
+
+    async def keys(self, ns: str, prefix: str = "") -> list[str]:
+        """The live keys of ``ns`` that start with ``prefix``, sorted."""
+        ns = check_name("ns", ns, "kv.keys()")
+        if not isinstance(prefix, str):
+            raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
+        faults = self._faults
+        try:
+            await faults.enter("kv.keys")
+        except Exception as exc:
+            self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
+            raise
+        self._sweep()
+        found = sorted(k for k in self._data.get(ns, {}) if k.startswith(prefix))
+        try:
+            faults.leave("kv.keys")
+        except Exception as exc:
+            self._record("kv", "keys", "unknown", ns=ns, prefix=prefix, count=len(found),
+                         error=_error_text(exc))
+            raise
+        self._record("kv", "keys", ns=ns, prefix=prefix, count=len(found))
+        return found
+
+    # -- sync helpers for checks and tests (no fault points) ----------------------------
+    def history(self, ns: str, key: str) -> list[KVVersion]:
+        """Every value ever written to ``key`` and every deletion/expiry, oldest first."""
+        check_name("ns", ns, "kv.history()")
+        check_name("key", key, "kv.history()")
+        self._sweep()
+        return [
+            KVVersion(t, op, None if text is None else _decode(text), ttl, label, outcome)
+            for t, op, text, ttl, label, outcome in self._log.get((ns, key), ())
+        ]
+
+    def items(self, ns: str) -> dict[str, Any]:
+        """The live keys of ``ns`` and copies of their values, sorted by key."""
+        check_name("ns", ns, "kv.items()")
+        self._sweep()
+        space = self._data.get(ns, {})
+        return {k: _decode(space[k][0]) for k in sorted(space)}
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that hold at least one live key, sorted."""
+        self._sweep()
+        return sorted(self._data)
+
+    # -- snapshot (assert_idempotent) -----------------------------------------------------
+    def _snapshot(self) -> object:
+        """A copy of every namespace, pending expiry and write log (values are immutable text)."""
+        return (
+            {ns: dict(space) for ns, space in self._data.items()},
+            list(self._expiries),
+            {k: list(v) for k, v in self._log.items()},
+        )
+
+    def _restore(self, state: object) -> None:
+        """Put back a ``_snapshot()``; the snapshot stays reusable."""
+        data, expiries, log = cast(_State, state)
+        self._data = {ns: dict(space) for ns, space in data.items()}
+        self._expiries = list(expiries)
+        self._log = {k: list(v) for k, v in log.items()}
+
+    # -- internals ---------------------------------------------------------------------------
+    def _wall(self, mono: float) -> _dt.datetime:
+        return _EPOCH + _dt.timedelta(seconds=self._clock.start + mono)
+
+    def _sweep(self) -> None:
+        """Drop every key whose TTL ran out, recording ``kv.expire`` (not tied to an attempt)."""
+        heap = self._expiries
+        now = self._clock.monotonic()
+        if not heap or heap[0][0] > now:
+            return
+        token = current_attempt.set(None)
+        try:
+            while heap and heap[0][0] <= now:
+                when, ns, key = heapq.heappop(heap)
+                space = self._data.get(ns)
+                entry = space.get(key) if space is not None else None
+                if space is None or entry is None or entry[1] != when:
+                    continue  # overwritten or deleted since
+                del space[key]
+                if not space:
+                    del self._data[ns]
+                self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
+                self._record("kv", "expire", ns=ns, key=key, expired_at=when)
+        finally:
+            current_attempt.reset(token)
+
+    def __repr__(self) -> str:
+        return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"
+

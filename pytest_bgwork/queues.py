@@ -1,0 +1,881 @@
+"""Queues: at-least-once delivery on virtual time, shaped after SQS and Agentuity queues.
+
+``sim.queues.create(name)`` makes a queue; ``publish`` enqueues a JSON copy of a payload;
+``route`` sends each message to an async handler, an ASGI app or a URL (delivered
+automatically on the simulation's loop), and a queue without a route holds messages for
+the pull consumer ``receive``. A delivery not acked within ``visibility_timeout`` becomes
+visible again, even while its first handler still runs; failed attempts are retried with
+backoff and dead-lettered after ``max_retries`` retries. Every operation is recorded in the
+history and passes a fault point (``queue.publish``, ``queue.deliver``, ``queue.ack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import inspect
+import json
+import math
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .context import Attempt, current_attempt
+from .errors import BgworkError, ProcessCrashed
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = [
+    "Delivery",
+    "DeliverySettled",
+    "Message",
+    "PublishResult",
+    "QueueConfig",
+    "Queues",
+    "UnknownQueue",
+    "retry_backoff",
+]
+
+#: Queue names: what Agentuity accepts (and SQS's length limit).
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+MAX_NAME = 256
+MAX_KEY = 256
+MAX_PAYLOAD = 1024 * 1024
+MAX_DELAY = 900.0
+DEFAULT_VISIBILITY = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_DEDUP_WINDOW = 300.0
+#: Default retry delay: exponential from 1 s, x2 per retry, at most 60 s, plus up to +50 % jitter.
+BACKOFF_BASE = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_CAP = 60.0
+BACKOFF_JITTER = 0.5
+STALE_ACK = ("ignore", "deletes")
+
+# Message states.
+DELAYED, READY, IN_FLIGHT, ACKED, DEAD = "delayed", "ready", "in_flight", "acked", "dead"
+
+Handler = Callable[[Any, "Delivery"], Awaitable[object]]
+
+
+class UnknownQueue(BgworkError, LookupError):
+    """A queue name that was never created."""
+
+
+class DeliverySettled(BgworkError):
+    """``ack()`` or ``nack()`` on a delivery that was already acked or nacked."""
+
+
+def retry_backoff(retry: int, jitter: float) -> float:
+    """The default delay before retry ``retry`` (1-based): 1 s x2 per retry, at most 60 s.
+
+    ``jitter`` in ``[0, 1)`` adds up to 50 %; at 0 (the unsurprising choice) it adds nothing.
+    """
+    return min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** (retry - 1) * (1 + BACKOFF_JITTER * jitter))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """A queue's settings as ``create`` accepted them (``retry_delay=None``: exponential backoff)."""
+
+    name: str
+    max_retries: int
+    visibility_timeout: float
+    retry_delay: float | None
+    dedup_window: float
+    stale_ack: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What ``publish`` returns; ``duplicate=True`` means the first message's id and offset."""
+
+    id: str
+    offset: int
+    published_at: datetime
+    duplicate: bool
+
+
+class Message:
+    """One published message. ``payload`` and ``metadata`` decode a fresh JSON copy on each read.
+
+    ``state`` is ``delayed``, ``ready``, ``in_flight``, ``acked`` or ``dead``; ``attempts``
+    counts deliveries so far; ``last_error`` is the last failed attempt's error text.
+    """
+
+    __slots__ = (
+        "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_gen", "_meta", "_timer",
+        "attempts", "id", "idempotency_key", "last_error", "offset", "partition_key",
+        "published_at", "queue", "state",
+    )
+
+    def __init__(self, id: str, queue: str, offset: int, body: str, published_at: datetime,
+                 idempotency_key: str | None, partition_key: str | None,
+                 meta: str | None) -> None:
+        self.id = id
+        self.queue = queue
+        self.offset = offset
+        self._body = body
+        self._meta = meta
+        self.published_at = published_at
+        self.idempotency_key = idempotency_key
+        self.partition_key = partition_key
+        self.attempts = 0
+        self.state = READY
+        self.last_error: str | None = None
+        self._copies_left = 0  # extra deliveries a duplicate fault asked for
+        self._copy = 1  # which of those deliveries is under way (1 = the original)
+        self._copy_attempts = 0  # attempts of the current copy: the retry budget
+        self._delivery: Delivery | None = None  # the attempt holding the visibility lease
+        self._timer: asyncio.TimerHandle | None = None  # delay or retry timer
+        self._gen = 0  # bumps each time it becomes ready (stale heap entries are skipped)
+
+    @property
+    def payload(self) -> Any:
+        """A fresh copy of the payload (what JSON made of what was published)."""
+        return json.loads(self._body)
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """A fresh copy of the metadata given to ``publish``, or ``None``."""
+        return None if self._meta is None else json.loads(self._meta)
+
+    def __repr__(self) -> str:
+        return (f"<Message {self.queue}/{self.id} offset={self.offset} state={self.state} "
+                f"attempts={self.attempts}>")
+
+
+class Delivery:
+    """One delivery attempt: ``payload``, ``message``, ``attempt`` (1-based), ``ack()``, ``nack()``.
+
+    Routed handlers get it as their second argument; returning acks it unless the handler
+    already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
+    """
+
+    __slots__ = ("_q", "_queues", "_settled", "_task", "_timer", "attempt", "expired",
+                 "message", "payload")
+
+    def __init__(self, queues: Queues, q: _Queue, message: Message, attempt: int) -> None:
+        self._queues = queues
+        self._q = q
+        self.message = message
+        self.attempt = attempt
+        self.payload: Any = json.loads(message._body)
+        self.expired = False
+        self._settled: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queue(self) -> str:
+        """The queue's name."""
+        return self._q.config.name
+
+    @property
+    def settled(self) -> str | None:
+        """``"acked"``, ``"nacked"``, ``"failed"``, ``"crashed"`` or ``None`` while open."""
+        return self._settled
+
+    async def ack(self) -> None:
+        """Delete the message (fault point ``queue.ack``); a stale ack deletes nothing by default."""
+        await self._queues._ack(self)
+
+    async def nack(self, delay: float = 0) -> None:
+        """Give the message back: visible again after ``delay`` seconds (0..900); a failed attempt."""
+        await self._queues._nack(self, delay)
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.queue}/{self.message.id} attempt={self.attempt}>"
+
+
+class _Queue:
+    """Internal state of one queue."""
+
+    __slots__ = ("config", "dead", "dedup", "messages", "next_offset", "partitions",
+                 "publishes", "ready", "route", "route_text", "stats")
+
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        self.route: Handler | None = None
+        self.route_text = ""
+        self.messages: dict[str, Message] = {}
+        self.ready: list[tuple[int, int, Message]] = []  # heap: (offset, gen, message)
+        self.partitions: dict[str, deque[Message]] = {}  # unfinished messages per key, in order
+        self.dedup: dict[str, tuple[Message, float]] = {}  # key -> (first message, published t)
+        self.dead: list[Message] = []
+        self.next_offset = 0
+        self.publishes = 0
+        self.stats = dict.fromkeys(_COUNTERS, 0)
+
+
+_COUNTERS = ("published", "duplicates", "delivered", "redelivered", "failed", "nacked",
+             "retries", "expired", "crashed", "stale_acks")
+
+
+# -- argument checks -------------------------------------------------------------------------
+def _seconds(call: str, arg: str, value: object, *, hi: float | None = None,
+             positive: bool = False, fix: str = "") -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = (v > 0 if positive else v >= 0) and (hi is None or v <= hi)
+        if ok:
+            return v
+    bound = "> 0" if positive else ">= 0"
+    limit = f"{bound} and at most {hi:g}" if hi is not None else bound
+    raise ValueError(f"{call}({arg}=...) must be a number of seconds {limit}; got {value!r}. {fix}"
+                     .rstrip())
+
+
+def _key(call: str, arg: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY:
+        got = f"{len(value)} characters" if isinstance(value, str) else repr(value)
+        raise ValueError(f"{call}({arg}=...) must be a string of 1 to {MAX_KEY} characters "
+                         f"(the queue's key limit) or None; got {got}. Hash longer keys, e.g. "
+                         "hashlib.sha256(key.encode()).hexdigest().")
+    return value
+
+
+def _check_name(call: str, name: object) -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RE.match(name):
+        got = f"{len(name)} characters" if isinstance(name, str) and len(name) > MAX_NAME else (
+            repr(name))
+        raise ValueError(f"{call}(name=...) must match {NAME_RE.pattern} and be at most "
+                         f"{MAX_NAME} characters; got {got}. Use lowercase letters, digits, "
+                         "'_' and '-', e.g. 'report-jobs'.")
+    return name
+
+
+def _to_json(call: str, arg: str, value: object) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
+                        f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "
+                        "first, e.g. a datetime to dt.isoformat(), a set to a list.") from None
+
+
+def _scope(name: str) -> str | None:
+    """The queue a fault rule is matched against: inside an attempt, the attempt's own queue
+    (a queue-scoped rule is about that queue's workers); outside, the queue operated on."""
+    return None if current_attempt.get() is not None else name
+
+
+def _describe_handler(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+def _is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004 - an instance with an async __call__
+
+
+class Queues:
+    """``sim.queues``: create queues, publish, route or receive, inspect stats and dead letters."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self._queues: dict[str, _Queue] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        visibility_timeout: float = DEFAULT_VISIBILITY,
+        retry_delay: float | None = None,
+        dedup_window: float = DEFAULT_DEDUP_WINDOW,
+        stale_ack: str = "ignore",
+    ) -> QueueConfig:
+        """Make queue ``name``; ``retry_delay=None`` means exponential backoff (1 s..60 s, x2)."""
+        _check_name("create", name)
+        if name in self._queues:
+            raise ValueError(f"create(name=...): queue {name!r} already exists in this "
+                             "simulation; create each queue once (sim.queues.config(name) shows "
+                             "its settings).")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"create(max_retries=...) must be an int >= 0 (retries after the "
+                             f"first attempt; 0 = dead-letter on the first failure); got "
+                             f"{max_retries!r}")
+        config = QueueConfig(
+            name,
+            max_retries,
+            _seconds("create", "visibility_timeout", visibility_timeout, positive=True,
+                     fix="It is how long an attempt may run before the message is redelivered."),
+            None if retry_delay is None else _seconds(
+                "create", "retry_delay", retry_delay,
+                fix="Use retry_delay=None for exponential backoff, 0 to retry at once."),
+            _seconds("create", "dedup_window", dedup_window, fix="Use 0 to turn dedup off."),
+            stale_ack,
+        )
+        if stale_ack not in STALE_ACK:
+            raise ValueError(f"create(stale_ack=...) must be one of {', '.join(STALE_ACK)}; got "
+                             f"{stale_ack!r}")
+        self._queues[name] = _Queue(config)
+        self._sim.history.record("queue", "create", queue=name, max_retries=max_retries,
+                                 visibility_timeout=config.visibility_timeout)
+        return config
+
+    def route(
+        self,
+        name: str,
+        handler: Handler | None = None,
+        *,
+        app: Any = None,
+        path: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        """Deliver ``name``'s messages to ``handler(payload, delivery)``, ``app`` + ``path``, or ``url``.
+
+        An ASGI app gets ``POST path`` with the JSON payload and a URL gets it through httpx
+        (so respx mocks it); a 2xx answer acks. Messages already waiting start at once.
+        """
+        q = self._get("route", name)
+        given = [k for k, v in (("handler", handler), ("app", app), ("url", url)) if v is not None]
+        if len(given) != 1:
+            raise TypeError(f"route({name!r}, ...) needs exactly one destination: a handler, "
+                            f"app= with path=, or url=; got {', '.join(given) or 'none'}")
+        if path is not None and app is None:
+            raise TypeError(f"route(path=...) goes with app=; got path={path!r} without an app. "
+                            "For a URL pass url='https://...'.")
+        if q.route is not None:
+            raise ValueError(f"route({name!r}, ...): the queue already routes to {q.route_text}; "
+                             "a queue has one destination, set it once.")
+        dest: Handler
+        if handler is not None:
+            if not _is_async_callable(handler):
+                raise TypeError(f"route({name!r}, handler) needs an async callable "
+                                f"`async def handler(payload, delivery)`; got "
+                                f"{_describe_handler(handler)}, which is not async")
+            dest, text = handler, f"handler {_describe_handler(handler)}"
+        elif app is not None:
+            from .http import AsgiDestination
+
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
+                                 f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
+            dest = AsgiDestination(app, path)
+            text = f"app POST {path}"
+        else:
+            from .http import UrlDestination
+
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ValueError(f"route({name!r}, url=...) needs an http(s) URL, e.g. "
+                                 f"'https://app.example/api/workers/{name}'; got {url!r}")
+            dest = UrlDestination(url)
+            text = f"POST {url}"
+        q.route, q.route_text = dest, text
+        self._sim.history.record("queue", "route", queue=name, destination=text)
+        self._pump(q)
+
+    def config(self, name: str) -> QueueConfig:
+        """The settings queue ``name`` was created with."""
+        return self._get("config", name).config
+
+    def names(self) -> list[str]:
+        """Every queue's name, in creation order."""
+        return list(self._queues)
+
+    # -- operations ----------------------------------------------------------------------------
+    async def publish(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        partition_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float = 0,
+    ) -> PublishResult:
+        """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
+        q = self._get("publish", name)
+        body = _to_json("publish", "payload", payload)
+        if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
+            raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
+                             f"limit is 1 MiB ({MAX_PAYLOAD} bytes). Store large data elsewhere "
+                             "(a stream or KV) and publish its key.")
+        key = _key("publish", "idempotency_key", idempotency_key)
+        pkey = _key("publish", "partition_key", partition_key)
+        meta = None
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise TypeError(f"publish(metadata=...) must be a dict or None; got "
+                                f"{type(metadata).__name__}")
+            meta = _to_json("publish", "metadata", metadata)
+        if delay != 0 or type(delay) is not int:
+            delay = _seconds("publish", "delay", delay, hi=MAX_DELAY,
+                             fix="The queue delays delivery by at most 900 s (15 minutes).")
+        sim = self._sim
+        q.publishes += 1
+        number = q.publishes
+        try:
+            # scoped by the attempt publishing (a queue-scoped rule means "that queue's
+            # workers"), so the test's own publishes do not use up a rule's on_call
+            await sim.faults.enter("queue.publish")
+        except Exception as exc:
+            sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
+                               duplicate=False, error=repr(exc))
+            raise
+        now = sim.clock._mono
+        if key is not None:
+            hit = q.dedup.get(key)
+            if hit is not None and now - hit[1] < q.config.dedup_window:
+                first = hit[0]
+                q.stats["duplicates"] += 1
+                err = self._leave("queue.publish")
+                sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name,
+                                   id=first.id, key=key, duplicate=True)
+                if err is not None:
+                    raise err
+                return PublishResult(first.id, first.offset, first.published_at, True)
+        msg = Message(sim.next_id("msg"), name, q.next_offset, body, sim.clock.now(), key, pkey,
+                      meta)
+        q.next_offset += 1
+        q.messages[msg.id] = msg
+        q.stats["published"] += 1
+        if key is not None:
+            q.dedup[key] = (msg, now)
+        if pkey is not None:
+            part = q.partitions.get(pkey)
+            if part is None:
+                part = q.partitions[pkey] = deque()
+            part.append(msg)
+        err = self._leave("queue.publish")
+        sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
+                           key=key, duplicate=False)
+        msg._copies_left = sim.faults.deliveries(name, number) - 1
+        self._schedule(q, msg, delay)
+        if err is not None:
+            raise err
+        return PublishResult(msg.id, msg.offset, msg.published_at, False)
+
+    async def receive(self, name: str) -> Delivery | None:
+        """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
+        q = self._get("receive", name)
+        if q.route is not None:
+            raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
+                             "takes every message; receive() is the pull consumer for queues "
+                             "without a route.")
+        if self._take(q, remove=False) is None:
+            return None
+        await self._sim.faults.enter("queue.deliver", queue=_scope(name))
+        msg = self._take(q, remove=True)
+        if msg is None:  # taken while a fault delayed us
+            return None
+        return self._start(q, msg)
+
+    def stats(self, name: str) -> dict[str, int]:
+        """Counters (published, delivered, failed, ...) and current states of queue ``name``."""
+        q = self._get("stats", name)
+        out = dict(q.stats)
+        states = dict.fromkeys((DELAYED, READY, IN_FLIGHT, ACKED, DEAD), 0)
+        for msg in q.messages.values():
+            states[msg.state] += 1
+        out.update(acked=states[ACKED], dead_letters=states[DEAD], in_flight=states[IN_FLIGHT],
+                   pending=states[READY] + states[DELAYED])
+        return out
+
+    def dead_letters(self, name: str) -> list[Message]:
+        """Messages of queue ``name`` that used up their attempts, oldest first."""
+        return list(self._get("dead_letters", name).dead)
+
+    def messages(self, name: str) -> list[Message]:
+        """Every message published to queue ``name`` (duplicates by key left out), in order."""
+        return list(self._get("messages", name).messages.values())
+
+    # -- internals: lookup, fault points --------------------------------------------------------
+    def _get(self, call: str, name: str) -> _Queue:
+        q = self._queues.get(name)
+        if q is None:
+            known = ", ".join(repr(n) for n in self._queues) or "none yet"
+            raise UnknownQueue(f"{call}(name=...): queue {name!r} does not exist (queues: "
+                               f"{known}); create it first with sim.queues.create({name!r})")
+        return q
+
+    def _leave(self, point: str) -> BaseException | None:
+        """``faults.leave(point)``; its after-apply error is returned to raise after recording."""
+        try:
+            self._sim.faults.leave(point)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _record(self, op: str, outcome: str = "ok", **detail: Any) -> None:
+        self._sim.history.record("queue", op, outcome, **detail)
+
+    # -- internals: the message life cycle ------------------------------------------------------
+    def _schedule(self, q: _Queue, msg: Message, delay: float) -> None:
+        """Make ``msg`` visible now (``delay`` 0) or after ``delay`` virtual seconds."""
+        if delay <= 0:
+            self._make_ready(q, msg)
+            return
+        msg.state = DELAYED
+        msg._timer = self._sim.loop.call_later(delay, self._due, q, msg,
+                                               context=contextvars.Context())
+
+    def _due(self, q: _Queue, msg: Message) -> None:
+        msg._timer = None
+        if msg.state == DELAYED:
+            self._make_ready(q, msg)
+
+    def _make_ready(self, q: _Queue, msg: Message) -> None:
+        msg.state = READY
+        msg._gen += 1
+        if q.route is not None and self._is_head(q, msg):
+            self._start(q, msg)
+        else:
+            heapq.heappush(q.ready, (msg.offset, msg._gen, msg))
+
+    @staticmethod
+    def _is_head(q: _Queue, msg: Message) -> bool:
+        """FIFO per partition key: only the oldest unfinished message of a key is deliverable."""
+        return msg.partition_key is None or q.partitions[msg.partition_key][0] is msg
+
+    def _take(self, q: _Queue, *, remove: bool) -> Message | None:
+        """The oldest ready, deliverable message (popped from the heap when ``remove``)."""
+        heap = q.ready
+        aside: list[tuple[int, int, Message]] = []
+        found = None
+        while heap:
+            entry = heapq.heappop(heap)
+            msg = entry[2]
+            if msg.state != READY or msg._gen != entry[1]:
+                continue  # stale entry
+            if not self._is_head(q, msg):
+                aside.append(entry)
+                continue
+            found = msg
+            if not remove:
+                aside.append(entry)
+            break
+        for entry in aside:
+            heapq.heappush(heap, entry)
+        return found
+
+    def _pump(self, q: _Queue) -> None:
+        """Start every ready, deliverable message of a routed queue."""
+        while q.route is not None:
+            msg = self._take(q, remove=True)
+            if msg is None:
+                return
+            self._start(q, msg)
+
+    def _start(self, q: _Queue, msg: Message) -> Delivery:
+        """Begin an attempt: take the visibility lease, record it, run the route if there is one."""
+        msg.attempts += 1
+        msg._copy_attempts += 1
+        msg.state = IN_FLIGHT
+        number = msg.attempts
+        d = Delivery(self, q, msg, number)
+        msg._delivery = d
+        loop = self._sim.loop
+        d._timer = loop.call_later(q.config.visibility_timeout, self._expire, d,
+                                   context=contextvars.Context())
+        stats = q.stats
+        stats["delivered"] += 1
+        if number > 1:
+            stats["redelivered"] += 1
+        name = q.config.name
+        detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
+        if msg._copy > 1:
+            detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
+        if q.route is None:
+            self._record("deliver", **detail)
+            return d
+        attempt = Attempt(name, msg.id, number, crash_future=loop.create_future())
+        ctx = contextvars.Context()
+        ctx.run(current_attempt.set, attempt)
+        ctx.run(self._record, "deliver", **detail)
+        assert attempt.crash_future is not None
+        attempt.crash_future.add_done_callback(lambda _f: self._crashed(d, attempt), context=ctx)
+        # the loop holds tasks weakly: keep running attempts alive until they finish
+        d._task = loop.create_task(self._run(q.route, d, attempt), context=ctx)
+        self._running.add(d._task)
+        return d
+
+    async def _run(self, route: Handler, d: Delivery, attempt: Attempt) -> None:
+        """One routed attempt, in its own task with ``current_attempt`` set."""
+        faults = self._sim.faults
+        try:
+            try:
+                await faults.enter("queue.deliver", queue=attempt.queue)
+                await route(d.payload, d)
+                faults.leave("queue.deliver")
+            except ProcessCrashed:
+                self._crashed(d, attempt)
+                return
+            except Exception as exc:
+                self._failed(d, exc)
+                return
+            if d._settled is None:
+                try:
+                    await self._ack(d)
+                except ProcessCrashed:
+                    self._crashed(d, attempt)
+                except Exception:  # recorded as a failed queue.ack; the visibility lapses
+                    pass
+        finally:
+            self._running.discard(d._task)  # type: ignore[arg-type]
+
+    def _is_current(self, d: Delivery) -> bool:
+        msg = d.message
+        return (msg._delivery is d and not d.expired
+                and d._q.messages.get(msg.id) is msg)  # a restore replaces message objects
+
+    def _release(self, d: Delivery) -> None:
+        """Drop ``d``'s visibility lease (the attempt ended)."""
+        if d._timer is not None:
+            d._timer.cancel()
+            d._timer = None
+        if d.message._delivery is d:
+            d.message._delivery = None
+
+    def _crashed(self, d: Delivery, attempt: Attempt) -> None:
+        """The worker died in this attempt: record it once; the visibility timeout redelivers."""
+        if d._settled == "crashed":
+            return
+        attempt.crashed = True
+        d._settled = "crashed"
+        d._q.stats["crashed"] += 1
+        self._record("crashed", queue=attempt.queue, id=attempt.message_id,
+                     attempt=attempt.number)
+
+    def _failed(self, d: Delivery, exc: BaseException) -> None:
+        q, msg = d._q, d.message
+        error = f"{type(exc).__name__}: {exc}"
+        q.stats["failed"] += 1
+        open_ = d._settled is None  # False: the handler acked or nacked, then raised
+        current = open_ and self._is_current(d)
+        detail: dict[str, Any] = {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
+                                  "error": error}
+        if open_ and not current:
+            detail["stale"] = True  # the visibility lapsed: another attempt owns the message
+        self._record("attempt_failed", **detail)
+        if not current:
+            if open_:
+                d._settled = "failed"
+            return
+        msg.last_error = error
+        d._settled = "failed"
+        self._release(d)
+        self._retry_or_dead(q, msg, None)
+
+    def _retry_or_dead(self, q: _Queue, msg: Message, delay: float | None) -> None:
+        """After a failed attempt: dead-letter when the budget is spent, else retry after a delay."""
+        if msg._copy_attempts > q.config.max_retries:
+            self._dead_letter(q, msg)
+            return
+        if delay is None:
+            delay = q.config.retry_delay
+            if delay is None:
+                delay = retry_backoff(msg._copy_attempts,
+                                      self._sim.choices.fraction("queue.retry_jitter"))
+        q.stats["retries"] += 1
+        self._record("retry", queue=q.config.name, id=msg.id, attempt=msg.attempts + 1,
+                     delay=delay)
+        self._schedule(q, msg, delay)
+
+    def _dead_letter(self, q: _Queue, msg: Message) -> None:
+        msg.state = DEAD
+        q.dead.append(msg)
+        self._record("dead_letter", queue=q.config.name, id=msg.id, attempts=msg.attempts)
+        self._finish(q, msg)
+
+    def _finish(self, q: _Queue, msg: Message) -> None:
+        """``msg`` is acked or dead: cancel its timers and let its partition's next message go."""
+        if msg._timer is not None:
+            msg._timer.cancel()
+            msg._timer = None
+        if msg._delivery is not None:
+            self._release(msg._delivery)
+        key = msg.partition_key
+        if key is None:
+            return
+        part = q.partitions[key]
+        if part[0] is msg:
+            part.popleft()
+        else:
+            part.remove(msg)
+        if not part:
+            del q.partitions[key]
+        elif q.route is not None and part[0].state == READY:
+            self._pump(q)
+
+    def _expire(self, d: Delivery) -> None:
+        """The visibility timeout lapsed: the message is visible again (or dead, budget spent)."""
+        d._timer = None
+        msg, q = d.message, d._q
+        if msg._delivery is not d:
+            return
+        d.expired = True
+        msg._delivery = None
+        q.stats["expired"] += 1
+        self._record("visibility_expired", queue=q.config.name, id=msg.id, attempt=d.attempt)
+        if msg._copy_attempts > q.config.max_retries:
+            msg.last_error = msg.last_error or f"visibility timeout ({q.config.visibility_timeout:g}s)"
+            self._dead_letter(q, msg)
+        else:
+            self._make_ready(q, msg)
+
+    def _settle_check(self, d: Delivery, call: str) -> None:
+        if d._settled in ("acked", "nacked"):
+            raise DeliverySettled(f"{call}: the delivery {d.message.id} attempt {d.attempt} was "
+                                  f"already {d._settled}; ack() or nack() a delivery once")
+
+    async def _ack(self, d: Delivery) -> None:
+        self._settle_check(d, "ack()")
+        q, msg = d._q, d.message
+        name = q.config.name
+        try:
+            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+        except Exception as exc:
+            self._record("ack", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                         stale=not self._is_current(d), error=repr(exc))
+            raise
+        self._settle_check(d, "ack()")
+        current = self._is_current(d)
+        d._settled = "acked"
+        deleted = False
+        follow: Callable[[], None] | None = None
+        if current:
+            self._release(d)
+            if msg._copies_left:  # a duplicate fault: deliver the next copy
+                msg._copies_left -= 1
+                msg._copy += 1
+                msg._copy_attempts = 0
+                msg.state = READY
+                follow = lambda: self._make_ready(q, msg)  # noqa: E731
+            else:
+                msg.state = ACKED
+                deleted = True
+                follow = lambda: self._finish(q, msg)  # noqa: E731
+        else:
+            q.stats["stale_acks"] += 1
+            if (q.config.stale_ack == "deletes" and msg.state in (READY, DELAYED, IN_FLIGHT)
+                    and q.messages.get(msg.id) is msg):
+                msg.state = ACKED
+                deleted = True
+                follow = lambda: self._finish(q, msg)  # noqa: E731
+        err = self._leave("queue.ack")
+        self._record("ack", "unknown" if err else "ok", queue=name, id=msg.id, attempt=d.attempt,
+                     stale=not current, deleted=deleted)
+        if follow is not None:
+            follow()
+        if err is not None:
+            raise err
+
+    async def _nack(self, d: Delivery, delay: float) -> None:
+        delay = _seconds("nack", "delay", delay, hi=MAX_DELAY,
+                         fix="Use delay=0 to make the message visible at once.")
+        self._settle_check(d, "nack()")
+        q, msg = d._q, d.message
+        name = q.config.name
+        try:
+            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+        except Exception as exc:
+            self._record("nack", "fail", queue=name, id=msg.id, attempt=d.attempt, delay=delay,
+                         error=repr(exc))
+            raise
+        self._settle_check(d, "nack()")
+        current = self._is_current(d)
+        d._settled = "nacked"
+        if current:
+            self._release(d)
+            q.stats["nacked"] += 1
+        err = self._leave("queue.ack")
+        detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": d.attempt,
+                                  "delay": delay}
+        if not current:
+            detail["stale"] = True
+        self._record("nack", "unknown" if err else "ok", **detail)
+        if current:
+            self._retry_or_dead(q, msg, delay)
+        if err is not None:
+            raise err
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def _snapshot(self) -> object:
+        """Queues, messages, dedup tables and counters as plain data (routes are not state)."""
+        now = self._sim.clock._mono
+        out: dict[str, Any] = {}
+        for name, q in self._queues.items():
+            msgs = []
+            for m in q.messages.values():
+                due = None
+                if m.state == DELAYED and m._timer is not None:
+                    due = m._timer.when()
+                elif m.state == IN_FLIGHT and m._delivery is not None and m._delivery._timer:
+                    due = m._delivery._timer.when()
+                msgs.append({
+                    "id": m.id, "offset": m.offset, "body": m._body, "meta": m._meta,
+                    "published_at": m.published_at, "key": m.idempotency_key,
+                    "pkey": m.partition_key, "attempts": m.attempts, "state": m.state,
+                    "last_error": m.last_error, "copies_left": m._copies_left,
+                    "copy": m._copy, "copy_attempts": m._copy_attempts, "due": due if due is None else due - now,
+                })
+            out[name] = {
+                "config": q.config, "messages": msgs,
+                "dedup": {k: (m.id, t) for k, (m, t) in q.dedup.items()},
+                "dead": [m.id for m in q.dead], "next_offset": q.next_offset,
+                "publishes": q.publishes, "stats": dict(q.stats),
+            }
+        return out
+
+    def _restore(self, state: object) -> None:
+        """Go back to a ``_snapshot``: timers re-armed from now, running attempts become stale."""
+        if not isinstance(state, dict):
+            raise TypeError(f"queues._restore(state) takes what _snapshot() returned; got "
+                            f"{type(state).__name__}")
+        for q in self._queues.values():
+            for m in q.messages.values():
+                if m._timer is not None:
+                    m._timer.cancel()
+                    m._timer = None
+                if m._delivery is not None:
+                    d = m._delivery
+                    self._release(d)
+                    d.expired = True
+        old, self._queues = self._queues, {}
+        for name, data in state.items():
+            q = _Queue(data["config"])
+            prev = old.get(name)
+            if prev is not None:
+                q.route, q.route_text = prev.route, prev.route_text
+            q.next_offset, q.publishes = data["next_offset"], data["publishes"]
+            q.stats = dict(data["stats"])
+            self._queues[name] = q
+            for md in data["messages"]:
+                m = Message(md["id"], name, md["offset"], md["body"], md["published_at"],
+                            md["key"], md["pkey"], md["meta"])
+                m.attempts, m.last_error = md["attempts"], md["last_error"]
+                m._copies_left, m._copy_attempts = md["copies_left"], md["copy_attempts"]
+                m._copy = md["copy"]
+                m.state = md["state"]
+                q.messages[m.id] = m
+                if m.partition_key is not None and m.state not in (ACKED, DEAD):
+                    q.partitions.setdefault(m.partition_key, deque()).append(m)
+            q.dedup = {k: (q.messages[i], t) for k, (i, t) in data["dedup"].items()}
+            q.dead = [q.messages[i] for i in data["dead"]]
+            loop = self._sim.loop
+            for md in data["messages"]:
+                m = q.messages[md["id"]]
+                due = max(0.0, md["due"] or 0.0)
+                if m.state == IN_FLIGHT:  # its worker is gone: visible again when the lease ends
+                    d = Delivery(self, q, m, m.attempts)
+                    m._delivery = d
+                    d._timer = loop.call_later(due, self._expire, d, context=contextvars.Context())
+                elif m.state == DELAYED:
+                    m._timer = loop.call_later(due, self._due, q, m, context=contextvars.Context())
+                elif m.state == READY:
+                    m._gen += 1
+                    heapq.heappush(q.ready, (m.offset, m._gen, m))
+            self._pump(q)

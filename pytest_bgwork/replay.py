@@ -1,0 +1,196 @@
+"""Replay tokens: one string that reproduces an explored example, or a test's faults.
+
+A token holds the simulation seed, the fault plan and the random choices made, as
+``"bgwork1:" + urlsafe base64(zlib(JSON))``. ``@pytest.mark.bgwork(replay=token)``
+replays it: ``bg.explore`` runs just that example; a plain ``bgwork`` test gets the
+seed and plan applied to its simulation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import contextvars
+import json
+import random
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .choices import SeededChoices
+from .errors import BgworkError
+from .faults import Fault, FaultPlan
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "apply", "decode", "encode"]
+
+PREFIX = "bgwork1:"
+
+
+class ReplayMismatch(BgworkError):
+    """The code asked for a choice the replay token cannot give: the code changed since."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A decoded token. ``choices`` is ``None`` when the run used seeded choices."""
+
+    seed: int
+    plan: FaultPlan
+    choices: tuple[int | float, ...] | None = None
+    scenario: str | None = None
+
+
+def _plan_data(plan: FaultPlan | Sequence[Fault | dict[str, Any]]) -> list[dict[str, Any]]:
+    if not isinstance(plan, FaultPlan):
+        plan = FaultPlan(plan)
+    return plan.to_data()
+
+
+def encode(
+    seed: int,
+    plan: FaultPlan | Sequence[Fault | dict[str, Any]] = (),
+    choices: Sequence[int | float] | None = None,
+    *,
+    scenario: str | None = None,
+) -> str:
+    """A compact token for ``seed``, ``plan`` and the recorded ``choices`` (``None``: seeded).
+
+    ``scenario`` (the explored function's qualified name) marks a token as ``explore``'s.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"encode(seed=...) expects an int; got {seed!r}")
+    data: dict[str, Any] = {"seed": seed, "plan": _plan_data(plan)}
+    if choices is not None:
+        values = list(choices)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise TypeError(f"encode(choices=...) expects ints and floats; got {v!r}")
+        data["choices"] = values
+    if scenario is not None:
+        data["scenario"] = scenario
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+
+
+def decode(token: str) -> Replay:
+    """Parse a token made by ``encode``; a malformed one raises ``ValueError`` saying why."""
+    if not isinstance(token, str) or not token.startswith(PREFIX):
+        shown = token if not isinstance(token, str) or len(token) < 40 else token[:37] + "..."
+        raise ValueError(
+            f"replay= expects a token starting with {PREFIX!r}, as printed by a failing "
+            f"bg.explore; got {shown!r}"
+        )
+    body = token[len(PREFIX):].strip()
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        data = json.loads(raw)
+        seed = data["seed"]
+        plan = FaultPlan(data.get("plan", []))
+        choices = data.get("choices")
+        scenario = data.get("scenario")
+    except (binascii.Error, zlib.error, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"replay= token is damaged ({type(exc).__name__}: {exc}); copy it again whole "
+            "from the failure report"
+        ) from None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"replay= token holds a bad seed {seed!r}; copy it again from the report")
+    if choices is not None:
+        if not isinstance(choices, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in choices
+        ):
+            raise ValueError("replay= token holds bad choices; copy it again from the report")
+        choices = tuple(choices)
+    return Replay(seed, plan, choices, scenario if isinstance(scenario, str) else None)
+
+
+class ReplayChoices:
+    """Choices read back from a token, in order; past the end, the unsurprising low end.
+
+    ``values`` collects every choice made, so a replayed run can be re-encoded.
+    """
+
+    def __init__(self, recorded: Sequence[int | float]) -> None:
+        self._recorded = list(recorded)
+        self._next = 0
+        self.values: list[int | float] = []
+
+    def _take(self, what: str, label: str) -> int | float | None:
+        if self._next >= len(self._recorded):
+            return None
+        value = self._recorded[self._next]
+        self._next += 1
+        return value
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        if hi < lo:
+            raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
+        value = self._take("integer", label)
+        if value is None:
+            value = lo
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise ReplayMismatch(
+                f"replay token choice #{self._next} is {value!r}, but the code now asks for an "
+                f"integer in [{lo}, {hi}] ({label or 'unlabelled'}): the code changed since the "
+                "token was made; run the exploration again for a fresh token"
+            )
+        self.values.append(value)
+        return value
+
+    def fraction(self, label: str = "") -> float:
+        value = self._take("fraction", label)
+        if value is None:
+            value = 0.0
+        if not 0.0 <= value < 1.0:
+            raise ReplayMismatch(
+                f"replay token choice #{self._next} is {value!r}, but the code now asks for a "
+                f"fraction in [0, 1) ({label or 'unlabelled'}): the code changed since the token "
+                "was made; run the exploration again for a fresh token"
+            )
+        self.values.append(float(value))
+        return float(value)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every recorded choice was used."""
+        return self._next >= len(self._recorded)
+
+
+def apply(sim: Simulation, replay: Replay | str) -> Replay:
+    """Give a fresh ``sim`` the token's seed, choices and fault plan (before it runs anything)."""
+    if isinstance(replay, str):
+        replay = decode(replay)
+    sim.seed = replay.seed
+    sim.random = random.Random(replay.seed)
+    sim.choices = (
+        ReplayChoices(replay.choices) if replay.choices is not None else SeededChoices(replay.seed)
+    )
+    sim.faults.apply(replay.plan)
+    return replay
+
+
+# -- the token of the test now running (set by the plugin around each test call) ------------
+_active: contextvars.ContextVar[Replay | None] = contextvars.ContextVar(
+    "bgwork_replay", default=None
+)
+
+
+def active() -> Replay | None:
+    """The replay token of the running test's ``@pytest.mark.bgwork(replay=...)``, if any."""
+    return _active.get()
+
+
+@contextlib.contextmanager
+def activate(token: str | Replay | None) -> Iterator[Replay | None]:
+    """Make ``token`` the active replay for the duration (``None``: none)."""
+    replay = decode(token) if isinstance(token, str) else token
+    reset = _active.set(replay)
+    try:
+        yield replay
+    finally:
+        _active.reset(reset)

@@ -1,0 +1,159 @@
+"""Hypothesis strategies for exploration: fault plans, retry schedules, delivery orders.
+
+Every strategy yields plain data (``FaultPlan``, dicts, lists) and shrinks toward
+the empty or default form, so a failure found by ``bg.explore`` shrinks to the
+fewest faults, the queue defaults and the original order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hypothesis import strategies as st
+
+from .faults import KINDS, Fault, FaultPlan, _check_point
+
+__all__ = ["DEFAULT_POINTS", "delivery_orders", "fault_plans", "retry_schedules"]
+
+#: Points ``fault_plans`` draws from by default: those every queue worker passes.
+DEFAULT_POINTS = (
+    "queue.deliver", "queue.ack",
+    "kv.get", "kv.set", "kv.delete",
+    "stream.create", "stream.write", "stream.close",
+)
+#: Points where an error can come *after* the operation applied (a timeout after the write).
+_WRITES = frozenset({
+    "queue.publish", "queue.ack", "kv.set", "kv.delete",
+    "stream.create", "stream.write", "stream.close", "http",
+})
+_ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")
+
+
+def _positive_int(value: object, arg: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{arg}= expects an int >= {minimum}; got {value!r}")
+    return value
+
+
+def _names(values: Iterable[str] | str | None, arg: str, default: Sequence[str]) -> tuple[str, ...]:
+    if values is None:
+        return tuple(default)
+    if isinstance(values, str):
+        raise TypeError(f"{arg}= expects a list of names, e.g. [{values!r}]; got the string {values!r}")
+    out = tuple(values)
+    if not out:
+        raise ValueError(f"{arg}= must not be empty; leave it out to use the default {list(default)}")
+    return out
+
+
+def fault_plans(
+    max_faults: int = 3,
+    *,
+    points: Iterable[str] | None = None,
+    queues: Iterable[str] | None = None,
+    kinds: Iterable[str] | None = None,
+    max_on_call: int = 3,
+    max_hang: float = 900.0,
+    max_delay: float = 60.0,
+) -> st.SearchStrategy[FaultPlan]:
+    """Fault plans of at most ``max_faults`` faults; they shrink to ``FaultPlan([])``.
+
+    ``points`` are the fault points ``fail``/``crash``/``delay`` target (default
+    ``DEFAULT_POINTS``); ``queues`` scope ``crash``/``duplicate``/``hang`` (default
+    ``["*"]``, every queue); ``kinds`` chooses among ``fail``, ``crash``,
+    ``duplicate``, ``hang``, ``delay`` (default all; earlier kinds are the ones
+    shrinking prefers). ``on_call`` is drawn from 1 to ``max_on_call`` (``fail`` and
+    ``delay`` may also hit every call, which can exhaust retries); hangs last up
+    to ``max_hang`` seconds (enough to pass a visibility timeout), delays up to
+    ``max_delay``.
+    """
+    if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
+        raise ValueError(f"fault_plans(max_faults=...) expects an int >= 0; got {max_faults!r}")
+    _positive_int(max_on_call, "max_on_call")
+    for arg, value in (("max_hang", max_hang), ("max_delay", max_delay)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+            raise ValueError(f"fault_plans({arg}=...) expects seconds >= 1; got {value!r}")
+    point_list = tuple(_check_point(p, "points") for p in _names(points, "points", DEFAULT_POINTS))
+    queue_list = _names(queues, "queues", ("*",))
+    for q in queue_list:
+        if not isinstance(q, str) or not q:
+            raise ValueError(f"queues= expects queue names (or '*'); got {q!r}")
+    kind_list = _names(kinds, "kinds", KINDS)
+    unknown = [k for k in kind_list if k not in KINDS]
+    if unknown:
+        raise ValueError(f"kinds= may hold {', '.join(KINDS)}; got unknown {unknown!r}")
+
+    # Every (kind, point, queue) a fault can have, in shrinking order: earlier kinds,
+    # points and queues first.
+    targets: list[tuple[str, str, str | None]] = []
+    for kind in kind_list:
+        if kind in ("fail", "delay"):
+            targets += [(kind, p, None) for p in point_list]
+        elif kind == "crash":
+            targets += [(kind, p, q) for p in point_list for q in queue_list]
+        elif kind == "duplicate":
+            targets += [(kind, "queue.publish", q) for q in queue_list]
+        else:
+            targets += [(kind, "queue.deliver", q) for q in queue_list]
+    hang_max, delay_max = int(max_hang), int(max_delay)
+
+    def build(drawn: tuple[tuple[str, str, str | None], int, int, int]) -> Fault:
+        (kind, point, queue), on_call, flags, size = drawn
+        every, after, timeout = flags & 1, flags & 2, flags & 4
+        call = None if every and kind in ("fail", "delay", "duplicate") else on_call
+        if kind == "fail":
+            return Fault("fail", point, None, call, _ERRORS[1] if timeout else _ERRORS[0],
+                         bool(after) and point in _WRITES)
+        if kind == "crash":
+            return Fault("crash", point, queue, call)
+        if kind == "duplicate":
+            return Fault("duplicate", point, queue, call, times=2 + size % 2)
+        if kind == "hang":
+            return Fault("hang", point, queue, call, seconds=float(1 + size % hang_max))
+        return Fault("delay", point, None, call, seconds=float(1 + size % delay_max))
+
+    # Four draws per fault (cheap), each shrinking to its low end: the first target, call
+    # 1, no flags (one call, the error applied before the write, ConnectionError), 1 s.
+    fault = st.tuples(
+        st.sampled_from(targets), st.integers(1, max_on_call), st.integers(0, 7),
+        st.integers(0, max(hang_max, delay_max) - 1),
+    ).map(build)
+    return st.lists(fault, max_size=max_faults).map(FaultPlan)
+
+
+def retry_schedules(
+    *,
+    max_retries: tuple[int, int] = (0, 5),
+    visibility_timeout: tuple[float, float] = (1, 300),
+    retry_delay: tuple[float, float] = (0, 60),
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Keyword arguments for ``sim.queues.create``; they shrink to ``{}`` (the defaults).
+
+    Each present key is drawn from its ``(lo, hi)`` range:
+    ``sim.queues.create("jobs", **schedule)``.
+    """
+    ranges = {"max_retries": max_retries, "visibility_timeout": visibility_timeout,
+              "retry_delay": retry_delay}
+    optional: dict[str, st.SearchStrategy[Any]] = {}
+    for name, bounds in ranges.items():
+        if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
+            raise ValueError(f"retry_schedules({name}=...) expects a (lo, hi) tuple with lo <= hi; "
+                             f"got {bounds!r}")
+        lo, hi = bounds
+        if name == "max_retries":
+            optional[name] = st.integers(int(lo), int(hi))
+        else:
+            optional[name] = st.integers(int(lo), int(hi)).map(float)
+    return st.fixed_dictionaries({}, optional=optional)
+
+
+def delivery_orders(n: int) -> st.SearchStrategy[list[int]]:
+    """Permutations of ``range(n)``, shrinking toward ``[0, 1, ..., n-1]`` (publish order).
+
+    Publish your messages in the drawn order: ``for i in order: await publish(jobs[i])``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"delivery_orders(n=...) expects the number of messages, an int >= 0; "
+                         f"got {n!r}")
+    return st.permutations(list(range(n)))

@@ -1,0 +1,391 @@
+"""Durable streams: create, write, close and read byte streams on virtual time.
+
+A stream remembers the queue attempt that created it, so checks can tell which
+finished or crashed attempt left one open. Writing after close raises ``StreamClosed``
+unless the stream was created with ``after_close="drop"`` (Agentuity's behaviour), in
+which case the lost bytes are recorded as ``stream.dropped_write``. TTL expiry is lazy
+(no loop timer keeps ``run_until_idle`` busy): each stream operation first expires the
+streams whose time passed, recording ``stream.expire``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from .context import Attempt, current_attempt
+from .errors import BgworkError, StreamClosed
+from .kv import check_name, check_ttl, to_json_text
+
+if TYPE_CHECKING:
+    from .simulation import Simulation
+
+__all__ = ["BASE_URL", "Stream", "StreamExpired", "StreamNotFound", "StreamRead", "Streams"]
+
+#: Streams live at ``BASE_URL + id``.
+BASE_URL = "https://streams.bgwork.test/"
+DEFAULT_TTL = 30 * 86400.0
+AFTER_CLOSE = ("raise", "drop")
+
+
+class StreamNotFound(BgworkError, KeyError):
+    """No stream has this id or url."""
+
+    __str__ = BgworkError.__str__  # KeyError would wrap the message in quotes
+
+
+class StreamExpired(StreamNotFound):
+    """The stream's TTL ran out: it is gone, as on the real service."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    """What ``read_result`` returns: the bytes so far and whether the stream is still open."""
+
+    data: bytes
+    partial: bool
+    content_type: str
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Stream:
+    """One durable stream: ``id``, ``url``, ``name``, ``content_type``, ``metadata``.
+
+    ``await write(str | bytes)``, ``await close()`` (a second close is a no-op),
+    ``closed``; ``async with`` closes it on exit, also when the body raises.
+    ``attempt`` is the queue attempt that created it (``None`` outside a handler).
+    """
+
+    def __init__(
+        self,
+        service: Streams,
+        id: str,
+        name: str,
+        content_type: str,
+        metadata: dict[str, Any],
+        ttl: float | None,
+        after_close: str,
+        created_at: float,
+        attempt: Attempt | None,
+    ) -> None:
+        self._service = service
+        self.id = id
+        self.url = BASE_URL + id
+        self.name = name
+        self.content_type = content_type
+        self.metadata = metadata
+        self.ttl = ttl
+        self.after_close = after_close
+        #: virtual seconds of creation, close and expiry (``None``: not yet / never)
+        self.created_at = created_at
+        self.closed_at: float | None = None
+        self.expires_at = None if ttl is None else created_at + ttl
+        self.attempt = attempt
+        self.dropped_bytes = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._closed = False
+        self._expired = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    @property
+    def expired(self) -> bool:
+        """Whether the TTL ran out (the data is gone)."""
+        return self._expired
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (dropped writes not counted)."""
+        return self._size
+
+    @property
+    def attempt_label(self) -> str | None:
+        """The creating attempt as history shows it, e.g. ``report-jobs/msg_1#2``."""
+        return self.attempt.label if self.attempt is not None else None
+
+    async def write(self, data: str | bytes) -> None:
+        """Append ``data`` (``str`` is encoded as UTF-8). After close: see ``after_close``."""
+        await self._service._write(self, data)
+
+    async def close(self) -> None:
+        """Close the stream; closing an already closed stream does nothing."""
+        await self._service._close(self)
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _describe(self) -> str:
+        return f"stream {self.id} ({self.name!r})"
+
+    def __repr__(self) -> str:
+        state = "expired" if self._expired else "closed" if self._closed else "open"
+        return f"<Stream {self.id} {self.name!r} {state} {self._size} bytes>"
+
+
+class Streams:
+    """``sim.streams``: create durable streams, read them back, list open ones."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self._faults = sim.faults
+        self._record = sim.history.record
+        self._clock = sim.clock
+        self._streams: dict[str, Stream] = {}
+        self._created = 0
+        #: heap of (expiry, creation number, id)
+        self._expiries: list[tuple[float, int, str]] = []
+
+    # -- async operations (fault points stream.create / .write / .close / .read) -------
+    async def create(
+        self,
+        name: str,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, Any] | None = None,
+        ttl: float | None = DEFAULT_TTL,
+        after_close: str = "raise",
+    ) -> Stream:
+        """Open a new stream; ``ttl`` virtual seconds until it expires (``None``: never).
+
+        ``after_close="raise"`` makes a write after close raise ``StreamClosed``;
+        ``"drop"`` drops it like Agentuity does and records ``stream.dropped_write``.
+        """
+        name = check_name("name", name, "streams.create()")
+        where = f"streams.create({name!r})"
+        content_type = check_name("content_type", content_type, where)
+        if metadata is None:
+            meta: dict[str, Any] = {}
+        elif isinstance(metadata, dict):
+            meta = cast(dict[str, Any], _json_copy(metadata, where, "metadata"))
+        else:
+            raise TypeError(f"{where}: metadata= must be a dict or None; got {metadata!r}")
+        ttl = check_ttl(ttl, where)
+        if after_close not in AFTER_CLOSE:
+            raise ValueError(
+                f"{where}: after_close= must be 'raise' (a write after close raises "
+                f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
+            )
+        try:
+            await self._faults.enter("stream.create")
+        except Exception as exc:
+            self._record("stream", "create", "fail", name=name, error=_error_text(exc))
+            raise
+        self._sweep()
+        sid = self._sim.next_id("stream")
+        stream = Stream(self, sid, name, content_type, meta, ttl, after_close,
+                        self._clock.monotonic(), current_attempt.get())
+        self._streams[sid] = stream
+        self._created += 1
+        if stream.expires_at is not None:
+            heapq.heappush(self._expiries, (stream.expires_at, self._created, sid))
+        self._leave("stream.create", "create", id=sid, name=name, content_type=content_type,
+                    ttl=ttl)
+        self._record("stream", "create", id=sid, name=name, content_type=content_type, ttl=ttl)
+        return stream
+
+    async def read(self, url: str | Stream) -> bytes:
+        """The bytes written so far to the stream at ``url`` (or id); partial while open."""
+        return (await self.read_result(url)).data
+
+    async def read_result(self, url: str | Stream) -> StreamRead:
+        """Like ``read``, with ``partial`` (still open) and ``content_type``."""
+        stream = self.get(url)
+        try:
+            await self._faults.enter("stream.read")
+        except Exception as exc:
+            self._record("stream", "read", "fail", id=stream.id, name=stream.name,
+                         error=_error_text(exc))
+            raise
+        self._sweep()
+        if stream._expired:
+            self._leave("stream.read", "read", id=stream.id, name=stream.name)
+            self._record("stream", "read", "fail", id=stream.id, name=stream.name,
+                         error="expired")
+            raise self._expired_error(stream, "read")
+        data = b"".join(stream._chunks)
+        partial = not stream._closed
+        self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
+                    partial=partial)
+        self._record("stream", "read", id=stream.id, name=stream.name, bytes=len(data),
+                     partial=partial)
+        return StreamRead(data, partial, stream.content_type)
+
+    async def _write(self, stream: Stream, data: str | bytes) -> None:
+        if isinstance(data, str):
+            raw = data.encode()
+        elif isinstance(data, bytes | bytearray):
+            raw = bytes(data)
+        else:
+            raise TypeError(
+                f"{stream._describe()}: write() takes str (encoded as UTF-8) or bytes; got "
+                f"{type(data).__name__}. Encode it first, e.g. json.dumps(x) or str(x)."
+            )
+        n = len(raw)
+        try:
+            await self._faults.enter("stream.write")
+        except Exception as exc:
+            self._record("stream", "write", "fail", id=stream.id, name=stream.name, bytes=n,
+                         error=_error_text(exc))
+            raise
+        self._sweep()
+        detail: dict[str, Any] = {"id": stream.id, "name": stream.name, "bytes": n}
+        if stream._expired:
+            self._leave("stream.write", "write", **detail)
+            self._record("stream", "write", "fail", **detail, error="expired")
+            raise self._expired_error(stream, "write to")
+        if stream._closed:
+            if stream.after_close == "drop":
+                stream.dropped_bytes += n
+                self._leave("stream.write", "dropped_write", **detail)
+                self._record("stream", "dropped_write", **detail)
+                return
+            self._leave("stream.write", "write", **detail)
+            self._record("stream", "write", "fail", **detail, error="closed")
+            raise StreamClosed(
+                f"{stream._describe()} was closed at t=+{stream.closed_at:.3f}s, so this "
+                f"write of {n} byte{'' if n == 1 else 's'} would be lost. Close the stream "
+                "after the last write (in a `finally:` block or with `async with`), or create "
+                "it with after_close='drop' to mimic Agentuity, which drops such writes (the "
+                "drop is recorded)."
+            )
+        stream._chunks.append(raw)
+        stream._size += n
+        self._leave("stream.write", "write", **detail)
+        self._record("stream", "write", **detail)
+
+    async def _close(self, stream: Stream) -> None:
+        try:
+            await self._faults.enter("stream.close")
+        except Exception as exc:
+            self._record("stream", "close", "fail", id=stream.id, name=stream.name,
+                         error=_error_text(exc))
+            raise
+        self._sweep()
+        if stream._expired:
+            self._leave("stream.close", "close", id=stream.id, name=stream.name)
+            self._record("stream", "close", "fail", id=stream.id, name=stream.name,
+                         error="expired")
+            raise self._expired_error(stream, "close")
+        if stream._closed:
+            self._faults.leave("stream.close")
+            return  # closing twice is a no-op: the first close was recorded
+        stream._closed = True
+        stream.closed_at = self._clock.monotonic()
+        self._leave("stream.close", "close", id=stream.id, name=stream.name, bytes=stream._size)
+        self._record("stream", "close", id=stream.id, name=stream.name, bytes=stream._size)
+
+    # -- sync lookups ------------------------------------------------------------------
+    def get(self, id_or_url: str | Stream) -> Stream:
+        """The stream with this url, id (``stream_1``) or ``Stream``; expired streams too."""
+        original = id_or_url
+        if isinstance(id_or_url, Stream):
+            id_or_url = id_or_url.url
+        if not isinstance(id_or_url, str):
+            raise TypeError(
+                f"streams: expected a stream url such as {BASE_URL}stream_1 or an id; "
+                f"got {id_or_url!r}"
+            )
+        sid = id_or_url[len(BASE_URL):] if id_or_url.startswith(BASE_URL) else id_or_url
+        stream = self._streams.get(sid)
+        if stream is None or (isinstance(original, Stream) and stream is not original):
+            known = ", ".join(list(self._streams)[:5]) or "none yet"
+            raise StreamNotFound(
+                f"no stream at {id_or_url!r} (known: {known}). Use the url or id of a stream "
+                "this simulation's streams.create() returned."
+            )
+        self._sweep()
+        return stream
+
+    def all(self) -> list[Stream]:
+        """Every stream ever created, oldest first (closed and expired ones included)."""
+        self._sweep()
+        return list(self._streams.values())
+
+    def open_streams(self) -> list[Stream]:
+        """Streams never closed, oldest first (an expired stream that was never closed too)."""
+        self._sweep()
+        return [s for s in self._streams.values() if not s._closed]
+
+    # -- snapshot (assert_idempotent) ----------------------------------------------------
+    def _snapshot(self) -> object:
+        """Each stream's mutable state (its chunks copied), and the pending expiries."""
+        return (
+            [(s, list(s._chunks), s._size, s._closed, s.closed_at, s._expired, s.dropped_bytes)
+             for s in self._streams.values()],
+            list(self._expiries),
+        )
+
+    def _restore(self, state: object) -> None:
+        """Put back a ``_snapshot()``: the same ``Stream`` objects, their state rewound."""
+        rows, expiries = cast(
+            tuple[list[tuple[Stream, list[bytes], int, bool, float | None, bool, int]],
+                  list[tuple[float, int, str]]],
+            state,
+        )
+        self._streams = {}
+        for s, chunks, size, closed, closed_at, expired, dropped in rows:
+            s._chunks, s._size, s._closed, s.closed_at = list(chunks), size, closed, closed_at
+            s._expired, s.dropped_bytes = expired, dropped
+            self._streams[s.id] = s
+        self._expiries = list(expiries)
+
+    # -- internals -----------------------------------------------------------------------
+    def _leave(self, point: str, op: str, **detail: Any) -> None:
+        """``faults.leave``; when it raises, the effect happened: record outcome unknown."""
+        try:
+            self._faults.leave(point)
+        except Exception as exc:
+            self._record("stream", op, "unknown", **detail, error=_error_text(exc))
+            raise
+
+    def _expired_error(self, stream: Stream, verb: str) -> StreamExpired:
+        return StreamExpired(
+            f"cannot {verb} {stream._describe()}: its ttl of {stream.ttl}s ran out at "
+            f"t=+{stream.expires_at:.3f}s and the stream is gone, as on the real service. "
+            "Read it before it expires, or create it with a longer ttl= (None: never)."
+        )
+
+    def _sweep(self) -> None:
+        """Expire every stream whose TTL ran out, recording ``stream.expire``."""
+        heap = self._expiries
+        now = self._clock.monotonic()
+        if not heap or heap[0][0] > now:
+            return
+        token = current_attempt.set(None)
+        try:
+            while heap and heap[0][0] <= now:
+                when, _, sid = heapq.heappop(heap)
+                stream = self._streams.get(sid)
+                if stream is None or stream._expired:
+                    continue
+                stream._expired = True
+                stream._chunks = []
+                self._record("stream", "expire", id=sid, name=stream.name, expired_at=when,
+                             closed=stream._closed)
+        finally:
+            current_attempt.reset(token)
+
+    def __repr__(self) -> str:
+        open_count = sum(1 for s in self._streams.values() if not s._closed)
+        return f"<Streams {len(self._streams)} streams, {open_count} open>"
+
+
+def _json_copy(value: dict[str, Any], where: str, arg: str) -> Any:
+    return json.loads(to_json_text(value, where, arg))

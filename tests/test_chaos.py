@@ -1,0 +1,363 @@
+"""Chaos mode: every queue made adversarial, from the API and from the command line."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+import pytest_bgwork as bg
+from pytest_bgwork import chaos
+from pytest_bgwork.faults import Fault
+
+
+# -- parsing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("duplicate", ("duplicate",)),
+        ("crash, Duplicate ,crash", ("duplicate", "crash")),  # MODES order, no repeats
+        (["reorder", "fail-first"], ("fail-first", "reorder")),
+        ("duplicate,fail-first,reorder,crash", chaos.MODES),
+        ("", ()),
+        ([], ()),
+        (None, ()),
+        ("none", ()),
+        ("off", ()),
+    ],
+)
+def test_parse_accepts_strings_lists_and_off(value: Any, expected: tuple[str, ...]) -> None:
+    assert chaos.parse(value) == expected
+
+
+def test_parse_rejects_unknown_modes_listing_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=re.escape(
+        "--x: unknown chaos mode(s) 'dupe', 'boom'; valid values are duplicate, fail-first, "
+        "reorder, crash (comma-separated), or none to turn chaos off"
+    )):
+        chaos.parse("dupe,crash,boom", source="--x")
+
+
+def test_parse_rejects_a_value_that_is_not_text() -> None:
+    with pytest.raises(ValueError, match=r"chaos= expects chaos modes as a comma-separated "
+                                         r"string or a list of strings .*got \[1\]"):
+        chaos.parse([1], source="chaos=")  # type: ignore[list-item]
+
+
+def test_faults_for_each_mode_are_plain_fault_rules() -> None:
+    rules = chaos.faults_for(chaos.MODES)
+    assert [r.describe() for r in rules] == [
+        "duplicate * at queue.publish x2",
+        "fail * at queue.deliver raising ConnectionError('bgwork chaos: fail-first') "
+        "in attempt 1",
+        "reorder * at queue.deliver up to 1s",
+        "crash * at * in attempt 1",
+    ]
+    assert bg.FaultPlan(rules).to_data()[3] == {"kind": "crash", "point": "*", "queue": "*",
+                                               "attempt": 1}
+
+
+def test_apply_with_no_modes_adds_nothing() -> None:
+    with bg.Simulation(seed=1) as sim:
+        assert chaos.apply(sim, "") == ()
+        assert len(sim.faults.plan) == 0
+        assert len(sim.history) == 0
+
+
+def test_a_plan_with_a_reorder_fault_applies_and_an_unknown_kind_is_refused() -> None:
+    with bg.Simulation(seed=1) as sim:
+        sim.faults.apply([{"kind": "reorder", "point": "queue.deliver", "queue": "*",
+                           "seconds": 0.5}])
+        assert sim.faults.plan.faults == (Fault("reorder", "queue.deliver", "*", seconds=0.5),)
+        with pytest.raises(ValueError, match=r"Fault.kind must be one of .*'reorder'.*got 'nope'"):
+            sim.faults.apply([{"kind": "nope"}])
+
+
+# -- behaviour on a simulation -----------------------------------------------------------------
+async def _run_jobs(sim: bg.Simulation, n: int = 3, **create: Any) -> list[tuple[Any, int]]:
+    """Publish ``n`` payloads to a routed queue whose handler writes KV; return (payload, attempt)."""
+    seen: list[tuple[Any, int]] = []
+    sim.queues.create("jobs", retry_delay=0, **create)
+
+    async def handler(payload: Any, delivery: Any) -> None:
+        seen.append((payload, delivery.attempt))
+        await sim.kv.set("done", str(payload), {"by": delivery.attempt})
+
+    sim.queues.route("jobs", handler)
+    for i in range(n):
+        await sim.queues.publish("jobs", i)
+    await sim.run_until_idle()
+    return seen
+
+
+@pytest.mark.asyncio
+async def test_duplicate_delivers_every_message_twice(bgwork: bg.Simulation) -> None:
+    chaos.apply(bgwork, "duplicate")
+    seen = await _run_jobs(bgwork)
+    assert sorted(p for p, _ in seen) == [0, 0, 1, 1, 2, 2]
+    assert bgwork.history.count("fault", "duplicate") == 3
+    assert bgwork.stats()["faults"] == 3
+    assert bgwork.queues.stats("jobs")["acked"] == 3
+
+
+@pytest.mark.asyncio
+async def test_fail_first_fails_attempt_one_before_the_handler_runs(bgwork: bg.Simulation) -> None:
+    chaos.apply(bgwork, ["fail-first"])
+    seen = await _run_jobs(bgwork)
+    assert seen == [(0, 2), (1, 2), (2, 2)]  # the handler never saw an attempt 1
+    failed = bgwork.history.filter("queue", "attempt_failed")
+    assert [(e.detail["id"], e.detail["attempt"], e.detail["error"]) for e in failed] == [
+        (f"msg_{i}", 1, "ConnectionError: bgwork chaos: fail-first") for i in (1, 2, 3)
+    ]
+    assert bgwork.history.count("fault", "fail", point="queue.deliver") == 3
+    assert bgwork.stats()["redeliveries"] == 3
+
+
+@pytest.mark.asyncio
+async def test_crash_kills_attempt_one_at_its_first_fault_point(bgwork: bg.Simulation) -> None:
+    chaos.apply(bgwork, "crash")
+    seen = await _run_jobs(bgwork, n=2, visibility_timeout=45)
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    crashes = bgwork.history.filter("fault", "crash")
+    assert [(e.detail["point"], e.attempt) for e in crashes] == [
+        ("kv.set", "jobs/msg_1#1"), ("kv.set", "jobs/msg_2#1")]
+    # the crash came before the write: only attempt 2 wrote, after the visibility timeout
+    assert [e.attempt for e in bgwork.history.filter("kv", "set")] == ["jobs/msg_1#2",
+                                                                       "jobs/msg_2#2"]
+    assert bgwork.clock.monotonic() == 45
+    assert bgwork.history.count("queue", "crashed") == 2
+
+
+@pytest.mark.asyncio
+async def test_crash_without_service_calls_dies_at_the_ack(bgwork: bg.Simulation) -> None:
+    """A handler that only has an effect crashes at the ack: the effect happens twice."""
+    chaos.apply(bgwork, "crash")
+    bgwork.queues.create("mail")
+
+    async def send(payload: Any, delivery: Any) -> None:
+        bgwork.effects.record("email", key=payload["to"])
+
+    bgwork.queues.route("mail", send)
+    await bgwork.queues.publish("mail", {"to": "ann@example.com"})
+    await bgwork.run_until_idle()
+    assert [e.detail["point"] for e in bgwork.history.filter("fault", "crash")] == ["queue.ack"]
+    assert bgwork.effects.count("email") == 2
+    with pytest.raises(AssertionError, match="email"):
+        bg.assert_effects_once(bgwork, "email")
+
+
+def _reorder_run(seed: int, partition: str | None = None) -> tuple[list[int], str]:
+    with bg.Simulation(seed=seed) as sim:
+        chaos.apply(sim, "reorder")
+        order: list[int] = []
+
+        async def main() -> None:
+            sim.queues.create("jobs")
+
+            async def handler(payload: Any, delivery: Any) -> None:
+                order.append(payload)
+
+            sim.queues.route("jobs", handler)
+            for i in range(6):
+                await sim.queues.publish("jobs", i, partition_key=partition)
+            await sim.run_until_idle()
+
+        sim.run(main())
+        assert 0 < sim.clock.monotonic() <= 6 * chaos.REORDER_MAX_SECONDS
+        return order, sim.history.digest()
+
+
+def test_reorder_shuffles_handler_order_deterministically() -> None:
+    order, digest = _reorder_run(seed=11)
+    assert sorted(order) == list(range(6))
+    assert order != list(range(6))  # this seed draws a different order
+    assert _reorder_run(seed=11) == (order, digest)  # same seed, same run
+
+
+def test_reorder_keeps_a_partition_key_in_order() -> None:
+    order, _ = _reorder_run(seed=11, partition="customer-1")
+    assert order == list(range(6))
+
+
+def test_chaos_is_recorded_and_counted() -> None:
+    with bg.Simulation(seed=2) as sim:
+        assert chaos.apply(sim, "crash,duplicate") == ("duplicate", "crash")
+        first = sim.history.events[0]
+        assert (first.name, first.detail) == ("chaos.on", {"modes": ["duplicate", "crash"]})
+        sim.run(_run_jobs(sim, n=1))
+        assert sim.stats()["faults"] == sim.history.count("fault") == 2
+
+
+# -- the pytest surface -----------------------------------------------------------------------
+_USER_SUITE = """
+import pytest
+
+SENT = []
+
+async def _run(sim, handler):
+    sim.queues.create("orders")
+    sim.queues.route("orders", handler)
+    await sim.queues.publish("orders", {"id": "o-1"})
+    await sim.run_until_idle()
+
+@pytest.mark.asyncio
+async def test_charge_not_idempotent(bgwork):
+    charged = []
+    async def charge(payload, delivery):
+        charged.append(payload["id"])
+    await _run(bgwork, charge)
+    assert charged == ["o-1"]
+
+@pytest.mark.asyncio
+async def test_charge_idempotent(bgwork):
+    async def charge(payload, delivery):
+        if not (await bgwork.kv.get("charges", payload["id"])).exists:
+            await bgwork.kv.set("charges", payload["id"], {"amount": 5})
+            bgwork.effects.record("charge", key=payload["id"])
+    await _run(bgwork, charge)
+    assert bgwork.effects.count("charge") == 1
+"""
+
+
+def test_without_chaos_both_user_tests_pass(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(_USER_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "bgwork: seed per test*; timeline on failure",
+        "*2 simulation(s): simulated 0.0s, 2 deliveries, 0 redeliveries, 0 faults injected, "
+        "0 dead letters",
+    ])
+    assert "chaos:" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("mode", "counts"),
+    [
+        ("duplicate", "4 deliveries, 2 redeliveries, 2 faults injected"),
+        ("fail-first,duplicate", "6 deliveries, 4 redeliveries, 4 faults injected"),
+        ("crash", "4 deliveries, 2 redeliveries, 2 faults injected"),
+    ],
+)
+def test_chaos_turns_the_non_idempotent_test_red(
+    pytester: pytest.Pytester, mode: str, counts: str
+) -> None:
+    pytester.makepyfile(_USER_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED *::test_charge_not_idempotent*"])
+    modes = chaos.parse(mode)
+    text = ",".join(modes)
+    result.stdout.fnmatch_lines([
+        f"bgwork: seed per test*; chaos: {text}",
+        f"seed * · replay: pytest '*test_charge_not_idempotent' --bgwork-seed=* "
+        f"--bgwork-chaos={text} · chaos: {text}",
+        "*chaos.on*",
+        f"*2 simulation(s): simulated *s, {counts}, 0 dead letters (chaos: {text})",
+    ])
+
+
+def test_ini_key_and_marker_override(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "bgwork_chaos = duplicate\n")
+    pytester.makepyfile(_USER_SUITE + """
+
+@pytest.mark.bgwork(chaos="")
+@pytest.mark.asyncio
+async def test_opted_out(bgwork):
+    charged = []
+    async def charge(payload, delivery):
+        charged.append(1)
+    await _run(bgwork, charge)
+    assert charged == [1]
+    assert bgwork.faults.plan.faults == ()
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["FAILED *::test_charge_not_idempotent*"])
+    # the replay line spells the chaos modes out, wherever they came from
+    result.stdout.fnmatch_lines(["seed * · replay: pytest '*' --bgwork-seed=* "
+                                 "--bgwork-chaos=duplicate · chaos: duplicate"])
+
+
+def test_marker_turns_chaos_on_for_one_test_with_a_list(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.bgwork(chaos=["fail-first"])
+        @pytest.mark.asyncio
+        async def test_marked(bgwork):
+            bgwork.queues.create("q", retry_delay=0)
+            attempts = []
+            async def h(payload, delivery):
+                attempts.append(delivery.attempt)
+            bgwork.queues.route("q", h)
+            await bgwork.queues.publish("q", 1)
+            await bgwork.run_until_idle()
+            assert attempts == [2]
+
+        @pytest.mark.asyncio
+        async def test_unmarked(bgwork):
+            assert bgwork.faults.plan.faults == ()
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*1 faults injected*"])
+
+
+def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=duplicate,dupe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*--bgwork-chaos / bgwork_chaos: unknown chaos mode(s) 'dupe'; valid values are "
+        "duplicate, fail-first, reorder, crash (comma-separated), or none to turn chaos off",
+    ])
+
+
+def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "bgwork_chaos = everything\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown chaos mode(s) 'everything'; valid values are*"])
+
+
+def test_bad_marker_value_names_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.bgwork(chaos="slow")
+        def test_marked(bgwork):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*UsageError: *::test_marked: @pytest.mark.bgwork(chaos=...): unknown chaos mode(s) "
+        "'slow'; valid values are duplicate, fail-first, reorder, crash*",
+    ])
+
+
+def test_cli_none_overrides_the_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "bgwork_chaos = duplicate\n")
+    pytester.makepyfile(_USER_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=none")
+    result.assert_outcomes(passed=2)
+
+
+def test_summary_adds_up_across_xdist_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(_USER_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--bgwork-chaos=duplicate")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*2 simulation(s): simulated 0.0s, 4 deliveries, 2 redeliveries, 2 faults injected, "
+        "0 dead letters (chaos: duplicate)",
+    ])
