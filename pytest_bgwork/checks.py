@@ -8,7 +8,6 @@ are written in full because pytest does not rewrite asserts inside plugins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import inspect
 import json
@@ -399,8 +398,11 @@ def assert_drained(sim: Simulation) -> None:
     events = sim.history.events
     sections: list[tuple[str, list[str]]] = []
     names: list[str] = []
+    from .task_manager import _managers
+
     for service, title in (("runtime", "waitUntil task"), ("task_manager", "task-manager task")):
-        if not _has(sim, service):
+        # managers the app built itself register with the simulation: ask sim.task_manager
+        if not _has(sim, service) and not (service == "task_manager" and _managers.get(sim)):
             continue
         pending = [str(item) for item in getattr(sim, service).outstanding()]
         if pending:
@@ -426,8 +428,10 @@ def assert_drained(sim: Simulation) -> None:
         lines += [f"    - {item}" for item in items]
     lines.append("Await it before the request or test ends: `await sim.runtime.drain()`, "
                  "`await manager.wait_for_all()`, `await sim.run_until_idle()`.")
-    lines.append("Recent timeline:")
-    lines.append("\n".join("  " + e.render() for e in events[-_EXCERPT_LIMIT:]) or "  (no events)")
+    lines.append("Timeline of that work:")
+    ids = re.findall(r"\[([A-Za-z]+_\d+)\]", "\n".join(names))
+    lines.append(_excerpt(events, ids=ids + [m.id for m in waiting],
+                          labels=[a.label for a in running]))
     raise CheckFailed("\n".join(lines))
 
 
@@ -666,8 +670,7 @@ async def assert_idempotent(
     skip = frozenset(ignore)
     sim._require_loop("assert_idempotent()")
     for name in _SNAPSHOT_SERVICES:
-        with contextlib.suppress(ImportError):  # TEMP until every service lands
-            getattr(sim, name)  # create it now, so its state before the first run is snapshotted
+        getattr(sim, name)  # create it now, so its state before the first run is snapshotted
     base = _snapshot(sim)
     faults = sim.faults
     saved = (faults.healed, faults.watch)

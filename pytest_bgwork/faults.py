@@ -30,8 +30,8 @@ __all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan"]
 #: Fault points the built-in services expose (``task.<name>`` and ``schedule.<name>`` too).
 POINTS = (
     "queue.publish", "queue.deliver", "queue.ack",
-    "kv.get", "kv.set", "kv.delete",
-    "stream.create", "stream.write", "stream.close",
+    "kv.get", "kv.set", "kv.delete", "kv.keys",
+    "stream.create", "stream.write", "stream.close", "stream.read",
     "http", "webhook.deliver",
 )
 KINDS = ("fail", "crash", "duplicate", "hang", "delay")
@@ -409,7 +409,7 @@ class FaultInjector:
             elif rule.kind == "crash" and attempt is not None:
                 self._fire(rule, point)
                 await self._crash(attempt)
-            elif rule.kind == "reorder":  # a drawn pause before this delivery's handler runs
+            elif rule.kind == "reorder" and attempt is not None:  # pause before the handler
                 pause = self._sim.choices.integer(0, 1000, "chaos.reorder") * rule.seconds / 1000
                 if pause:
                     self._fire(rule, point, seconds=pause)

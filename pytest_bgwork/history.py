@@ -20,9 +20,13 @@ __all__ = ["Event", "History"]
 OUTCOMES = ("ok", "fail", "unknown")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Event:
-    """One thing that happened: when (virtual seconds), where (service, op), and details."""
+    """One thing that happened: when (virtual seconds), where (service, op), and details.
+
+    Treat it as read-only. It is a plain slotted class, not a frozen dataclass,
+    because every service operation builds one and frozen init costs twice as much.
+    """
 
     seq: int
     t: float

@@ -12,7 +12,10 @@ from __future__ import annotations
 import datetime as _dt
 import heapq
 import json
+import json.encoder
+import json.scanner
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KV", "KVResult", "KVVersion"]
 
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
 _SCALARS = (str, int, float, bool)
 
 _Entry = tuple[str, float | None]  # (JSON text, expiry in virtual seconds or None)
@@ -35,7 +36,32 @@ _State = tuple[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+def _reject(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """Compact JSON text; C encoder without the circular check (a cycle is a RecursionError)."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+    encoder = c_make_encoder(None, _reject, json.encoder.encode_basestring, None, ":", ",",
+                             False, False, False)
+    return lambda value: "".join(encoder(value, 0))
+
+
+_encode = _make_encode()
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    cast(Any, json.JSONDecoder())
+)
+
+
+def _decode(text: str) -> Any:
+    """Parse text this module encoded (compact, no surrounding whitespace)."""
+    return _scan(text, 0)[0]
+
+
+@dataclass(slots=True)
 class KVResult:
     """What ``get`` returns: ``exists``, a fresh copy of ``data`` and ``expires_at``.
 
@@ -46,9 +72,6 @@ class KVResult:
     exists: bool
     data: Any = None
     expires_at: _dt.datetime | None = None
-
-
-_MISSING = KVResult(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +262,7 @@ class KV:
             raise
         self._record("kv", "get", ns=ns, key=key, exists=entry is not None)
         if entry is None:
-            return _MISSING
+            return KVResult(False)
         text, expires = entry
         at = None if expires is None else self._wall(expires)
         return KVResult(True, _decode(text), at)

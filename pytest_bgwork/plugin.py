@@ -6,6 +6,7 @@ Thin on purpose: everything it shows comes from ``Simulation`` and its history.
 from __future__ import annotations
 
 import asyncio
+import os
 import warnings
 import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -98,7 +99,8 @@ def pytest_configure(config: pytest.Config) -> None:
     html_path = _option(config, "bgwork_html")
     if html_path and not hasattr(config, "workerinput"):  # xdist workers send their reports
         config.pluginmanager.register(
-            _HtmlReport(str(html_path), bool(_option(config, "bgwork_html_all"))),
+            _HtmlReport(os.path.join(config.invocation_params.dir, str(html_path)),
+                        bool(_option(config, "bgwork_html_all"))),
             "bgwork-html",
         )
 

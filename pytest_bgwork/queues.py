@@ -253,9 +253,13 @@ def _check_name(call: str, name: object) -> str:
     return name
 
 
+#: Compact, UTF-8, no NaN/Infinity (not JSON); built once, ``json.dumps`` would build it per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _to_json(call: str, arg: str, value: object) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
                         f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "
@@ -284,6 +288,9 @@ class Queues:
         self._sim = sim
         self._queues: dict[str, _Queue] = {}
         self._running: set[asyncio.Task[None]] = set()
+        #: The (empty) context timer callbacks run in: no attempt is current there. Callbacks
+        #: run one at a time and never enter it again from inside, so one object serves all.
+        self._quiet = contextvars.Context()
 
     # -- set-up ------------------------------------------------------------------------------
     def create(
@@ -397,14 +404,18 @@ class Queues:
         delay: float = 0,
     ) -> PublishResult:
         """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
-        q = self._get("publish", name)
+        q = self._queues.get(name) or self._get("publish", name)
         body = _to_json("publish", "payload", payload)
         if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
             raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
                              f"limit is 1 MiB ({MAX_PAYLOAD} bytes). Store large data elsewhere "
                              "(a stream or KV) and publish its key.")
-        key = _key("publish", "idempotency_key", idempotency_key)
-        pkey = _key("publish", "partition_key", partition_key)
+        key = idempotency_key
+        if key is not None:
+            _key("publish", "idempotency_key", key)
+        pkey = partition_key
+        if pkey is not None:
+            _key("publish", "partition_key", pkey)
         meta = None
         if metadata is not None:
             if not isinstance(metadata, dict):
@@ -453,7 +464,10 @@ class Queues:
         sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
                            key=key, duplicate=False)
         msg._copies_left = sim.faults.deliveries(name, number) - 1
-        self._schedule(q, msg, delay)
+        if delay:
+            self._schedule(q, msg, delay)
+        else:
+            self._make_ready(q, msg)
         if err is not None:
             raise err
         return PublishResult(msg.id, msg.offset, msg.published_at, False)
@@ -519,8 +533,7 @@ class Queues:
             self._make_ready(q, msg)
             return
         msg.state = DELAYED
-        msg._timer = self._sim.loop.call_later(delay, self._due, q, msg,
-                                               context=contextvars.Context())
+        msg._timer = self._sim.loop.call_later(delay, self._due, q, msg, context=self._quiet)
 
     def _due(self, q: _Queue, msg: Message) -> None:
         msg._timer = None
@@ -530,7 +543,7 @@ class Queues:
     def _make_ready(self, q: _Queue, msg: Message) -> None:
         msg.state = READY
         msg._gen += 1
-        if q.route is not None and self._is_head(q, msg):
+        if q.route is not None and (msg.partition_key is None or self._is_head(q, msg)):
             self._start(q, msg)
         else:
             heapq.heappush(q.ready, (msg.offset, msg._gen, msg))
@@ -578,8 +591,8 @@ class Queues:
         d = Delivery(self, q, msg, number)
         msg._delivery = d
         loop = self._sim.loop
-        d._timer = loop.call_later(q.config.visibility_timeout, self._expire, d,
-                                   context=contextvars.Context())
+        d._timer = loop.call_at(loop.time() + q.config.visibility_timeout, self._expire, d,
+                                context=self._quiet)
         stats = q.stats
         stats["delivered"] += 1
         if number > 1:
@@ -588,19 +601,24 @@ class Queues:
         detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
         if msg._copy > 1:
             detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
-        if q.route is None:
-            self._record("deliver", **detail)
+        route = q.route
+        if route is None:
+            self._sim.history.record("queue", "deliver", **detail)
             return d
-        attempt = Attempt(name, msg.id, number, crash_future=loop.create_future())
+        crash = loop.create_future()
+        attempt = Attempt(name, msg.id, number, crash_future=crash)
         ctx = contextvars.Context()
-        ctx.run(current_attempt.set, attempt)
-        ctx.run(self._record, "deliver", **detail)
-        assert attempt.crash_future is not None
-        attempt.crash_future.add_done_callback(lambda _f: self._crashed(d, attempt), context=ctx)
+        ctx.run(self._begin, attempt, detail)
+        crash.add_done_callback(lambda _f: self._crashed(d, attempt), context=ctx)
         # the loop holds tasks weakly: keep running attempts alive until they finish
-        d._task = loop.create_task(self._run(q.route, d, attempt), context=ctx)
-        self._running.add(d._task)
+        d._task = task = loop.create_task(self._run(route, d, attempt), context=ctx)
+        self._running.add(task)
         return d
+
+    def _begin(self, attempt: Attempt, detail: dict[str, Any]) -> None:
+        """Inside the attempt's fresh context: mark it current and record ``queue.deliver``."""
+        current_attempt.set(attempt)
+        self._sim.history.record("queue", "deliver", **detail)
 
     async def _run(self, route: Handler, d: Delivery, attempt: Attempt) -> None:
         """One routed attempt, in its own task with ``current_attempt`` set."""
@@ -624,7 +642,11 @@ class Queues:
                 except Exception:  # recorded as a failed queue.ack; the visibility lapses
                     pass
         finally:
-            self._running.discard(d._task)  # type: ignore[arg-type]
+            # Break the reference cycles (future -> callback -> attempt -> future, delivery
+            # <-> task) so a finished attempt is freed at once, not by the cyclic GC.
+            self._running.discard(d._task)
+            d._task = None
+            attempt.crash_future = None
 
     def _is_current(self, d: Delivery) -> bool:
         msg = d.message
@@ -735,41 +757,41 @@ class Queues:
         self._settle_check(d, "ack()")
         q, msg = d._q, d.message
         name = q.config.name
+        history = self._sim.history
         try:
             await self._sim.faults.enter("queue.ack", queue=_scope(name))
         except Exception as exc:
-            self._record("ack", "fail", queue=name, id=msg.id, attempt=d.attempt,
-                         stale=not self._is_current(d), error=repr(exc))
+            history.record("queue", "ack", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                           stale=not self._is_current(d), error=repr(exc))
             raise
         self._settle_check(d, "ack()")
         current = self._is_current(d)
         d._settled = "acked"
-        deleted = False
-        follow: Callable[[], None] | None = None
+        deleted = copy = False
         if current:
             self._release(d)
-            if msg._copies_left:  # a duplicate fault: deliver the next copy
+            if msg._copies_left:  # a duplicate fault: the next copy follows this ack
                 msg._copies_left -= 1
                 msg._copy += 1
                 msg._copy_attempts = 0
                 msg.state = READY
-                follow = lambda: self._make_ready(q, msg)  # noqa: E731
+                copy = True
             else:
                 msg.state = ACKED
                 deleted = True
-                follow = lambda: self._finish(q, msg)  # noqa: E731
         else:
             q.stats["stale_acks"] += 1
             if (q.config.stale_ack == "deletes" and msg.state in (READY, DELAYED, IN_FLIGHT)
                     and q.messages.get(msg.id) is msg):
                 msg.state = ACKED
                 deleted = True
-                follow = lambda: self._finish(q, msg)  # noqa: E731
         err = self._leave("queue.ack")
-        self._record("ack", "unknown" if err else "ok", queue=name, id=msg.id, attempt=d.attempt,
-                     stale=not current, deleted=deleted)
-        if follow is not None:
-            follow()
+        history.record("queue", "ack", "unknown" if err else "ok", queue=name, id=msg.id,
+                       attempt=d.attempt, stale=not current, deleted=deleted)
+        if copy:
+            self._make_ready(q, msg)
+        elif deleted:
+            self._finish(q, msg)
         if err is not None:
             raise err
 
@@ -872,9 +894,9 @@ class Queues:
                 if m.state == IN_FLIGHT:  # its worker is gone: visible again when the lease ends
                     d = Delivery(self, q, m, m.attempts)
                     m._delivery = d
-                    d._timer = loop.call_later(due, self._expire, d, context=contextvars.Context())
+                    d._timer = loop.call_later(due, self._expire, d, context=self._quiet)
                 elif m.state == DELAYED:
-                    m._timer = loop.call_later(due, self._due, q, m, context=contextvars.Context())
+                    m._timer = loop.call_later(due, self._due, q, m, context=self._quiet)
                 elif m.state == READY:
                     m._gen += 1
                     heapq.heappush(q.ready, (m.offset, m._gen, m))

@@ -120,7 +120,7 @@ class ReplayChoices:
         self._next = 0
         self.values: list[int | float] = []
 
-    def _take(self, what: str, label: str) -> int | float | None:
+    def _take(self) -> int | float | None:
         if self._next >= len(self._recorded):
             return None
         value = self._recorded[self._next]
@@ -130,7 +130,7 @@ class ReplayChoices:
     def integer(self, lo: int, hi: int, label: str = "") -> int:
         if hi < lo:
             raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
-        value = self._take("integer", label)
+        value = self._take()
         if value is None:
             value = lo
         if not isinstance(value, int) or not lo <= value <= hi:
@@ -143,7 +143,7 @@ class ReplayChoices:
         return value
 
     def fraction(self, label: str = "") -> float:
-        value = self._take("fraction", label)
+        value = self._take()
         if value is None:
             value = 0.0
         if not 0.0 <= value < 1.0:

@@ -61,6 +61,8 @@ def event_dicts(
 class TestTimeline:
     """What the page shows for one test: identity, outcome, replay line and its events."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     nodeid: str
     outcome: str
     seed: int
@@ -132,6 +134,8 @@ class Lane:
     bars: list[Bar] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     children: list[Lane] = field(default_factory=list)
+    #: The parent lane's label (an attempt's message), so a filter keeps them together.
+    parent: str = ""
 
 
 class _Builder:
@@ -146,6 +150,7 @@ class _Builder:
             lane = self.lanes[full] = Lane(full, group, label)
             if parent is not None:
                 self.lanes[parent].children.append(lane)
+                lane.parent = self.lanes[parent].label
         return lane
 
     def start(self, lane: Lane, slot: str, i: int, e: dict[str, Any], label: str) -> Bar:
@@ -252,7 +257,7 @@ def build_lanes(events: Sequence[dict[str, Any]]) -> list[Lane]:
                 b.lane(service, f"request {req}", f"request {req}").marks.append(
                     Mark(i, e["t"], "response", _kind(e), text))
                 continue
-            name = str(d.get("task", d.get("name", "?")))
+            name = str(d.get("task", d.get("name", f"{service} lifecycle")))
             lane = b.lane(service, name, name)
             if op in ("wait_until", "create_task"):
                 b.start(lane, "run", i, e, "running")
@@ -278,6 +283,8 @@ def build_lanes(events: Sequence[dict[str, Any]]) -> list[Lane]:
             lane = b.lane("effect", op, f"effect {op}")
             key = d.get("key")
             lane.marks.append(Mark(i, e["t"], op if key is None else f"{op} {key}", "effect", text))
+        elif service == "chaos":
+            continue  # the page header names the chaos modes
         elif service == "fault":
             where = d.get("point") or ""
             b.lane("fault", "faults", "faults injected").marks.append(
@@ -356,7 +363,7 @@ def _lane_html(lane: Lane, n: int, t_end: float) -> str:
     child = " child" if lane.label.startswith("  ") else ""
     return (
         f'<div class="lane g-{_esc(lane.group)}{child}" data-group="{_esc(lane.group)}" '
-        f'data-label="{_esc(lane.label.strip())}">'
+        f'data-label="{_esc(f"{lane.parent} {lane.label.strip()}".strip())}">'
         f'<div class="lane-label" title="{_esc(lane.label.strip())}">'
         f'<span class="grp">{_esc(_GROUP_TITLES.get(lane.group, lane.group))}</span> '
         f'{_esc(lane.label.strip())}</div>'

@@ -164,7 +164,7 @@ class Tasks:
             raise KeyError(f"no task with id {id!r} (known: {known})") from None
 
     async def _op(self, op: str, apply: Callable[[], _T], detail: dict[str, Any]) -> _T:
-        """Fault point ``task.<op>`` around ``apply``, recorded with its outcome."""
+        """Fault point ``tasks.<op>`` around ``apply``, recorded with its outcome."""
         sim, point = self._sim, f"tasks.{op}"
         try:
             await sim.faults.enter(point)

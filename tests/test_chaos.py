@@ -353,11 +353,16 @@ def test_cli_none_overrides_the_ini(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
 
 
-def test_summary_adds_up_across_xdist_workers(pytester: pytest.Pytester) -> None:
+def test_summary_and_html_report_add_up_across_xdist_workers(pytester: pytest.Pytester) -> None:
+    """Workers send their counts and timelines on the reports; the controller sums and writes."""
     pytester.makepyfile(_USER_SUITE)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--bgwork-chaos=duplicate")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--bgwork-chaos=duplicate",
+                                "--bgwork-html=r.html")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*2 simulation(s): simulated 0.0s, 4 deliveries, 2 redeliveries, 2 faults injected, "
         "0 dead letters (chaos: duplicate)",
     ])
+    page = (pytester.path / "r.html").read_text(encoding="utf-8")
+    assert "1 test(s) shown (failing tests); 1 failed. Chaos: duplicate." in page
+    assert 'data-label="orders msg_1 attempt #2"' in page

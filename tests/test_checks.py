@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -66,7 +68,7 @@ def test_status_terminal_rejects_bad_arguments(kwargs: dict[str, Any], error: ty
     args: dict[str, Any] = {"ns": "jobs", **kwargs}
     with pytest.raises(error, match=re.escape(message)):
         bg.assert_status_terminal(sim, **args)
-    with pytest.raises(TypeError, match="expects a bg.Simulation"):
+    with pytest.raises(TypeError, match=r"expects a bg\.Simulation"):
         bg.assert_status_terminal("sim", "jobs")  # type: ignore[arg-type]
     sim.close()
 
@@ -285,8 +287,6 @@ def test_idempotent_must_run_on_the_simulation_loop() -> None:
 
     coro = bg.assert_idempotent(sim, handler, {})
     with pytest.raises(bg.NotRunning):
-        import asyncio
-
         asyncio.run(coro)
     sim.close()
 
@@ -294,6 +294,7 @@ def test_idempotent_must_run_on_the_simulation_loop() -> None:
 # -- failure texts through pytest (asserts in plugins are not rewritten) ---------------------------
 def test_check_failures_print_in_full_under_pytest(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
+        import asyncio
         import pytest
         import pytest_bgwork as bg
 
@@ -306,9 +307,45 @@ def test_check_failures_print_in_full_under_pytest(pytester: pytest.Pytester) ->
             bgwork.effects.record("email", key="o1")
             bgwork.effects.record("email", key="o1")
             bg.assert_effects_once(bgwork, "email")
+
+        @pytest.mark.asyncio
+        async def test_open_stream(bgwork):
+            bgwork.queues.create("reports", max_retries=0)
+
+            async def worker(payload, delivery):
+                s = await bgwork.streams.create("monthly")
+                await s.write("a,b\\n")
+                raise ValueError("db timeout")
+
+            bgwork.queues.route("reports", worker)
+            await bgwork.queues.publish("reports", {})
+            await bgwork.run_until_idle()
+            bg.assert_streams_closed(bgwork)
+
+        @pytest.mark.asyncio
+        async def test_lost(bgwork):
+            bgwork.queues.create("inbox")
+            await bgwork.queues.publish("inbox", {"n": 1}, idempotency_key="k1")
+            bg.assert_nothing_lost(bgwork)
+
+        @pytest.mark.asyncio
+        async def test_not_drained(bgwork):
+            async def forever():
+                await asyncio.Event().wait()
+
+            bgwork.runtime.wait_until(forever())
+            await bgwork.run_until_idle()
+            bg.assert_drained(bgwork)
+
+        @pytest.mark.asyncio
+        async def test_not_idempotent(bgwork):
+            async def handler(payload):
+                bgwork.effects.record("charge", key=payload["order"])
+
+            await bg.assert_idempotent(bgwork, handler, {"order": "o1"})
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=6)
     result.stdout.fnmatch_lines([
         "E*CheckFailed: assert_status_terminal('report-status'): expected every key's 'kind' to "
         "be one of {'done', 'failed'}; 1 key is stuck:",
@@ -321,6 +358,33 @@ def test_check_failures_print_in_full_under_pytest(pytester: pytest.Pytester) ->
         "E*CheckFailed: assert_effects_once('email'): expected each key's 'email' effect exactly "
         "once; 1 key had it more than once:",
         "E*- key 'o1': 2 times",
+    ])
+    result.stdout.fnmatch_lines([
+        "E*CheckFailed: assert_streams_closed: expected every stream opened by a finished or "
+        "failed attempt (or outside any attempt) to be closed; 1 stream is still open:",
+        "E*- stream_1 'monthly' opened at +0.000s, 4 bytes written in reports/msg_1#1 (failed at "
+        "+0.000s: ValueError: db timeout); never closed",
+        "E*Close streams in `finally` (or `async with`), so an exception mid-write still closes "
+        "them.",
+    ])
+    result.stdout.fnmatch_lines([
+        "E*CheckFailed: assert_nothing_lost: expected every published message to be acked or "
+        "dead-lettered; 1 of 1 was neither:",
+        "E*- inbox/msg_1 (key='k1') published at +0.000s: never delivered; now waiting for "
+        "delivery",
+    ])
+    result.stdout.fnmatch_lines([
+        "E*CheckFailed: assert_drained: expected no background work left (waitUntil tasks, "
+        "task-manager tasks, queue deliveries); found:",
+        "E*1 waitUntil task still pending:",
+        "E*- forever [[]wu_1], started t=+0.000s (0s ago): task 'waitUntil forever wu_1'*",
+    ])
+    result.stdout.fnmatch_lines([
+        "E*CheckFailed: assert_idempotent(test_not_idempotent.<locals>.handler): expected every "
+        "schedule to leave the same KV data, effects, closed streams and published messages as "
+        "one clean run; 1 of 1 schedules differ:",
+        "E*schedule 'duplicate delivery: 2 runs in a row':",
+        "E*effect charge key='o1': clean run 1 time; this schedule 2 times",
     ])
     # the helpers hide their own frames: the traceback ends in the test
     assert "checks.py" not in result.stdout.str()
@@ -582,3 +646,94 @@ def test_explore_finds_the_redelivery_email_bug_with_default_plans() -> None:
         bg.explore(buggy, faults=bgst.fault_plans(), checks=[emails_once, bg.assert_nothing_lost],
                    seed=1, settings=hypothesis.settings(database=None))
     assert len(info.value.plan) == 1
+
+
+# -- assert_drained --------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_drained_names_queue_work_still_in_flight_or_waiting(bgwork: bg.Simulation) -> None:
+    bgwork.queues.create("slow", visibility_timeout=600)
+    bgwork.queues.create("later")
+
+    async def worker(payload: dict[str, Any], delivery: Any) -> None:
+        await asyncio.sleep(100)
+
+    bgwork.queues.route("slow", worker)
+    await bgwork.queues.publish("slow", {"n": 1})
+    await bgwork.queues.publish("later", {"n": 2}, delay=60)
+    await bgwork.advance(10)
+    with pytest.raises(bg.CheckFailed) as info:
+        bg.assert_drained(bgwork)
+    assert str(info.value).startswith(
+        "assert_drained: expected no background work left (waitUntil tasks, task-manager "
+        "tasks, queue deliveries); found:\n"
+        "  1 queue attempt still in flight:\n"
+        "    - slow/msg_1#1 (still running since +0.000s)\n"
+        "  1 queue message not yet acked or dead-lettered:\n"
+        "    - later/msg_2 published at +0.000s: never delivered; now waiting for its delay "
+        "or a retry\n"
+    )
+    bgwork.queues.route("later", worker)
+    await bgwork.run_until_idle()
+    bg.assert_drained(bgwork)
+
+
+async def checkout(sim: bg.Simulation, *, fixed: bool) -> asyncio.Event:
+    """A request whose waitUntil task batches receipts; the buggy one waits for a full batch."""
+    batch_full = asyncio.Event()
+
+    async def send_receipts() -> None:
+        if fixed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(batch_full.wait(), timeout=5)
+        else:
+            await batch_full.wait()  # nobody fills the batch: this never returns
+        sim.effects.record("receipts-sent", key="batch-1")
+
+    async with sim.runtime.request("checkout") as ctx:
+        ctx.wait_until(send_receipts())
+    return batch_full
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fixed", [False, True])
+async def test_drained_catches_a_wait_until_task_that_never_finishes(
+    bgwork: bg.Simulation, fixed: bool
+) -> None:
+    batch_full = await checkout(bgwork, fixed=fixed)
+    await bgwork.run_until_idle()
+    if fixed:
+        bg.assert_drained(bgwork)
+        bg.assert_effects_once(bgwork, "receipts-sent", keys=["batch-1"])
+        return
+    with pytest.raises(bg.CheckFailed) as info:
+        bg.assert_drained(bgwork)
+    text = str(info.value)
+    assert text.startswith(
+        "assert_drained: expected no background work left (waitUntil tasks, task-manager "
+        "tasks, queue deliveries); found:\n"
+        "  1 waitUntil task still pending:\n"
+        "    - send_receipts [wu_1] of request 'checkout', started t=+0.000s"
+    )
+    assert "await batch_full.wait()  # nobody fills the batch" in text
+    assert re.search(r"runtime\.wait_until\s+task=send_receipts id=wu_1", text)
+    batch_full.set()
+    await bgwork.runtime.drain()
+    bg.assert_drained(bgwork)
+
+
+@pytest.mark.asyncio
+async def test_drained_sees_managers_the_app_built_itself(bgwork: bg.Simulation) -> None:
+    from pytest_bgwork.task_manager import BackgroundTaskManager
+
+    manager = BackgroundTaskManager()
+    never = asyncio.Event()
+    manager.create_task(never.wait(), name="index_documents", context={"tenant": "t1"})
+    await bgwork.run_until_idle()
+    with pytest.raises(bg.CheckFailed, match=re.escape(
+            "  1 task-manager task still pending:\n"
+            "    - index_documents [bgtask_1] (another BackgroundTaskManager), context "
+            "{'tenant': 't1'}")):
+        bg.assert_drained(bgwork)
+    never.set()
+    await manager.wait_for_all()
+    bg.assert_drained(bgwork)

@@ -276,10 +276,28 @@ def test_nondeterminism_is_reported_with_likely_causes() -> None:
     with pytest.raises(bg.NonDeterministic) as info:
         bg.explore(scenario, checks=[always_fails], seed=1, settings=QUIET)
     text = str(info.value)
-    assert "gave different histories" in text
-    assert "first difference at event #0:" in text
+    assert "behaved differently when run again" in text
+    assert re.search(r"digests [0-9a-f]{16} != [0-9a-f]{16}; first difference at event #0:\n"
+                     r"  run 1: \+\s+0\.000s kv\.set .* value=\d+\n"
+                     r"  run 2: \+\s+0\.000s kv\.set .* value=\d+", text)
     assert "state kept between examples in module globals" in text
     assert "uuid.uuid4()" in text
+
+
+def test_a_failure_that_does_not_come_back_is_reported_as_nondeterminism() -> None:
+    runs = {"n": 0}
+
+    async def scenario(sim: bg.Simulation) -> None:
+        runs["n"] += 1
+        sim.choices.integer(0, 100)
+
+    def flaky(sim: bg.Simulation) -> None:
+        if runs["n"] % 3 == 0:
+            raise bg.CheckFailed("only sometimes")
+
+    with pytest.raises(bg.NonDeterministic, match="Hypothesis ran the failing example again "
+                                                  "and it did not fail the same way"):
+        bg.explore(scenario, checks=[flaky], seed=1, settings=QUIET)
 
 
 # -- settings, seeds, database, wall clock -----------------------------------------------------
@@ -290,6 +308,20 @@ def test_max_examples_none_takes_the_settings_value() -> None:
     report = bg.explore(scenario, max_examples=None, seed=1,
                         settings=hypothesis.settings(max_examples=7, database=None))
     assert report.examples == 7
+
+
+def test_a_loaded_hypothesis_profile_applies() -> None:
+    async def scenario(sim: bg.Simulation) -> None:
+        sim.choices.integer(0, 10**6)
+
+    hypothesis.settings.register_profile("bgwork-test-fast", max_examples=4, database=None)
+    previous = hypothesis.settings.get_current_profile_name()
+    hypothesis.settings.load_profile("bgwork-test-fast")
+    try:
+        assert bg.explore(scenario, max_examples=None, seed=1).examples == 4
+        assert bg.explore(scenario, max_examples=6, seed=1).examples == 6  # the argument wins
+    finally:
+        hypothesis.settings.load_profile(previous)
 
 
 def test_the_same_seed_explores_the_same_examples() -> None:
@@ -359,7 +391,7 @@ def test_explore_is_synchronous_and_refuses_a_running_loop() -> None:
         bg.explore(scenario)
 
     sim = bg.Simulation()
-    with pytest.raises(bg.BgworkError, match="bg.explore\\(\\) is synchronous"):
+    with pytest.raises(bg.BgworkError, match=r"bg\.explore\(\) is synchronous"):
         sim.run(inside())
     sim.close()
 

@@ -78,8 +78,10 @@ async def test_mutating_returned_data_changes_nothing_stored(bgwork: bg.Simulati
 
 @pytest.mark.asyncio
 async def test_values_come_back_as_json_would_give_them(bgwork: bg.Simulation) -> None:
-    await bgwork.kv.set("s", "k", {"pair": (1, 2), 3: "int key"})
-    assert (await bgwork.kv.get("s", "k")).data == {"pair": [1, 2], "3": "int key"}
+    await bgwork.kv.set("s", "k", {"pair": (1, 2), 3: "int key", "name": "café ☕", "big": 2**70})
+    assert (await bgwork.kv.get("s", "k")).data == {
+        "pair": [1, 2], "3": "int key", "name": "café ☕", "big": 2**70
+    }
 
 
 @pytest.mark.asyncio

@@ -121,3 +121,28 @@ def test_recurring_timers_are_not_pending_work() -> None:
 
     result, _ = run(main())
     assert result == (1, 2)
+
+
+def test_timers_due_at_the_same_instant_fire_in_creation_order() -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+        for i in range(12):
+            loop.call_at(30.0, seen.append, i)
+        await asyncio.sleep(31)
+        return seen
+
+    result, _ = run(main())
+    assert result == list(range(12))
+
+
+def test_timers_far_in_virtual_time_still_fire() -> None:
+    """Past ~97 days a 1 ns resolution vanishes in float precision; a year must still work."""
+
+    async def main() -> float:
+        await asyncio.sleep(86400 * 365 * 10)
+        await asyncio.sleep(1)
+        return asyncio.get_running_loop().time()
+
+    result, _ = run(main())
+    assert result == 86400 * 365 * 10 + 1

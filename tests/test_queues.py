@@ -4,8 +4,11 @@ FIFO partitions, stale acks, faults, snapshots and every bad input's error text.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
+import gc
 import math
+import warnings
 from typing import Any
 
 import pytest
@@ -345,6 +348,52 @@ async def test_routed_handler_gets_payload_and_delivery_and_returning_acks(
                           "deleted": True}
     assert deliver.attempt == ack.attempt == "jobs/msg_1#1"
     assert bgwork.queues.messages("jobs")[0].state == "acked"
+
+
+@pytest.mark.asyncio
+async def test_each_attempt_runs_in_a_fresh_context_like_a_worker_process(
+    bgwork: bg.Simulation,
+) -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(payload: Any, delivery: Delivery) -> None:
+        attempt = current_attempt.get()
+        seen.append((request_id.get(), attempt.label if attempt else None))
+
+    bgwork.queues.create("jobs")
+    bgwork.queues.route("jobs", handler)
+    request_id.set("req-1")  # set by the publisher: a worker process would not see it
+    await bgwork.queues.publish("jobs", {})
+    await bgwork.run_until_idle()
+    assert seen == [("-", "jobs/msg_1#1")]
+    assert current_attempt.get() is None  # nothing leaked into the publisher
+
+
+@pytest.mark.asyncio
+async def test_a_hanging_attempt_is_kept_alive_not_garbage_collected(
+    bgwork: bg.Simulation,
+) -> None:
+    bgwork.queues.create("jobs", visibility_timeout=60)
+    started: list[int] = []
+
+    async def handler(payload: Any, delivery: Delivery) -> None:
+        started.append(delivery.attempt)
+        if delivery.attempt == 1:
+            await asyncio.get_running_loop().create_future()  # nothing else refers to it
+
+    bgwork.queues.route("jobs", handler)
+    await bgwork.queues.publish("jobs", {})
+    await bgwork.run_until_idle()  # attempt 2 ran at 60 s; the queue forgot attempt 1's lease
+    assert started == [1, 2]
+    with warnings.catch_warnings():  # leftovers of other tests (unclosed loops) are not ours
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    live = [t for t in bgwork.loop.live_tasks() if t is not asyncio.current_task()]
+    assert len(live) == 1, "attempt 1 was garbage-collected while it still ran"
+    [hung] = live
+    hung.cancel()  # the first attempt still hangs; end it before the test does
+    await asyncio.gather(hung, return_exceptions=True)
 
 
 @pytest.mark.asyncio

@@ -85,9 +85,10 @@ async def test_run_until_idle_raises_stalled_past_max_time(bgwork: bg.Simulation
         while True:
             await asyncio.sleep(60)
 
-    asyncio.create_task(forever(), name="ticker")
+    ticker = asyncio.create_task(forever(), name="ticker")
     with pytest.raises(bg.Stalled) as info:
         await bgwork.run_until_idle(max_time=600)
+    ticker.cancel()
     text = str(info.value)
     assert "still busy after max_time=600s of virtual time" in text
     assert "task 'ticker' (" in text

@@ -84,7 +84,7 @@ async def test_a_run_that_outlasts_its_interval_does_not_double_run(
         await bgwork.advance(4 * DAY)
     runs = bgwork.schedules.runs("nightly-rollup")
     assert runs[1].overlapped, "the test must really make two runs overlap"
-    assert 30 * 3600 > LEASE_TTL
+    assert LEASE_TTL < 30 * 3600
     # The overlapping run saw the lease and stepped aside; the next one caught up.
     bg.assert_effects_once(bgwork, "invoice")
     days = sorted(e.key for e in bgwork.effects.all("invoice"))

@@ -76,17 +76,6 @@ def csv_rows(account_id: str, month: str) -> list[str]:
     return rows
 
 
-async def close_stream(stream: Any, tries: int = 3) -> None:
-    """Close ``stream``, retrying a transient error: an open stream keeps readers waiting."""
-    for attempt in range(1, tries + 1):
-        try:
-            await stream.close()
-            return
-        except (ConnectionError, TimeoutError):
-            if attempt == tries:
-                raise
-
-
 def create_app(
     platform: Platform,
     *,
@@ -165,17 +154,16 @@ def create_app(
                 for row in csv_rows(job["account_id"], job["month"]):
                     await stream.write(row)
             finally:
-                await close_stream(stream)
+                await stream.close()
             await set_status(job_id, {"kind": "done", "url": stream.url, "attempt": attempt})
         except Exception as exc:
             last = attempt > max_retries
             # Only the last attempt is final; earlier ones go back to "queued" so a
             # poller keeps waiting for the retry instead of reporting a false failure.
             kind = "failed" if last else "queued"
-            try:
-                await set_status(job_id, {"kind": kind, "error": str(exc) or repr(exc), "attempt": attempt})
-            except Exception:  # noqa: S110 - the queue retries; the status follows then
-                pass
+            with contextlib.suppress(Exception):  # the queue retries; the status follows then
+                await set_status(job_id, {"kind": kind, "error": str(exc) or repr(exc),
+                                          "attempt": attempt})
             return JSONResponse({"job_id": job_id, "error": str(exc) or repr(exc)}, status_code=500)
         return JSONResponse({"job_id": job_id, "url": stream.url})
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import respx
+from fastapi import FastAPI
 
 import pytest_bgwork as bg
 from webhooks_ingest.app import (
@@ -72,7 +73,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def app(bgwork: bg.Simulation, http: httpx.AsyncClient, receipts: Receipts) -> object:
+def app(bgwork: bg.Simulation, http: httpx.AsyncClient, receipts: Receipts) -> FastAPI:
     """The app wired as deployed: the queue pushes jobs to its worker endpoint."""
     bgwork.webhooks.header = SIGNATURE_HEADER  # sign the way the payment provider does
     bgwork.queues.create(QUEUE, max_retries=5, visibility_timeout=30)
@@ -87,7 +88,7 @@ def publishes(sim: bg.Simulation) -> list[bool]:
 
 
 async def test_a_signed_payment_marks_the_order_paid_and_sends_one_receipt(
-    bgwork: bg.Simulation, app: object
+    bgwork: bg.Simulation, app: FastAPI
 ) -> None:
     [response] = await bgwork.webhooks.deliver(app, PATH, payment(), secret=SECRET)
     assert response.status_code == 200
@@ -98,7 +99,7 @@ async def test_a_signed_payment_marks_the_order_paid_and_sends_one_receipt(
     bg.assert_nothing_lost(bgwork)
 
 
-async def test_duplicate_deliveries_enqueue_once(bgwork: bg.Simulation, app: object) -> None:
+async def test_duplicate_deliveries_enqueue_once(bgwork: bg.Simulation, app: FastAPI) -> None:
     responses = await bgwork.webhooks.deliver(app, PATH, payment(), secret=SECRET, times=3)
     assert [r.status_code for r in responses] == [200, 200, 200]  # each copy is acknowledged
     assert publishes(bgwork) == [False, True, True]  # ...and enqueued once
@@ -107,7 +108,7 @@ async def test_duplicate_deliveries_enqueue_once(bgwork: bg.Simulation, app: obj
 
 
 async def test_a_resend_after_the_dedup_window_is_still_applied_once(
-    bgwork: bg.Simulation, app: object
+    bgwork: bg.Simulation, app: FastAPI
 ) -> None:
     await bgwork.webhooks.deliver(app, PATH, payment(), secret=SECRET)
     await bgwork.run_until_idle()
@@ -130,7 +131,7 @@ async def test_a_resend_after_the_dedup_window_is_still_applied_once(
     ],
 )
 async def test_unsigned_or_tampered_events_get_400_and_enqueue_nothing(
-    bgwork: bg.Simulation, app: object, headers: object, body: bytes | None
+    bgwork: bg.Simulation, app: FastAPI, headers: object, body: bytes | None
 ) -> None:
     signed = json.dumps(payment(), separators=(",", ":")).encode()
     if headers == "other-secret":
@@ -141,7 +142,7 @@ async def test_unsigned_or_tampered_events_get_400_and_enqueue_nothing(
     elif headers == "signed":
         headers = {SIGNATURE_HEADER: bgwork.webhooks.sign(signed, SECRET)}
     assert isinstance(headers, dict)
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         response = await client.post(PATH, content=body or signed, headers=headers)
     assert response.status_code == 400
@@ -149,7 +150,7 @@ async def test_unsigned_or_tampered_events_get_400_and_enqueue_nothing(
 
 
 async def test_events_it_does_not_handle_are_acknowledged_and_ignored(
-    bgwork: bg.Simulation, app: object
+    bgwork: bg.Simulation, app: FastAPI
 ) -> None:
     [response] = await bgwork.webhooks.deliver(app, PATH, payment(type="payment.created"),
                                                 secret=SECRET)
@@ -158,7 +159,7 @@ async def test_events_it_does_not_handle_are_acknowledged_and_ignored(
 
 
 async def test_a_receipts_outage_is_retried_and_still_sends_one_receipt(
-    bgwork: bg.Simulation, app: object, receipts: Receipts
+    bgwork: bg.Simulation, app: FastAPI, receipts: Receipts
 ) -> None:
     receipts.outage = 2
     await bgwork.webhooks.deliver(app, PATH, payment(), secret=SECRET)
@@ -170,9 +171,9 @@ async def test_a_receipts_outage_is_retried_and_still_sends_one_receipt(
 
 
 async def test_the_worker_is_idempotent_under_duplicates_and_crashes(
-    bgwork: bg.Simulation, app: object
+    bgwork: bg.Simulation, app: FastAPI
 ) -> None:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
 
         async def handler(job: dict[str, object]) -> None:
