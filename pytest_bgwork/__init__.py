@@ -21,6 +21,7 @@ from .errors import (
     BgworkError,
     CheckFailed,
     Deadlock,
+    LeftoverWork,
     NotRunning,
     RuntimeShuttingDown,
     Stalled,
@@ -35,13 +36,23 @@ from .explore import (
 )
 from .faults import Fault, FaultPlan
 from .history import Event, History
+from .http import DestinationError
+from .kv import KVResult
 from .loop import VirtualEventLoop
+from .queues import Delivery, DeliverySettled, Message, PublishResult, UnknownQueue
 from .simulation import Simulation
+from .streams import Stream, StreamExpired, StreamNotFound
+from .task_manager import BackgroundTaskManager, ManagerShutDown
+from .webhooks import WebhookSignatureError
 
 __all__ = [
+    "BackgroundTaskManager",
     "BgworkError",
     "CheckFailed",
     "Deadlock",
+    "Delivery",
+    "DeliverySettled",
+    "DestinationError",
     "Event",
     "ExplorationFailed",
     "ExploreCoverageWarning",
@@ -49,14 +60,24 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "History",
+    "KVResult",
+    "LeftoverWork",
+    "ManagerShutDown",
+    "Message",
     "NonDeterministic",
     "NotRunning",
+    "PublishResult",
     "RuntimeShuttingDown",
     "Simulation",
     "Stalled",
+    "Stream",
     "StreamClosed",
+    "StreamExpired",
+    "StreamNotFound",
+    "UnknownQueue",
     "VirtualClock",
     "VirtualEventLoop",
+    "WebhookSignatureError",
     "assert_drained",
     "assert_effects_once",
     "assert_idempotent",

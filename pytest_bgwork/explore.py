@@ -323,17 +323,18 @@ def _settings(settings: hypothesis.settings | None, max_examples: int | None) ->
     # with its own; it would rerun the failing example dozens of times for nothing.
     parent = settings if settings is not None else hypothesis.settings()  # the loaded profile
     phases = tuple(p for p in parent.phases if p is not hypothesis.Phase.explain)
-    if settings is None:
-        return hypothesis.settings(
-            parent,
-            max_examples=max_examples or parent.max_examples,
-            deadline=None,
-            report_multiple_bugs=False,
-            phases=phases,
-        )
+    if max_examples is None:
+        if settings is not None:
+            max_examples = settings.max_examples
+        elif hypothesis.settings.get_current_profile_name() != "default":
+            max_examples = parent.max_examples  # a profile the user loaded (CI, dev...)
+        else:
+            max_examples = DEFAULT_MAX_EXAMPLES
+    # Examples run on virtual time; a real-time deadline only measures machine load.
     return hypothesis.settings(
-        settings,
-        max_examples=max_examples or settings.max_examples,
+        parent,
+        max_examples=max_examples,
+        deadline=None,
         report_multiple_bugs=False,
         phases=phases,
     )
@@ -367,7 +368,7 @@ def explore(
     scenario: Scenario,
     faults: st.SearchStrategy[FaultPlan] | None = None,
     checks: Iterable[Check] = (),
-    max_examples: int | None = DEFAULT_MAX_EXAMPLES,
+    max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
 ) -> ExploreReport:
@@ -377,9 +378,9 @@ def explore(
     simulation with a plan drawn from ``faults`` (default: no faults) and lets the work
     it started run until idle (at most an hour of virtual time) with faults on; then it
     heals, runs until idle and calls each check with ``sim`` (async checks are awaited).
-    ``max_examples`` (default 200) wins over ``settings``; pass ``None`` to use
-    ``settings.max_examples`` or the loaded Hypothesis profile's. ``settings`` passes
-    through (database, phases, verbosity...); without it the deadline is off. ``seed``
+    ``max_examples`` wins over ``settings``; left out, it is ``settings.max_examples``
+    when ``settings`` is given, else the loaded Hypothesis profile's, else 200. ``settings`` passes through (database,
+    phases, verbosity...); the deadline is always off (examples run on virtual time). ``seed``
     fixes both the search and the simulations' seed and, like Hypothesis's ``@seed``,
     turns the example database off; without it the search is Hypothesis's own
     (``--hypothesis-seed``, ``derandomize``, the database apply) and the simulations'

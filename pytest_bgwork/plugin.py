@@ -10,7 +10,7 @@ import os
 import warnings
 import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,15 @@ from . import chaos, context, replay, report_html
 from .errors import LeftoverWork
 from .loop import VirtualEventLoop
 from .simulation import Simulation
+
+if TYPE_CHECKING:
+    from .clock import VirtualClock
+    from .faults import FaultInjector
+    from .kv import KV
+    from .queues import Queues
+    from .runtime import Runtime
+    from .streams import Streams
+    from .task_manager import BackgroundTaskManager
 from .wallclock import wall_clock
 
 __all__ = ["SimulationFactory"]
@@ -318,43 +327,43 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-def bg_clock(bgwork: Simulation) -> Any:
+def bg_clock(bgwork: Simulation) -> VirtualClock:
     """The simulation's virtual clock (``now()``, ``time()``, ``monotonic()``)."""
     return bgwork.clock
 
 
 @pytest.fixture
-def bg_queues(bgwork: Simulation) -> Any:
+def bg_queues(bgwork: Simulation) -> Queues:
     """The simulation's queue service."""
     return bgwork.queues
 
 
 @pytest.fixture
-def bg_kv(bgwork: Simulation) -> Any:
+def bg_kv(bgwork: Simulation) -> KV:
     """The simulation's key-value service."""
     return bgwork.kv
 
 
 @pytest.fixture
-def bg_streams(bgwork: Simulation) -> Any:
+def bg_streams(bgwork: Simulation) -> Streams:
     """The simulation's durable stream service."""
     return bgwork.streams
 
 
 @pytest.fixture
-def bg_runtime(bgwork: Simulation) -> Any:
+def bg_runtime(bgwork: Simulation) -> Runtime:
     """The simulation's waitUntil runtime."""
     return bgwork.runtime
 
 
 @pytest.fixture
-def bg_task_manager(bgwork: Simulation) -> Any:
+def bg_task_manager(bgwork: Simulation) -> BackgroundTaskManager:
     """The simulation's BackgroundTaskManager."""
     return bgwork.task_manager
 
 
 @pytest.fixture
-def bg_faults(bgwork: Simulation) -> Any:
+def bg_faults(bgwork: Simulation) -> FaultInjector:
     """The simulation's fault injector."""
     return bgwork.faults
 

@@ -8,7 +8,6 @@ import zlib
 import pytest
 
 
-
 def digests(result: pytest.RunResult) -> list[str]:
     return re.findall(r"DIGEST=([0-9a-f]{64})", result.stdout.str())
 
