@@ -241,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{AIM_REDELIVERY_S:g} s: {'yes' if met else 'NO'}")
     if misses:
         print("\naims missed: " + "; ".join(misses))
-        print("why: each bgwork attempt is its own asyncio Task (fresh context, crash future,\n"
-              "visibility timer), copies the payload through JSON, passes three fault points and\n"
-              "records three history events; taskiq also runs one task per message, and\n"
+        print("why: each bgwork attempt is its own asyncio Task (fresh context, visibility\n"
+              "timer), copies the payload through JSON, passes three fault points and records\n"
+              "three history events; taskiq also runs one task per message, and\n"
               "dramatiq's stub broker is an in-memory queue.Queue, so neither is slow to beat.")
     return 0
 

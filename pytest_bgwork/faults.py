@@ -366,6 +366,18 @@ class FaultInjector:
     def _queue_matches(rule: Fault, queue: str | None) -> bool:
         return rule.queue is None or rule.queue == "*" or rule.queue == queue
 
+    def passes(self, point: str) -> bool:
+        """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
+        count the call and return True; else return False and the caller awaits ``enter``."""
+        if (self._rules and not self.healed) or self.watch is not None or self._sim._disposing:
+            return False
+        attempt = current_attempt.get()
+        if attempt is not None and attempt.crashed:
+            return False
+        calls = self._calls
+        calls[point] = calls.get(point, 0) + 1
+        return True
+
     async def enter(self, point: str, *, queue: str | None = None) -> None:
         """Called by a service before ``point`` takes effect; may raise, wait or crash."""
         attempt = current_attempt.get()

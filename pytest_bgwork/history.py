@@ -78,13 +78,15 @@ class History:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome= must be one of {OUTCOMES}; got {outcome!r}")
         attempt = current_attempt.get()
+        events = self._events
         event = Event(
-            len(self._events), self._clock(), service, op, outcome, detail,
+            len(events), self._clock(), service, op, outcome, detail,
             attempt.label if attempt is not None else None,
         )
-        self._events.append(event)
-        for listener in self._listeners:
-            listener(event)
+        events.append(event)
+        if self._listeners:
+            for listener in self._listeners:
+                listener(event)
         return event
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:

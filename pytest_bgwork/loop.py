@@ -80,8 +80,9 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
     _seq: int
 
     def __lt__(self, other: object) -> bool:
-        if isinstance(other, _OrderedTimerHandle):
-            return (self.when(), self._seq) < (other.when(), other._seq)
+        if isinstance(other, _OrderedTimerHandle):  # (when, seq) < (when, seq), minus the tuples
+            when, other_when = self._when, other._when  # type: ignore[attr-defined]
+            return when < other_when or (when == other_when and self._seq < other._seq)
         return super().__lt__(other)  # type: ignore[operator]
 
 

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner, py_make_scanner  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from .context import Attempt, current_attempt
@@ -138,12 +140,12 @@ class Message:
     @property
     def payload(self) -> Any:
         """A fresh copy of the payload (what JSON made of what was published)."""
-        return json.loads(self._body)
+        return _decode(self._body)
 
     @property
     def metadata(self) -> dict[str, Any] | None:
         """A fresh copy of the metadata given to ``publish``, or ``None``."""
-        return None if self._meta is None else json.loads(self._meta)
+        return None if self._meta is None else _decode(self._meta)
 
     def __repr__(self) -> str:
         return (f"<Message {self.queue}/{self.id} offset={self.offset} state={self.state} "
@@ -165,7 +167,7 @@ class Delivery:
         self._q = q
         self.message = message
         self.attempt = attempt
-        self.payload: Any = json.loads(message._body)
+        self.payload: Any = _decode(message._body)
         self.expired = False
         self._settled: str | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -191,6 +193,40 @@ class Delivery:
 
     def __repr__(self) -> str:
         return f"<Delivery {self.queue}/{self.message.id} attempt={self.attempt}>"
+
+
+class _QueueAttempt(Attempt):
+    """A routed attempt that makes its crash future on first use (only a crash reads it, so
+    attempts that never crash skip the future and its callback) and builds its label once."""
+
+    label = ""  # shadows ``Attempt.label``: set per instance, read by every event it records
+
+    def __init__(self, queues: Queues, d: Delivery, ctx: contextvars.Context, queue: str,
+                 message_id: str, number: int) -> None:
+        self._future: asyncio.Future[None] | None = None
+        super().__init__(queue, message_id, number)
+        self.label = f"{queue}/{message_id}#{number}"
+        #: What the crash future's callback needs; None once the attempt ended.
+        self._crash_to: tuple[Queues, Delivery, contextvars.Context] | None = (queues, d, ctx)
+
+    @property
+    def crash_future(self) -> asyncio.Future[None] | None:
+        """Resolved when the worker dies in this attempt; ``Queues._crashed`` records it."""
+        if self._future is None and self._crash_to is not None:
+            queues, d, ctx = self._crash_to
+            self._future = queues._sim.loop.create_future()
+            self._future.add_done_callback(lambda _f: queues._crashed(d, self), context=ctx)
+        return self._future
+
+    @crash_future.setter
+    def crash_future(self, value: asyncio.Future[None] | None) -> None:
+        self._future = value
+        if value is None:
+            self._crash_to = None  # the attempt ended: break the reference cycles
+
+    def __repr__(self) -> str:  # what ``Attempt``'s dataclass repr shows
+        return (f"Attempt(queue={self.queue!r}, message_id={self.message_id!r}, "
+                f"number={self.number!r}, crashed={self.crashed!r})")
 
 
 class _Queue:
@@ -255,11 +291,38 @@ def _check_name(call: str, name: object) -> str:
 
 #: Compact, UTF-8, no NaN/Infinity (not JSON); built once, ``json.dumps`` would build it per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: The C encoder ``_ENCODER.encode`` makes on every call, made once (``_MARKERS`` finds cycles
+#: and is empty between calls); ``_ENCODER.encode`` where the C accelerator is missing.
+_MARKERS: dict[int, object] = {}
+_C_ENCODE: Callable[[object, int], tuple[str, ...]] | None = (
+    None if c_make_encoder is None else c_make_encoder(
+        _MARKERS, _ENCODER.default, c_encode_basestring or json.encoder.py_encode_basestring,
+        None, ":", ",", False, False, False))
+#: The C scanner of ``json.loads``: ``_SCAN(body, 0)`` is ``(value, end)``. Bodies are our own
+#: compact JSON (no leading space), so it decodes them like ``json.loads``, minus the checks.
+_SCAN: Callable[[str, int], tuple[Any, int]] = (
+    c_make_scanner or py_make_scanner)(json.decoder.JSONDecoder())
+
+
+def _encode(value: object) -> str:
+    """``_ENCODER.encode(value)`` without rebuilding the C encoder per call."""
+    if _C_ENCODE is None:  # pragma: no cover - CPython always has the accelerator
+        return _ENCODER.encode(value)
+    try:
+        return "".join(_C_ENCODE(value, 0))
+    except BaseException:
+        _MARKERS.clear()  # an error leaves the containers it was inside marked
+        raise
+
+
+def _decode(body: str) -> Any:
+    """A fresh copy of the value in ``body`` (what ``_encode`` made)."""
+    return _SCAN(body, 0)[0]
 
 
 def _to_json(call: str, arg: str, value: object) -> str:
     try:
-        return _ENCODER.encode(value)
+        return _encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
                         f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "
@@ -291,6 +354,9 @@ class Queues:
         #: The (empty) context timer callbacks run in: no attempt is current there. Callbacks
         #: run one at a time and never enter it again from inside, so one object serves all.
         self._quiet = contextvars.Context()
+        #: (virtual epoch seconds, that instant as a datetime): publishes at one instant share
+        #: the (immutable) ``published_at`` rather than build a datetime each.
+        self._stamp: tuple[float, datetime] | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def create(
@@ -431,7 +497,9 @@ class Queues:
         try:
             # scoped by the attempt publishing (a queue-scoped rule means "that queue's
             # workers"), so the test's own publishes do not use up a rule's on_call
-            await sim.faults.enter("queue.publish")
+            faults = sim.faults
+            if not faults.passes("queue.publish"):
+                await faults.enter("queue.publish")
         except Exception as exc:
             sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
                                duplicate=False, error=repr(exc))
@@ -448,8 +516,12 @@ class Queues:
                 if err is not None:
                     raise err
                 return PublishResult(first.id, first.offset, first.published_at, True)
-        msg = Message(sim.next_id("msg"), name, q.next_offset, body, sim.clock.now(), key, pkey,
-                      meta)
+        clock = sim.clock
+        seconds = clock.start + now
+        stamp = self._stamp
+        if stamp is None or stamp[0] != seconds:
+            stamp = self._stamp = (seconds, clock.now())
+        msg = Message(sim.next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
         q.next_offset += 1
         q.messages[msg.id] = msg
         q.stats["published"] += 1
@@ -605,13 +677,16 @@ class Queues:
         if route is None:
             self._sim.history.record("queue", "deliver", **detail)
             return d
-        crash = loop.create_future()
-        attempt = Attempt(name, msg.id, number, crash_future=crash)
         ctx = contextvars.Context()
+        attempt = _QueueAttempt(self, d, ctx, name, msg.id, number)
         ctx.run(self._begin, attempt, detail)
-        crash.add_done_callback(lambda _f: self._crashed(d, attempt), context=ctx)
         # the loop holds tasks weakly: keep running attempts alive until they finish
-        d._task = task = loop.create_task(self._run(route, d, attempt), context=ctx)
+        coro = self._run(route, d, attempt)
+        if loop.get_task_factory() is None:  # what create_task does then, minus its frame
+            task: asyncio.Task[None] = asyncio.Task(coro, loop=loop, context=ctx)
+        else:
+            task = loop.create_task(coro, context=ctx)
+        d._task = task
         self._running.add(task)
         return d
 
@@ -625,7 +700,8 @@ class Queues:
         faults = self._sim.faults
         try:
             try:
-                await faults.enter("queue.deliver", queue=attempt.queue)
+                if not faults.passes("queue.deliver"):
+                    await faults.enter("queue.deliver", queue=attempt.queue)
                 await route(d.payload, d)
                 faults.leave("queue.deliver")
             except ProcessCrashed:
@@ -636,7 +712,10 @@ class Queues:
                 return
             if d._settled is None:
                 try:
-                    await self._ack(d)
+                    if faults.passes("queue.ack"):
+                        self._acked(d)
+                    else:
+                        await self._enter_ack(d)
                 except ProcessCrashed:
                     self._crashed(d, attempt)
                 except Exception:  # recorded as a failed queue.ack; the visibility lapses
@@ -755,16 +834,28 @@ class Queues:
 
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
-        q, msg = d._q, d.message
-        name = q.config.name
-        history = self._sim.history
+        if self._sim.faults.passes("queue.ack"):
+            self._acked(d)
+        else:
+            await self._enter_ack(d)
+
+    async def _enter_ack(self, d: Delivery) -> None:
+        """``_ack`` when fault point ``queue.ack`` may raise, wait or crash."""
+        name = d._q.config.name
         try:
             await self._sim.faults.enter("queue.ack", queue=_scope(name))
         except Exception as exc:
-            history.record("queue", "ack", "fail", queue=name, id=msg.id, attempt=d.attempt,
-                           stale=not self._is_current(d), error=repr(exc))
+            self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
+                                     attempt=d.attempt, stale=not self._is_current(d),
+                                     error=repr(exc))
             raise
+        self._acked(d)
+
+    def _acked(self, d: Delivery) -> None:
+        """The rest of ``_ack`` once ``queue.ack`` was entered (the routed ack calls it directly
+        when the fault point has nothing to do, saving a coroutine per attempt)."""
         self._settle_check(d, "ack()")
+        q, msg = d._q, d.message
         current = self._is_current(d)
         d._settled = "acked"
         deleted = copy = False
@@ -786,8 +877,8 @@ class Queues:
                 msg.state = ACKED
                 deleted = True
         err = self._leave("queue.ack")
-        history.record("queue", "ack", "unknown" if err else "ok", queue=name, id=msg.id,
-                       attempt=d.attempt, stale=not current, deleted=deleted)
+        self._sim.history.record("queue", "ack", "unknown" if err else "ok", queue=q.config.name,
+                                 id=msg.id, attempt=d.attempt, stale=not current, deleted=deleted)
         if copy:
             self._make_ready(q, msg)
         elif deleted:
