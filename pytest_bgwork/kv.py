@@ -210,7 +210,8 @@ class KV:
             text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
         faults = self._faults
         try:
-            await faults.enter("kv.set")
+            if not faults.passes("kv.set"):
+                await faults.enter("kv.set")
         except Exception as exc:
             self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl, error=_error_text(exc))
             raise
@@ -246,7 +247,8 @@ class KV:
             key = check_name("key", key, "kv.get()")
         faults = self._faults
         try:
-            await faults.enter("kv.get")
+            if not faults.passes("kv.get"):
+                await faults.enter("kv.get")
         except Exception as exc:
             self._record("kv", "get", "fail", ns=ns, key=key, error=_error_text(exc))
             raise
@@ -273,7 +275,8 @@ class KV:
         key = check_name("key", key, "kv.delete()")
         faults = self._faults
         try:
-            await faults.enter("kv.delete")
+            if not faults.passes("kv.delete"):
+                await faults.enter("kv.delete")
         except Exception as exc:
             self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc))
             raise
@@ -305,7 +308,8 @@ class KV:
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
         faults = self._faults
         try:
-            await faults.enter("kv.keys")
+            if not faults.passes("kv.keys"):
+                await faults.enter("kv.keys")
         except Exception as exc:
             self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
             raise
