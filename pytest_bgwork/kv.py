@@ -15,9 +15,9 @@ import json
 import json.encoder
 import json.scanner
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .clock import _EPOCH
 from .context import current_attempt
@@ -60,6 +60,25 @@ def _decode(text: str) -> Any:
     """Parse text this module encoded (compact, no surrounding whitespace)."""
     return _scan(text, 0)[0]
 
+
+
+_Due = TypeVar("_Due", bound=tuple[Any, ...])
+
+
+def pop_due(heap: list[_Due], now: float) -> Iterator[_Due]:
+    """Pop and yield the ``(when, a, b)`` entries of a TTL heap due at ``now``, earliest first.
+
+    Expiry is lazy and belongs to no queue attempt, so the current attempt is unset
+    while the caller records what expired.
+    """
+    if not heap or heap[0][0] > now:
+        return
+    token = current_attempt.set(None)
+    try:
+        while heap and heap[0][0] <= now:
+            yield heapq.heappop(heap)
+    finally:
+        current_attempt.reset(token)
 
 @dataclass(slots=True)
 class KVResult:
@@ -369,25 +388,16 @@ class KV:
 
     def _sweep(self) -> None:
         """Drop every key whose TTL ran out, recording ``kv.expire`` (not tied to an attempt)."""
-        heap = self._expiries
-        now = self._clock.monotonic()
-        if not heap or heap[0][0] > now:
-            return
-        token = current_attempt.set(None)
-        try:
-            while heap and heap[0][0] <= now:
-                when, ns, key = heapq.heappop(heap)
-                space = self._data.get(ns)
-                entry = space.get(key) if space is not None else None
-                if space is None or entry is None or entry[1] != when:
-                    continue  # overwritten or deleted since
-                del space[key]
-                if not space:
-                    del self._data[ns]
-                self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
-                self._record("kv", "expire", ns=ns, key=key, expired_at=when)
-        finally:
-            current_attempt.reset(token)
+        for when, ns, key in pop_due(self._expiries, self._clock.monotonic()):
+            space = self._data.get(ns)
+            entry = space.get(key) if space is not None else None
+            if space is None or entry is None or entry[1] != when:
+                continue  # overwritten or deleted since
+            del space[key]
+            if not space:
+                del self._data[ns]
+            self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
+            self._record("kv", "expire", ns=ns, key=key, expired_at=when)
 
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .context import Attempt, current_attempt
 from .errors import BgworkError, StreamClosed
-from .kv import check_name, check_ttl, to_json_text
+from .kv import check_name, check_ttl, pop_due, to_json_text
 
 if TYPE_CHECKING:
     from .simulation import Simulation
@@ -368,23 +368,14 @@ class Streams:
 
     def _sweep(self) -> None:
         """Expire every stream whose TTL ran out, recording ``stream.expire``."""
-        heap = self._expiries
-        now = self._clock.monotonic()
-        if not heap or heap[0][0] > now:
-            return
-        token = current_attempt.set(None)
-        try:
-            while heap and heap[0][0] <= now:
-                when, _, sid = heapq.heappop(heap)
-                stream = self._streams.get(sid)
-                if stream is None or stream._expired:
-                    continue
-                stream._expired = True
-                stream._chunks = []
-                self._record("stream", "expire", id=sid, name=stream.name, expired_at=when,
-                             closed=stream._closed)
-        finally:
-            current_attempt.reset(token)
+        for when, _, sid in pop_due(self._expiries, self._clock.monotonic()):
+            stream = self._streams.get(sid)
+            if stream is None or stream._expired:
+                continue
+            stream._expired = True
+            stream._chunks = []
+            self._record("stream", "expire", id=sid, name=stream.name, expired_at=when,
+                         closed=stream._closed)
 
     def __repr__(self) -> str:
         open_count = sum(1 for s in self._streams.values() if not s._closed)
