@@ -208,19 +208,7 @@ class Streams:
     async def read_result(self, url: str | Stream) -> StreamRead:
         """Like ``read``, with ``partial`` (still open) and ``content_type``."""
         stream = self.get(url)
-        try:
-            if not self._faults.passes("stream.read"):
-                await self._faults.enter("stream.read")
-        except Exception as exc:
-            self._record("stream", "read", "fail", id=stream.id, name=stream.name,
-                         error=_error_text(exc))
-            raise
-        self._sweep()
-        if stream._expired:
-            self._leave("stream.read", "read", id=stream.id, name=stream.name)
-            self._record("stream", "read", "fail", id=stream.id, name=stream.name,
-                         error="expired")
-            raise self._expired_error(stream, "read")
+        await self._enter_live(stream, "read", "read", id=stream.id, name=stream.name)
         data = b"".join(stream._chunks)
         partial = not stream._closed
         self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
@@ -240,19 +228,8 @@ class Streams:
                 f"{type(data).__name__}. Encode it first, e.g. json.dumps(x) or str(x)."
             )
         n = len(raw)
-        try:
-            if not self._faults.passes("stream.write"):
-                await self._faults.enter("stream.write")
-        except Exception as exc:
-            self._record("stream", "write", "fail", id=stream.id, name=stream.name, bytes=n,
-                         error=_error_text(exc))
-            raise
-        self._sweep()
         detail: dict[str, Any] = {"id": stream.id, "name": stream.name, "bytes": n}
-        if stream._expired:
-            self._leave("stream.write", "write", **detail)
-            self._record("stream", "write", "fail", **detail, error="expired")
-            raise self._expired_error(stream, "write to")
+        await self._enter_live(stream, "write", "write to", **detail)
         if stream._closed:
             if stream.after_close == "drop":
                 stream.dropped_bytes += n
@@ -274,19 +251,7 @@ class Streams:
         self._record("stream", "write", **detail)
 
     async def _close(self, stream: Stream) -> None:
-        try:
-            if not self._faults.passes("stream.close"):
-                await self._faults.enter("stream.close")
-        except Exception as exc:
-            self._record("stream", "close", "fail", id=stream.id, name=stream.name,
-                         error=_error_text(exc))
-            raise
-        self._sweep()
-        if stream._expired:
-            self._leave("stream.close", "close", id=stream.id, name=stream.name)
-            self._record("stream", "close", "fail", id=stream.id, name=stream.name,
-                         error="expired")
-            raise self._expired_error(stream, "close")
+        await self._enter_live(stream, "close", "close", id=stream.id, name=stream.name)
         if stream._closed:
             self._faults.leave("stream.close")
             return  # closing twice is a no-op: the first close was recorded
@@ -351,6 +316,25 @@ class Streams:
         self._expiries = list(expiries)
 
     # -- internals -----------------------------------------------------------------------
+    async def _enter_live(self, stream: Stream, op: str, verb: str, **detail: Any) -> None:
+        """Pass fault point ``stream.<op>`` and make sure ``stream`` has not expired.
+
+        A fault there is recorded as a failed ``op``; an expired stream still passes
+        ``leave`` (the point was reached), is recorded as failed, and raises ``StreamExpired``.
+        """
+        point = f"stream.{op}"
+        try:
+            if not self._faults.passes(point):
+                await self._faults.enter(point)
+        except Exception as exc:
+            self._record("stream", op, "fail", **detail, error=_error_text(exc))
+            raise
+        self._sweep()
+        if stream._expired:
+            self._leave(point, op, **detail)
+            self._record("stream", op, "fail", **detail, error="expired")
+            raise self._expired_error(stream, verb)
+
     def _leave(self, point: str, op: str, **detail: Any) -> None:
         """``faults.leave``; when it raises, the effect happened: record outcome unknown."""
         try:
