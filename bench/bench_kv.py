@@ -26,20 +26,22 @@ _cpu = time.process_time  # bound before any freezegun patching
 VALUE = {"kind": "running", "progress": 42, "steps": ["fetch", "render"]}
 
 
+async def _set_get_pairs(sim: bg.Simulation, n: int) -> float:
+    """``n`` set+get pairs of a status record on ``sim.kv``; CPU seconds they took."""
+    kv = sim.kv
+    start = _cpu()
+    for i in range(n):
+        key = f"job-{i % 1000}"
+        await kv.set("report-status", key, VALUE)
+        r = await kv.get("report-status", key)
+        assert r.data["kind"] == "running"
+    return _cpu() - start
+
+
 def bench_bgwork(n: int) -> float:
     sim = bg.Simulation(seed=1)
 
-    async def main() -> float:
-        kv = sim.kv
-        start = _cpu()
-        for i in range(n):
-            key = f"job-{i % 1000}"
-            await kv.set("report-status", key, VALUE)
-            r = await kv.get("report-status", key)
-            assert r.data["kind"] == "running"
-        return _cpu() - start
-
-    elapsed = sim.run(main())
+    elapsed = sim.run(_set_get_pairs(sim, n))
     assert len(sim.history) == 2 * n
     sim.close()
     return elapsed
@@ -51,16 +53,7 @@ def bench_bgwork_no_history(n: int) -> float:
     kv = sim.kv
     kv._record = lambda *a, **k: None  # type: ignore[assignment,method-assign]
 
-    async def main() -> float:
-        start = _cpu()
-        for i in range(n):
-            key = f"job-{i % 1000}"
-            await kv.set("report-status", key, VALUE)
-            r = await kv.get("report-status", key)
-            assert r.data["kind"] == "running"
-        return _cpu() - start
-
-    elapsed = sim.run(main())
+    elapsed = sim.run(_set_get_pairs(sim, n))
     sim.close()
     return elapsed
 

@@ -55,6 +55,15 @@ def best_of(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, floa
 
 
 # -- pytest-bgwork ----------------------------------------------------------------------------
+async def _publish_and_drain(sim: bg.Simulation, n: int) -> float:
+    """Publish ``n`` jobs and run until idle; wall seconds it took."""
+    start = clock()
+    for i in range(n):
+        await sim.queues.publish("jobs", {"job": i})
+    await sim.run_until_idle()
+    return clock() - start
+
+
 def bgwork_throughput(n: int) -> float:
     sim = bg.Simulation(seed=1)
     count = 0
@@ -65,18 +74,8 @@ def bgwork_throughput(n: int) -> float:
 
     sim.queues.create("jobs")
     sim.queues.route("jobs", handler)
-    elapsed = 0.0
-
-    async def main() -> None:
-        nonlocal elapsed
-        start = clock()
-        for i in range(n):
-            await sim.queues.publish("jobs", {"job": i})
-        await sim.run_until_idle()
-        elapsed = clock() - start
-
     with sim:
-        sim.run(main())
+        elapsed = sim.run(_publish_and_drain(sim, n))
         stats = sim.queues.stats("jobs")
     if count != n or stats["acked"] != n:
         raise SystemExit(f"bgwork: {count} handled / {stats['acked']} acked of {n}")
@@ -96,18 +95,8 @@ def bgwork_redelivery(n: int) -> tuple[float, float]:
 
     sim.queues.create("jobs", visibility_timeout=VISIBILITY)
     sim.queues.route("jobs", handler)
-    elapsed = 0.0
-
-    async def main() -> None:
-        nonlocal elapsed
-        start = clock()
-        for i in range(n):
-            await sim.queues.publish("jobs", {"job": i})
-        await sim.run_until_idle()
-        elapsed = clock() - start
-
     with sim:
-        sim.run(main())
+        elapsed = sim.run(_publish_and_drain(sim, n))
         virtual = sim.clock.monotonic()
         stats = sim.queues.stats("jobs")
     if acked != n or stats["redelivered"] != n or stats["acked"] != n:
