@@ -29,3 +29,43 @@ def bg_celery(bgwork: Simulation, request: pytest.FixtureRequest) -> Iterator[Si
             yield worker
     finally:
         celery.reset()
+
+
+@pytest.fixture
+def bg_taskiq(bgwork: Simulation) -> Any:
+    """A fresh ``adapters.taskiq.SimBroker`` bound to the test's simulation."""
+    from .taskiq import SimBroker
+
+    return SimBroker(bgwork)
+
+
+@pytest.fixture
+def bg_dramatiq(bgwork: Simulation) -> Iterator[Any]:
+    """dramatiq's global broker as a ``SimBroker`` for this test; restored afterwards.
+
+    If the global broker already is a ``SimBroker()`` made without a simulation (set in
+    ``conftest.py`` before the actors were imported), it is used as is. Otherwise a new
+    one adopts the actors declared on the current global broker (actors bind
+    ``get_broker()`` at decoration), and they go back to it at teardown.
+    """
+    import dramatiq.broker as dq_broker
+
+    from .dramatiq import SimBroker
+
+    previous = dq_broker.global_broker
+    moved: list[Any] = []
+    if isinstance(previous, SimBroker) and previous._sim is None:
+        broker = previous
+    else:
+        broker = SimBroker(bgwork)
+        if previous is not None:
+            moved = broker.adopt(previous)
+        dq_broker.set_broker(broker)
+    broker.dead_letters.clear()
+    broker.publish_errors.clear()
+    try:
+        yield broker
+    finally:
+        for actor in moved:
+            actor.broker = previous
+        dq_broker.global_broker = previous

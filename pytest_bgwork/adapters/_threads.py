@@ -11,6 +11,7 @@ thread is released (``ProcessCrashed`` raised into it) when its attempt is dispo
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import inspect
@@ -70,8 +71,9 @@ class Fiber:
     # -- the loop side --------------------------------------------------------------------
     async def run(self) -> Any:
         """Start the thread and serve its calls until it returns (or raises) its result."""
-        thread = threading.Thread(target=self._main, name=self._name, daemon=True)
-        thread.start()
+        # _thread, not threading: freezegun answers time.time() with real time when a
+        # `threading` frame is on the caller's stack (its default ignore list)
+        _thread.start_new_thread(self._main, ())
         finished = False
         try:
             while True:

@@ -32,8 +32,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from kombu.transport import TRANSPORT_ALIASES
-from kombu.transport import virtual
+from kombu.transport import TRANSPORT_ALIASES, virtual
 
 from ..context import current_attempt
 from ..errors import BgworkError, NotRunning
@@ -123,7 +122,7 @@ class Channel(virtual.Channel):
         pass
 
     def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
-        found: list[str] = super()._lookup(exchange, routing_key, default)
+        found: list[str] = super()._lookup(exchange, routing_key, default)  # type: ignore[no-untyped-call]
         if not found:  # kombu would drop the message with a warning: say so instead
             raise BgworkError(
                 f"no queue is bound to exchange {exchange!r} with routing key {routing_key!r}: "
@@ -371,11 +370,11 @@ class SimWorker:
         body = payload.get("body")
         if body and props.get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        message = Message(
+        message = Message(  # type: ignore[no-untyped-call]
             body=body, delivery_tag=props.get("delivery_tag"), content_type=payload.get("content-type"),
             content_encoding=payload.get("content-encoding"), headers=payload.get("headers"),
             properties=props, delivery_info=info,
-            accept=prepare_accept_content(self.app.conf.accept_content),
+            accept=prepare_accept_content(self.app.conf.accept_content),  # type: ignore[no-untyped-call]
         )
         name = (payload.get("headers") or {}).get("task")
         task = self.app.tasks.get(name) if isinstance(name, str) else None
@@ -531,8 +530,8 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
     saved_uuids = []
     for modname in _UUID_MODULES:
         module = importlib.import_module(modname)
-        saved_uuids.append((module, module.uuid))
-        module.uuid = worker.next_uuid
+        saved_uuids.append((module, vars(module)["uuid"]))
+        setattr(module, "uuid", worker.next_uuid)  # noqa: B010 - a module attribute mypy cannot see
     _reset_pools(celery_app)
     conf.update(broker_url="bgwork://", broker_read_url=None, broker_write_url=None)
     backend = _backend_class()(app=celery_app)
@@ -549,7 +548,7 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         _active = None
         router.worker = None
         for module, fn in saved_uuids:
-            module.uuid = fn
+            setattr(module, "uuid", fn)  # noqa: B010
         conf.update(saved_conf)
         celery_app._backend_cache = saved_backend
         _reset_pools(celery_app)

@@ -85,8 +85,8 @@ _patched: list[tuple[Any, str, Any]] = []
 def _patch() -> None:
     if _patched:
         return
-    _patched.append((_dq_common, "uniform", _dq_common.uniform))
-    _dq_common.uniform = _uniform
+    _patched.append((_dq_common, "uniform", vars(_dq_common)["uniform"]))
+    setattr(_dq_common, "uniform", _uniform)  # noqa: B010 - compute_backoff's random.uniform
     _patched.append((_dq_asyncio, "_event_loop_thread", _dq_asyncio.get_event_loop_thread()))
     _dq_asyncio.set_event_loop_thread(_LoopThread())  # type: ignore[arg-type]
 
@@ -102,7 +102,7 @@ def reset() -> None:
 class _Proxy(MessageProxy):
     """A delivered message (``MessageProxy``) that remembers its simulated delivery."""
 
-    def __init__(self, message: Message, delivery: Delivery) -> None:
+    def __init__(self, message: Message[Any], delivery: Delivery) -> None:
         super().__init__(message)
         self._delivery = delivery
 
@@ -158,10 +158,10 @@ class SimBroker(dramatiq.Broker):
         sim.queues.route(queue_name, self._handle)
         routed.add(queue_name)
 
-    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Publish ``message`` (delivery after ``delay`` milliseconds); returns what was sent."""
         if message.queue_name not in self.queues:
-            raise QueueNotFound(message.queue_name)
+            raise QueueNotFound(message.queue_name)  # type: ignore[no-untyped-call]
         self._check_features(message)
         sim = self.sim
         if _UUID.match(message.message_id):  # dramatiq's uuid4: make it deterministic
@@ -189,7 +189,7 @@ class SimBroker(dramatiq.Broker):
         if not task.cancelled() and task.exception() is not None:
             self.publish_errors.append(task.exception())  # type: ignore[arg-type]
 
-    def _check_features(self, message: Message) -> None:
+    def _check_features(self, message: Message[Any]) -> None:
         actor = self.actors.get(message.actor_name)
         limit = message.options.get("time_limit") or (actor and actor.options.get("time_limit"))
         if limit and any(isinstance(m, TimeLimit) for m in self.middleware):

@@ -136,14 +136,14 @@ class SimBroker(AsyncBroker):
             queues.route(self.queue, self._handle)
         return state
 
-    def add_middlewares(self, *middlewares: Any) -> None:
-        """``AsyncBroker.add_middlewares``; a ``SmartRetryMiddleware``'s jitter comes from
-        ``sim.choices`` (label ``taskiq.retry_jitter``) instead of ``random.random()``."""
-        for mw in middlewares:
+    def _route_jitter(self) -> None:
+        """Make each ``SmartRetryMiddleware``'s jitter come from ``sim.choices`` (label
+        ``taskiq.retry_jitter``) instead of ``random.random()`` (``add_middlewares`` and
+        ``with_middlewares`` both append to ``self.middlewares``: look there)."""
+        for mw in self.middlewares:
             if isinstance(mw, SmartRetryMiddleware) and "make_delay" not in vars(mw):
                 mw.make_delay = functools.partial(self._make_delay, mw,  # type: ignore[method-assign]
                                                   type(mw).make_delay)
-        super().add_middlewares(*middlewares)
 
     def _make_delay(self, mw: SmartRetryMiddleware, original: Any, message: Any, retries: int) -> float:
         jitter, mw.use_jitter = mw.use_jitter, False
@@ -195,5 +195,6 @@ class SimBroker(AsyncBroker):
 
     async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
         data = payload["text"].encode() if "text" in payload else base64.b64decode(payload["b64"])
+        self._route_jitter()
         receiver = self._receiver(self.sim)
         await receiver.callback(AckableMessage(data=data, ack=delivery.ack), raise_err=True)

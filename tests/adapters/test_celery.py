@@ -308,5 +308,5 @@ def test_the_fixture_installs_the_users_app(pytester: pytest.Pytester) -> None:
             assert bc._active is None
         """
     )
-    result = pytester.runpytest_subprocess("-p", "pytest_bgwork.adapters._task_fixtures")
+    result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
     result.assert_outcomes(passed=2)
