@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 from typing import TYPE_CHECKING, Any
 
-from ..queues import MAX_DELAY
+from ..services.delivery import MAX_DELAY
 
 if TYPE_CHECKING:
     from ..simulation import Simulation

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import NotRunning, ProcessCrashed
+from ..core.errors import NotRunning, ProcessCrashed
 
 __all__ = ["BODY_TIMEOUT", "Fiber", "call", "in_fiber"]
 

@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 
-from ..context import current_attempt
-from ..errors import BgworkError, NotRunning
+from ..core.context import current_attempt
+from ..core.errors import BgworkError, NotRunning
 from ._threads import Fiber, call, in_fiber
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..queues import Delivery
+    from ..services.delivery import Delivery
     from ..simulation import Simulation
 
 __all__ = [

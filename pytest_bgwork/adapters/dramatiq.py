@@ -27,7 +27,7 @@ import re
 import threading
 import weakref
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dramatiq
 import dramatiq.asyncio as _dq_asyncio
@@ -37,13 +37,13 @@ from dramatiq.errors import ActorNotFound, QueueNotFound, Retry
 from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
-from .. import context
-from ..errors import BgworkError, NotRunning
+from ..core import context
+from ..core.errors import BgworkError, NotRunning
 from ._publish import publish_delayed
 from ._threads import Fiber, call, in_fiber
 
 if TYPE_CHECKING:
-    from ..queues import Delivery
+    from ..services.delivery import Delivery
     from ..simulation import Simulation
 
 __all__ = ["SimBroker", "UnsupportedFeature", "call", "reset"]
@@ -64,7 +64,7 @@ _real_uniform = random.uniform
 
 def _uniform(a: float, b: float) -> float:
     """``random.uniform`` for ``compute_backoff``: from ``sim.choices`` inside a simulation."""
-    from ..context import active
+    from ..core.context import active
 
     sim = active()
     if sim is None:
@@ -135,7 +135,7 @@ class SimBroker(dramatiq.Broker):
     @property
     def sim(self) -> Simulation:
         """The simulation this broker works on now."""
-        return self._sim if self._sim is not None else context.current()
+        return self._sim if self._sim is not None else cast("Simulation", context.current())
 
     # -- broker API -------------------------------------------------------------------------
     def declare_queue(self, queue_name: str) -> None:

@@ -19,7 +19,7 @@ import concurrent.futures
 import functools
 import weakref
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from taskiq import AckableMessage, AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
 from taskiq.acks import AcknowledgeType
@@ -29,11 +29,11 @@ from taskiq.middlewares import SmartRetryMiddleware
 from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
-from .. import context
+from ..core import context
 from ._publish import publish_delayed
 
 if TYPE_CHECKING:
-    from ..queues import Delivery
+    from ..services.delivery import Delivery
     from ..simulation import Simulation
 
 __all__ = ["PROGRESS_NS", "RESULTS_NS", "SimBroker", "SimResultBackend"]
@@ -120,7 +120,7 @@ class SimBroker(AsyncBroker):
     @property
     def sim(self) -> Simulation:
         """The simulation this broker works on now."""
-        return self._sim if self._sim is not None else context.current()
+        return self._sim if self._sim is not None else cast("Simulation", context.current())
 
     def _next_id(self) -> str:
         return self.sim.next_id("taskiq")
