@@ -27,6 +27,8 @@ import contextlib
 import contextvars
 import datetime as _dt
 import functools
+import json
+import re
 import threading
 import weakref
 from collections.abc import Iterator
@@ -181,7 +183,7 @@ def _backend_class() -> type[Any]:
 
         def set(self, key: bytes | str, value: bytes | str) -> None:
             inst = self.worker
-            coro = inst.sim.kv.set(RESULTS_NS, _text(key), _text(value), ttl=self._ttl())
+            coro = inst.sim.kv.set(RESULTS_NS, _text(key), _portable(_text(value)), ttl=self._ttl())
             if in_fiber():
                 call(coro)
             else:
@@ -231,6 +233,24 @@ def _ready_states() -> frozenset[str]:
     from celery import states
 
     return states.READY_STATES  # type: ignore[no-any-return]
+
+
+_PATH = re.compile(r'File "(?:[^"]*[/\\\\])?([^"/\\\\]+)"')
+
+
+def _portable(value: str) -> str:
+    """A stored result whose traceback names files without their directories: the history
+    digest (it covers KV values) is then the same on every machine, not only on this one."""
+    if '"traceback"' not in value:
+        return value
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return value  # not Celery's JSON serializer: stored as it is
+    if not isinstance(meta, dict) or not isinstance(meta.get("traceback"), str):
+        return value
+    meta["traceback"] = _PATH.sub(r'File "\1"', meta["traceback"])
+    return json.dumps(meta)
 
 
 def _text(value: bytes | str) -> str:

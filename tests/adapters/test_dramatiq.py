@@ -182,3 +182,24 @@ def test_the_fixture_adopts_actors_declared_earlier(pytester: pytest.Pytester) -
     )
     result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.asyncio
+async def test_pipelines_and_success_callbacks_run_as_in_a_worker(bgwork: bg.Simulation) -> None:
+    saved = dq_broker.global_broker
+    dramatiq.set_broker(broker)
+    try:
+        @dramatiq.actor
+        def double(x: int) -> int:
+            _log("double", x)
+            return x * 2
+
+        @dramatiq.actor
+        def done(message: dict[str, Any], result: int) -> None:
+            _log("done", result)
+    finally:
+        dq_broker.global_broker = saved
+    (double.message(1) | double.message()).run()
+    double.send_with_options(args=(5,), on_success=done)
+    await bgwork.run_until_idle()
+    assert sorted((r[0], r[1]) for r in runs) == [("done", 10), ("double", 1), ("double", 2), ("double", 5)]

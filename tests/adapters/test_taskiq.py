@@ -134,3 +134,18 @@ async def test_a_bound_broker_from_the_fixture(bgwork: bg.Simulation, bg_taskiq:
 
     assert bg_taskiq.sim is bgwork
     assert (await (await ping.kiq()).wait_result()).return_value == "pong"
+
+
+@pytest.mark.asyncio
+async def test_a_broker_wide_ack_type(bgwork: bg.Simulation) -> None:
+    early = SimBroker(bgwork, queue="early", ack_type="when_received")
+
+    @early.task
+    async def write() -> None:
+        _log("write", None)
+        await bgwork.kv.set("profiles", "x", {})
+
+    bgwork.faults.crash("early", at="kv.set")
+    await write.kiq()
+    await bgwork.run_until_idle()
+    assert len(runs) == 1 and bgwork.queues.stats("early")["acked"] == 1  # acked, then lost
