@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from celery import Celery, chain, chord, group
-from celery.exceptions import Reject, WorkerLostError
+from celery.exceptions import Ignore, Reject, WorkerLostError
 
 import pytest_bgwork as bg
 from pytest_bgwork.adapters import celery as bc
@@ -78,6 +78,17 @@ def broken() -> None:
 def add(x: int, y: int) -> int:
     _log("add", (x, y))
     return x + y
+
+
+@app.task(bind=True)
+def ignoring(self: Any) -> None:
+    _log("ignoring", None)
+    raise Ignore()
+
+
+@app.task
+def on_error(request: Any, exc: Exception, traceback: Any) -> None:
+    _log("on_error", repr(exc))
 
 
 @app.task(time_limit=30)
@@ -310,3 +321,27 @@ def test_the_fixture_installs_the_users_app(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.asyncio
+async def test_ignore_acks_and_link_error_runs_the_errback(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        ignoring.delay()
+        broken.apply_async(link_error=on_error.s())
+        await bgwork.run_until_idle()
+    assert sorted(r[0] for r in runs) == ["broken", "ignoring", "on_error"]
+    assert "bad invoice" in next(r[1] for r in runs if r[0] == "on_error")
+    stats = bgwork.queues.stats("celery")  # the errback ran inline in the worker (Celery's way)
+    assert stats["acked"] == stats["published"] == 2
+
+
+@pytest.mark.asyncio
+async def test_the_transport_answers_kombus_channel_calls(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app), app.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert not channel._has_queue("reports")
+        channel.queue_declare("reports")
+        assert channel._has_queue("reports") and "reports" in bgwork.queues.names()
+        assert channel._size("reports") == 0 and channel._purge("reports") == 0
+        with pytest.raises(bc.UnsupportedFeature, match="consuming"):
+            channel._get("reports")
