@@ -26,7 +26,7 @@ from typing import Any
 from freezegun.api import real_perf_counter
 
 import pytest_bgwork as bg
-from pytest_bgwork.wallclock import wall_clock
+from pytest_bgwork.core.wallclock import wall_clock
 
 #: Held in a tuple: freezegun swaps module attributes that are real clocks for its fakes.
 _REAL_CLOCK = (real_perf_counter,)
