@@ -1,4 +1,4 @@
-"""Run the documentation: each page under docs/ is a pytest test module.
+"""Run the documentation: README.md and each page under docs/ is a pytest test module.
 
 The ```python blocks of a page, top to bottom, are that module's source (each block
 placed at its own line of the page, so tracebacks point into the Markdown). Top-level
@@ -65,8 +65,9 @@ def page_source(path: Path) -> str:
         except SyntaxError as exc:
             raise SyntaxError(f"{path}:{start + (exc.lineno or 1)}: {exc.msg}") from None
         for node in tree.body:
-            is_test = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test")
-            if is_test or (isinstance(node, ast.ClassDef) and node.name.startswith("Test")):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                continue
+            if node.name.startswith("Test" if isinstance(node, ast.ClassDef) else "test"):
                 line = start + node.lineno
                 if node.name in seen:
                     raise ValueError(
@@ -99,9 +100,13 @@ class MarkdownPage(pytest.Module):
         return module
 
 
+_ROOT = Path(__file__).parent
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    """Collect every Markdown page under docs/ that has python blocks."""
-    if file_path.suffix == ".md" and any(python_blocks(file_path.read_text("utf-8"))):
+    """Collect README.md and every Markdown page under docs/ that has python blocks."""
+    documented = file_path == _ROOT / "README.md" or (_ROOT / "docs") in file_path.parents
+    if documented and file_path.suffix == ".md" and any(python_blocks(file_path.read_text("utf-8"))):
         page: MarkdownPage = MarkdownPage.from_parent(parent, path=file_path)
         return page
     return None
