@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from .faults import KINDS, Fault, FaultPlan, _check_point
+from .core.faults import KINDS, Fault, FaultPlan, _check_point
 
 __all__ = ["DEFAULT_POINTS", "delivery_orders", "fault_plans", "retry_schedules"]
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork import chaos
-from pytest_bgwork.faults import Fault
+from pytest_bgwork.checking import chaos
+from pytest_bgwork.core.faults import Fault
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
 import pytest_bgwork as bg
-from pytest_bgwork import replay
 from pytest_bgwork import strategies as bgst
-from pytest_bgwork.explore import STATES, HypothesisChoices, interesting_states
-from pytest_bgwork.faults import Fault, FaultPlan
-from pytest_bgwork.history import Event
+from pytest_bgwork.checking import replay
+from pytest_bgwork.checking.explore import STATES, HypothesisChoices, interesting_states
+from pytest_bgwork.core.faults import Fault, FaultPlan
+from pytest_bgwork.core.history import Event
 
 QUIET = hypothesis.settings(database=None)
 
@@ -361,7 +361,7 @@ def test_a_seed_turns_the_example_database_off_like_hypothesis_seed() -> None:
 
 
 def test_the_wall_clock_patch_starts_once_per_explore(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_bgwork import wallclock
+    from pytest_bgwork.core import wallclock
 
     started: list[int] = []
     real = wallclock._fz.freeze_time

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.context import current_attempt
-from pytest_bgwork.errors import ProcessCrashed
-from pytest_bgwork.queues import (
-    BACKOFF_CAP,
+from pytest_bgwork.core.context import current_attempt
+from pytest_bgwork.core.errors import ProcessCrashed
+from pytest_bgwork.services.delivery import BACKOFF_CAP
+from pytest_bgwork.services.queues import (
     MAX_PAYLOAD,
     Delivery,
     DeliverySettled,
@@ -58,7 +58,7 @@ def test_create_uses_the_documented_defaults(bgwork: bg.Simulation) -> None:
 def test_create_and_route_and_stats_are_sync_publish_receive_ack_are_async() -> None:
     import inspect
 
-    from pytest_bgwork.queues import Queues
+    from pytest_bgwork.services.queues import Queues
 
     for name in ("create", "route", "stats", "dead_letters"):
         assert not inspect.iscoroutinefunction(getattr(Queues, name)), name

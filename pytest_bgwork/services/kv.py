@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from .clock import _EPOCH
-from .context import current_attempt
+from ..core.clock import _EPOCH
+from ..core.context import current_attempt
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["KV", "KVResult", "KVVersion"]
 
@@ -200,7 +200,7 @@ class KV:
     ``history(ns, key)``, ``items(ns)``, ``namespaces()``.
     """
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record

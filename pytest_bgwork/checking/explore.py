@@ -29,14 +29,14 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, Frozen, StopTest
 from hypothesis.internal.reflection import function_digest
 
+from ..core.choices import Choices
+from ..core.errors import BgworkError, CheckFailed, Stalled
+from ..core.faults import FaultPlan
+from ..core.history import Event
+from ..core.wallclock import wall_clock
+from ..simulation import Simulation
 from . import replay as _replay
-from .choices import Choices
-from .errors import BgworkError, CheckFailed, Stalled
-from .faults import FaultPlan
-from .history import Event
 from .replay import ReplayChoices
-from .simulation import Simulation
-from .wallclock import wall_clock
 
 __all__ = [
     "STATES",

@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .faults import Fault
+from ..core.faults import Fault
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..simulation import Simulation
 
 __all__ = ["MODES", "REORDER_MAX_SECONDS", "apply", "faults_for", "parse"]
 

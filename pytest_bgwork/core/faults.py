@@ -23,7 +23,7 @@ from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from .kernel import Kernel
 
 __all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan"]
 
@@ -169,7 +169,7 @@ class FaultPlan:
 class FaultInjector:
     """``sim.faults``: add rules, and the hooks services call at each fault point."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._rules: list[Fault] = []
         self._fired: dict[int, int] = {}

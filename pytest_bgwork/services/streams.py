@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from .context import Attempt, current_attempt
-from .errors import BgworkError, StreamClosed
+from ..core.context import Attempt, current_attempt
+from ..core.errors import BgworkError, StreamClosed
 from .kv import check_name, check_ttl, pop_due, to_json_text
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["BASE_URL", "Stream", "StreamExpired", "StreamNotFound", "StreamRead", "Streams"]
 
@@ -143,7 +143,7 @@ class Stream:
 class Streams:
     """``sim.streams``: create durable streams, read them back, list open ones."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
