@@ -25,6 +25,7 @@ import pytest
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*\{?\.?(?P<lang>[\w+-]*)")
 _PYTHON = {"python", "py", "python3"}
+_ANY_PYTHON = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*\{?\.?(python|py|python3)\b", re.M | re.I)
 
 
 def python_blocks(text: str) -> Iterator[tuple[int, str]]:
@@ -58,7 +59,11 @@ def page_source(path: Path) -> str:
     """The page's python blocks as one module, each block on its own lines of the page."""
     out: list[str] = []
     seen: dict[str, int] = {}
-    for start, block in python_blocks(path.read_text("utf-8")):
+    try:
+        blocks = list(python_blocks(path.read_text("utf-8")))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    for start, block in blocks:
         out.extend([""] * (start - len(out)))
         try:
             tree = ast.parse(block)
@@ -106,7 +111,7 @@ _ROOT = Path(__file__).parent
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect README.md and every Markdown page under docs/ that has python blocks."""
     documented = file_path == _ROOT / "README.md" or (_ROOT / "docs") in file_path.parents
-    if documented and file_path.suffix == ".md" and any(python_blocks(file_path.read_text("utf-8"))):
+    if documented and file_path.suffix == ".md" and _ANY_PYTHON.search(file_path.read_text("utf-8")):
         page: MarkdownPage = MarkdownPage.from_parent(parent, path=file_path)
         return page
     return None
