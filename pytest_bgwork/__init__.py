@@ -18,9 +18,11 @@ from .checking.checks import (
 from .checking.explore import (
     ExplorationFailed,
     ExploreCoverageWarning,
+    ExploreDatabaseWarning,
     ExploreReport,
     NonDeterministic,
     explore,
+    explore_test,
 )
 from .core.clock import VirtualClock
 from .core.errors import (
@@ -55,6 +57,7 @@ __all__ = [
     "Event",
     "ExplorationFailed",
     "ExploreCoverageWarning",
+    "ExploreDatabaseWarning",
     "ExploreReport",
     "Fault",
     "FaultPlan",
@@ -85,5 +88,6 @@ __all__ = [
     "assert_streams_closed",
     "current",
     "explore",
+    "explore_test",
 ]
 __version__ = "0.1.0"
