@@ -364,13 +364,13 @@ def test_the_wall_clock_patch_starts_once_per_explore(monkeypatch: pytest.Monkey
     from pytest_bgwork.core import wallclock
 
     started: list[int] = []
-    real = wallclock._fz.freeze_time
+    real = wallclock._Patcher.start
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def counting(self: Any, factory: Any) -> None:
         started.append(1)
-        return real(*args, **kwargs)
+        real(self, factory)
 
-    monkeypatch.setattr(wallclock._fz, "freeze_time", counting)
+    monkeypatch.setattr(wallclock._Patcher, "start", counting)
     days: list[str] = []
 
     async def scenario(sim: bg.Simulation) -> None:
