@@ -82,6 +82,27 @@ CHECKS = [bg.assert_nothing_lost, bg.assert_streams_closed, status_terminal]
 POINTS = ["queue.deliver", "queue.ack", "kv.get", "stream.create", "stream.write", "stream.close"]
 
 
+async def one_message(sim: bg.Simulation) -> None:
+    """The smallest queue scenario: one message whose handler writes one status."""
+    sim.queues.create("jobs", visibility_timeout=30, max_retries=2)
+
+    async def handler(payload: dict[str, Any], delivery: Any) -> None:
+        await sim.kv.set("status", payload["id"], {"kind": "done"})
+
+    sim.queues.route("jobs", handler)
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        await sim.queues.publish("jobs", {"id": "job_1"})
+
+
+ONE_MESSAGE_POINTS = ["queue.deliver", "queue.ack", "kv.set"]
+
+
+def explore_one_message(examples: int) -> bg.ExploreReport:
+    return bg.explore(one_message, faults=bgst.fault_plans(max_faults=2, points=ONE_MESSAGE_POINTS),
+                      checks=[bg.assert_nothing_lost], max_examples=examples, seed=1,
+                      settings=hypothesis.settings(database=None))
+
+
 def explore_once(examples: int) -> bg.ExploreReport:
     return bg.explore(report_jobs, faults=bgst.fault_plans(max_faults=3, points=POINTS),
                       checks=CHECKS,
