@@ -32,6 +32,7 @@ from .core.errors import (
     RuntimeShuttingDown,
     Stalled,
     StreamClosed,
+    UnmockedRequest,
 )
 from .core.faults import Fault, FaultPlan
 from .core.history import Event, History
@@ -74,6 +75,7 @@ __all__ = [
     "StreamExpired",
     "StreamNotFound",
     "UnknownQueue",
+    "UnmockedRequest",
     "VirtualClock",
     "VirtualEventLoop",
     "WebhookSignatureError",
