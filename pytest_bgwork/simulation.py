@@ -215,7 +215,7 @@ class Simulation(Kernel):
         now = self.clock.monotonic()
         tasks = [t for t in self.loop.live_tasks() if t is not asyncio.current_task()]
         lines = [
-            f"still busy after max_time={max_time:g}s of virtual time (now t=+{now:.3f}s): "
+            f"run_until_idle: still busy after max_time={max_time:g}s of virtual time (now t=+{now:.3f}s): "
             f"{len(timers)} timer(s) pending, the next at t=+{min(h.when() for h in timers):.3f}s"
         ]
         lines += [f"  - {describe_task(t)}" for t in tasks[:10]]

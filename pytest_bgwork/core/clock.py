@@ -29,7 +29,7 @@ def check_span(name: str, value: object, now: float = 0.0) -> float:
     span = float(value)
     if now + span > CLOCK_RANGE:
         raise ValueError(
-            f"{name} got {value!r}, which reaches past the virtual clock's range of "
+            f"{name} got {span:g}, which reaches past the virtual clock's range of "
             f"{_RANGE_TEXT} (now t=+{now:g}s): the clock counts microseconds, which a float "
             "loses beyond it. Use a smaller finite value, e.g. 7 * 86400 for a week."
         )

@@ -51,8 +51,8 @@ _DEADLOCK_GRACE = 0.05
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
 _THREAD_SLICE = 0.25
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
-#: loop declares the run busy-stalled: about a second of real time, far above real work.
-BUSY_LIMIT = 500_000
+#: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
+BUSY_LIMIT = 100_000
 
 
 def _innermost_frame(coro: Any) -> types.FrameType | None:
@@ -292,10 +292,11 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 continue
             cb = h._callback  # type: ignore[attr-defined]
             text = getattr(cb, "__qualname__", None) or type(cb).__name__
-            owner = getattr(cb, "__self__", None)
-            label = getattr(owner, "name", None)
+            args = h._args  # type: ignore[attr-defined]
+            label = args[0] if args else None
+            label = label if isinstance(label, str) else getattr(label, "name", None)
             if isinstance(label, str):
-                text += f" ({label})"
+                text += f" {label!r}"
             text += " [recurring]" if h in self._recurring else ""
             if text not in names:
                 names.append(text)
