@@ -5,6 +5,10 @@ it is started once per test (or per ``explore`` call) and kept; its time source 
 replaced by one that reads the current simulation's virtual clock on every call, so
 moving virtual time costs nothing. ``real_asyncio=True`` keeps other event loops on
 real monotonic time; the virtual loop has its own ``time()`` either way.
+
+Which clock is which inside a simulation: ``time.time``, ``time.monotonic``,
+``datetime.now``, ``date.today`` are virtual; ``time.perf_counter``, ``perf_counter_ns``
+and ``process_time`` stay real (they time real work).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import datetime as _dt
 import importlib
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -69,6 +74,26 @@ def _unpatch_test_runner(freezer: Any) -> None:
     freezer.undo_changes = keep
 
 
+def _keep_real_timers(freezer: Any) -> None:
+    """Give ``time.perf_counter`` and ``perf_counter_ns`` back their real clock.
+
+    They measure real work, not the world's clock (as in time-machine and looptime);
+    freezegun fakes them and cannot be told not to, so its patches are undone here:
+    on the ``time`` module and in every module that imported them by name.
+    ``process_time`` freezegun leaves alone.
+    """
+    time.perf_counter = _fz.real_perf_counter
+    time.perf_counter_ns = _fz.real_perf_counter_ns
+    reals = (_fz.real_perf_counter, _fz.real_perf_counter_ns)
+    keep = []
+    for module, attribute, original in freezer.undo_changes:
+        if original in reals:
+            setattr(module, attribute, original)
+        else:
+            keep.append((module, attribute, original))
+    freezer.undo_changes = keep
+
+
 def _preimport_date_subclasses() -> None:
     """Import, before freezing, modules that subclass ``date`` when first imported.
 
@@ -103,6 +128,7 @@ class WallClockPatch:
         freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
         factory = freezer.start()
         _unpatch_test_runner(freezer)
+        _keep_real_timers(freezer)
         idx = _fz.freeze_factories.index(factory)
         _fz.freeze_factories[idx] = _VirtualNow(factory)  # type: ignore[call-overload]
         self._freezer = freezer
