@@ -53,8 +53,12 @@ class _VirtualNow:
         )
 
 
-#: Modules whose clocks time the test run itself; they keep real time.
-_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet")
+#: Modules whose clocks time the test run itself, or real waits (``threading``, ``queue``:
+#: timeouts of locks and queues); they keep real time.
+_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet", "threading", "queue")
+#: freezegun answers real time to any call with these modules on its stack, i.e. to every
+#: call in a worker thread; inside a simulation a thread's ``time.time()`` is virtual too.
+_NOT_IGNORED = ("threading", "queue")
 
 
 def _unpatch_test_runner(freezer: Any) -> None:
@@ -126,6 +130,7 @@ class WallClockPatch:
             return
         _preimport_date_subclasses()
         freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
+        freezer.ignore = tuple(m for m in freezer.ignore if m not in _NOT_IGNORED)
         factory = freezer.start()
         _unpatch_test_runner(freezer)
         _keep_real_timers(freezer)
