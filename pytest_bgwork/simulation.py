@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import inspect
-import math
 from collections.abc import Awaitable, Coroutine
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar

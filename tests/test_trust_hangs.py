@@ -218,3 +218,29 @@ def test_pytest_outcomes_raised_in_background_are_never_swallowed(pytester: pyte
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["*Failed: Timeout >1.0s*", "*Failed: Timeout in a callback*"])
+
+
+def test_runaway_work_under_duplicate_chaos_ends_in_stalled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.asyncio
+        @pytest.mark.bgwork(chaos="duplicate")
+        async def test_republishes_itself(bgwork):
+            bgwork.loop.real_limit = 0.5  # REAL_LIMIT (10 s) is too long for this suite
+            q = bgwork.queues
+            q.create("jobs")
+
+            async def handler(payload, delivery):
+                await q.publish("jobs", {"n": payload["n"] + 1})
+
+            q.route("jobs", handler=handler)
+            await q.publish("jobs", {"n": 0})
+            await bgwork.run_until_idle()
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "timeout", "--timeout=120")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*Stalled: runaway work: more than 0.5s of real time at virtual t=+0.000s*"
+        "(DeliveryEngine._run x*re-publishes its own message*",
+    ])

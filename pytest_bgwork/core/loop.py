@@ -33,6 +33,7 @@ import sys
 import types
 import weakref
 from collections.abc import Callable, Mapping
+from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import VirtualClock
@@ -41,7 +42,7 @@ from .errors import Deadlock, ProcessCrashed, Stalled
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["BUSY_LIMIT", "VirtualEventLoop", "describe_task"]
+__all__ = ["BUSY_LIMIT", "REAL_LIMIT", "VirtualEventLoop", "describe_task"]
 
 _T = TypeVar("_T")
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
@@ -53,6 +54,10 @@ _THREAD_SLICE = 0.25
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
 #: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
 BUSY_LIMIT = 100_000
+#: Real seconds the loop may work at one virtual instant (no thread working) before the run
+#: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
+#: doubles its work with every delivery without ever moving time or spinning idle.
+REAL_LIMIT = 10.0
 
 
 def _innermost_frame(coro: Any) -> types.FrameType | None:
@@ -139,8 +144,10 @@ class _VirtualSelector(selectors.BaseSelector):
             return self._real.select(_THREAD_SLICE)
         if timeout == 0:
             busy = loop._busy = loop._busy + 1
-            if busy > BUSY_LIMIT:
-                loop._busy_stalled()
+            if busy == 1:
+                loop._busy_since = _perf()
+            elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
+                raise loop._busy_error()
             return self._real.select(0) if real_io else []
         loop._busy = 0
         if real_io:
@@ -191,6 +198,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._busy = 0
         self._fatal: BaseException | None = None
         self._task_ids = itertools.count(1)
+        self._busy_since = 0.0
+        #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
+        self.real_limit = REAL_LIMIT
         self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._selector = _VirtualSelector(self._selector, self)  # type: ignore[has-type]
 
@@ -225,6 +235,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                                    context=context)
         self._task_order[task] = n
         task.add_done_callback(self._task_finished)
+        if not n & 255 and self._busy and self._fatal is None and (
+                _perf() - self._busy_since > self.real_limit):
+            self._fatal = self._busy_error()  # runaway work inside one loop iteration
         return task
 
     def _task_finished(self, task: asyncio.Task[Any]) -> None:
@@ -292,7 +305,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 continue
             cb = h._callback  # type: ignore[attr-defined]
             text = getattr(cb, "__qualname__", None) or type(cb).__name__
-            args = h._args  # type: ignore[attr-defined]
+            args = h._args
             label = args[0] if args else None
             label = label if isinstance(label, str) else getattr(label, "name", None)
             if isinstance(label, str):
@@ -318,16 +331,28 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             "(@pytest.mark.bgwork(max_time=...), Simulation(max_time=...)) or advance explicitly."
         )
 
-    def _busy_stalled(self) -> None:
-        self._busy = 0
-        tasks = self.waiting_tasks()
-        listed = "\n".join(f"  - {t}" for t in tasks[:20])
-        raise Stalled(
-            f"the loop ran {BUSY_LIMIT} iterations at virtual t=+{self.clock._mono:.3f}s without "
-            "time moving or a thread working: code that polls without waiting, e.g. "
-            "`while True: await asyncio.sleep(0)` or a receive()/nack() loop that never sleeps.\n"
-            f"Tasks:\n{listed}\nWait for a timer (await asyncio.sleep(seconds)) or an event instead."
-        )
+    def _busy_error(self) -> Stalled:
+        busy, self._busy = self._busy, 0
+        tasks = self.live_tasks()
+        names: dict[str, int] = {}
+        for t in tasks:
+            coro = t.get_coro()
+            key = getattr(coro, "__qualname__", type(coro).__name__)
+            names[key] = names.get(key, 0) + 1
+        most = ", ".join(f"{k} x{v}" for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:3])
+        if busy > BUSY_LIMIT:
+            what = (f"the loop ran {BUSY_LIMIT} iterations at virtual t=+{self.clock._mono:.3f}s "
+                    "without time moving or a thread working: code that polls without waiting, "
+                    "e.g. `while True: await asyncio.sleep(0)` or a receive()/nack() loop")
+        else:
+            what = (f"runaway work: more than {self.real_limit:g}s of real time at virtual "
+                    f"t=+{self.clock._mono:.3f}s without time moving or a thread working, "
+                    f"{len(tasks)} tasks alive ({most}): "
+                    "work that makes more work than it finishes, e.g. a handler that re-publishes "
+                    "its own message (under duplicate chaos each delivery doubles it)")
+        listed = "\n".join(f"  - {describe_task(t)}" for t in tasks[:10])
+        return Stalled(f"{what}.\nTasks:\n{listed}\nWait for a timer (await asyncio.sleep(seconds)) "
+                       "or an event, or give the work a stop condition.")
 
     # -- threads are real work: count them so the clock waits -------------------
     def run_in_executor(  # type: ignore[override]
