@@ -21,11 +21,22 @@ import time
 import warnings
 from typing import Any
 
-from freezegun import api as _fz
-
 from . import context
 
 __all__ = ["WallClockPatch", "wall_clock"]
+
+
+def _api() -> Any:
+    """freezegun's ``api`` module, imported on first use: loading the plugin needs none of it."""
+    from freezegun import api
+
+    return api
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_fz":  # ``wallclock._fz`` for code (and tests) that reach into freezegun
+        return _api()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _VirtualNow:
@@ -37,7 +48,8 @@ class _VirtualNow:
     def __call__(self) -> _dt.datetime:
         sim = context.active()
         if sim is None:
-            return _fz.real_datetime.utcnow()
+            real: _dt.datetime = _api().real_datetime.utcnow()
+            return real
         return sim.clock.utc_naive()
 
     def tick(self, delta: Any = None) -> None:
@@ -86,9 +98,10 @@ def _keep_real_timers(freezer: Any) -> None:
     on the ``time`` module and in every module that imported them by name.
     ``process_time`` freezegun leaves alone.
     """
-    time.perf_counter = _fz.real_perf_counter
-    time.perf_counter_ns = _fz.real_perf_counter_ns
-    reals = (_fz.real_perf_counter, _fz.real_perf_counter_ns)
+    fz = _api()
+    time.perf_counter = fz.real_perf_counter
+    time.perf_counter_ns = fz.real_perf_counter_ns
+    reals = (fz.real_perf_counter, fz.real_perf_counter_ns)
     keep = []
     for module, attribute, original in freezer.undo_changes:
         if original in reals:
@@ -129,13 +142,14 @@ class WallClockPatch:
         if self._depth > 1:
             return
         _preimport_date_subclasses()
-        freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
+        fz = _api()
+        freezer = fz.freeze_time("2026-01-01", real_asyncio=True)
         freezer.ignore = tuple(m for m in freezer.ignore if m not in _NOT_IGNORED)
         factory = freezer.start()
         _unpatch_test_runner(freezer)
         _keep_real_timers(freezer)
-        idx = _fz.freeze_factories.index(factory)
-        _fz.freeze_factories[idx] = _VirtualNow(factory)  # type: ignore[call-overload]
+        idx = fz.freeze_factories.index(factory)
+        fz.freeze_factories[idx] = _VirtualNow(factory)
         self._freezer = freezer
 
     def stop(self) -> None:
