@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .core import context
 from .core.choices import Choices
 from .core.clock import check_span
-from .core.errors import NotRunning, Stalled
+from .core.errors import NotRunning, ProcessCrashed, Stalled
 from .core.kernel import Kernel
 from .core.loop import VirtualEventLoop, describe_task
 from .core.wallclock import wall_clock
@@ -264,7 +264,7 @@ class Simulation(Kernel):
             try:
                 if isinstance(coro, Coroutine):
                     coro.close()
-            except BaseException:
+            except (Exception, ProcessCrashed):  # a dead worker's last words; never Ctrl-C
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
             # forget it, or a runner that cancels every task at shutdown (pytest-asyncio)
