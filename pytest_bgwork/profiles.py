@@ -182,6 +182,10 @@ def limit_error(call: str, arg: str, profile: str, limit: str, value: object, fi
     return ValueError(f"{text} {fix}".rstrip())
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
 def seconds(call: str, arg: str, value: object, profile: str, lo: float, hi: float, *,
             lo_open: bool = False, whole: bool = False, fix: str = "") -> float:
     """``value`` as float seconds within the profile's ``[lo, hi]`` (whole seconds if ``whole``)."""
@@ -190,7 +194,7 @@ def seconds(call: str, arg: str, value: object, profile: str, lo: float, hi: flo
         v = float(value)  # type: ignore[arg-type]
         if (v > lo if lo_open else v >= lo) and v <= hi and (not whole or v.is_integer()):
             return v
-    low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-    span = low if math.isinf(hi) else f"{low} and <= {hi:g}"
+    low = f"> {_num(lo)}" if lo_open else f">= {_num(lo)}"
+    span = low if math.isinf(hi) else f"{low} and <= {_num(hi)}"
     unit = "whole seconds" if whole else "seconds"
     raise limit_error(call, arg, profile, f"{unit} {span}", value, fix)

@@ -289,7 +289,7 @@ class KV:
                                  "answers 'ERR value is not an integer or out of range'). Round "
                                  "it to milliseconds.")
         if self._clock.start + self._clock.monotonic() + ttl > _MAX_EPOCH:
-            raise ValueError(f"{where}: ttl={ttl!r} puts the expiry past the year 9999, beyond "
+            raise ValueError(f"{where}: ttl={ttl:g} puts the expiry past the year 9999, beyond "
                              "the clock's range; use ttl=None for a key that never expires.")
 
     def _check_size(self, prof: KVProfile, key: str, text: str, where: str) -> None:

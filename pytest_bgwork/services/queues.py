@@ -18,7 +18,8 @@ import re
 from collections import deque
 from typing import Any
 
-from ..profiles import QueueProfile, limit_error, queue_profile, seconds
+from ..profiles import QueueProfile, limit_error, queue_profile
+from ..profiles import seconds as profile_seconds
 from .delivery import (
     ACKED,
     DEAD,
@@ -148,7 +149,7 @@ class Queues(DeliveryEngine):
                                       "redelivered.")
         else:
             lo, hi_v = prof.visibility_range
-            visibility = seconds("create", "visibility_timeout", visibility_timeout, prof.name, lo,
+            visibility = profile_seconds("create", "visibility_timeout", visibility_timeout, prof.name, lo,
                                  hi_v, lo_open=prof.visibility_lo_open, whole=prof.whole_seconds,
                                  fix="It is how long an attempt may run before the message is "
                                      "redelivered.")
@@ -187,7 +188,7 @@ class Queues(DeliveryEngine):
         elif retention is None:
             kept = prof.retention[0]
         else:
-            kept = seconds("create", "retention", retention, prof.name, prof.retention[1],
+            kept = profile_seconds("create", "retention", retention, prof.name, prof.retention[1],
                            prof.retention[2], whole=True,
                            fix="SQS keeps messages 60 s to 14 days (1209600 s); 4 days by default.")
         if stale_ack not in STALE_ACK:
@@ -327,7 +328,7 @@ class Queues(DeliveryEngine):
                                   "no per-message delay (FIFO queues only have a queue-level delay)",
                                   delay, "Publish with delay=0.")
             if prof.whole_seconds:
-                delay = seconds("publish", "delay", delay, prof.name, 0.0, prof.max_delay,
+                delay = profile_seconds("publish", "delay", delay, prof.name, 0.0, prof.max_delay,
                                 whole=True, fix="SQS delays delivery by 0 to 900 whole seconds.")
             else:
                 delay = _seconds("publish", "delay", delay, hi=prof.max_delay,
