@@ -322,6 +322,7 @@ class KV:
             self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
         if ttl is not None:
             ttl = check_ttl(ttl, f"kv.set(ns={ns!r}, key={key!r})")
+            assert ttl is not None
             self._check_ttl(prof, ttl, f"kv.set(ns={ns!r}, key={key!r})")
         try:
             text = _encode(value)

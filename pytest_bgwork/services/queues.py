@@ -26,7 +26,6 @@ from .delivery import (
     DELAYED,
     EXPIRED,
     IN_FLIGHT,
-    MAX_DELAY,
     READY,
     STALE_ACK,
     Delivery,
