@@ -564,3 +564,33 @@ async def test_alien_keys_use_its_charset(bgwork: bg.Simulation) -> None:
         with pytest.raises(ValueError, match=rf"kv.{op}\(ns='a', key='job 1'\): profile 'alien' "
                                              r"allows keys of A-Z a-z 0-9 '-' '_' ':' '.' only"):
             await getattr(bgwork.kv, op)(*args)
+
+
+# -- the semantics table -----------------------------------------------------------------------
+def test_every_row_of_the_semantics_table_names_a_test_that_exists() -> None:
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).parent.parent
+    table = [line for line in (root / "docs" / "profiles.md").read_text().splitlines()
+             if line.startswith("| ") and not line.startswith(("| rule", "| platform"))]
+    default = "tests/test_profiles.py"
+    files = {default, "tests/test_profiles_redis.py", "tests/test_profiles_sqs.py"}
+    defined = {f: set(re.findall(r"^(?:async )?def (test_\w+)", (root / f).read_text(), re.M))
+               for f in files | {"tests/test_queues.py"}}
+    missing = []
+    rows = 0
+    for line in table:
+        cells = line.split(" | ")
+        if len(cells) < 4:
+            continue
+        rows += 1
+        for ref in re.findall(r"`((?:tests/\w+\.py::)?test_\w+)`", cells[-1]):
+            where, _, name = ref.rpartition("::")
+            if not where:
+                where = "tests/test_profiles_redis.py" if name in defined[
+                    "tests/test_profiles_redis.py"] else "tests/test_profiles_sqs.py" if name in (
+                    defined["tests/test_profiles_sqs.py"]) else default
+            if name not in defined.get(where, set()):
+                missing.append(ref)
+    assert rows >= 40 and missing == []
