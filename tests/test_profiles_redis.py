@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 
-KEYS = ("a", "b", "ab", "job:1", "job:2")
+KEYS = ("a", "ab", "job:1")
 #: Virtual checkpoints are multiples of 10 s; every expiry lands on 5 mod 10 s.
 TTLS = (5, 15, 25.5, 35.25)
 #: Real milliseconds an example may take between a write and a checkpoint.
@@ -87,7 +87,7 @@ operations = st.lists(
         st.tuples(st.just("keys"), st.sampled_from(("", "a", "job:"))),
         st.tuples(st.just("advance"), st.sampled_from((10, 20, 30))),
     ),
-    max_size=25,
+    max_size=30,
 )
 
 
@@ -173,7 +173,7 @@ def same(ours: list[Any], theirs: list[Any]) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
 def test_redis_profile_matches_a_real_redis_server(server: redis.Redis,
@@ -186,7 +186,7 @@ def test_the_comparison_sees_a_difference(server: redis.Redis) -> None:
     """The differential test is live: the agentuity profile (sorted, no ms TTLs) would differ."""
     ops: list[tuple[Any, ...]] = [("set", "a", 1, 5), ("advance", 10), ("get", "a")]
     theirs = on_server(server, ops)
-    assert theirs == [{"a": -2, "b": -2, "ab": -2, "job:1": -2, "job:2": -2}, (False, None)]
+    assert theirs == [{"a": -2, "ab": -2, "job:1": -2}, (False, None)]
     ours = on_simulation(ops)
     assert same(ours, theirs)
     assert not same(ours, [{**theirs[0], "a": -1}, (True, 1)])
