@@ -244,13 +244,15 @@ class _QueueAttempt(Attempt):
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "dead", "dedup", "messages", "next_offset", "ordered", "partitions",
-                 "profile", "publishes", "ready", "retention", "route", "route_text", "stats")
+    __slots__ = ("config", "dead", "dedup", "dlq_on_receive", "messages", "next_offset", "ordered",
+                 "partitions", "profile", "publishes", "ready", "retention", "route", "route_text",
+                 "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.profile: QueueProfile = QUEUE_PROFILES[config.profile]
         self.ordered = self.profile.ordered_partitions  # one key's messages go one at a time
+        self.dlq_on_receive = self.profile.uses_visibility_retry  # SQS redrive at the receive
         self.retention: list[tuple[float, int, Message]] = []  # heap: (retention end, offset, msg)
         self.route: Handler | None = None
         self.route_text = ""
@@ -388,7 +390,7 @@ class DeliveryEngine:
         msg.state = READY
         msg._gen += 1
         if q.route is not None and (msg.partition_key is None or self._is_head(q, msg)):
-            if not self._past_receives(q, msg):
+            if not (q.dlq_on_receive and self._past_receives(q, msg)):
                 self._start(q, msg)
         else:
             heapq.heappush(q.ready, (msg.offset, msg._gen, msg))
@@ -401,7 +403,7 @@ class DeliveryEngine:
 
     def _past_receives(self, q: _Queue, msg: Message) -> bool:
         """SQS redrive: the receive past ``maxReceiveCount`` moves the message to the DLQ instead."""
-        if q.profile.uses_visibility_retry and msg._copy_attempts > q.config.max_retries:
+        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries:
             self._dead_letter(q, msg)
             return True
         return False
@@ -449,7 +451,7 @@ class DeliveryEngine:
             msg = self._take(q, remove=True)
             if msg is None:
                 return
-            if not self._past_receives(q, msg):
+            if not (q.dlq_on_receive and self._past_receives(q, msg)):
                 self._start(q, msg)
 
     def _start(self, q: _Queue, msg: Message) -> Delivery:
