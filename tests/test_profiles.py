@@ -68,7 +68,7 @@ def test_unknown_profile_or_platform_is_refused_listing_the_valid_ones(
 
 
 def test_marker_option_and_ini_pick_the_platform(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nbgwork_platform = aws\n")
+    pytester.makeini("[pytest]\nbgwork_platform = aws\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
         """
         import pytest
