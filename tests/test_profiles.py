@@ -594,3 +594,27 @@ def test_every_row_of_the_semantics_table_names_a_test_that_exists() -> None:
             if name not in defined.get(where, set()):
                 missing.append(ref)
     assert rows >= 40 and missing == []
+
+
+# -- exploration ------------------------------------------------------------------------------
+def test_explore_runs_its_examples_on_the_platform_given() -> None:
+    seen: set[str] = set()
+
+    async def scenario(sim: bg.Simulation) -> None:
+        seen.add(sim.platform)
+
+    report = bg.explore(scenario, max_examples=3, seed=1, platform="aws")
+    assert (seen, report.platform) == ({"aws"}, "aws")
+    with pytest.raises(ValueError, match=r"explore\(platform=...\): unknown platform 'gcp'"):
+        bg.explore(scenario, max_examples=1, seed=1, platform="gcp")
+
+
+@pytest.mark.bgwork(platform="alien")
+def test_explore_defaults_to_the_tests_platform(bgwork: bg.Simulation) -> None:
+    seen: set[str] = set()
+
+    async def scenario(sim: bg.Simulation) -> None:
+        seen.add(sim.kv.profile("ns").name)
+
+    assert bg.explore(scenario, max_examples=2, seed=1).platform == "alien"
+    assert seen == {"alien"}
