@@ -618,3 +618,15 @@ def test_explore_defaults_to_the_tests_platform(bgwork: bg.Simulation) -> None:
 
     assert bg.explore(scenario, max_examples=2, seed=1).platform == "alien"
     assert seen == {"alien"}
+
+
+def test_explore_test_runs_its_examples_on_the_platform_given() -> None:
+    seen: set[str] = set()
+
+    async def scenario(sim: bg.Simulation) -> None:
+        seen.add(sim.platform)
+
+    bg.explore_test(scenario, max_examples=2, seed=1, platform="alien")()
+    assert seen == {"alien"}
+    with pytest.raises(ValueError, match=r"explore_test\(platform=...\): unknown platform"):
+        bg.explore_test(scenario, platform="gcp")

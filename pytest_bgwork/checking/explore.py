@@ -568,6 +568,7 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str = "agentuity",
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -576,17 +577,20 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
+    ``platform`` picks the examples' default profiles.
     """
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
+                           platform=check_platform(platform, "explore_test(platform=...)"))
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
