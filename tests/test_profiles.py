@@ -201,6 +201,7 @@ async def test_sqs_retention_expires_unconsumed_messages(bgwork: bg.Simulation) 
     assert "jobs/msg_1 published at +0.000s: never delivered; now expired: the queue's " \
            "retention ran out and deleted it unconsumed" in text
     assert "1 message expired: the queue's retention (create(..., retention=))" in text
+    bg.assert_drained(bgwork)  # an expired message is gone, not work left to do
 
 
 @pytest.mark.asyncio
