@@ -8,7 +8,8 @@ Each line is ``name  digest  (simulations)``. A test's or scenario's digest is t
 SHA-256 over the history digests (and final virtual times) of every simulation it
 made, in order: the ``bgwork`` fixture's, the ``bgwork_factory``'s and each example of
 ``bg.explore`` alike (``sim.cancelled_at_teardown`` events left out: they name asyncio's
-process-wide task counter, so they are not reproducible across runs). The example tests run in-process through ``pytest.main``.
+process-wide task counter, so they are not reproducible across runs).
+The example tests run in-process through ``pytest.main``.
 """
 
 from __future__ import annotations

@@ -29,11 +29,13 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Frozen, StopTest
 
+from ..core import context as _context
 from ..core.choices import Choices
-from ..core.errors import BgworkError, CheckFailed, Stalled
+from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import FaultPlan
 from ..core.history import Event
 from ..core.wallclock import wall_clock
+from ..profiles import check_platform
 from ..simulation import Simulation
 from . import replay as _replay
 from .replay import ReplayChoices
@@ -301,6 +303,8 @@ class ExploreReport:
     replayed: bool = False
     #: The number of the first example that failed (0: none did).
     first_failure_at: int = 0
+    #: The platform every example's simulation models (its services' default profiles).
+    platform: str = "agentuity"
 
     @property
     def examples_per_second(self) -> float:
@@ -366,9 +370,10 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
 
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
-                 choices: HypothesisChoices | ReplayChoices, keep_events: bool) -> _Outcome:
+                 choices: HypothesisChoices | ReplayChoices, keep_events: bool,
+                 platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
-    sim = Simulation(seed=seed, choices=chooser)
+    sim = Simulation(seed=seed, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
@@ -491,6 +496,7 @@ def explore(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str | None = None,
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
@@ -506,6 +512,8 @@ def explore(
     (``--hypothesis-seed``, ``derandomize``, the database apply) and the simulations'
     seed is 0. Returns an
     ``ExploreReport``; raises ``ExplorationFailed`` with a replay token on failure.
+    ``platform`` picks the examples' default profiles (default: the platform of the test's
+    ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
     """
     __tracebackhide__ = True
@@ -523,7 +531,7 @@ def explore(
     name = _name(scenario)
     sim_seed = seed if seed is not None else 0
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=sim_seed)
+    report = ExploreReport(scenario=name, seed=sim_seed, platform=_platform(platform))
     token = _replay.active()
     if chosen.database is not None:
         chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
@@ -543,6 +551,15 @@ def explore(
     return report
 
 
+def _platform(platform: str | None) -> str:
+    """``platform``, checked; else the current test simulation's, else ``agentuity``."""
+    if platform is not None:
+        return check_platform(platform, "explore(platform=...)")
+    try:
+        return _context.current().platform
+    except NotRunning:  # no simulation runs this test
+        return "agentuity"
+
 
 def explore_test(
     scenario: Scenario,
@@ -551,6 +568,7 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str = "agentuity",
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -559,17 +577,20 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
+    ``platform`` picks the examples' default profiles.
     """
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
+                           platform=check_platform(platform, "explore_test(platform=...)"))
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
@@ -628,7 +649,8 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     report.replayed = True
     report.seed = token.seed
     choices = ReplayChoices(token.choices or ())
-    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True)
+    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
+                       platform=report.platform)
     _tally(report, out)
     if out.error is not None:
         _fail(scenario, checks, report, token.plan, out, replayed=True)
@@ -655,7 +677,8 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     def run(data: st.DataObject) -> None:
         plan = data.draw(plans, label="fault plan")
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
@@ -689,7 +712,7 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
     __tracebackhide__ = True
     assert out.error is not None
     again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
-                         keep_events=True)
+                         keep_events=True, platform=report.platform)
     first_digest = _digest(out.events)
     if _digest(again.events) != first_digest:
         raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)

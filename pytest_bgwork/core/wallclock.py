@@ -7,6 +7,10 @@ freezegun's ``start()`` with the module scan cached between starts (``_Patcher``
 test pays ~0.2 ms, not a 10 ms scan of every loaded module. Other event loops keep real
 monotonic time (freezegun's ``real_asyncio=True``); the virtual loop has its own
 ``time()`` either way.
+
+Which clock is which inside a simulation: ``time.time``, ``time.monotonic``,
+``datetime.now``, ``date.today`` are virtual; ``time.perf_counter``, ``perf_counter_ns``
+and ``process_time`` stay real (they time real work, as in time-machine and looptime).
 """
 
 from __future__ import annotations
@@ -59,10 +63,14 @@ class _VirtualNow:
         )
 
 
-#: Modules whose clocks time the test run itself (durations, session time); they keep
-#: real time. (freezegun's ``ignore=`` would also make every call *from* a test function
-#: read real time: it inspects the caller's stack.)
-_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet")
+#: Modules whose clocks time the test run itself (durations, session time), or real waits
+#: (``threading``, ``queue``: timeouts of locks and queues); they keep real time.
+#: (freezegun's ``ignore=`` would also make every call *from* a test function read real
+#: time: it inspects the caller's stack.)
+_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet", "threading", "queue")
+#: freezegun answers real time to any call with these modules on its stack, i.e. to every
+#: call in a worker thread; inside a simulation a thread's ``time.time()`` is virtual too.
+_NOT_IGNORED = ("threading", "queue")
 
 
 def _preimport_date_subclasses() -> None:
@@ -107,12 +115,11 @@ class _Patcher:
         self._patched = False
 
     def _pairs(self, fz: Any) -> list[tuple[str, Any, Any]]:
-        """(name in ``time``, real, fake) for every patched ``time`` function."""
+        """(name in ``time``, real, fake) for every patched ``time`` function (``perf_counter`` stays real)."""
         pairs = [("time", fz.real_time, fz.fake_time), ("monotonic", fz.real_monotonic, fz.fake_monotonic),
-                 ("perf_counter", fz.real_perf_counter, fz.fake_perf_counter),
                  ("localtime", fz.real_localtime, fz.fake_localtime),
                  ("gmtime", fz.real_gmtime, fz.fake_gmtime), ("strftime", fz.real_strftime, fz.fake_strftime)]
-        for name in ("time_ns", "monotonic_ns", "perf_counter_ns"):
+        for name in ("time_ns", "monotonic_ns"):
             if hasattr(fz, f"real_{name}"):
                 pairs.append((name, getattr(fz, f"real_{name}"), getattr(fz, f"fake_{name}")))
         return pairs
@@ -166,7 +173,7 @@ class _Patcher:
 
     def start(self, factory: Any) -> None:
         fz = _api()
-        ignore = tuple(fz.config.settings.default_ignore_list)
+        ignore = tuple(m for m in fz.config.settings.default_ignore_list if m not in _NOT_IGNORED)
         already = len(fz.freeze_factories) > 0
         fz.freeze_factories.append(factory)
         fz.tz_offsets.append(_dt.timedelta(0))
