@@ -13,7 +13,6 @@ import pytest
 
 import pytest_bgwork as bg
 from pytest_bgwork import report_html
-from pytest_bgwork.checking import chaos
 from pytest_bgwork.report_html import TestTimeline, build_lanes, event_dicts, render
 
 EVIL = '"><img src=x onerror=alert(1)></script>'

@@ -321,17 +321,23 @@ class FaultInjector:
 
     @property
     def plan(self) -> FaultPlan:
-        """The rules in force, as a ``FaultPlan``."""
+        """The rules in force, as a ``FaultPlan`` (a ``latency`` rule is shown by ``latency``)."""
         return FaultPlan(self._rules)
+
+    @property
+    def latency(self) -> float:
+        """The largest latency a service call may take (0: calls only yield)."""
+        return self._latency
 
     def calls(self, point: str) -> int:
         """How many times ``point`` was entered so far."""
         return self._calls.get(point, 0)
 
     def _add(self, fault: Fault) -> Fault:
-        self._rules.append(fault)
-        if fault.kind == "latency":
+        if fault.kind == "latency":  # not a rule that fires: every call draws its latency
             self._latency = max(self._latency, fault.seconds)
+            return fault
+        self._rules.append(fault)
         if fault.point == "http" and self._router is None:
             self._router = _start_http_router(self)
         return fault
@@ -409,7 +415,8 @@ class FaultInjector:
     def passes(self, point: str) -> bool:
         """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
         count the call and return True; else return False and the caller awaits ``enter``."""
-        if (self._rules and not self.healed) or self.watch is not None or self._sim._disposing:
+        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
+                self._sim._disposing):
             return False
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
@@ -456,7 +463,7 @@ class FaultInjector:
             if depth > self._depth.get(attempt.queue, 0):
                 self._depth[attempt.queue] = depth
         for rule in list(self._rules):
-            if rule.kind in ("duplicate", "latency"):
+            if rule.kind == "duplicate":
                 continue
             if rule.point == "*":  # chaos crash: a point drawn among those the attempt passes
                 if rule.kind == "crash" and attempt is not None and depth and self._drawn_crash(
