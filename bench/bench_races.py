@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import pytest_bgwork as bg  # noqa: E402
-from pytest_bgwork import strategies as bgst  # noqa: E402
-from races_cases import CASES  # noqa: E402
+from races_cases import CASES
+
+import pytest_bgwork as bg
+from pytest_bgwork import strategies as bgst
 
 SEEDS = range(1, 11)
 
