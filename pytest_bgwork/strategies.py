@@ -34,8 +34,9 @@ _WRITES = frozenset({
 #: A wide integer taken modulo a small range: Hypothesis leans to the low end of a small
 #: range (the first targets, short hangs), far less of a wide one; it still shrinks to 0.
 _WIDE = st.integers(0, 2**32 - 1)
-#: The fault points ``bg.explore`` saw a clean run of the scenario pass (set while it searches).
-learned_points: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+#: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
+#: each had (set while it searches): a fault's call number is drawn among calls that happen.
+learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "bgwork_learned_points", default=None)
 _ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")
 
@@ -138,11 +139,13 @@ def fault_plans(
         # (the scenario's, when exploring); then call, flags and size. Each draw shrinks to
         # its low end: the first kind and point, call 1, no flags (one call, the error before the
         # write, ConnectionError, copies one after the other), 1 s.
-        point_list = fixed if fixed is not None else (learned_points.get() or DEFAULT_POINTS)
+        learned = learned_points.get()
+        point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
         kinds_targets = targets_for(point_list)
         targets = kinds_targets[draw(_WIDE) % len(kinds_targets)]
         target = targets[draw(_WIDE) % len(targets)]
-        return build(target, draw(st.integers(1, max_on_call)), draw(st.integers(0, 7)),
+        calls = max_on_call if not learned else min(max_on_call, learned.get(target[1], max_on_call))
+        return build(target, 1 + draw(_WIDE) % max(1, calls), draw(_WIDE) % 8,
                      draw(_WIDE) % max(hang_max, delay_max))
 
     return st.lists(fault(), max_size=max_faults).map(FaultPlan)

@@ -75,27 +75,31 @@ async def test_every_service_call_is_a_suspension_point(bgwork: bg.Simulation) -
     assert bgwork.clock.monotonic() == 0  # plain tests: a yield, no time passes
 
 
-def _latency_run(seed: int) -> tuple[list[float], str]:
+def _latency_run(seed: int) -> tuple[list[tuple[str, float]], str]:
     with bg.Simulation(seed=seed) as sim:
         chaos.apply(sim, "latency")
+        done: list[tuple[str, float]] = []
 
-        async def main() -> list[float]:
-            times = []
-            for _ in range(5):
-                await sim.kv.set("ns", "k", 1)
-                times.append(sim.clock.monotonic())
-            return times
+        async def worker(name: str) -> None:
+            for i in range(5):
+                await sim.kv.set("ns", name, i)
+                done.append((name, sim.clock.monotonic()))
 
-        times = sim.run(main())
-        return times, sim.history.digest()
+        async def main() -> None:
+            await asyncio.gather(worker("a"), worker("b"))
+            await sim.kv.set("ns", "alone", 1)  # no other task ready: a plain yield
+
+        sim.run(main())
+        return done, sim.history.digest()
 
 
-def test_chaos_latency_draws_a_seeded_latency_per_call() -> None:
-    times, digest = _latency_run(3)
-    steps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
-    assert all(0 <= s <= 0.1 for s in steps) and len(set(steps)) > 1
-    assert _latency_run(3) == (times, digest)  # same seed, same latencies, same history
-    assert _latency_run(4)[0] != times
+def test_chaos_latency_draws_a_seeded_latency_when_other_tasks_are_ready() -> None:
+    done, digest = _latency_run(3)
+    times = [t for _, t in done]
+    assert all(0 <= t <= 1.0 for t in times) and len(set(times)) > 1
+    assert [n for n, _ in done] != ["a", "b"] * 5  # the latencies reordered the writers
+    assert _latency_run(3) == (done, digest)  # same seed, same latencies, same history
+    assert _latency_run(4)[0] != done
 
 
 # -- overlapping duplicates ------------------------------------------------------------------------

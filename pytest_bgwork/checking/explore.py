@@ -356,8 +356,8 @@ class _Outcome:
     choices: list[int | float]
     queue_traffic: bool
     effects: bool
-    #: The fault points the example passed, sorted.
-    points: tuple[str, ...] = ()
+    #: The fault points the example passed, sorted, with how many calls each.
+    points: dict[str, int] = field(default_factory=dict)
     #: Which ingredients of each state the example showed (see ``_REACHABLE``).
     ingredients: frozenset[str] = frozenset()
 
@@ -408,7 +408,7 @@ def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: F
                     interesting_states(events), list(choices.values),
                     any(e.service == "queue" for e in events),
                     any(e.service == "effect" and e.attempt for e in events),
-                    tuple(sorted(sim.faults._calls)), _ingredients(events))
+                    dict(sorted(sim.faults._calls.items())), _ingredients(events))
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -619,11 +619,11 @@ def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
     return out
 
 
-def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> tuple[str, ...] | None:
+def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> dict[str, int] | None:
     """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
     clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
                          latency=False)
-    report.points = clean.points
+    report.points = tuple(clean.points)
     return clean.points or None
 
 def explore_test(
