@@ -444,9 +444,7 @@ class FaultInjector:
             await self._crash(attempt)
         if call:
             lat = self._latency
-            # drawn only when another task is ready to run, where a latency can change the
-            # order; a lone caller just yields (fewer draws keep the search on the plans)
-            if lat and not self.healed and self._sim.loop._ready:
+            if lat and not self.healed:
                 step = self._sim.choices.integer(0, 1000, "latency")
                 await (asyncio.sleep(step * lat / 1000) if step else suspend())
             else:
