@@ -29,11 +29,13 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Frozen, StopTest
 
+from ..core import context as _context
 from ..core.choices import Choices
-from ..core.errors import BgworkError, CheckFailed, Stalled
+from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import LATENCY_MAX, Fault, FaultPlan
 from ..core.history import Event
 from ..core.wallclock import wall_clock
+from ..profiles import check_platform
 from ..simulation import Simulation
 from ..strategies import learned_points
 from . import replay as _replay
@@ -315,6 +317,8 @@ class ExploreReport:
         """Whether the scenario has what ``state`` needs (queue traffic; for a crash after an
         effect, an effect inside a queue attempt), so never reaching it is worth a warning."""
         return _REACHABLE[state] <= self.ingredients
+    #: The platform every example's simulation models (its services' default profiles).
+    platform: str = "agentuity"
 
     @property
     def examples_per_second(self) -> float:
@@ -389,9 +393,9 @@ LATENCY = Fault("latency", "*", seconds=LATENCY_MAX)
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
-                 latency: bool = True) -> _Outcome:
+                 latency: bool = True, platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
-    sim = Simulation(seed=seed, choices=chooser)
+    sim = Simulation(seed=seed, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
@@ -538,6 +542,7 @@ def explore(
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
     expect_states: Iterable[str] | None = None,
+    platform: str | None = None,
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
@@ -553,6 +558,8 @@ def explore(
     (``--hypothesis-seed``, ``derandomize``, the database apply) and the simulations'
     seed is 0. Returns an
     ``ExploreReport``; raises ``ExplorationFailed`` with a replay token on failure.
+    ``platform`` picks the examples' default profiles (default: the platform of the test's
+    ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
 
     Before the search a clean run (no fault, no latency) learns the fault points the
@@ -578,7 +585,8 @@ def explore(
     name = _name(scenario)
     sim_seed = seed if seed is not None else 0
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=sim_seed, expected=expected)
+    report = ExploreReport(scenario=name, seed=sim_seed, expected=expected,
+                           platform=_platform(platform))
     token = _replay.active()
     if chosen.database is not None:
         chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
@@ -622,9 +630,20 @@ def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
 def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> dict[str, int] | None:
     """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
     clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
-                         latency=False)
+                         latency=False, platform=report.platform)
     report.points = tuple(clean.points)
     return clean.points or None
+
+
+def _platform(platform: str | None) -> str:
+    """``platform``, checked; else the current test simulation's, else ``agentuity``."""
+    if platform is not None:
+        return check_platform(platform, "explore(platform=...)")
+    try:
+        return _context.current().platform
+    except NotRunning:  # no simulation runs this test
+        return "agentuity"
+
 
 def explore_test(
     scenario: Scenario,
@@ -633,6 +652,7 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str = "agentuity",
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -641,17 +661,20 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
+    ``platform`` picks the examples' default profiles.
     """
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
+                           platform=check_platform(platform, "explore_test(platform=...)"))
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
@@ -712,7 +735,8 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     report.replayed = True
     report.seed = token.seed
     choices = ReplayChoices(token.choices or ())
-    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True)
+    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
+                       platform=report.platform)
     _tally(report, out)
     if out.error is not None:
         _fail(scenario, checks, report, token.plan, out, replayed=True)
@@ -740,7 +764,8 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     def run(data: st.DataObject) -> None:
         plan = data.draw(plans, label="fault plan")
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
@@ -774,7 +799,7 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
     __tracebackhide__ = True
     assert out.error is not None
     again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
-                         keep_events=True)
+                         keep_events=True, platform=report.platform)
     first_digest = _digest(out.events)
     if _digest(again.events) != first_digest:
         raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)
