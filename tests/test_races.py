@@ -181,9 +181,9 @@ async def test_versions_count_writes_and_restart_after_delete_and_expiry(
     await kv.set("ns", "k", 2)
     assert (await kv.get("ns", "k")).version == 2
     await kv.delete("ns", "k")
-    await kv.set("ns", "k", 3, ttl=10)
+    await kv.set("ns", "k", 3, ttl=60)
     assert (await kv.get("ns", "k")).version == 1
-    await bgwork.advance(10)
+    await bgwork.advance(60)
     assert (await kv.get("ns", "k")).version is None
     await kv.set("ns", "k", 4)
     assert (await kv.get("ns", "k")).version == 1
