@@ -11,6 +11,7 @@ from .checking.checks import (
     assert_drained,
     assert_effects_once,
     assert_idempotent,
+    assert_no_task_errors,
     assert_nothing_lost,
     assert_status_terminal,
     assert_streams_closed,
@@ -28,12 +29,14 @@ from .core.errors import (
     CheckFailed,
     Deadlock,
     LeftoverWork,
+    NeverAwaited,
     NotRunning,
     RuntimeShuttingDown,
     Stalled,
     StreamClosed,
+    UnusedFaultRule,
 )
-from .core.faults import Fault, FaultPlan
+from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
 from .core.history import Event, History
 from .core.loop import VirtualEventLoop
 from .services.http import DestinationError
@@ -62,6 +65,7 @@ __all__ = [
     "KVResult",
     "LeftoverWork",
     "ManagerShutDown",
+    "NeverAwaited",
     "Message",
     "NonDeterministic",
     "NotRunning",
@@ -74,16 +78,20 @@ __all__ = [
     "StreamExpired",
     "StreamNotFound",
     "UnknownQueue",
+    "UnusedFaultRule",
     "VirtualClock",
     "VirtualEventLoop",
     "WebhookSignatureError",
     "assert_drained",
     "assert_effects_once",
     "assert_idempotent",
+    "assert_no_task_errors",
     "assert_nothing_lost",
     "assert_status_terminal",
     "assert_streams_closed",
     "current",
     "explore",
+    "fault_points",
+    "register_fault_point",
 ]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -33,12 +34,16 @@ from ..core.choices import Choices
 from ..core.errors import BgworkError, CheckFailed, Stalled
 from ..core.faults import FaultPlan
 from ..core.history import Event
+from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..simulation import Simulation
 from . import replay as _replay
+from .checks import assert_no_task_errors
 from .replay import ReplayChoices
 
 __all__ = [
+    "DEFAULT_CHECKS",
+    "HEAL_TIME",
     "STATES",
     "ExplorationFailed",
     "ExploreCoverageWarning",
@@ -62,6 +67,12 @@ STATES: dict[str, str] = {
 DEFAULT_MAX_EXAMPLES = 200
 #: Virtual seconds the work a scenario started runs with faults on before they heal.
 FAULT_WINDOW = 3600.0
+#: Virtual seconds recurring schedules run after the faults heal (``explore(heal_time=)``).
+HEAL_TIME = 3600.0
+#: Checks every exploration runs after the caller's own.
+DEFAULT_CHECKS: tuple[Check, ...] = (assert_no_task_errors,)
+_heal_time: contextvars.ContextVar[float] = contextvars.ContextVar("bgwork_heal_time",
+                                                                  default=HEAL_TIME)
 _TIMELINE_LIMIT = 200
 _NONDETERMINISM_CAUSES = (
     "wall-clock or timer reads the simulation does not drive (time.perf_counter in a thread, "
@@ -239,11 +250,23 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
     where[0] = "settle (faults healed, run_until_idle)"
     sim.faults.heal()
     await sim.run_until_idle()
+    heal_time = _heal_time.get()
+    if heal_time and _has_schedules(sim):
+        # recurring schedules (a cron that recovers stuck work) run through the heal window
+        where[0] = f"heal window ({heal_time:g}s of schedules, faults healed)"
+        await sim.advance(heal_time)
+        await sim.run_until_idle()
     for check in checks:
         where[0] = f"check {_name(check)}"
         result = check(sim)
         if inspect.isawaitable(result):
             await result
+
+
+def _has_schedules(sim: Simulation) -> bool:
+    """Whether a recurring timer (a schedule) is armed on the simulation's loop."""
+    loop = sim.loop
+    return any(not h.cancelled() for h in loop._recurring) and bool(loop._scheduled)
 
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
@@ -361,6 +384,7 @@ def _check_args(scenario: object, checks: object, faults: object, seed: object) 
     for check in out:
         if not callable(check):
             raise TypeError(f"explore(checks=...) expects callables taking `sim`; got {check!r}")
+    out += [c for c in DEFAULT_CHECKS if c not in out]
     return out
 
 
@@ -371,13 +395,17 @@ def explore(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    heal_time: float = HEAL_TIME,
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
     ``scenario`` is ``async def scenario(sim)``; each example runs it on a fresh
     simulation with a plan drawn from ``faults`` (default: no faults) and lets the work
     it started run until idle (at most an hour of virtual time) with faults on; then it
-    heals, runs until idle and calls each check with ``sim`` (async checks are awaited).
+    heals, runs until idle, lets recurring schedules run for ``heal_time`` more virtual
+    seconds (default an hour: a cron that recovers stuck work runs there), and calls each
+    check with ``sim`` (async checks are awaited). ``DEFAULT_CHECKS``
+    (``bg.assert_no_task_errors``) always run after ``checks``.
     ``max_examples`` wins over ``settings``; left out, it is ``settings.max_examples``
     when ``settings`` is given, else the loaded Hypothesis profile's, else 200. ``settings`` passes through (database,
     phases, verbosity...); the deadline is always off (examples run on virtual time). ``seed``
@@ -391,6 +419,7 @@ def explore(
     __tracebackhide__ = True
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
+    heal = seconds(heal_time, "explore", "heal_time", fix="Use 0 to skip the heal window.")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -407,12 +436,14 @@ def explore(
     token = _replay.active()
     wall_clock.start()
     started = _fz.real_perf_counter()
+    heal_token = _heal_time.set(heal or 0.0)
     try:
         if token is not None and token.scenario == name:
             _replay_one(scenario, check_list, token, report)
         else:
             _search(scenario, check_list, plans, chosen, seed, report)
     finally:
+        _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
         wall_clock.stop()
     _warn_coverage(report)

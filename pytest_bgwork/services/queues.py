@@ -17,6 +17,7 @@ import re
 from collections import deque
 from typing import Any
 
+from ..core import validate
 from .delivery import (
     ACKED,
     DEAD,
@@ -70,7 +71,7 @@ def _key(call: str, arg: str, value: object) -> str | None:
         raise ValueError(f"{call}({arg}=...) must be a string of 1 to {MAX_KEY} characters "
                          f"(the queue's key limit) or None; got {got}. Hash longer keys, e.g. "
                          "hashlib.sha256(key.encode()).hexdigest().")
-    return value
+    return validate.utf8(value, call, arg)
 
 
 def _check_name(call: str, name: object) -> str:
@@ -82,6 +83,20 @@ def _check_name(call: str, name: object) -> str:
                          "'_' and '-', e.g. 'report-jobs'.")
     return name
 
+
+
+def _check_handler(name: str, handler: object) -> None:
+    """A route handler must take ``(payload, delivery)``: refuse one that cannot, at ``route``."""
+    try:
+        sig = inspect.signature(handler)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to check
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"route({name!r}, handler): the queue calls handler(payload, delivery), "
+                        f"but {_describe_handler(handler)}{sig} cannot take those two arguments. "
+                        "Write `async def handler(payload, delivery): ...`.") from None
 
 
 def _describe_handler(fn: object) -> str:
@@ -167,9 +182,15 @@ class Queues(DeliveryEngine):
                 raise TypeError(f"route({name!r}, handler) needs an async callable "
                                 f"`async def handler(payload, delivery)`; got "
                                 f"{_describe_handler(handler)}, which is not async")
+            _check_handler(name, handler)
             dest, text = handler, f"handler {_describe_handler(handler)}"
         elif app is not None:
             from .http import AsgiDestination
+
+            if not callable(app):
+                raise TypeError(f"route({name!r}, app=...) needs an ASGI application (a "
+                                "Starlette or FastAPI app, or `async def app(scope, receive, "
+                                f"send)`); got {app!r}")
 
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
@@ -208,7 +229,7 @@ class Queues(DeliveryEngine):
         delay: float = 0,
     ) -> PublishResult:
         """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
-        q = self._queues.get(name) or self._get("publish", name)
+        q = (self._queues.get(name) if type(name) is str else None) or self._get("publish", name)
         body = _to_json("publish", "payload", payload)
         if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
             raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
