@@ -83,11 +83,15 @@ def _seed_option(config: pytest.Config) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(str(raw), 0)
+        seed = int(str(raw), 0)
     except ValueError:
+        seed = -1
+    if seed < 0:
         raise pytest.UsageError(
-            f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r}"
-        ) from None
+            f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r} (a seed is "
+            ">= 0: random.Random(-n) is random.Random(n))"
+        )
+    return seed
 
 
 def _timeline_option(config: pytest.Config) -> str:
@@ -160,9 +164,9 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
 def _seed_for(item: pytest.Item) -> int:
     marked = _marker_kwargs(item).get("seed")
     if marked is not None:
-        if isinstance(marked, bool) or not isinstance(marked, int):
+        if isinstance(marked, bool) or not isinstance(marked, int) or marked < 0:
             raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.bgwork(seed=...) expects an int; got {marked!r}"
+                f"{item.nodeid}: @pytest.mark.bgwork(seed=...) expects an int >= 0; got {marked!r}"
             )
         return marked
     configured = _seed_option(item.config)

@@ -373,8 +373,8 @@ def _check_args(scenario: object, checks: object, faults: object, seed: object) 
             f"explore(faults=...) expects a strategy such as bgst.fault_plans(max_faults=3); "
             f"got {faults!r}"
         )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"explore(seed=...) expects an int or None; got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TypeError(f"explore(seed=...) expects an int or None (>= 0); got {seed!r}")
     if callable(checks) or not isinstance(checks, Iterable):
         raise TypeError(
             "explore(checks=...) expects a list of checks, e.g. [bg.assert_nothing_lost]; "

@@ -68,6 +68,7 @@ def number(
     lo_open: bool = False,
     unit: str = "seconds",
     fix: str = "",
+    none: bool | str = False,
 ) -> float:
     """A finite real number in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``), as a float."""
     if (not isinstance(value, bool) and isinstance(value, int | float)
@@ -76,23 +77,28 @@ def number(
         if (v > lo if lo_open else v >= lo) and (hi is None or v <= hi):
             return v
     bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
-    limit = f"{bound} and at most {_fmt(hi)}" if hi is not None else bound
+    past_range = (hi == MAX_SECONDS and isinstance(value, int | float)
+                  and not isinstance(value, bool) and math.isfinite(value) and value > hi)
+    # the clock's range is named when it is the limit passed; a call's own limit always
+    shown = hi is not None and (hi != MAX_SECONDS or past_range)
+    limit = f"{bound} and at most {_fmt(hi)}" if shown and hi is not None else bound
     kind = f"a number of {unit}" if unit else "a number"
-    if (hi == MAX_SECONDS and isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value) and value > hi):
+    if past_range and hi is not None:
         fix = (f"{_fmt(hi)} s (about {hi / 31_557_600:.0f} years) is the virtual clock's "
                "range" + (f"; {fix}" if fix else "."))
-    raise _fail(where, arg, f"{kind} {limit}", value, fix, _error_for(value))
+    nothing = "" if not none else ", or None" + (f" {none}" if isinstance(none, str) else "")
+    raise _fail(where, arg, f"{kind} {limit}{nothing}", value, fix,
+                _error_for(value))
 
 
 def seconds(value: object, where: str, arg: str, *, hi: float | None = MAX_SECONDS,
-            positive: bool = False, none: bool = False, fix: str = "") -> float | None:
-    """A duration: finite seconds ``>= 0`` (``> 0`` when ``positive``), ``None`` if ``none``."""
+            positive: bool = False, none: bool | str = False, fix: str = "") -> float | None:
+    """A duration: finite seconds ``>= 0`` (``> 0`` when ``positive``), ``None`` if ``none``
+    (a string there says what ``None`` means, e.g. ``"for no expiry"``)."""
     if value is None and none:
         return None
-    if none:
-        fix = (fix + " " if fix else "") + "Use None for no limit"
-    return number(value, where, arg, lo=0.0, hi=hi, lo_open=positive, fix=fix)
+    return number(value, where, arg, lo=0.0, hi=hi, lo_open=positive, fix=fix,
+                  none=none)
 
 
 def integer(value: object, where: str, arg: str, *, lo: int = 1, hi: int | None = None,
@@ -138,7 +144,7 @@ def text(value: object, where: str, arg: str, *, max_len: int | None = None,
     if value is None and none:
         return None
     if not isinstance(value, str):
-        what = "a string" + (" or None" if none else "")
+        what = ("a string" if empty else "a non-empty string") + (" or None" if none else "")
         raise _fail(where, arg, what, value, fix, BadArgument)
     if not value and not empty:
         raise _fail(where, arg, "a non-empty string", value, fix)

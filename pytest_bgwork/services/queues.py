@@ -187,14 +187,14 @@ class Queues(DeliveryEngine):
         elif app is not None:
             from .http import AsgiDestination
 
-            if not callable(app):
-                raise TypeError(f"route({name!r}, app=...) needs an ASGI application (a "
-                                "Starlette or FastAPI app, or `async def app(scope, receive, "
-                                f"send)`); got {app!r}")
 
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
                                  f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
+            if not callable(app):
+                raise TypeError(f"route({name!r}, app=...) needs an ASGI application (a "
+                                "Starlette or FastAPI app, or `async def app(scope, receive, "
+                                f"send)`); got {app!r}")
             dest = AsgiDestination(app, path)
             text = f"app POST {path}"
         else:
