@@ -95,7 +95,8 @@ def _check_handler(name: str, handler: object) -> None:
         sig.bind(None, None)
     except TypeError:
         raise TypeError(f"route({name!r}, handler): the queue calls handler(payload, delivery), "
-                        f"but {_describe_handler(handler)}{sig} cannot take those two arguments. "
+                        f"but {_describe_handler(handler)}{sig.replace(return_annotation=sig.empty)} "
+                        "cannot take those two arguments. "
                         "Write `async def handler(payload, delivery): ...`.") from None
 
 
