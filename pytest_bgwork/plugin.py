@@ -85,7 +85,9 @@ def _seed_option(config: pytest.Config) -> int | None:
     try:
         seed = int(str(raw), 0)
     except ValueError:
-        seed = -1
+        raise pytest.UsageError(
+            f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r}"
+        ) from None
     if seed < 0:
         raise pytest.UsageError(
             f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r} (a seed is "

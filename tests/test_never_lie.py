@@ -75,7 +75,7 @@ def test_task_and_schedule_points_take_any_name_and_adapters_register_theirs() -
     faults = bg.Simulation().faults
     faults.fail("task.send_email")
     faults.fail("schedule.nightly")
-    with pytest.raises(ValueError, match="got 'sqs.receive'"):
+    with pytest.raises(ValueError, match=r"got 'sqs\.receive'"):
         faults.fail("sqs.receive")
     assert bg.register_fault_point("sqs.receive") == "sqs.receive"
     faults.fail("sqs.receive")
