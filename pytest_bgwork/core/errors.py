@@ -49,7 +49,3 @@ class UnusedFaultRule(UserWarning):
     Reported at teardown, as respx reports routes never called; a failure under
     ``@pytest.mark.bgwork(strict=True)``.
     """
-
-
-class NeverAwaited(BgworkError):
-    """A pytest-bgwork coroutine (``sim.queues.publish(...)``, ...) was never awaited."""

@@ -428,8 +428,9 @@ class FaultInjector:
         return lines
 
     def clear(self) -> None:
-        """Remove every rule (counters stay)."""
+        """Remove every rule (counters stay); removed rules are not reported as unused."""
         self._rules.clear()
+        self._reported.clear()
         self._pending_after.clear()
 
     def heal(self) -> None:
