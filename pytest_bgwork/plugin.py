@@ -38,7 +38,7 @@ TIMELINE_CHOICES = ("failure", "always", "never")
 _SIM_KEY = pytest.StashKey[Simulation]()
 _LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
 _LEFTOVER_KEY = pytest.StashKey[list[str]]()
-_CALL_FAILED_KEY = pytest.StashKey[bool]()
+_CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
 _BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict"}
 
@@ -279,9 +279,9 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
 def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
     """Fault rules the test added that never fired: a warning, a failure under strict.
 
-    Not reported when the test itself failed (its rules may not have been reached).
+    Only for a test whose body passed: a failed or skipped one may not have reached them.
     """
-    if item.stash.get(_CALL_FAILED_KEY, False) or not sim.faults.unused():
+    if not item.stash.get(_CALL_PASSED_KEY, False) or not sim.faults.unused():
         return
     queues = sim.queues.names() if "queues" in vars(sim) else []
     lines = sim.faults.unused_report(queues)
@@ -569,7 +569,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call":
-        item.stash[_CALL_FAILED_KEY] = report.failed
+        item.stash[_CALL_PASSED_KEY] = report.passed
     sim = item.stash.get(_SIM_KEY, None)
     if sim is None:
         return report
