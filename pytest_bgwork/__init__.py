@@ -19,9 +19,11 @@ from .checking.checks import (
 from .checking.explore import (
     ExplorationFailed,
     ExploreCoverageWarning,
+    ExploreDatabaseWarning,
     ExploreReport,
     NonDeterministic,
     explore,
+    explore_test,
 )
 from .core.clock import VirtualClock
 from .core.errors import (
@@ -57,6 +59,7 @@ __all__ = [
     "Event",
     "ExplorationFailed",
     "ExploreCoverageWarning",
+    "ExploreDatabaseWarning",
     "ExploreReport",
     "Fault",
     "FaultPlan",
@@ -89,6 +92,7 @@ __all__ = [
     "assert_streams_closed",
     "current",
     "explore",
+    "explore_test",
     "fault_points",
     "register_fault_point",
 ]

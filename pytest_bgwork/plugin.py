@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import report_html
+from . import budget, report_html
 from .checking import chaos, replay
 from .core import context
 from .core.errors import LeftoverWork, UnusedFaultRule
@@ -69,6 +69,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bgwork_html", "path of the HTML timeline report (empty: none)", default="")
     parser.addini("bgwork_html_all", "include passing tests in the HTML report",
                   type="bool", default=False)
+    group.addoption("--bgwork-explore-budget", dest="bgwork_explore_budget", default=None,
+                    metavar="BUDGET", help="exploring per run: N / Nx multiplies every "
+                    "max_examples, Ns / Nm / Nh shares that much wall time over the explorations")
+    parser.addini("bgwork_explore_budget", "exploration budget: N / Nx or Ns / Nm / Nh", default="")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -116,6 +120,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _timeline_option(config)
     _install_unawaited_watch()
     _chaos_option(config)
+    raw_budget = _option(config, "bgwork_explore_budget")
+    if raw_budget:
+        config._bgwork_budget = budget.parse_budget(str(raw_budget))  # type: ignore[attr-defined]
     html_path = _option(config, "bgwork_html")
     if html_path and not hasattr(config, "workerinput"):  # xdist workers send their reports
         config.pluginmanager.register(
@@ -123,6 +130,22 @@ def pytest_configure(config: pytest.Config) -> None:
                         bool(_option(config, "bgwork_html_all"))),
             "bgwork-html",
         )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    parsed = getattr(session.config, "_bgwork_budget", None)
+    if parsed is not None:  # only then: the explorer imports Hypothesis
+        from .checking.explore import set_budget
+
+        set_budget(parsed[0], parsed[1], budget.count_explorations(session.items))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _uninstall_unawaited_watch()
+    if getattr(config, "_bgwork_budget", None) is not None:  # a run in this process is over
+        from .checking.explore import set_budget
+
+        set_budget()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -546,7 +569,7 @@ def _install_unawaited_watch() -> None:
         warnings._warn_unawaited_coroutine = _watch_unawaited  # type: ignore[attr-defined]
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+def _uninstall_unawaited_watch() -> None:
     global _original_warn_unawaited
     _installs[0] -= 1
     if _installs[0] <= 0 and _original_warn_unawaited is not None:
