@@ -547,6 +547,8 @@ class FaultInjector:
                 raise ProcessCrashed()
             queue = queue or attempt.queue
         count = self._calls[point] = self._calls.get(point, 0) + 1
+        if point not in _registered and not point.startswith(PREFIXES):
+            _registered[point] = None  # a point a service really passes is a known point
         if self.watch is not None and attempt is not None and self.watch(point, attempt):
             self._fire(Fault("crash", point, attempt.queue), point)
             await self._crash(attempt)
