@@ -88,6 +88,12 @@ BAD: list[tuple[str, Call, type[BaseException], str]] = [
      "kv.set(ns='ns', key='k'): value= holds a lone surrogate"),
     ("surrogate in stream write", lambda s: _write(s, SURROGATE), ValueError,
      "stream stream_1 ('out'): write(): data= holds a lone surrogate '\\ud800' at index 4"),
+    ("surrogate in kv.keys prefix", lambda s: s.kv.keys("ns", prefix=SURROGATE), ValueError,
+     "kv.keys(ns='ns'): prefix= holds a lone surrogate"),
+    ("surrogate in effect name", lambda s: s.effects.record(SURROGATE), ValueError,
+     "effects.record(name=...) holds a lone surrogate"),
+    ("surrogate in task title", lambda s: s.tasks.create(title=SURROGATE), ValueError,
+     "tasks.create(title=...) holds a lone surrogate"),
     ("publish([], payload)", lambda s: _publish(s, [], {}), TypeError,
      "publish(name=...) must be a queue name (a string such as 'report-jobs'), given first; "
      "got list []"),

@@ -320,6 +320,7 @@ class KV:
         ns = check_name("ns", ns, "kv.keys()")
         if not isinstance(prefix, str):
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
+        validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
         try:
             if not faults.passes("kv.keys"):
