@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import budget, report_html
+from . import budget
+from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .checking import chaos, replay
 from .core import context
 from .core.errors import LeftoverWork, UnusedFaultRule
@@ -23,6 +24,7 @@ from .core.loop import VirtualEventLoop
 from .simulation import Simulation
 
 if TYPE_CHECKING:
+    from . import report_html
     from .core.clock import VirtualClock
     from .core.faults import FaultInjector
     from .services.kv import KV
@@ -32,7 +34,14 @@ if TYPE_CHECKING:
     from .services.task_manager import BackgroundTaskManager
 from .core.wallclock import wall_clock
 
-__all__ = ["SimulationFactory"]
+__all__ = ["SimulationFactory", "bg_celery", "bg_dramatiq", "bg_taskiq"]
+
+
+def _report_html() -> Any:
+    """The HTML report module, imported only when a report is written."""
+    from . import report_html
+
+    return report_html
 
 TIMELINE_CHOICES = ("failure", "always", "never")
 _SIM_KEY = pytest.StashKey[Simulation]()
@@ -604,7 +613,7 @@ def pytest_runtest_makereport(
     if wanted and _option(item.config, "bgwork_html"):
         outcome = report.outcome if report.when == "call" else "error"
         message = call.excinfo.exconly()[-4000:] if call.excinfo is not None else ""
-        report.bgwork_html = report_html.TestTimeline.from_simulation(  # type: ignore[attr-defined]
+        report.bgwork_html = _report_html().TestTimeline.from_simulation(  # type: ignore[attr-defined]
             sim, nodeid=item.nodeid, outcome=outcome, replay=replay_line(item, sim.seed),
             chaos=modes, message=message).to_data()
     mode = _timeline_option(item.config)
@@ -662,11 +671,11 @@ class _HtmlReport:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "bgwork_html", None)
         if data is not None:  # a later phase (teardown error) replaces the call's picture
-            self.tests[report.nodeid] = report_html.TestTimeline.from_data(data)
+            self.tests[report.nodeid] = _report_html().TestTimeline.from_data(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         modes = _chaos_option(session.config)
-        report_html.write(self.path, list(self.tests.values()),
+        _report_html().write(self.path, list(self.tests.values()),
                           include_passing=self.include_passing,
                           subtitle=f"Chaos: {','.join(modes)}." if modes else "")
 
