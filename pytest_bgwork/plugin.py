@@ -21,6 +21,7 @@ from .checking import chaos, replay
 from .core import context
 from .core.errors import LeftoverWork, UnusedFaultRule
 from .core.loop import VirtualEventLoop
+from .profiles import PLATFORMS
 from .simulation import Simulation
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ _LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
 _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
-_BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict"}
+_BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform"}
 
 
 # -- options ------------------------------------------------------------------------------
@@ -73,6 +74,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write a self-contained HTML timeline report of failing tests to PATH")
     group.addoption("--bgwork-html-all", dest="bgwork_html_all", action="store_true",
                     default=None, help="include passing tests in the --bgwork-html report")
+    group.addoption("--bgwork-platform", dest="bgwork_platform", default=None,
+                    help="the platform every simulation models, picking each service's default "
+                         f"profile: {', '.join(PLATFORMS)} (default: agentuity)")
+    parser.addini("bgwork_platform", f"platform every simulation models: {', '.join(PLATFORMS)}",
+                  default="")
     parser.addini("bgwork_chaos", f"chaos modes for every test: {', '.join(chaos.MODES)}",
                   default="")
     parser.addini("bgwork_html", "path of the HTML timeline report (empty: none)", default="")
@@ -109,6 +115,31 @@ def _seed_option(config: pytest.Config) -> int | None:
     return seed
 
 
+def _platform_option(config: pytest.Config) -> str:
+    raw = _option(config, "bgwork_platform")
+    if raw in (None, ""):
+        return "agentuity"
+    value = str(raw).strip()
+    if value not in PLATFORMS:
+        raise pytest.UsageError(
+            f"--bgwork-platform / bgwork_platform must be one of {', '.join(PLATFORMS)}; got {raw!r}"
+        )
+    return value
+
+
+def _platform_for(item: pytest.Item) -> str:
+    """The marker's ``platform=``, else the option's / ini's, else ``agentuity``."""
+    marked = _marker_kwargs(item).get("platform")
+    if marked is None:
+        return _platform_option(item.config)
+    if not isinstance(marked, str) or marked not in PLATFORMS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.bgwork(platform=...) must be one of "
+            f"{', '.join(PLATFORMS)}; got {marked!r}"
+        )
+    return marked
+
+
 def _timeline_option(config: pytest.Config) -> str:
     value = str(_option(config, "bgwork_timeline")).strip().lower()
     if value not in TIMELINE_CHOICES:
@@ -122,13 +153,14 @@ def _timeline_option(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None): "
+        "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None): "
         "configure this test's bgwork simulation",
     )
     _seed_option(config)
     _timeline_option(config)
     _install_unawaited_watch()
     _chaos_option(config)
+    _platform_option(config)
     raw_budget = _option(config, "bgwork_explore_budget")
     if raw_budget:
         config._bgwork_budget = budget.parse_budget(str(raw_budget))  # type: ignore[attr-defined]
@@ -168,6 +200,9 @@ def pytest_report_header(config: pytest.Config) -> str:
     html_path = _option(config, "bgwork_html")
     if html_path:
         extra += f"; html report: {html_path}"
+    platform = _platform_option(config)
+    if platform != "agentuity":
+        extra += f"; platform: {platform}"
     return f"bgwork: {how}; timeline on {_timeline_option(config)}{extra}"
 
 
@@ -266,7 +301,8 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     item = request.node
     kwargs = _marker_kwargs(item)
     loop = _async_loop_for(request)
-    sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop)
+    sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop,
+                     platform=_platform_for(item))
     item.stash[_SIM_KEY] = sim
     strict = kwargs.get("strict")
     if strict is None:
@@ -327,19 +363,23 @@ def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> No
 
 
 class SimulationFactory:
-    """``bgwork_factory(seed=..., start=...)``: fresh simulations, e.g. one per ``@given`` example.
+    """``bgwork_factory(seed=..., start=..., platform=...)``: fresh simulations, e.g. one per
+    ``@given`` example (platform: the test's, from its marker or ``bgwork_platform``).
 
     Each has its own virtual loop, driven with ``sim.run(...)``; all are closed at teardown.
     """
 
-    def __init__(self, base_seed: int) -> None:
+    def __init__(self, base_seed: int, platform: str = "agentuity") -> None:
         self._base_seed = base_seed
+        self._platform = platform
         self._made: list[Simulation] = []
 
-    def __call__(self, seed: int | None = None, start: Any = None) -> Simulation:
+    def __call__(self, seed: int | None = None, start: Any = None,
+                 platform: str | None = None) -> Simulation:
         if seed is None:
             seed = self._base_seed + len(self._made)
-        sim = Simulation(seed=seed, start=start)
+        sim = Simulation(seed=seed, start=start,
+                         platform=self._platform if platform is None else platform)
         self._made.append(sim)
         return sim
 
@@ -348,9 +388,10 @@ class SimulationFactory:
         """Every simulation this factory created, oldest first."""
         return list(self._made)
 
-    def reset(self, base_seed: int) -> None:
-        """Start over for a new test: new base seed, nothing made yet."""
+    def reset(self, base_seed: int, platform: str = "agentuity") -> None:
+        """Start over for a new test: new base seed and platform, nothing made yet."""
         self._base_seed = base_seed
+        self._platform = platform
         self._made = []
 
     def close(self) -> None:
@@ -377,7 +418,7 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
-    factory.reset(_seed_for(request.node))
+    factory.reset(_seed_for(request.node), _platform_for(request.node))
     wall_clock.start()
     try:
         yield
@@ -592,6 +633,8 @@ def replay_line(item: pytest.Item, seed: int) -> str:
     """The one command that replays a test with its seed (and the command line's chaos modes)."""
     modes = _chaos_option(item.config)
     flag = f" --bgwork-chaos={','.join(modes)}" if modes else ""
+    if item.config.getoption("bgwork_platform", default=None):  # given on the command line
+        flag += f" --bgwork-platform={_platform_option(item.config)}"
     return f"pytest '{item.nodeid}' --bgwork-seed={seed}{flag}"
 
 

@@ -16,6 +16,7 @@ from .core.errors import NotRunning, Stalled
 from .core.kernel import Kernel
 from .core.loop import VirtualEventLoop, describe_task
 from .core.wallclock import wall_clock
+from .profiles import check_platform
 
 if TYPE_CHECKING:
     from .services.kv import KV
@@ -38,7 +39,8 @@ _BUSY_LIMIT = 200_000
 class Simulation(Kernel):
     """A deterministic world for one test: virtual time, services, faults, history.
 
-    ``Simulation(seed=7, start="2026-01-01T00:00:00Z")``; drive it with ``sim.run(coro)``
+    ``Simulation(seed=7, start="2026-01-01T00:00:00Z", platform="agentuity")`` (``platform``
+    picks every service's default profile: "agentuity", "aws" or "alien"); drive it with ``sim.run(coro)``
     from sync code, or ``await sim.advance(...)`` / ``await sim.run_until_idle()`` from
     code already running on its loop (an ``async def`` test using ``bgwork``).
     """
@@ -50,8 +52,11 @@ class Simulation(Kernel):
         *,
         loop: VirtualEventLoop | None = None,
         choices: Choices | None = None,
+        platform: str = "agentuity",
     ) -> None:
+        platform = check_platform(platform)
         super().__init__(seed, start, loop=loop, choices=choices)
+        self.platform = platform
         self._closed = False
 
     # -- services (created on first use, so an unused service costs nothing) -------

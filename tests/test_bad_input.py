@@ -69,9 +69,14 @@ BAD: list[tuple[str, Call, type[BaseException], str]] = [
     ("delay seconds=inf", lambda s: s.faults.delay("kv.get", seconds=INF), ValueError,
      "sim.faults.delay(seconds=...) must be a number of seconds >= 0; got inf"),
     ("kv ttl=1e12", lambda s: s.kv.set("ns", "k", 1, ttl=1e12), ValueError,
-     "kv.set(ns='ns', key='k'): ttl= must be a number of seconds > 0 and at most "
-     "1,000,000,000, or None for no expiry; got 1000000000000.0. 1,000,000,000 s (about 32 "
-     "years) is the virtual clock's range."),
+     "kv.set(ns='ns', key='k'): ttl=1e+12 puts the expiry past the year 9999, beyond the "
+     "clock's range; use ttl=None for a key that never expires."),
+    ("kv ttl=nan", lambda s: s.kv.set("ns", "k", 1, ttl=NAN), ValueError,
+     "kv.set(ns='ns', key='k'): ttl= must be a number of seconds > 0, or None for no expiry; "
+     "got nan"),
+    ("runtime drain(timeout=1e12)", lambda s: s.runtime.drain(timeout=1e12), ValueError,
+     "drain(timeout=...) expects None or a finite number of seconds >= 0 and at most "
+     "1,000,000,000 (the clock's range)"),
     ("verify tolerance=nan", lambda s: _verify(s, tolerance=NAN), ValueError,
      "webhooks.verify(tolerance=...) must be a number of seconds >= 0, or None; got nan. "
      "None accepts any age"),

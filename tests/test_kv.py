@@ -203,13 +203,13 @@ async def test_ttl_does_not_keep_the_simulation_busy(bgwork: bg.Simulation) -> N
 async def test_expiry_is_recorded_once_by_whichever_operation_sees_it(
     bgwork: bg.Simulation,
 ) -> None:
-    await bgwork.kv.set("s", "a", 1, ttl=10)
-    await bgwork.kv.set("s", "b", 2, ttl=20)
+    await bgwork.kv.set("s", "a", 1, ttl=60)
+    await bgwork.kv.set("s", "b", 2, ttl=120)
     await bgwork.kv.set("t", "c", 3)
-    await bgwork.advance(30)
+    await bgwork.advance(180)
     assert await bgwork.kv.keys("t") == ["c"]  # any KV operation sweeps every expired key
     assert [(e.detail["key"], e.detail["expired_at"]) for e in events(bgwork, "expire")] == [
-        ("a", 10.0), ("b", 20.0)
+        ("a", 60.0), ("b", 120.0)
     ]
     assert bgwork.kv.namespaces() == ["t"]
     assert len(events(bgwork, "expire")) == 2
@@ -217,7 +217,7 @@ async def test_expiry_is_recorded_once_by_whichever_operation_sees_it(
 
 @pytest.mark.asyncio
 async def test_set_without_ttl_removes_the_expiry(bgwork: bg.Simulation) -> None:
-    await bgwork.kv.set("s", "k", "v1", ttl=10)
+    await bgwork.kv.set("s", "k", "v1", ttl=60)
     await bgwork.kv.set("s", "k", "v2")
     await bgwork.advance(100)
     r = await bgwork.kv.get("s", "k")
@@ -227,22 +227,22 @@ async def test_set_without_ttl_removes_the_expiry(bgwork: bg.Simulation) -> None
 
 @pytest.mark.asyncio
 async def test_a_new_ttl_replaces_the_old_one(bgwork: bg.Simulation) -> None:
-    await bgwork.kv.set("s", "k", "v1", ttl=10)
-    await bgwork.advance(5)
-    await bgwork.kv.set("s", "k", "v2", ttl=10)
-    await bgwork.advance(9)  # t=14: the first ttl would have run out at 10
+    await bgwork.kv.set("s", "k", "v1", ttl=60)
+    await bgwork.advance(30)
+    await bgwork.kv.set("s", "k", "v2", ttl=60)
+    await bgwork.advance(59)  # t=89: the first ttl would have run out at 60
     assert (await bgwork.kv.get("s", "k")).data == "v2"
-    await bgwork.advance(1)  # t=15
+    await bgwork.advance(1)  # t=90
     assert not (await bgwork.kv.get("s", "k")).exists
-    assert [e.detail["expired_at"] for e in events(bgwork, "expire")] == [15.0]
+    assert [e.detail["expired_at"] for e in events(bgwork, "expire")] == [90.0]
 
 
 @pytest.mark.asyncio
 async def test_expiry_events_are_not_tagged_with_the_observing_attempt(
     bgwork: bg.Simulation,
 ) -> None:
-    await bgwork.kv.set("s", "k", "v", ttl=1)
-    await bgwork.advance(2)
+    await bgwork.kv.set("s", "k", "v", ttl=60)
+    await bgwork.advance(61)
     token = current_attempt.set(Attempt("jobs", "msg_1", 1))
     try:
         await bgwork.kv.get("s", "k")
@@ -269,9 +269,9 @@ async def test_delete_removes_and_is_recorded(bgwork: bg.Simulation) -> None:
 async def test_keys_lists_live_keys_with_prefix_sorted(bgwork: bg.Simulation) -> None:
     for key in ("job-2", "job-10", "other", "job-1"):
         await bgwork.kv.set("s", key, key)
-    await bgwork.kv.set("s", "job-3", "short-lived", ttl=1)
+    await bgwork.kv.set("s", "job-3", "short-lived", ttl=60)
     assert await bgwork.kv.keys("s", prefix="job-") == ["job-1", "job-10", "job-2", "job-3"]
-    await bgwork.advance(1)
+    await bgwork.advance(60)
     assert await bgwork.kv.keys("s", prefix="job-") == ["job-1", "job-10", "job-2"]
     assert await bgwork.kv.keys("s") == ["job-1", "job-10", "job-2", "other"]
     assert await bgwork.kv.keys("empty") == []
@@ -286,7 +286,7 @@ async def test_history_has_every_write_with_virtual_time_and_attempt(
     await asyncio.sleep(5)
     token = current_attempt.set(Attempt("report-jobs", "msg_1", 2))
     try:
-        await bgwork.kv.set("s", "k", {"kind": "running"}, ttl=30)
+        await bgwork.kv.set("s", "k", {"kind": "running"}, ttl=60)
     finally:
         current_attempt.reset(token)
     await asyncio.sleep(5)
@@ -295,7 +295,7 @@ async def test_history_has_every_write_with_virtual_time_and_attempt(
     assert [(v.t, v.op, v.data, v.ttl, v.attempt, v.outcome)
             for v in bgwork.kv.history("s", "k")] == [
         (0.0, "set", {"kind": "queued"}, None, None, "ok"),
-        (5.0, "set", {"kind": "running"}, 30.0, "report-jobs/msg_1#2", "ok"),
+        (5.0, "set", {"kind": "running"}, 60.0, "report-jobs/msg_1#2", "ok"),
         (10.0, "delete", None, None, None, "ok"),
         (10.0, "set", {"kind": "done"}, None, None, "ok"),
     ]
@@ -305,9 +305,9 @@ async def test_history_has_every_write_with_virtual_time_and_attempt(
 async def test_items_and_namespaces_show_live_copies(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("b", "z", 1)
     await bgwork.kv.set("b", "a", {"x": 2})
-    await bgwork.kv.set("a", "gone", 3, ttl=1)
+    await bgwork.kv.set("a", "gone", 3, ttl=60)
     assert bgwork.kv.namespaces() == ["a", "b"]
-    await bgwork.advance(1)
+    await bgwork.advance(60)
     assert bgwork.kv.namespaces() == ["b"]
     items = bgwork.kv.items("b")
     assert list(items) == ["a", "z"] and items == {"a": {"x": 2}, "z": 1}
@@ -423,8 +423,8 @@ def test_same_operations_give_the_same_digest() -> None:
         sim = bg.Simulation(seed=3)
 
         async def main() -> None:
-            await sim.kv.set("s", "a", {"x": 1}, ttl=5)
-            await asyncio.sleep(6)
+            await sim.kv.set("s", "a", {"x": 1}, ttl=60)
+            await asyncio.sleep(61)
             await sim.kv.keys("s")
 
         sim.run(main())

@@ -79,7 +79,8 @@ def test_bad_queue_name_names_the_rule(bgwork: bg.Simulation, name: Any) -> None
     with pytest.raises(ValueError) as info:
         bgwork.queues.create(name)
     text = str(info.value)
-    assert text.startswith("create(name=...) must match ^[a-z_][a-z0-9_-]*$ and be at most 256")
+    assert text.startswith("create(name=...) must match ^[a-z_][a-z0-9_-]*$ and be at most 256 "
+                           "characters (profile 'agentuity')")
     assert "e.g. 'report-jobs'" in text
     assert ("257 characters" if name == "a" * 257 else repr(name)) in text
 
@@ -192,7 +193,8 @@ async def test_payload_limit_is_one_mib_of_json(bgwork: bg.Simulation) -> None:
     with pytest.raises(ValueError) as info:
         await bgwork.queues.publish("jobs", "x" * (MAX_PAYLOAD - 1))
     assert str(info.value) == (
-        "publish(payload=...) is 1048577 bytes as JSON; the limit is 1 MiB (1048576 bytes). "
+        "publish(payload=...) is 1048577 bytes as JSON; the limit is 1 MiB (1048576 bytes, "
+        "profile 'agentuity'). "
         "Store large data elsewhere (a stream or KV) and publish its key."
     )
     with pytest.raises(ValueError, match="is 1048578 bytes as JSON"):  # UTF-8 bytes, not chars
@@ -227,8 +229,8 @@ async def test_keys_are_at_most_256_characters(bgwork: bg.Simulation, arg: str) 
         with pytest.raises(ValueError) as info:
             await bgwork.queues.publish("jobs", {}, **{arg: bad})
         assert str(info.value).startswith(
-            f"publish({arg}=...) must be a string of 1 to 256 characters (the queue's key limit) "
-            f"or None; {got}. Hash longer keys"
+            f"publish({arg}=...) must be a string of 1 to 256 characters (the queue's key limit, "
+            f"profile 'agentuity') or None; {got}. Hash longer keys"
         )
     assert len(bgwork.queues.messages("jobs")) == 1
 
@@ -1138,7 +1140,7 @@ async def test_stats_keys(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     assert bgwork.queues.stats("jobs") == {
         "published": 0, "duplicates": 0, "delivered": 0, "redelivered": 0, "failed": 0,
-        "nacked": 0, "retries": 0, "expired": 0, "crashed": 0, "stale_acks": 0, "acked": 0,
+        "nacked": 0, "retries": 0, "visibility_expired": 0, "expired": 0, "crashed": 0, "stale_acks": 0, "acked": 0,
         "dead_letters": 0, "in_flight": 0, "pending": 0,
     }
     assert bgwork.stats()["deliveries"] == 0

@@ -17,7 +17,8 @@ import pytest_asyncio
 import pytest_bgwork as bg
 from batch_progress.app import CONTENT_TYPE, create_app
 
-pytestmark = pytest.mark.asyncio
+# Deployed on Agentuity (waitUntil, durable streams): its profiles apply.
+pytestmark = [pytest.mark.asyncio, pytest.mark.bgwork(platform="agentuity")]
 ROWS = [{"email": f"user{i}@example.com"} for i in range(5)]
 
 

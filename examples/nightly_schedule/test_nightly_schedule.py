@@ -26,7 +26,9 @@ from nightly_schedule.app import (
     create_app,
 )
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.bgwork(start="2026-03-01T00:00:00Z")]
+# Deployed on Agentuity (cron, key-value lease with a TTL of at least 60 s): its profiles apply.
+pytestmark = [pytest.mark.asyncio,
+              pytest.mark.bgwork(start="2026-03-01T00:00:00Z", platform="agentuity")]
 DAY = 86400
 
 

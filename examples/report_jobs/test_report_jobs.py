@@ -32,7 +32,8 @@ from report_jobs.app import (
     wait_for_report,
 )
 
-pytestmark = pytest.mark.asyncio
+# Deployed on Agentuity (queue, key-value store, durable streams): its profiles apply.
+pytestmark = [pytest.mark.asyncio, pytest.mark.bgwork(platform="agentuity")]
 REQUEST = {"account_id": "acct_42", "month": "2026-02"}
 FULL_CSV = "".join(csv_rows("acct_42", "2026-02")).encode()
 
@@ -256,6 +257,9 @@ async def test_a_status_ttl_shorter_than_a_retry_delay_makes_the_poller_see_404(
 ) -> None:
     # The bug the rule above prevents: with a 30 s TTL the status vanishes while the
     # job waits a minute for its retry, and the client is told the job does not exist.
+    # Agentuity's store refuses TTLs under 60 s, so this runs the statuses on Redis,
+    # which takes one.
+    bgwork.kv.configure(STATUS_NS, profile="redis")
     bgwork.faults.fail("stream.create", on_call=1)
     async with client_for(deploy(bgwork, status_ttl=30)) as client:
         status_url = await submit(client)

@@ -25,7 +25,8 @@ from webhooks_ingest.app import (
     create_app,
 )
 
-pytestmark = pytest.mark.asyncio
+# Deployed on Agentuity (queue with idempotency keys, key-value store): its profiles apply.
+pytestmark = [pytest.mark.asyncio, pytest.mark.bgwork(platform="agentuity")]
 SECRET = "whsec_test_123"
 PATH = "/webhooks/payments"
 
@@ -105,6 +106,20 @@ async def test_duplicate_deliveries_enqueue_once(bgwork: bg.Simulation, app: Fas
     assert publishes(bgwork) == [False, True, True]  # ...and enqueued once
     await bgwork.run_until_idle()
     bg.assert_effects_once(bgwork, "receipt", keys=["ord_1"])
+
+
+@pytest.mark.bgwork(platform="aws")
+async def test_on_sqs_standard_every_copy_is_enqueued_and_still_applied_once(
+    bgwork: bg.Simulation, app: FastAPI
+) -> None:
+    # The same app on AWS: SQS standard queues never deduplicate, so only the worker's
+    # own checks (the order's applied events, the receipt's idempotency key) keep it once.
+    await bgwork.webhooks.deliver(app, PATH, payment(), secret=SECRET, times=3)
+    assert publishes(bgwork) == [False, False, False]
+    await bgwork.run_until_idle()
+    bg.assert_effects_once(bgwork, "receipt", keys=["ord_1"])
+    order = await bgwork.kv.get(ORDERS_NS, "ord_1")
+    assert order.data["events"] == ["evt_1"]
 
 
 async def test_a_resend_after_the_dedup_window_is_still_applied_once(

@@ -332,7 +332,8 @@ class SimWorker:
             return
         queues = self.sim.queues
         if name not in queues.names():
-            queues.create(name, visibility_timeout=self.visibility_timeout,
+            # the broker's own queue (its retries are the broker's), whatever the platform
+            queues.create(name, profile="agentuity", visibility_timeout=self.visibility_timeout,
                           max_retries=self.max_retries, retry_delay=0)
         queues.route(name, router.handle)
         router.routed.add(name)

@@ -153,7 +153,9 @@ class SimBroker(dramatiq.Broker):
         if queue_name in routed:
             return
         if queue_name not in sim.queues.names():
-            sim.queues.create(queue_name, visibility_timeout=self.visibility_timeout,
+            # the broker's own queue (its retries are the broker's), whatever the platform
+            sim.queues.create(queue_name, profile="agentuity",
+                              visibility_timeout=self.visibility_timeout,
                               max_retries=self.max_retries, retry_delay=0)
         sim.queues.route(queue_name, self._handle)
         routed.add(queue_name)

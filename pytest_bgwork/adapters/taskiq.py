@@ -131,7 +131,9 @@ class SimBroker(AsyncBroker):
             state = self._per_sim[sim] = _PerSim()
             queues = sim.queues
             if self.queue not in queues.names():
-                queues.create(self.queue, visibility_timeout=self.visibility_timeout,
+                # the broker's own queue, whatever the platform
+                queues.create(self.queue, profile="agentuity",
+                              visibility_timeout=self.visibility_timeout,
                               max_retries=self.max_retries)
             queues.route(self.queue, self._handle)
         return state

@@ -374,7 +374,7 @@ class MessageInfo:
     queue: str
     id: str
     key: Any
-    state: str  # delayed | ready | in_flight | acked | dead
+    state: str  # delayed | ready | in_flight | acked | dead | expired
     published_t: float
     uncertain: bool  # its publish raised into the caller although it may have happened
     deliveries: int
@@ -401,7 +401,8 @@ def messages(sim: Simulation) -> list[MessageInfo]:
 
 
 _STATE_TEXT = {"delayed": "waiting for its delay or a retry", "ready": "waiting for delivery",
-               "in_flight": "in flight", "acked": "acked", "dead": "dead-lettered"}
+               "in_flight": "in flight", "acked": "acked", "dead": "dead-lettered",
+               "expired": "expired: the queue's retention ran out and deleted it unconsumed"}
 
 
 def _message_story(info: MessageInfo, runs: dict[str, AttemptInfo]) -> str:
@@ -438,9 +439,15 @@ def assert_nothing_lost(sim: Simulation) -> None:
     if skipped:
         lines.append(f"Not counted: {_plural(len(skipped), 'message')} whose publish raised "
                      "into the caller (unknown outcome) and never showed up.")
-    lines.append("A message neither acked nor dead-lettered was never consumed, is still in "
-                 "flight, or waits for a retry: route the queue (or receive and ack), and run "
-                 "the simulation until idle before checking.")
+    expired = sum(1 for m in lost if m.state == "expired")
+    if expired:
+        lines.append(f"{_plural(expired, 'message')} expired: the queue's retention "
+                     "(create(..., retention=)) deleted it before any consumer acked it, as SQS "
+                     "does; consume faster, or keep messages longer.")
+    if expired < len(lost):
+        lines.append("A message neither acked nor dead-lettered was never consumed, is still in "
+                     "flight, or waits for a retry: route the queue (or receive and ack), and run "
+                     "the simulation until idle before checking.")
     lines.append("Timeline of those messages:")
     ids = {m.id for m in lost}
     lines.append(_excerpt(events, ids=ids,
@@ -479,7 +486,7 @@ def assert_drained(sim: Simulation) -> None:
         sections.append((f"{_plural(len(others), 'other task')} still pending on the "
                          "simulation's loop (asyncio.create_task, schedule runs...)", others))
     busy = {(a.queue, a.message_id) for a in running}
-    waiting = [m for m in messages(sim) if m.state not in ("acked", "dead")
+    waiting = [m for m in messages(sim) if m.state not in ("acked", "dead", "expired")
                and (m.queue, m.id) not in busy]
     if waiting:
         sections.append((f"{_plural(len(waiting), 'queue message')} not yet acked or "

@@ -30,12 +30,14 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Frozen, StopTest
 
+from ..core import context as _context
 from ..core.choices import Choices
-from ..core.errors import BgworkError, CheckFailed, Stalled
+from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import FaultPlan
 from ..core.history import Event
 from ..core.validate import seconds
 from ..core.wallclock import wall_clock
+from ..profiles import check_platform
 from ..simulation import Simulation
 from . import replay as _replay
 from .checks import assert_no_task_errors
@@ -315,6 +317,8 @@ class ExploreReport:
     replayed: bool = False
     #: The number of the first example that failed (0: none did).
     first_failure_at: int = 0
+    #: The platform every example's simulation models (its services' default profiles).
+    platform: str = "agentuity"
 
     @property
     def examples_per_second(self) -> float:
@@ -392,9 +396,10 @@ def _has_schedules(sim: Simulation) -> bool:
 
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
-                 choices: HypothesisChoices | ReplayChoices, keep_events: bool) -> _Outcome:
+                 choices: HypothesisChoices | ReplayChoices, keep_events: bool,
+                 platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
-    sim = Simulation(seed=seed, choices=chooser)
+    sim = Simulation(seed=seed, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
@@ -518,6 +523,7 @@ def explore(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str | None = None,
     heal_time: float = HEAL_TIME,
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
@@ -537,6 +543,8 @@ def explore(
     (``--hypothesis-seed``, ``derandomize``, the database apply) and the simulations'
     seed is 0. Returns an
     ``ExploreReport``; raises ``ExplorationFailed`` with a replay token on failure.
+    ``platform`` picks the examples' default profiles (default: the platform of the test's
+    ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
     """
     __tracebackhide__ = True
@@ -555,7 +563,7 @@ def explore(
     name = _name(scenario)
     sim_seed = seed if seed is not None else 0
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=sim_seed)
+    report = ExploreReport(scenario=name, seed=sim_seed, platform=_platform(platform))
     token = _replay.active()
     if chosen.database is not None:
         chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
@@ -577,6 +585,15 @@ def explore(
     return report
 
 
+def _platform(platform: str | None) -> str:
+    """``platform``, checked; else the current test simulation's, else ``agentuity``."""
+    if platform is not None:
+        return check_platform(platform, "explore(platform=...)")
+    try:
+        return _context.current().platform
+    except NotRunning:  # no simulation runs this test
+        return "agentuity"
+
 
 def explore_test(
     scenario: Scenario,
@@ -585,6 +602,7 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    platform: str = "agentuity",
     heal_time: float = HEAL_TIME,
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
@@ -594,13 +612,15 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
+    ``platform`` picks the examples' default profiles.
     """
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore_test", "heal_time", fix="Use 0 to skip the heal window.")
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
+                           platform=check_platform(platform, "explore_test(platform=...)"))
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
@@ -608,7 +628,7 @@ def explore_test(
         heal_token = _heal_time.set(heal or 0.0)  # here, not in test(): HypoFuzz calls given
         try:
             out = _run_example(scenario, check_list, report.seed, plan, choices,
-                               keep_events=False)
+                               keep_events=False, platform=report.platform)
             if choices.stopped is not None:
                 raise choices.stopped
             _tally(report, out)
@@ -669,7 +689,8 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     report.replayed = True
     report.seed = token.seed
     choices = ReplayChoices(token.choices or ())
-    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True)
+    out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
+                       platform=report.platform)
     _tally(report, out)
     if out.error is not None:
         _fail(scenario, checks, report, token.plan, out, replayed=True)
@@ -696,7 +717,8 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     def run(data: st.DataObject) -> None:
         plan = data.draw(plans, label="fault plan")
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False)
+        out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False,
+                           platform=report.platform)
         if choices.stopped is not None:
             raise choices.stopped
         _tally(report, out)
@@ -730,7 +752,7 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
     __tracebackhide__ = True
     assert out.error is not None
     again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
-                         keep_events=True)
+                         keep_events=True, platform=report.platform)
     first_digest = _digest(out.events)
     if _digest(again.events) != first_digest:
         raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)

@@ -65,6 +65,8 @@ class Kernel:
         self._frozen: list[asyncio.Task[Any]] = []
         self._ids: dict[str, int] = {}
         self._disposing = False
+        #: The platform whose profiles the services default to ("agentuity", "aws", "alien").
+        self.platform = "agentuity"
 
     def next_id(self, prefix: str) -> str:
         """Deterministic ids: ``msg_1``, ``msg_2``... per prefix, per simulation."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
+from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -46,8 +47,9 @@ BACKOFF_CAP = 60.0
 BACKOFF_JITTER = 0.5
 STALE_ACK = ("ignore", "deletes")
 
-# Message states.
-DELAYED, READY, IN_FLIGHT, ACKED, DEAD = "delayed", "ready", "in_flight", "acked", "dead"
+# Message states (``expired``: its queue's retention ran out before anyone consumed it).
+DELAYED, READY, IN_FLIGHT, ACKED, DEAD, EXPIRED = (
+    "delayed", "ready", "in_flight", "acked", "dead", "expired")
 
 Handler = Callable[[Any, "Delivery"], Awaitable[object]]
 
@@ -76,7 +78,11 @@ _MAX_EXPONENT = 64
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """A queue's settings as ``create`` accepted them (``retry_delay=None``: exponential backoff)."""
+    """A queue's settings as ``create`` accepted them (``retry_delay=None``: exponential backoff).
+
+    ``profile`` names the platform the queue behaves like; ``retention`` is how long an
+    unconsumed message is kept (``None``: until consumed).
+    """
 
     name: str
     max_retries: int
@@ -84,6 +90,14 @@ class QueueConfig:
     retry_delay: float | None
     dedup_window: float
     stale_ack: str
+    profile: str = "agentuity"
+    retention: float | None = None
+    content_based_dedup: bool = False
+
+    @property
+    def max_receive_count(self) -> int:
+        """SQS's name for the attempts a message gets before the dead-letter queue: retries + 1."""
+        return self.max_retries + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +118,8 @@ class Message:
     """
 
     __slots__ = (
-        "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_gen", "_meta", "_timer",
-        "attempts", "id", "idempotency_key", "last_error", "offset", "partition_key",
+        "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_expires", "_gen", "_meta",
+        "_timer", "attempts", "id", "idempotency_key", "last_error", "offset", "partition_key",
         "published_at", "queue", "state",
     )
 
@@ -129,6 +143,12 @@ class Message:
         self._delivery: Delivery | None = None  # the attempt holding the visibility lease
         self._timer: asyncio.TimerHandle | None = None  # delay or retry timer
         self._gen = 0  # bumps each time it becomes ready (stale heap entries are skipped)
+        self._expires: float | None = None  # end of its queue's retention (virtual seconds)
+
+    @property
+    def receive_count(self) -> int:
+        """How many times it was delivered so far (SQS ``ApproximateReceiveCount``)."""
+        return self.attempts
 
     @property
     def payload(self) -> Any:
@@ -170,6 +190,11 @@ class Delivery:
     def queue(self) -> str:
         """The queue's name."""
         return self._q.config.name
+
+    @property
+    def receive_count(self) -> int:
+        """SQS ``ApproximateReceiveCount`` of this delivery: the attempt number (1 = first receive)."""
+        return self.attempt
 
     @property
     def settled(self) -> str | None:
@@ -225,11 +250,16 @@ class _QueueAttempt(Attempt):
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "dead", "dedup", "messages", "next_offset", "partitions",
-                 "publishes", "ready", "route", "route_text", "stats")
+    __slots__ = ("config", "dead", "dedup", "dlq_on_receive", "messages", "next_offset", "ordered",
+                 "partitions", "profile", "publishes", "ready", "retention", "route", "route_text",
+                 "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
+        self.profile: QueueProfile = QUEUE_PROFILES[config.profile]
+        self.ordered = self.profile.ordered_partitions  # one key's messages go one at a time
+        self.dlq_on_receive = self.profile.uses_visibility_retry  # SQS redrive at the receive
+        self.retention: list[tuple[float, int, Message]] = []  # heap: (retention end, offset, msg)
         self.route: Handler | None = None
         self.route_text = ""
         self.messages: dict[str, Message] = {}
@@ -242,8 +272,9 @@ class _Queue:
         self.stats = dict.fromkeys(_COUNTERS, 0)
 
 
+#: ``expired``: messages dropped by retention; ``visibility_expired``: leases that lapsed.
 _COUNTERS = ("published", "duplicates", "delivered", "redelivered", "failed", "nacked",
-             "retries", "expired", "crashed", "stale_acks")
+             "retries", "visibility_expired", "expired", "crashed", "stale_acks")
 
 
 # -- argument checks -------------------------------------------------------------------------
@@ -307,6 +338,8 @@ class DeliveryEngine:
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim
+        #: the profile ``create`` uses when given none: the simulation's platform's
+        self._default_profile = PLATFORMS[sim.platform][0]
         self._queues: dict[str, _Queue] = {}
         self._running: set[asyncio.Task[None]] = set()
         #: The (empty) context timer callbacks run in: no attempt is current there. Callbacks
@@ -354,17 +387,46 @@ class DeliveryEngine:
             self._make_ready(q, msg)
 
     def _make_ready(self, q: _Queue, msg: Message) -> None:
+        if q.retention:
+            self._sweep_retention(q)
+            if msg.state == EXPIRED:
+                return
         msg.state = READY
         msg._gen += 1
         if q.route is not None and (msg.partition_key is None or self._is_head(q, msg)):
-            self._start(q, msg)
+            if not (q.dlq_on_receive and self._past_receives(q, msg)):
+                self._start(q, msg)
         else:
             heapq.heappush(q.ready, (msg.offset, msg._gen, msg))
 
     @staticmethod
     def _is_head(q: _Queue, msg: Message) -> bool:
         """FIFO per partition key: only the oldest unfinished message of a key is deliverable."""
-        return msg.partition_key is None or q.partitions[msg.partition_key][0] is msg
+        return (msg.partition_key is None or not q.ordered
+                or q.partitions[msg.partition_key][0] is msg)
+
+    def _past_receives(self, q: _Queue, msg: Message) -> bool:
+        """SQS redrive: the receive past ``maxReceiveCount`` moves the message to the DLQ instead."""
+        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries:
+            self._dead_letter(q, msg)
+            return True
+        return False
+
+    def _sweep_retention(self, q: _Queue) -> None:
+        """Drop the messages whose retention ran out (SQS deletes them, consumed or not)."""
+        heap = q.retention
+        now = self._sim.clock._mono
+        while heap and heap[0][0] <= now:
+            when, _, msg = heapq.heappop(heap)
+            if msg.state in (ACKED, DEAD, EXPIRED) or q.messages.get(msg.id) is not msg:
+                continue
+            if msg._delivery is not None:
+                msg._delivery.expired = True  # its attempt's ack now deletes nothing
+            msg.state = EXPIRED
+            q.stats["expired"] += 1
+            self._record("expired", queue=q.config.name, id=msg.id, attempts=msg.attempts,
+                         expired_at=when, retention=q.config.retention)
+            self._finish(q, msg)
 
     def _take(self, q: _Queue, *, remove: bool) -> Message | None:
         """The oldest ready, deliverable message (popped from the heap when ``remove``)."""
@@ -393,7 +455,8 @@ class DeliveryEngine:
             msg = self._take(q, remove=True)
             if msg is None:
                 return
-            self._start(q, msg)
+            if not (q.dlq_on_receive and self._past_receives(q, msg)):
+                self._start(q, msg)
 
     def _start(self, q: _Queue, msg: Message) -> Delivery:
         """Begin an attempt: take the visibility lease, record it, run the route if there is one."""
@@ -508,12 +571,19 @@ class DeliveryEngine:
             return
         msg.last_error = error
         d._settled = "failed"
+        delay = None
+        if q.profile.uses_visibility_retry and d._timer is not None:
+            # SQS: a failed receive is not deleted; it is visible again when the lease ends
+            delay = max(0.0, d._timer.when() - self._sim.loop.time())
         self._release(d)
-        self._retry_or_dead(q, msg, None)
+        self._retry_or_dead(q, msg, delay)
 
     def _retry_or_dead(self, q: _Queue, msg: Message, delay: float | None) -> None:
-        """After a failed attempt: dead-letter when the budget is spent, else retry after a delay."""
-        if msg._copy_attempts > q.config.max_retries:
+        """After a failed attempt: dead-letter when the budget is spent, else retry after a delay.
+
+        On SQS profiles the budget is checked on the next receive (``_past_receives``).
+        """
+        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
             self._dead_letter(q, msg)
             return
         if delay is None:
@@ -540,7 +610,7 @@ class DeliveryEngine:
         if msg._delivery is not None:
             self._release(msg._delivery)
         key = msg.partition_key
-        if key is None:
+        if key is None or not q.ordered:
             return
         part = q.partitions[key]
         if part[0] is msg:
@@ -560,9 +630,9 @@ class DeliveryEngine:
             return
         d.expired = True
         msg._delivery = None
-        q.stats["expired"] += 1
+        q.stats["visibility_expired"] += 1
         self._record("visibility_expired", queue=q.config.name, id=msg.id, attempt=d.attempt)
-        if msg._copy_attempts > q.config.max_retries:
+        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
             msg.last_error = msg.last_error or f"visibility timeout ({q.config.visibility_timeout:g}s)"
             self._dead_letter(q, msg)
         else:
@@ -597,6 +667,8 @@ class DeliveryEngine:
         when the fault point has nothing to do, saving a coroutine per attempt)."""
         self._settle_check(d, "ack()")
         q, msg = d._q, d.message
+        if q.retention:
+            self._sweep_retention(q)
         current = self._is_current(d)
         d._settled = "acked"
         deleted = copy = False
@@ -628,8 +700,14 @@ class DeliveryEngine:
             raise err
 
     async def _nack(self, d: Delivery, delay: float) -> None:
-        delay = _seconds("nack", "delay", delay, hi=MAX_DELAY,
-                         fix="Use delay=0 to make the message visible at once.")
+        prof = d._q.profile
+        if prof.name == "agentuity":
+            delay = _seconds("nack", "delay", delay, hi=MAX_DELAY,
+                             fix="Use delay=0 to make the message visible at once.")
+        else:
+            delay = seconds("nack", "delay", delay, prof.name, 0.0, prof.max_nack_delay,
+                            whole=prof.whole_seconds,
+                            fix="Use delay=0 to make the message visible at once.")
         self._settle_check(d, "nack()")
         q, msg = d._q, d.message
         name = q.config.name

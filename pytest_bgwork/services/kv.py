@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
+from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -33,7 +34,8 @@ _SCALARS = (str, int, float, bool)
 _Entry = tuple[str, float | None]  # (JSON text, expiry in virtual seconds or None)
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
-    dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]]
+    dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]],
+    dict[tuple[str, str], str], dict[tuple[str, str], float],
 ]
 
 
@@ -57,9 +59,28 @@ _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
 )
 
 
+#: Bytes values are stored as this marker (never the start of JSON text) + latin-1 text.
+_BYTES = "\x00"
+
+
 def _decode(text: str) -> Any:
-    """Parse text this module encoded (compact, no surrounding whitespace)."""
+    """Parse text this module encoded (compact, no surrounding whitespace), or bytes."""
+    if text[:1] == _BYTES:
+        return text[1:].encode("latin-1")
     return _scan(text, 0)[0]
+
+
+def _content_type(value: object) -> str:
+    """The content type Agentuity's SDK gives a value set without one."""
+    if isinstance(value, bytes | bytearray):
+        return "application/octet-stream"
+    if isinstance(value, str | int | float | bool):
+        return "text/plain"
+    return "application/json"
+
+
+#: The last instant a virtual datetime can show (``datetime.max``), in epoch seconds.
+_MAX_EPOCH = (_dt.datetime.max.replace(tzinfo=_dt.UTC) - _EPOCH).total_seconds()
 
 
 
@@ -86,12 +107,15 @@ class KVResult:
     """What ``get`` returns: ``exists``, a fresh copy of ``data`` and ``expires_at``.
 
     ``data`` is ``None`` for a missing key; ``expires_at`` is the virtual wall-clock
-    instant (aware UTC) the key expires, or ``None`` when it has no TTL.
+    instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
+    is what the value was stored as on the Agentuity profile.
     """
 
     exists: bool
     data: Any = None
     expires_at: _dt.datetime | None = None
+    #: the value's content type on profiles that keep one (Agentuity), else ``None``
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +143,9 @@ def check_name(arg: str, value: object, where: str) -> str:
 
 
 def check_ttl(ttl: object, where: str) -> float | None:
-    """``ttl`` must be ``None`` (no expiry) or finite seconds > 0 within the clock's range."""
-    return validate.seconds(ttl, where, "ttl", positive=True, none="for no expiry")
+    """``ttl`` must be ``None`` (no expiry) or finite seconds > 0 (``KV._check_ttl`` then
+    checks that the expiry stays within the wall clock's range, the year 9999)."""
+    return validate.seconds(ttl, where, "ttl", positive=True, none="for no expiry", hi=None)
 
 
 def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str] | None:
@@ -188,7 +213,8 @@ class KV:
 
     ``await set(ns, key, value, ttl=None)``, ``await get(ns, key)`` (a ``KVResult``),
     ``await delete(ns, key)``, ``await keys(ns, prefix="")``; sync helpers for checks:
-    ``history(ns, key)``, ``items(ns)``, ``namespaces()``.
+    ``history(ns, key)``, ``items(ns)``, ``namespaces()``. Each namespace behaves like a
+    platform's store (``configure(ns, profile=...)``; default: the simulation's platform's).
     """
 
     def __init__(self, sim: Kernel) -> None:
@@ -202,25 +228,114 @@ class KV:
         self._expiries: list[tuple[float, str, str]] = []
         #: (ns, key) -> [(t, op, JSON text or None, ttl, attempt label, outcome)]
         self._log: dict[tuple[str, str], list[_LogRow]] = {}
+        self._choices = sim.choices
+        #: the profile of namespaces never configured: the simulation's platform's
+        self._default: KVProfile = KV_PROFILES[PLATFORMS[sim.platform][1]]
+        self._profiles: dict[str, KVProfile] = {}
+        #: (ns, key) -> content type given explicitly to set (Agentuity)
+        self._types: dict[tuple[str, str], str] = {}
+        #: (ns, key) -> the TTL's instant, where deletion happens later (Redis: just after
+        #: it; DynamoDB: up to 48 h after it); the entry holds the deletion instant
+        self._due: dict[tuple[str, str], float] = {}
+
+    # -- profiles ------------------------------------------------------------------------
+    def configure(self, ns: str, *, profile: str) -> KVProfile:
+        """Make namespace ``ns`` behave like ``profile`` (agentuity, redis, dynamodb, alien).
+
+        Configure a namespace before its first write; its data keeps the rules it was
+        written under.
+        """
+        ns = check_name("ns", ns, "kv.configure()")
+        prof = kv_profile(profile, f"kv.configure({ns!r}, profile=...)")
+        current = self._profiles.get(ns, self._default)
+        if prof is not current and ns in self._data:
+            raise ValueError(f"kv.configure({ns!r}, profile={profile!r}): namespace {ns!r} "
+                             f"already holds keys written under profile {current.name!r}; "
+                             "configure a namespace before its first write.")
+        self._profiles[ns] = prof
+        self._record("kv", "configure", ns=ns, profile=prof.name)
+        return prof
+
+    def profile(self, ns: str) -> KVProfile:
+        """The profile namespace ``ns`` follows."""
+        return self._profiles.get(check_name("ns", ns, "kv.profile()"), self._default)
+
+    def _check_key(self, prof: KVProfile, key: str, where: str) -> None:
+        if prof.key_re is not None and not prof.key_re.match(key):
+            raise ValueError(f"{where}: profile {prof.name!r} allows keys of {prof.key_text} "
+                             f"only; got {key!r}. Encode other characters, e.g. "
+                             "hashlib.sha256(key.encode()).hexdigest().")
+
+    def _check_ttl(self, prof: KVProfile, ttl: float, where: str) -> None:
+        if prof.min_ttl is not None and ttl < prof.min_ttl:
+            raise ValueError(f"{where}: profile {prof.name!r} allows a ttl of at least "
+                             f"{prof.min_ttl:g} s (the service refuses shorter ones); got "
+                             f"ttl={ttl!r}. Use ttl={prof.min_ttl:g} or more, or configure the "
+                             "namespace with the profile of the store you deploy on, e.g. "
+                             "sim.kv.configure(ns, profile='redis').")
+        if prof.ttl_whole_ms:
+            ms = ttl * 1000
+            if abs(ms - round(ms)) > 1e-6:
+                raise ValueError(f"{where}: profile {prof.name!r} allows a ttl of whole seconds "
+                                 f"(EX) or whole milliseconds (PX) only; got ttl={ttl!r} (Redis "
+                                 "answers 'ERR value is not an integer or out of range'). Round "
+                                 "it to milliseconds.")
+        if self._clock.start + self._clock.monotonic() + ttl > _MAX_EPOCH:
+            raise ValueError(f"{where}: ttl={ttl:g} puts the expiry past the year 9999, beyond "
+                             "the clock's range; use ttl=None for a key that never expires.")
+
+    def _check_size(self, prof: KVProfile, key: str, text: str, where: str) -> None:
+        limit = prof.max_value
+        if limit is None or (len(text) + len(key)) * 4 <= limit:
+            return
+        size = len(text) - 1 if text[:1] == _BYTES else len(text.encode())
+        if prof.size_counts_key:
+            size += len(key.encode())
+        if size > limit:
+            what = "the item (key and value)" if prof.size_counts_key else "the value"
+            raise ValueError(f"{where}: {what} is {size} bytes; profile {prof.name!r} allows "
+                             f"{prof.size_text} ({limit} bytes). Store large data elsewhere "
+                             "(a stream) and keep its id here.")
 
     # -- async operations (fault points kv.set / kv.get / kv.delete / kv.keys) ----------
-    async def set(self, ns: str, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store a JSON copy of ``value``; ``ttl`` seconds of virtual time until it expires.
+    async def set(self, ns: str, key: str, value: Any, ttl: float | None = None, *,
+                  content_type: str | None = None) -> None:
+        """Store a JSON copy of ``value`` (or bytes); ``ttl`` seconds of virtual time until it expires.
 
-        A new ``set`` replaces the value and its TTL (``ttl=None`` removes the expiry).
+        A new ``set`` replaces the value and its TTL (``ttl=None`` removes the expiry). The
+        namespace's profile sets the limits (Agentuity: ttl at least 60 s) and, on Agentuity,
+        ``content_type`` (default: inferred as its SDK does).
         """
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
             key = check_name("key", key, "kv.set()")
+        prof = self._profiles.get(ns, self._default)
+        if prof.key_re is not None:
+            self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
         if ttl is not None:
             ttl = check_ttl(ttl, f"kv.set(ns={ns!r}, key={key!r})")
+            assert ttl is not None
+            self._check_ttl(prof, ttl, f"kv.set(ns={ns!r}, key={key!r})")
         try:
             text = _encode(value)
         except (TypeError, ValueError, RecursionError):
-            text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
-        if not text.isascii():
+            if isinstance(value, bytes | bytearray):
+                text = _BYTES + bytes(value).decode("latin-1")
+            else:
+                text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
+        if not text.isascii() and text[:1] != _BYTES:
             validate.utf8(text, f"kv.set(ns={ns!r}, key={key!r})", "value", inside=True)
+        if prof.max_value is not None:
+            self._check_size(prof, key, text, f"kv.set(ns={ns!r}, key={key!r})")
+        if content_type is not None:
+            if not prof.content_types:
+                raise ValueError(f"kv.set(ns={ns!r}, key={key!r}): profile {prof.name!r} keeps "
+                                 f"no content type (only 'agentuity' does); got "
+                                 f"content_type={content_type!r}. Leave it out.")
+            if not isinstance(content_type, str) or not content_type:
+                raise TypeError(f"kv.set(ns={ns!r}, key={key!r}): content_type= must be a "
+                                f"non-empty string such as 'text/csv'; got {content_type!r}")
         faults = self._faults
         try:
             if not faults.passes("kv.set"):
@@ -235,6 +350,19 @@ class KV:
         space = self._data.get(ns)
         if space is None:
             space = self._data[ns] = {}
+        if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
+            due = expires
+            if prof.expire_after_instant:  # Redis: expired when now > the instant
+                expires = math.nextafter(due, math.inf)
+            else:  # DynamoDB: deleted some time (< 48 h) after the instant
+                expires = due + self._choices.fraction("kv.ttl_lag") * prof.ttl_lag
+            self._due[(ns, key)] = due
+        elif self._due:
+            self._due.pop((ns, key), None)
+        if content_type is not None:
+            self._types[(ns, key)] = content_type
+        elif self._types:
+            self._types.pop((ns, key), None)
         space[key] = (text, expires)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, ns, key))
@@ -259,6 +387,9 @@ class KV:
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.get()")
             key = check_name("key", key, "kv.get()")
+        prof = self._profiles.get(ns, self._default)
+        if prof.key_re is not None:
+            self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
         try:
             if not faults.passes("kv.get"):
@@ -280,13 +411,24 @@ class KV:
         if entry is None:
             return KVResult(False)
         text, expires = entry
+        if expires is not None and self._due:
+            expires = self._due.get((ns, key), expires)
         at = None if expires is None else self._wall(expires)
-        return KVResult(True, _decode(text), at)
+        if not prof.content_types:
+            return KVResult(True, _decode(text), at)
+        kind = self._types.get((ns, key)) if self._types else None
+        if kind is None:
+            kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
+                    if text[:1] in "{[" else "text/plain")
+        return KVResult(True, _decode(text), at, kind)
 
     async def delete(self, ns: str, key: str) -> None:
         """Remove ``key`` (a missing key is fine; the event says ``existed=False``)."""
         ns = check_name("ns", ns, "kv.delete()")
         key = check_name("key", key, "kv.delete()")
+        prof = self._profiles.get(ns, self._default)
+        if prof.key_re is not None:
+            self._check_key(prof, key, f"kv.delete(ns={ns!r}, key={key!r})")
         faults = self._faults
         try:
             if not faults.passes("kv.delete"):
@@ -299,6 +441,7 @@ class KV:
         existed = space is not None and space.pop(key, None) is not None
         if space is not None and not space:
             del self._data[ns]
+        self._forget(ns, key)
         now = self._clock.monotonic()
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
@@ -316,7 +459,9 @@ class KV:
         self._record("kv", "delete", ns=ns, key=key, existed=existed)
 
     async def keys(self, ns: str, prefix: str = "") -> list[str]:
-        """The live keys of ``ns`` that start with ``prefix``, sorted."""
+        """The live keys of ``ns`` that start with ``prefix``: sorted, or in an order drawn
+        from ``sim.choices`` on profiles that list in hash order (Redis ``KEYS``, DynamoDB
+        ``Scan``), so code that relies on an order fails here as it would there."""
         ns = check_name("ns", ns, "kv.keys()")
         if not isinstance(prefix, str):
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
@@ -330,6 +475,10 @@ class KV:
             raise
         self._sweep()
         found = sorted(k for k in self._data.get(ns, {}) if k.startswith(prefix))
+        if not self._profiles.get(ns, self._default).ordered_keys:
+            for i in range(len(found) - 1, 0, -1):  # Fisher-Yates; choice 0 keeps the order
+                j = i - self._choices.integer(0, i, "kv.keys_order")
+                found[i], found[j] = found[j], found[i]
         try:
             faults.leave("kv.keys")
         except Exception as exc:
@@ -369,14 +518,18 @@ class KV:
             {ns: dict(space) for ns, space in self._data.items()},
             list(self._expiries),
             {k: list(v) for k, v in self._log.items()},
+            dict(self._types),
+            dict(self._due),
         )
 
     def _restore(self, state: object) -> None:
         """Put back a ``_snapshot()``; the snapshot stays reusable."""
-        data, expiries, log = cast(_State, state)
+        data, expiries, log, types, due = cast(_State, state)
         self._data = {ns: dict(space) for ns, space in data.items()}
         self._expiries = list(expiries)
         self._log = {k: list(v) for k, v in log.items()}
+        self._types = dict(types)
+        self._due = dict(due)
 
     # -- internals ---------------------------------------------------------------------------
     def _wall(self, mono: float) -> _dt.datetime:
@@ -392,8 +545,24 @@ class KV:
             del space[key]
             if not space:
                 del self._data[ns]
-            self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
-            self._record("kv", "expire", ns=ns, key=key, expired_at=when)
+            due = self._due.pop((ns, key), None) if self._due else None
+            if due is not None and self._profiles.get(ns, self._default).ttl_lag:
+                # DynamoDB: deleted at ``when``, its TTL ran out at ``due``
+                self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
+                self._record("kv", "expire", ns=ns, key=key, expired_at=when, ttl_due=due)
+            else:
+                at = when if due is None else due  # Redis: gone just after the instant
+                self._log.setdefault((ns, key), []).append((at, "expire", None, None, None, "ok"))
+                self._record("kv", "expire", ns=ns, key=key, expired_at=at)
+            if self._types:
+                self._types.pop((ns, key), None)
+
+    def _forget(self, ns: str, key: str) -> None:
+        """Drop a deleted key's content type and TTL instant."""
+        if self._types:
+            self._types.pop((ns, key), None)
+        if self._due:
+            self._due.pop((ns, key), None)
 
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"

@@ -11,6 +11,7 @@ history and passes a fault point (``queue.publish``, ``queue.deliver``, ``queue.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import inspect
 import re
@@ -18,12 +19,14 @@ from collections import deque
 from typing import Any
 
 from ..core import validate
+from ..profiles import QueueProfile, limit_error, queue_profile
+from ..profiles import seconds as profile_seconds
 from .delivery import (
     ACKED,
     DEAD,
     DELAYED,
+    EXPIRED,
     IN_FLIGHT,
-    MAX_DELAY,
     READY,
     STALE_ACK,
     Delivery,
@@ -62,25 +65,30 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_DEDUP_WINDOW = 300.0
 
 
-
-def _key(call: str, arg: str, value: object) -> str | None:
+def _key(call: str, arg: str, value: object, prof: QueueProfile) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY:
+    limit = prof.max_key
+    if not isinstance(value, str) or not value or len(value) > limit:
         got = f"{len(value)} characters" if isinstance(value, str) else repr(value)
-        raise ValueError(f"{call}({arg}=...) must be a string of 1 to {MAX_KEY} characters "
-                         f"(the queue's key limit) or None; got {got}. Hash longer keys, e.g. "
-                         "hashlib.sha256(key.encode()).hexdigest().")
+        raise ValueError(f"{call}({arg}=...) must be a string of 1 to {limit} characters (the "
+                         f"queue's key limit, profile {prof.name!r}) or None; got {got}. Hash "
+                         "longer keys, e.g. hashlib.sha256(key.encode()).hexdigest().")
+    if prof.key_re is not None and not prof.key_re.match(value):
+        raise ValueError(f"{call}({arg}=...): profile {prof.name!r} allows letters, digits and "
+                         f"ASCII punctuation only (no spaces, no other characters); got {value!r}."
+                         " Hash the key, e.g. hashlib.sha256(key.encode()).hexdigest().")
     return validate.utf8(value, call, arg)
 
 
-def _check_name(call: str, name: object) -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RE.match(name):
-        got = f"{len(name)} characters" if isinstance(name, str) and len(name) > MAX_NAME else (
+def _check_name(call: str, name: object, prof: QueueProfile) -> str:
+    if not isinstance(name, str) or len(name) > prof.max_name or not prof.name_re.match(name):
+        got = f"{len(name)} characters" if isinstance(name, str) and len(name) > prof.max_name else (
             repr(name))
-        raise ValueError(f"{call}(name=...) must match {NAME_RE.pattern} and be at most "
-                         f"{MAX_NAME} characters; got {got}. Use lowercase letters, digits, "
-                         "'_' and '-', e.g. 'report-jobs'.")
+        example = "report-jobs.fifo" if prof.name == "sqs-fifo" else "report-jobs"
+        raise ValueError(f"{call}(name=...) must match {prof.name_re.pattern} and be at most "
+                         f"{prof.max_name} characters (profile {prof.name!r}); got {got}. Use "
+                         f"{prof.name_text}, e.g. {example!r}.")
     return name
 
 
@@ -117,39 +125,99 @@ class Queues(DeliveryEngine):
         self,
         name: str,
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        visibility_timeout: float = DEFAULT_VISIBILITY,
+        profile: str | None = None,
+        max_retries: int | None = None,
+        visibility_timeout: float | None = None,
         retry_delay: float | None = None,
-        dedup_window: float = DEFAULT_DEDUP_WINDOW,
+        dedup_window: float | None = None,
+        retention: float | None = None,
+        content_based_dedup: bool = False,
         stale_ack: str = "ignore",
     ) -> QueueConfig:
-        """Make queue ``name``; ``retry_delay=None`` means exponential backoff (1 s..60 s, x2)."""
-        _check_name("create", name)
+        """Make queue ``name`` behaving like ``profile`` (default: the simulation's platform's).
+
+        Unset settings take the profile's defaults; ``retry_delay=None`` means exponential
+        backoff (1 s..60 s, x2) on profiles that retry after a backoff.
+        """
+        prof = queue_profile(self._default_profile if profile is None else profile)
+        _check_name("create", name, prof)
         if name in self._queues:
             raise ValueError(f"create(name=...): queue {name!r} already exists in this "
                              "simulation; create each queue once (sim.queues.config(name) shows "
                              "its settings).")
+        if max_retries is None:
+            max_retries = prof.default_max_retries
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"create(max_retries=...) must be an int >= 0 (retries after the "
                              f"first attempt; 0 = dead-letter on the first failure); got "
                              f"{max_retries!r}")
-        config = QueueConfig(
-            name,
-            max_retries,
-            _seconds("create", "visibility_timeout", visibility_timeout, positive=True,
-                     fix="It is how long an attempt may run before the message is redelivered."),
-            None if retry_delay is None else _seconds(
-                "create", "retry_delay", retry_delay,
-                fix="Use retry_delay=None for exponential backoff, 0 to retry at once."),
-            _seconds("create", "dedup_window", dedup_window, fix="Use 0 to turn dedup off."),
-            stale_ack,
-        )
+        hi = prof.max_retries_hi
+        if hi is not None and max_retries > hi:
+            raise limit_error("create", "max_retries", prof.name,
+                              f"0 to {hi} (maxReceiveCount 1 to {hi + 1})", max_retries,
+                              "The dead-letter queue takes a message on the receive past "
+                              "max_retries + 1.")
+        if visibility_timeout is None:
+            visibility = prof.default_visibility
+        elif prof.name == "agentuity":
+            visibility = _seconds("create", "visibility_timeout", visibility_timeout, positive=True,
+                                  fix="It is how long an attempt may run before the message is "
+                                      "redelivered.")
+        else:
+            lo, hi_v = prof.visibility_range
+            visibility = profile_seconds("create", "visibility_timeout", visibility_timeout, prof.name, lo,
+                                 hi_v, lo_open=prof.visibility_lo_open, whole=prof.whole_seconds,
+                                 fix="It is how long an attempt may run before the message is "
+                                     "redelivered.")
+        if retry_delay is not None:
+            if prof.uses_visibility_retry:
+                raise limit_error("create", "retry_delay", prof.name,
+                                  "no retry delay (a failed attempt comes back when its "
+                                  "visibility timeout ends)", retry_delay,
+                                  "Set visibility_timeout=, or nack(delay=...) in the handler.")
+            retry_delay = _seconds("create", "retry_delay", retry_delay,
+                                   fix="Use retry_delay=None for exponential backoff, 0 to retry "
+                                       "at once.")
+        if dedup_window is None:
+            window = prof.default_dedup_window
+        elif prof.dedup == "key":
+            window = _seconds("create", "dedup_window", dedup_window, fix="Use 0 to turn dedup off.")
+        else:
+            allowed = ("no deduplication (dedup_window=0)" if prof.dedup == "none"
+                       else "a fixed 300 s deduplication interval")
+            if dedup_window != prof.default_dedup_window:
+                raise limit_error("create", "dedup_window", prof.name, allowed, dedup_window)
+            window = prof.default_dedup_window
+        if content_based_dedup not in (False, True):
+            raise TypeError(f"create(content_based_dedup=...) must be a bool; got "
+                            f"{content_based_dedup!r}")
+        if content_based_dedup and prof.dedup != "fifo":
+            raise limit_error("create", "content_based_dedup", prof.name,
+                              "no content-based deduplication (SQS FIFO queues have it)",
+                              content_based_dedup, "Use profile='sqs-fifo'.")
+        if prof.retention is None:
+            if retention is not None:
+                raise limit_error("create", "retention", prof.name, "no retention setting "
+                                  "(messages are kept until consumed)", retention,
+                                  "Use profile='sqs-standard' or 'sqs-fifo' to model SQS's.")
+            kept = None
+        elif retention is None:
+            kept = prof.retention[0]
+        else:
+            kept = profile_seconds("create", "retention", retention, prof.name, prof.retention[1],
+                           prof.retention[2], whole=True,
+                           fix="SQS keeps messages 60 s to 14 days (1209600 s); 4 days by default.")
         if stale_ack not in STALE_ACK:
             raise ValueError(f"create(stale_ack=...) must be one of {', '.join(STALE_ACK)}; got "
                              f"{stale_ack!r}")
+        config = QueueConfig(name, max_retries, visibility, retry_delay, window, stale_ack,
+                             prof.name, kept, content_based_dedup)
         self._queues[name] = _Queue(config)
+        detail: dict[str, Any] = {}
+        if prof.name != "agentuity":
+            detail["profile"] = prof.name
         self._sim.history.record("queue", "create", queue=name, max_retries=max_retries,
-                                 visibility_timeout=config.visibility_timeout)
+                                 visibility_timeout=config.visibility_timeout, **detail)
         return config
 
     def route(
@@ -231,26 +299,62 @@ class Queues(DeliveryEngine):
     ) -> PublishResult:
         """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
         q = (self._queues.get(name) if type(name) is str else None) or self._get("publish", name)
+        prof = q.profile
         body = _to_json("publish", "payload", payload)
-        if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
-            raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
-                             f"limit is 1 MiB ({MAX_PAYLOAD} bytes). Store large data elsewhere "
-                             "(a stream or KV) and publish its key.")
-        key = idempotency_key
-        if key is not None:
-            _key("publish", "idempotency_key", key)
-        pkey = partition_key
-        if pkey is not None:
-            _key("publish", "partition_key", pkey)
         meta = None
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise TypeError(f"publish(metadata=...) must be a dict or None; got "
                                 f"{type(metadata).__name__}")
             meta = _to_json("publish", "metadata", metadata)
+            most = prof.max_metadata_keys
+            if most is not None and len(metadata) > most:
+                raise limit_error("publish", "metadata", prof.name,
+                                  f"at most {most} message attributes", f"{len(metadata)} keys",
+                                  "Put the rest in the payload.")
+        counted = meta is not None and prof.metadata_counts
+        if len(body) * 4 > MAX_PAYLOAD or counted:
+            size = len(body.encode()) + (len(meta.encode()) if counted and meta else 0)
+            if size > MAX_PAYLOAD:
+                what = " with its metadata" if counted else ""
+                raise ValueError(f"publish(payload=...) is {size} bytes as JSON{what}; the "
+                                 f"limit is 1 MiB ({MAX_PAYLOAD} bytes, profile {prof.name!r}"
+                                 f"{', counting message attributes' if counted else ''}). Store "
+                                 "large data elsewhere (a stream or KV) and publish its key.")
+        key = idempotency_key
+        if key is not None:
+            _key("publish", "idempotency_key", key, prof)
+        pkey = partition_key
+        if pkey is not None:
+            _key("publish", "partition_key", pkey, prof)
+        if prof.needs_partition_key and pkey is None:
+            raise limit_error("publish", "partition_key", prof.name,
+                              "only messages with a partition key (its MessageGroupId)", None,
+                              "Pass partition_key=..., e.g. the customer or job id; messages "
+                              "of one key are delivered in order.")
+        dkey = key
+        if prof.dedup != "key":
+            if prof.dedup == "none":
+                dkey = None
+            elif key is None:
+                if not q.config.content_based_dedup:
+                    raise limit_error(
+                        "publish", "idempotency_key", prof.name,
+                        "only messages with a deduplication id unless the queue has "
+                        "content_based_dedup=True", None,
+                        "Pass idempotency_key=... or create the queue with content_based_dedup=True.")
+                dkey = "\0sha256:" + hashlib.sha256(body.encode()).hexdigest()
         if delay != 0 or type(delay) is not int:
-            delay = _seconds("publish", "delay", delay, hi=MAX_DELAY,
-                             fix="The queue delays delivery by at most 900 s (15 minutes).")
+            if not prof.per_message_delay and delay != 0:
+                raise limit_error("publish", "delay", prof.name,
+                                  "no per-message delay (FIFO queues only have a queue-level delay)",
+                                  delay, "Publish with delay=0.")
+            if prof.whole_seconds:
+                delay = profile_seconds("publish", "delay", delay, prof.name, 0.0, prof.max_delay,
+                                whole=True, fix="SQS delays delivery by 0 to 900 whole seconds.")
+            else:
+                delay = _seconds("publish", "delay", delay, hi=prof.max_delay,
+                                 fix="The queue delays delivery by at most 900 s (15 minutes).")
         sim = self._sim
         q.publishes += 1
         number = q.publishes
@@ -265,8 +369,8 @@ class Queues(DeliveryEngine):
                                duplicate=False, error=repr(exc))
             raise
         now = sim.clock._mono
-        if key is not None:
-            hit = q.dedup.get(key)
+        if dkey is not None:
+            hit = q.dedup.get(dkey)
             if hit is not None and now - hit[1] < q.config.dedup_window:
                 first = hit[0]
                 q.stats["duplicates"] += 1
@@ -285,9 +389,12 @@ class Queues(DeliveryEngine):
         q.next_offset += 1
         q.messages[msg.id] = msg
         q.stats["published"] += 1
-        if key is not None:
-            q.dedup[key] = (msg, now)
-        if pkey is not None:
+        if dkey is not None:
+            q.dedup[dkey] = (msg, now)
+        if q.config.retention is not None:
+            msg._expires = now + q.config.retention
+            heapq.heappush(q.retention, (msg._expires, msg.offset, msg))
+        if pkey is not None and q.ordered:
             part = q.partitions.get(pkey)
             if part is None:
                 part = q.partitions[pkey] = deque()
@@ -311,19 +418,27 @@ class Queues(DeliveryEngine):
             raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
                              "takes every message; receive() is the pull consumer for queues "
                              "without a route.")
+        if q.retention:
+            self._sweep_retention(q)
         if self._take(q, remove=False) is None:
             return None
         await self._sim.faults.enter("queue.deliver", queue=_scope(name))
-        msg = self._take(q, remove=True)
-        if msg is None:  # taken while a fault delayed us
-            return None
-        return self._start(q, msg)
+        while True:
+            if q.retention:
+                self._sweep_retention(q)
+            msg = self._take(q, remove=True)
+            if msg is None:  # taken while a fault delayed us
+                return None
+            if not self._past_receives(q, msg):
+                return self._start(q, msg)
 
     def stats(self, name: str) -> dict[str, int]:
         """Counters (published, delivered, failed, ...) and current states of queue ``name``."""
         q = self._get("stats", name)
+        if q.retention:
+            self._sweep_retention(q)
         out = dict(q.stats)
-        states = dict.fromkeys((DELAYED, READY, IN_FLIGHT, ACKED, DEAD), 0)
+        states = dict.fromkeys((DELAYED, READY, IN_FLIGHT, ACKED, DEAD, EXPIRED), 0)
         for msg in q.messages.values():
             states[msg.state] += 1
         out.update(acked=states[ACKED], dead_letters=states[DEAD], in_flight=states[IN_FLIGHT],
@@ -332,11 +447,17 @@ class Queues(DeliveryEngine):
 
     def dead_letters(self, name: str) -> list[Message]:
         """Messages of queue ``name`` that used up their attempts, oldest first."""
-        return list(self._get("dead_letters", name).dead)
+        q = self._get("dead_letters", name)
+        if q.retention:
+            self._sweep_retention(q)
+        return list(q.dead)
 
     def messages(self, name: str) -> list[Message]:
         """Every message published to queue ``name`` (duplicates by key left out), in order."""
-        return list(self._get("messages", name).messages.values())
+        q = self._get("messages", name)
+        if q.retention:
+            self._sweep_retention(q)
+        return list(q.messages.values())
 
     # -- snapshot ------------------------------------------------------------------------------
     def _snapshot(self) -> object:
@@ -357,6 +478,7 @@ class Queues(DeliveryEngine):
                     "pkey": m.partition_key, "attempts": m.attempts, "state": m.state,
                     "last_error": m.last_error, "copies_left": m._copies_left,
                     "copy": m._copy, "copy_attempts": m._copy_attempts, "due": due if due is None else due - now,
+                    "expires": m._expires,
                 })
             out[name] = {
                 "config": q.config, "messages": msgs,
@@ -396,8 +518,12 @@ class Queues(DeliveryEngine):
                 m._copies_left, m._copy_attempts = md["copies_left"], md["copy_attempts"]
                 m._copy = md["copy"]
                 m.state = md["state"]
+                m._expires = md["expires"]
                 q.messages[m.id] = m
-                if m.partition_key is not None and m.state not in (ACKED, DEAD):
+                if m._expires is not None and m.state not in (ACKED, DEAD, EXPIRED):
+                    heapq.heappush(q.retention, (m._expires, m.offset, m))
+                if m.partition_key is not None and q.ordered and m.state not in (ACKED, DEAD,
+                                                                                  EXPIRED):
                     q.partitions.setdefault(m.partition_key, deque()).append(m)
             q.dedup = {k: (q.messages[i], t) for k, (i, t) in data["dedup"].items()}
             q.dead = [q.messages[i] for i in data["dead"]]

