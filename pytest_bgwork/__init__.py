@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         RuntimeShuttingDown,
         Stalled,
         StreamClosed,
+        UnmockedRequest,
         UnusedFaultRule,
     )
     from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
@@ -83,6 +84,7 @@ __all__ = [
     "StreamExpired",
     "StreamNotFound",
     "UnknownQueue",
+    "UnmockedRequest",
     "UnusedFaultRule",
     "VirtualClock",
     "VirtualEventLoop",
@@ -133,6 +135,7 @@ _EXPORTS: dict[str, str] = {
     "Stalled": ".core.errors",
     "Stream": ".services.streams",
     "StreamClosed": ".core.errors",
+    "UnmockedRequest": ".core.errors",
     "StreamExpired": ".services.streams",
     "StreamNotFound": ".services.streams",
     "UnknownQueue": ".services.queues",
