@@ -162,11 +162,12 @@ async def test_an_overlapping_copy_is_visible_to_a_pull_consumer(bgwork: bg.Simu
 
 def test_overlap_needs_two_copies_and_a_bool() -> None:
     with bg.Simulation() as sim:
-        with pytest.raises(ValueError, match=r"duplicate\(times=\.\.\.\) is the total number of "
-                                             r"deliveries, at least 2 \(overlap=True needs at least "
-                                             r"2 copies to overlap\); got 1"):
+        with pytest.raises(ValueError, match=r"sim.faults.duplicate\(times=\.\.\.\) must be the "
+                                             r"total number of deliveries, an int >= 2; got 1\. "
+                                             r"times=2 delivers each message twice \(overlap=True "
+                                             r"needs at least 2 copies to overlap\)"):
             sim.faults.duplicate("jobs", times=1, overlap=True)
-        with pytest.raises(TypeError, match=r"duplicate\(overlap=\.\.\.\) expects True or False"):
+        with pytest.raises(TypeError, match=r"sim.faults.duplicate\(overlap=\.\.\.\) expects True or False"):
             sim.faults.duplicate("jobs", overlap="yes")  # type: ignore[arg-type]
 
 
