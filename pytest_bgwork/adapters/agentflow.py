@@ -142,7 +142,9 @@ def install(sim: bg.Simulation) -> Iterator[type]:
         if shadow is None:
             shadow = shadows[self] = bg.BackgroundTaskManager(max_pending_tasks=sys.maxsize, sim=sim)
         inner = shadow.create_task(coro, name=name, context=context)
-        return original(self, _follow(inner), name=name, timeout=timeout, context=context)
+        outer = original(self, _follow(inner), name=name, timeout=timeout, context=context)
+        outer.add_done_callback(lambda _: inner.cancel())  # cancelled before it started: stop inner too
+        return outer
 
     create_task.__doc__ = original.__doc__
     cls.create_task = create_task  # type: ignore[attr-defined]
