@@ -236,6 +236,8 @@ def test_the_real_class_runs_on_the_simulation_visible_to_history_faults_and_dra
             ends.extend(outcome(t) for t in (a, b, c))
             assert sim.clock.monotonic() == 3.0
             bg.assert_drained(sim)
+            await sim.run_until_idle()  # the real class's timeout canceller sleeps on until t=5
+            assert sim.clock.monotonic() == 5.0
 
     sim.run(main())
     assert ends == ["done", "failed", "cancelled"]
