@@ -23,7 +23,7 @@ from _common import best_of
 
 import pytest_bgwork as bg
 from pytest_bgwork import strategies as bgst
-from pytest_bgwork.faults import FaultPlan
+from pytest_bgwork.core.faults import FaultPlan
 
 TERMINAL = {"done", "failed"}
 
@@ -91,9 +91,9 @@ def explore_once(examples: int) -> bg.ExploreReport:
 
 def bare_runs(examples: int) -> None:
     """The same number of examples with no Hypothesis: simulation + scenario + checks only."""
-    from pytest_bgwork.explore import _run_example
-    from pytest_bgwork.replay import ReplayChoices
-    from pytest_bgwork.wallclock import wall_clock
+    from pytest_bgwork.checking.explore import _run_example
+    from pytest_bgwork.checking.replay import ReplayChoices
+    from pytest_bgwork.core.wallclock import wall_clock
 
     with wall_clock:  # started once, as explore does
         for _ in range(examples):

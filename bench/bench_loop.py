@@ -15,7 +15,7 @@ import looptime
 from _common import best_of, table
 
 import pytest_bgwork as bg
-from pytest_bgwork.loop import VirtualEventLoop
+from pytest_bgwork.core.loop import VirtualEventLoop
 
 
 async def sequential(n: int) -> None:

@@ -7,7 +7,7 @@ checks and the explorer; the pytest plugin (``pytest_bgwork.plugin``) adds the
 
 from __future__ import annotations
 
-from .checks import (
+from .checking.checks import (
     assert_drained,
     assert_effects_once,
     assert_idempotent,
@@ -15,9 +15,15 @@ from .checks import (
     assert_status_terminal,
     assert_streams_closed,
 )
-from .clock import VirtualClock
-from .context import current
-from .errors import (
+from .checking.explore import (
+    ExplorationFailed,
+    ExploreCoverageWarning,
+    ExploreReport,
+    NonDeterministic,
+    explore,
+)
+from .core.clock import VirtualClock
+from .core.errors import (
     BgworkError,
     CheckFailed,
     Deadlock,
@@ -27,23 +33,16 @@ from .errors import (
     Stalled,
     StreamClosed,
 )
-from .explore import (
-    ExplorationFailed,
-    ExploreCoverageWarning,
-    ExploreReport,
-    NonDeterministic,
-    explore,
-)
-from .faults import Fault, FaultPlan
-from .history import Event, History
-from .http import DestinationError
-from .kv import KVResult
-from .loop import VirtualEventLoop
-from .queues import Delivery, DeliverySettled, Message, PublishResult, UnknownQueue
-from .simulation import Simulation
-from .streams import Stream, StreamExpired, StreamNotFound
-from .task_manager import BackgroundTaskManager, ManagerShutDown
-from .webhooks import WebhookSignatureError
+from .core.faults import Fault, FaultPlan
+from .core.history import Event, History
+from .core.loop import VirtualEventLoop
+from .services.http import DestinationError
+from .services.kv import KVResult
+from .services.queues import Delivery, DeliverySettled, Message, PublishResult, UnknownQueue
+from .services.streams import Stream, StreamExpired, StreamNotFound
+from .services.task_manager import BackgroundTaskManager, ManagerShutDown
+from .services.webhooks import WebhookSignatureError
+from .simulation import Simulation, current
 
 __all__ = [
     "BackgroundTaskManager",

@@ -14,20 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import chaos, context, replay, report_html
-from .errors import LeftoverWork
-from .loop import VirtualEventLoop
+from . import report_html
+from .checking import chaos, replay
+from .core import context
+from .core.errors import LeftoverWork
+from .core.loop import VirtualEventLoop
 from .simulation import Simulation
 
 if TYPE_CHECKING:
-    from .clock import VirtualClock
-    from .faults import FaultInjector
-    from .kv import KV
-    from .queues import Queues
-    from .runtime import Runtime
-    from .streams import Streams
-    from .task_manager import BackgroundTaskManager
-from .wallclock import wall_clock
+    from .core.clock import VirtualClock
+    from .core.faults import FaultInjector
+    from .services.kv import KV
+    from .services.queues import Queues
+    from .services.runtime import Runtime
+    from .services.streams import Streams
+    from .services.task_manager import BackgroundTaskManager
+from .core.wallclock import wall_clock
 
 __all__ = ["SimulationFactory"]
 

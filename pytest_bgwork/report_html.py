@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .history import Event
+    from .core.history import Event
     from .simulation import Simulation
 
 __all__ = ["DEFAULT_EVENT_LIMIT", "Bar", "Lane", "Mark", "TestTimeline", "build_lanes",

@@ -6,32 +6,28 @@ import asyncio
 import datetime as _dt
 import inspect
 import math
-import random
 from collections.abc import Awaitable, Coroutine
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from . import context
-from .choices import Choices, SeededChoices
-from .clock import VirtualClock, parse_start
-from .effects import Effects
-from .errors import NotRunning, Stalled
-from .faults import FaultInjector
-from .history import History
-from .loop import VirtualEventLoop, describe_task
-from .wallclock import wall_clock
+from .core import context
+from .core.choices import Choices
+from .core.errors import NotRunning, Stalled
+from .core.kernel import Kernel
+from .core.loop import VirtualEventLoop, describe_task
+from .core.wallclock import wall_clock
 
 if TYPE_CHECKING:
-    from .kv import KV
-    from .queues import Queues
-    from .runtime import Runtime
-    from .schedules import Schedules
-    from .streams import Streams
-    from .task_manager import BackgroundTaskManager
-    from .tasks import Tasks
-    from .webhooks import Webhooks
+    from .services.kv import KV
+    from .services.queues import Queues
+    from .services.runtime import Runtime
+    from .services.schedules import Schedules
+    from .services.streams import Streams
+    from .services.task_manager import BackgroundTaskManager
+    from .services.tasks import Tasks
+    from .services.webhooks import Webhooks
 
-__all__ = ["DEFAULT_MAX_TIME", "Simulation"]
+__all__ = ["DEFAULT_MAX_TIME", "Simulation", "current"]
 
 _T = TypeVar("_T")
 #: ``run_until_idle``'s default horizon: one simulated week.
@@ -39,13 +35,7 @@ DEFAULT_MAX_TIME = 7 * 86400.0
 _BUSY_LIMIT = 200_000
 
 
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed= must be an int (it seeds every random choice); got {seed!r}")
-    return seed
-
-
-class Simulation:
+class Simulation(Kernel):
     """A deterministic world for one test: virtual time, services, faults, history.
 
     ``Simulation(seed=7, start="2026-01-01T00:00:00Z")``; drive it with ``sim.run(coro)``
@@ -61,83 +51,57 @@ class Simulation:
         loop: VirtualEventLoop | None = None,
         choices: Choices | None = None,
     ) -> None:
-        self.seed = _check_seed(seed)
-        if loop is None:
-            loop = VirtualEventLoop(VirtualClock(start))
-        else:
-            if loop.sim is not None:
-                raise RuntimeError("this virtual loop already belongs to another Simulation")
-            if loop.clock.monotonic() != 0.0:
-                raise RuntimeError("a Simulation must adopt a virtual loop before it ran any time")
-            loop.clock.start = parse_start(start)
-        loop.sim = self
-        self.loop: VirtualEventLoop = loop
-        self.clock: VirtualClock = loop.clock
-        self.history = History(self.clock.monotonic)
-        self.choices: Choices = choices if choices is not None else SeededChoices(self.seed)
-        #: A seeded ``random.Random`` for your own code's randomness.
-        self.random = random.Random(self.seed)
-        self.effects = Effects(self.history, self.clock.monotonic)
-        self.faults = FaultInjector(self)
-        self._frozen: list[asyncio.Task[Any]] = []
-        self._ids: dict[str, int] = {}
-        self._disposing = False
+        super().__init__(seed, start, loop=loop, choices=choices)
         self._closed = False
 
     # -- services (created on first use, so an unused service costs nothing) -------
     @cached_property
     def queues(self) -> Queues:
-        from .queues import Queues
+        from .services.queues import Queues
 
         return Queues(self)
 
     @cached_property
     def kv(self) -> KV:
-        from .kv import KV
+        from .services.kv import KV
 
         return KV(self)
 
     @cached_property
     def streams(self) -> Streams:
-        from .streams import Streams
+        from .services.streams import Streams
 
         return Streams(self)
 
     @cached_property
     def runtime(self) -> Runtime:
-        from .runtime import Runtime
+        from .services.runtime import Runtime
 
         return Runtime(self)
 
     @cached_property
     def task_manager(self) -> BackgroundTaskManager:
-        from .task_manager import BackgroundTaskManager
+        from .services.task_manager import BackgroundTaskManager
 
         return BackgroundTaskManager(sim=self)
 
     @cached_property
     def schedules(self) -> Schedules:
-        from .schedules import Schedules
+        from .services.schedules import Schedules
 
         return Schedules(self)
 
     @cached_property
     def webhooks(self) -> Webhooks:
-        from .webhooks import Webhooks
+        from .services.webhooks import Webhooks
 
         return Webhooks(self)
 
     @cached_property
     def tasks(self) -> Tasks:
-        from .tasks import Tasks
+        from .services.tasks import Tasks
 
         return Tasks(self)
-
-    # -- ids -------------------------------------------------------------------------
-    def next_id(self, prefix: str) -> str:
-        """Deterministic ids: ``msg_1``, ``msg_2``... per prefix, per simulation."""
-        n = self._ids[prefix] = self._ids.get(prefix, 0) + 1
-        return f"{prefix}_{n}"
 
     # -- driving time ------------------------------------------------------------------
     def run(self, main: Awaitable[_T]) -> _T:
@@ -169,17 +133,6 @@ class Simulation:
         finally:
             wall_clock.stop()
             context.pop(self)
-
-    def _require_loop(self, what: str) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not self.loop:
-            raise NotRunning(
-                f"{what} must run on this simulation's virtual loop: await it inside "
-                "sim.run(...) or an async test that uses the `bgwork` fixture"
-            )
 
     async def advance(self, seconds: float) -> None:
         """Move virtual time forward ``seconds``, firing everything due, in order."""
@@ -310,3 +263,14 @@ class Simulation:
 
     def __repr__(self) -> str:
         return f"<Simulation seed={self.seed} t=+{self.clock.monotonic():.3f}s events={len(self.history)}>"
+
+
+def current() -> Simulation:
+    """The simulation running this code, for app code that builds clients once.
+
+    Inside the virtual loop it is the loop's simulation; in a sync test it is the
+    test's ``bgwork`` simulation. Outside any simulation it raises ``NotRunning``.
+    """
+    sim = context.current()
+    assert isinstance(sim, Simulation)
+    return sim

@@ -723,7 +723,7 @@ async def test_drained_catches_a_wait_until_task_that_never_finishes(
 
 @pytest.mark.asyncio
 async def test_drained_sees_managers_the_app_built_itself(bgwork: bg.Simulation) -> None:
-    from pytest_bgwork.task_manager import BackgroundTaskManager
+    from pytest_bgwork.services.task_manager import BackgroundTaskManager
 
     manager = BackgroundTaskManager()
     never = asyncio.Event()

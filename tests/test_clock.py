@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from pytest_bgwork.clock import DEFAULT_START, VirtualClock, parse_start
+from pytest_bgwork.core.clock import DEFAULT_START, VirtualClock, parse_start
 
 
 def test_default_start_is_fixed_and_utc() -> None:

@@ -10,7 +10,7 @@ import respx
 from respx.mocks import HTTPXMocker
 
 import pytest_bgwork as bg
-from pytest_bgwork.faults import Fault, FaultPlan
+from pytest_bgwork.core.faults import Fault, FaultPlan
 
 
 @pytest.mark.asyncio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_bgwork.context import Attempt, current_attempt
-from pytest_bgwork.history import History
+from pytest_bgwork.core.context import Attempt, current_attempt
+from pytest_bgwork.core.history import History
 
 
 def make() -> tuple[History, list[float]]:

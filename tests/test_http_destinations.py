@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import pytest_bgwork as bg
-from pytest_bgwork.http import AsgiDestination, DestinationError, UrlDestination
+from pytest_bgwork.services.http import AsgiDestination, DestinationError, UrlDestination
 
 WORKER_PATH = "/api/workers/report-jobs"
 WORKER_URL = "https://app.example/api/workers/report-jobs"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.context import Attempt, current_attempt
-from pytest_bgwork.errors import ProcessCrashed
+from pytest_bgwork.core.context import Attempt, current_attempt
+from pytest_bgwork.core.errors import ProcessCrashed
 
 
 def events(sim: bg.Simulation, op: str) -> list[bg.Event]:

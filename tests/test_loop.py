@@ -9,7 +9,7 @@ import time
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.loop import VirtualEventLoop
+from pytest_bgwork.core.loop import VirtualEventLoop
 
 
 def run(coro):  # type: ignore[no-untyped-def]

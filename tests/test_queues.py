@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.context import current_attempt
-from pytest_bgwork.errors import ProcessCrashed
-from pytest_bgwork.queues import (
-    BACKOFF_CAP,
+from pytest_bgwork.core.context import current_attempt
+from pytest_bgwork.core.errors import ProcessCrashed
+from pytest_bgwork.services.delivery import BACKOFF_CAP
+from pytest_bgwork.services.queues import (
     MAX_PAYLOAD,
     Delivery,
     DeliverySettled,
@@ -58,7 +58,7 @@ def test_create_uses_the_documented_defaults(bgwork: bg.Simulation) -> None:
 def test_create_and_route_and_stats_are_sync_publish_receive_ack_are_async() -> None:
     import inspect
 
-    from pytest_bgwork.queues import Queues
+    from pytest_bgwork.services.queues import Queues
 
     for name in ("create", "route", "stats", "dead_letters"):
         assert not inspect.iscoroutinefunction(getattr(Queues, name)), name
@@ -1138,7 +1138,7 @@ async def test_stats_keys(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     assert bgwork.queues.stats("jobs") == {
         "published": 0, "duplicates": 0, "delivered": 0, "redelivered": 0, "failed": 0,
-        "nacked": 0, "retries": 0, "expired": 0, "crashed": 0, "stale_acks": 0, "acked": 0,
+        "nacked": 0, "retries": 0, "expired": 0, "crashed": 0, "stale_acks": 0, "extended": 0, "acked": 0,
         "dead_letters": 0, "in_flight": 0, "pending": 0,
     }
     assert bgwork.stats()["deliveries"] == 0

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.context import Attempt, current_attempt
-from pytest_bgwork.runtime import Request, RuntimeTask, TaskError, clean_name
+from pytest_bgwork.core.context import Attempt, current_attempt
+from pytest_bgwork.services.runtime import Request, RuntimeTask, TaskError, clean_name
 
 
 def times(sim: bg.Simulation, op: str) -> list[tuple[float, Any]]:

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import pytest_bgwork as bg
-from pytest_bgwork.schedules import Run
+from pytest_bgwork.services.schedules import Run
 
 DAY = 86400
 

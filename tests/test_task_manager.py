@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.context import Attempt, current_attempt
-from pytest_bgwork.task_manager import BackgroundTaskManager, ManagerShutDown
+from pytest_bgwork.core.context import Attempt, current_attempt
+from pytest_bgwork.services.task_manager import BackgroundTaskManager, ManagerShutDown
 
 LOGGER = "pytest_bgwork.task_manager"
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.tasks import STATUSES
+from pytest_bgwork.services.tasks import STATUSES
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.wallclock import wall_clock
+from pytest_bgwork.core.wallclock import wall_clock
 
 
 @pytest.mark.asyncio

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import pytest_bgwork as bg
-from pytest_bgwork.webhooks import Webhooks, WebhookSignatureError
+from pytest_bgwork.services.webhooks import Webhooks, WebhookSignatureError
 
 START = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp())
 SECRET = "whsec_test"

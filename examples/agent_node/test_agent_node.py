@@ -18,7 +18,7 @@ import respx
 
 import pytest_bgwork as bg
 from agent_node.app import MEMORY_NS, TRACE_TIMEOUT, TRACES_URL, SupportAgent
-from pytest_bgwork.task_manager import BackgroundTaskManager
+from pytest_bgwork.services.task_manager import BackgroundTaskManager
 
 pytestmark = pytest.mark.asyncio
 STATE = {"messages": [{"role": "user", "content": "I want a refund for order 42"}]}

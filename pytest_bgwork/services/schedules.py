@@ -26,7 +26,7 @@ from croniter import croniter
 from .webhooks import ASGIApp, _check_app_target, _client_for
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["FIELDS", "OUTCOMES", "OVERLAP", "Run", "Schedule", "Schedules"]
 
@@ -159,7 +159,7 @@ class Schedules:
 
     OVERLAP = OVERLAP
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._entries: dict[str, _Entry] = {}
 

@@ -1,12 +1,9 @@
-"""Queues: at-least-once delivery on virtual time, shaped after SQS and Agentuity queues.
+"""The queue delivery engine: attempts, visibility leases, retries, dead letters.
 
-``sim.queues.create(name)`` makes a queue; ``publish`` enqueues a JSON copy of a payload;
-``route`` sends each message to an async handler, an ASGI app or a URL (delivered
-automatically on the simulation's loop), and a queue without a route holds messages for
-the pull consumer ``receive``. A delivery not acked within ``visibility_timeout`` becomes
-visible again, even while its first handler still runs; failed attempts are retried with
-backoff and dead-lettered after ``max_retries`` retries. Every operation is recorded in the
-history and passes a fault point (``queue.publish``, ``queue.deliver``, ``queue.ack``).
+``Queues`` (``services/queues.py``, the public API) inherits this engine; it holds the
+message life cycle (ready heap, partitions, the attempt task, visibility timers, ack/nack,
+backoff) and the data classes a delivery hands to user code. HTTP destinations live in
+``services/http.py``.
 """
 
 from __future__ import annotations
@@ -14,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
-import inspect
 import json
 import math
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,32 +21,27 @@ from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[att
 from json.scanner import c_make_scanner, py_make_scanner  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
-from .context import Attempt, current_attempt
-from .errors import BgworkError, ProcessCrashed
+from ..core.context import Attempt, current_attempt
+from ..core.errors import BgworkError, ProcessCrashed
+from ..core.faults import suspend
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = [
     "Delivery",
+    "DeliveryEngine",
     "DeliverySettled",
     "Message",
     "PublishResult",
     "QueueConfig",
-    "Queues",
     "UnknownQueue",
     "retry_backoff",
 ]
 
-#: Queue names: what Agentuity accepts (and SQS's length limit).
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
-MAX_NAME = 256
-MAX_KEY = 256
-MAX_PAYLOAD = 1024 * 1024
 MAX_DELAY = 900.0
-DEFAULT_VISIBILITY = 30.0
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_DEDUP_WINDOW = 300.0
+#: The longest lease ``extend`` grants: 12 hours, SQS's ChangeMessageVisibility limit.
+MAX_EXTEND = 43_200.0
 #: Default retry delay: exponential from 1 s, x2 per retry, at most 60 s, plus up to +50 % jitter.
 BACKOFF_BASE = 1.0
 BACKOFF_FACTOR = 2.0
@@ -70,7 +60,8 @@ class UnknownQueue(BgworkError, LookupError):
 
 
 class DeliverySettled(BgworkError):
-    """``ack()`` or ``nack()`` on a delivery that was already acked or nacked."""
+    """``ack()``/``nack()`` on a delivery already acked or nacked, or ``extend()`` on one that
+    ended (acked, nacked, failed, crashed) or whose visibility already lapsed."""
 
 
 def retry_backoff(retry: int, jitter: float) -> float:
@@ -111,7 +102,8 @@ class Message:
     """
 
     __slots__ = (
-        "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_gen", "_meta", "_timer",
+        "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_gen", "_meta",
+        "_overlap_left", "_timer",
         "attempts", "id", "idempotency_key", "last_error", "offset", "partition_key",
         "published_at", "queue", "state",
     )
@@ -131,6 +123,7 @@ class Message:
         self.state = READY
         self.last_error: str | None = None
         self._copies_left = 0  # extra deliveries a duplicate fault asked for
+        self._overlap_left = 0  # extra deliveries that start with the first (overlap=True)
         self._copy = 1  # which of those deliveries is under way (1 = the original)
         self._copy_attempts = 0  # attempts of the current copy: the retry budget
         self._delivery: Delivery | None = None  # the attempt holding the visibility lease
@@ -159,10 +152,10 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_q", "_queues", "_settled", "_task", "_timer", "attempt", "expired",
-                 "message", "payload")
+    __slots__ = ("_overlap", "_q", "_queues", "_settled", "_task", "_timer", "attempt",
+                 "expired", "message", "payload")
 
-    def __init__(self, queues: Queues, q: _Queue, message: Message, attempt: int) -> None:
+    def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
         self._queues = queues
         self._q = q
         self.message = message
@@ -172,6 +165,9 @@ class Delivery:
         self._settled: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        #: An overlapping copy (``duplicate(..., overlap=True)``): it holds no lease of the
+        #: message; its ack deletes nothing and its failure is not retried.
+        self._overlap = False
 
     @property
     def queue(self) -> str:
@@ -191,6 +187,14 @@ class Delivery:
         """Give the message back: visible again after ``delay`` seconds (0..900); a failed attempt."""
         await self._queues._nack(self, delay)
 
+    async def extend(self, seconds: float) -> None:
+        """Renew the lease: the message stays invisible ``seconds`` from now (0..43,200).
+
+        SQS ``ChangeMessageVisibility``, Alien ``renew_lease``; fault point ``queue.extend``.
+        Raises ``DeliverySettled`` once the delivery ended or its visibility lapsed.
+        """
+        await self._queues._extend(self, seconds)
+
     def __repr__(self) -> str:
         return f"<Delivery {self.queue}/{self.message.id} attempt={self.attempt}>"
 
@@ -201,17 +205,17 @@ class _QueueAttempt(Attempt):
 
     label = ""  # shadows ``Attempt.label``: set per instance, read by every event it records
 
-    def __init__(self, queues: Queues, d: Delivery, ctx: contextvars.Context, queue: str,
+    def __init__(self, queues: DeliveryEngine, d: Delivery, ctx: contextvars.Context, queue: str,
                  message_id: str, number: int) -> None:
         self._future: asyncio.Future[None] | None = None
         super().__init__(queue, message_id, number)
         self.label = f"{queue}/{message_id}#{number}"
         #: What the crash future's callback needs; None once the attempt ended.
-        self._crash_to: tuple[Queues, Delivery, contextvars.Context] | None = (queues, d, ctx)
+        self._crash_to: tuple[DeliveryEngine, Delivery, contextvars.Context] | None = (queues, d, ctx)
 
     @property
     def crash_future(self) -> asyncio.Future[None] | None:
-        """Resolved when the worker dies in this attempt; ``Queues._crashed`` records it."""
+        """Resolved when the worker dies in this attempt; ``DeliveryEngine._crashed`` records it."""
         if self._future is None and self._crash_to is not None:
             queues, d, ctx = self._crash_to
             self._future = queues._sim.loop.create_future()
@@ -232,7 +236,7 @@ class _QueueAttempt(Attempt):
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "dead", "dedup", "messages", "next_offset", "partitions",
+    __slots__ = ("config", "copies", "dead", "dedup", "messages", "next_offset", "partitions",
                  "publishes", "ready", "route", "route_text", "stats")
 
     def __init__(self, config: QueueConfig) -> None:
@@ -244,13 +248,14 @@ class _Queue:
         self.partitions: dict[str, deque[Message]] = {}  # unfinished messages per key, in order
         self.dedup: dict[str, tuple[Message, float]] = {}  # key -> (first message, published t)
         self.dead: list[Message] = []
+        self.copies: deque[tuple[Message, int]] = deque()  # overlapping copies a pull consumer has yet to take
         self.next_offset = 0
         self.publishes = 0
         self.stats = dict.fromkeys(_COUNTERS, 0)
 
 
 _COUNTERS = ("published", "duplicates", "delivered", "redelivered", "failed", "nacked",
-             "retries", "expired", "crashed", "stale_acks")
+             "retries", "expired", "crashed", "stale_acks", "extended")
 
 
 # -- argument checks -------------------------------------------------------------------------
@@ -266,27 +271,6 @@ def _seconds(call: str, arg: str, value: object, *, hi: float | None = None,
     limit = f"{bound} and at most {hi:g}" if hi is not None else bound
     raise ValueError(f"{call}({arg}=...) must be a number of seconds {limit}; got {value!r}. {fix}"
                      .rstrip())
-
-
-def _key(call: str, arg: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY:
-        got = f"{len(value)} characters" if isinstance(value, str) else repr(value)
-        raise ValueError(f"{call}({arg}=...) must be a string of 1 to {MAX_KEY} characters "
-                         f"(the queue's key limit) or None; got {got}. Hash longer keys, e.g. "
-                         "hashlib.sha256(key.encode()).hexdigest().")
-    return value
-
-
-def _check_name(call: str, name: object) -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RE.match(name):
-        got = f"{len(name)} characters" if isinstance(name, str) and len(name) > MAX_NAME else (
-            repr(name))
-        raise ValueError(f"{call}(name=...) must match {NAME_RE.pattern} and be at most "
-                         f"{MAX_NAME} characters; got {got}. Use lowercase letters, digits, "
-                         "'_' and '-', e.g. 'report-jobs'.")
-    return name
 
 
 #: Compact, UTF-8, no NaN/Infinity (not JSON); built once, ``json.dumps`` would build it per call.
@@ -335,19 +319,10 @@ def _scope(name: str) -> str | None:
     return None if current_attempt.get() is not None else name
 
 
-def _describe_handler(fn: object) -> str:
-    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+class DeliveryEngine:
+    """The life cycle of every message of a simulation's queues (``Queues`` adds the API)."""
 
-
-def _is_async_callable(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None))  # noqa: B004 - an instance with an async __call__
-
-
-class Queues:
-    """``sim.queues``: create queues, publish, route or receive, inspect stats and dead letters."""
-
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._queues: dict[str, _Queue] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -357,226 +332,6 @@ class Queues:
         #: (virtual epoch seconds, that instant as a datetime): publishes at one instant share
         #: the (immutable) ``published_at`` rather than build a datetime each.
         self._stamp: tuple[float, datetime] | None = None
-
-    # -- set-up ------------------------------------------------------------------------------
-    def create(
-        self,
-        name: str,
-        *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        visibility_timeout: float = DEFAULT_VISIBILITY,
-        retry_delay: float | None = None,
-        dedup_window: float = DEFAULT_DEDUP_WINDOW,
-        stale_ack: str = "ignore",
-    ) -> QueueConfig:
-        """Make queue ``name``; ``retry_delay=None`` means exponential backoff (1 s..60 s, x2)."""
-        _check_name("create", name)
-        if name in self._queues:
-            raise ValueError(f"create(name=...): queue {name!r} already exists in this "
-                             "simulation; create each queue once (sim.queues.config(name) shows "
-                             "its settings).")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"create(max_retries=...) must be an int >= 0 (retries after the "
-                             f"first attempt; 0 = dead-letter on the first failure); got "
-                             f"{max_retries!r}")
-        config = QueueConfig(
-            name,
-            max_retries,
-            _seconds("create", "visibility_timeout", visibility_timeout, positive=True,
-                     fix="It is how long an attempt may run before the message is redelivered."),
-            None if retry_delay is None else _seconds(
-                "create", "retry_delay", retry_delay,
-                fix="Use retry_delay=None for exponential backoff, 0 to retry at once."),
-            _seconds("create", "dedup_window", dedup_window, fix="Use 0 to turn dedup off."),
-            stale_ack,
-        )
-        if stale_ack not in STALE_ACK:
-            raise ValueError(f"create(stale_ack=...) must be one of {', '.join(STALE_ACK)}; got "
-                             f"{stale_ack!r}")
-        self._queues[name] = _Queue(config)
-        self._sim.history.record("queue", "create", queue=name, max_retries=max_retries,
-                                 visibility_timeout=config.visibility_timeout)
-        return config
-
-    def route(
-        self,
-        name: str,
-        handler: Handler | None = None,
-        *,
-        app: Any = None,
-        path: str | None = None,
-        url: str | None = None,
-    ) -> None:
-        """Deliver ``name``'s messages to ``handler(payload, delivery)``, ``app`` + ``path``, or ``url``.
-
-        An ASGI app gets ``POST path`` with the JSON payload and a URL gets it through httpx
-        (so respx mocks it); a 2xx answer acks. Messages already waiting start at once.
-        """
-        q = self._get("route", name)
-        given = [k for k, v in (("handler", handler), ("app", app), ("url", url)) if v is not None]
-        if len(given) != 1:
-            raise TypeError(f"route({name!r}, ...) needs exactly one destination: a handler, "
-                            f"app= with path=, or url=; got {', '.join(given) or 'none'}")
-        if path is not None and app is None:
-            raise TypeError(f"route(path=...) goes with app=; got path={path!r} without an app. "
-                            "For a URL pass url='https://...'.")
-        if q.route is not None:
-            raise ValueError(f"route({name!r}, ...): the queue already routes to {q.route_text}; "
-                             "a queue has one destination, set it once.")
-        dest: Handler
-        if handler is not None:
-            if not _is_async_callable(handler):
-                raise TypeError(f"route({name!r}, handler) needs an async callable "
-                                f"`async def handler(payload, delivery)`; got "
-                                f"{_describe_handler(handler)}, which is not async")
-            dest, text = handler, f"handler {_describe_handler(handler)}"
-        elif app is not None:
-            from .http import AsgiDestination
-
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
-                                 f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
-            dest = AsgiDestination(app, path)
-            text = f"app POST {path}"
-        else:
-            from .http import UrlDestination
-
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"route({name!r}, url=...) needs an http(s) URL, e.g. "
-                                 f"'https://app.example/api/workers/{name}'; got {url!r}")
-            dest = UrlDestination(url)
-            text = f"POST {url}"
-        q.route, q.route_text = dest, text
-        self._sim.history.record("queue", "route", queue=name, destination=text)
-        self._pump(q)
-
-    def config(self, name: str) -> QueueConfig:
-        """The settings queue ``name`` was created with."""
-        return self._get("config", name).config
-
-    def names(self) -> list[str]:
-        """Every queue's name, in creation order."""
-        return list(self._queues)
-
-    # -- operations ----------------------------------------------------------------------------
-    async def publish(
-        self,
-        name: str,
-        payload: Any,
-        *,
-        idempotency_key: str | None = None,
-        partition_key: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        delay: float = 0,
-    ) -> PublishResult:
-        """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
-        q = self._queues.get(name) or self._get("publish", name)
-        body = _to_json("publish", "payload", payload)
-        if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
-            raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
-                             f"limit is 1 MiB ({MAX_PAYLOAD} bytes). Store large data elsewhere "
-                             "(a stream or KV) and publish its key.")
-        key = idempotency_key
-        if key is not None:
-            _key("publish", "idempotency_key", key)
-        pkey = partition_key
-        if pkey is not None:
-            _key("publish", "partition_key", pkey)
-        meta = None
-        if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise TypeError(f"publish(metadata=...) must be a dict or None; got "
-                                f"{type(metadata).__name__}")
-            meta = _to_json("publish", "metadata", metadata)
-        if delay != 0 or type(delay) is not int:
-            delay = _seconds("publish", "delay", delay, hi=MAX_DELAY,
-                             fix="The queue delays delivery by at most 900 s (15 minutes).")
-        sim = self._sim
-        q.publishes += 1
-        number = q.publishes
-        try:
-            # scoped by the attempt publishing (a queue-scoped rule means "that queue's
-            # workers"), so the test's own publishes do not use up a rule's on_call
-            faults = sim.faults
-            if not faults.passes("queue.publish"):
-                await faults.enter("queue.publish")
-        except Exception as exc:
-            sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
-                               duplicate=False, error=repr(exc))
-            raise
-        now = sim.clock._mono
-        if key is not None:
-            hit = q.dedup.get(key)
-            if hit is not None and now - hit[1] < q.config.dedup_window:
-                first = hit[0]
-                q.stats["duplicates"] += 1
-                err = self._leave("queue.publish")
-                sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name,
-                                   id=first.id, key=key, duplicate=True)
-                if err is not None:
-                    raise err
-                return PublishResult(first.id, first.offset, first.published_at, True)
-        clock = sim.clock
-        seconds = clock.start + now
-        stamp = self._stamp
-        if stamp is None or stamp[0] != seconds:
-            stamp = self._stamp = (seconds, clock.now())
-        msg = Message(sim.next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
-        q.next_offset += 1
-        q.messages[msg.id] = msg
-        q.stats["published"] += 1
-        if key is not None:
-            q.dedup[key] = (msg, now)
-        if pkey is not None:
-            part = q.partitions.get(pkey)
-            if part is None:
-                part = q.partitions[pkey] = deque()
-            part.append(msg)
-        err = self._leave("queue.publish")
-        sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
-                           key=key, duplicate=False)
-        msg._copies_left = sim.faults.deliveries(name, number) - 1
-        if delay:
-            self._schedule(q, msg, delay)
-        else:
-            self._make_ready(q, msg)
-        if err is not None:
-            raise err
-        return PublishResult(msg.id, msg.offset, msg.published_at, False)
-
-    async def receive(self, name: str) -> Delivery | None:
-        """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
-        q = self._get("receive", name)
-        if q.route is not None:
-            raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
-                             "takes every message; receive() is the pull consumer for queues "
-                             "without a route.")
-        if self._take(q, remove=False) is None:
-            return None
-        await self._sim.faults.enter("queue.deliver", queue=_scope(name))
-        msg = self._take(q, remove=True)
-        if msg is None:  # taken while a fault delayed us
-            return None
-        return self._start(q, msg)
-
-    def stats(self, name: str) -> dict[str, int]:
-        """Counters (published, delivered, failed, ...) and current states of queue ``name``."""
-        q = self._get("stats", name)
-        out = dict(q.stats)
-        states = dict.fromkeys((DELAYED, READY, IN_FLIGHT, ACKED, DEAD), 0)
-        for msg in q.messages.values():
-            states[msg.state] += 1
-        out.update(acked=states[ACKED], dead_letters=states[DEAD], in_flight=states[IN_FLIGHT],
-                   pending=states[READY] + states[DELAYED])
-        return out
-
-    def dead_letters(self, name: str) -> list[Message]:
-        """Messages of queue ``name`` that used up their attempts, oldest first."""
-        return list(self._get("dead_letters", name).dead)
-
-    def messages(self, name: str) -> list[Message]:
-        """Every message published to queue ``name`` (duplicates by key left out), in order."""
-        return list(self._get("messages", name).messages.values())
 
     # -- internals: lookup, fault points --------------------------------------------------------
     def _get(self, call: str, name: str) -> _Queue:
@@ -673,10 +428,34 @@ class Queues:
         detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
         if msg._copy > 1:
             detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
+        d = self._launch(q, d, detail)
+        if msg._overlap_left:  # overlapping copies start at this same instant
+            n, msg._overlap_left = msg._overlap_left, 0
+            for k in range(1, n + 1):
+                if q.route is not None:
+                    self._start_copy(q, msg, msg._copy + k)
+                else:
+                    q.copies.append((msg, msg._copy + k))
+        return d
+
+    def _start_copy(self, q: _Queue, msg: Message, copy: int) -> Delivery:
+        """An overlapping copy of ``msg``: a delivery of its own next to the one in flight."""
+        msg.attempts += 1
+        d = Delivery(self, q, msg, msg.attempts)
+        d._overlap = True
+        q.stats["delivered"] += 1
+        q.stats["redelivered"] += 1
+        return self._launch(q, d, {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
+                                   "copy": copy, "overlap": True})
+
+    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any]) -> Delivery:
+        """Record the delivery and, on a routed queue, run its handler in a task of its own."""
         route = q.route
         if route is None:
             self._sim.history.record("queue", "deliver", **detail)
             return d
+        loop = self._sim.loop
+        name, msg, number = q.config.name, d.message, d.attempt
         ctx = contextvars.Context()
         attempt = _QueueAttempt(self, d, ctx, name, msg.id, number)
         ctx.run(self._begin, attempt, detail)
@@ -711,6 +490,7 @@ class Queues:
                 self._failed(d, exc)
                 return
             if d._settled is None:
+                attempt.returning = True  # chaos crash: the queue's ack is its last point
                 try:
                     if faults.passes("queue.ack"):
                         self._acked(d)
@@ -754,6 +534,12 @@ class Queues:
         q, msg = d._q, d.message
         error = f"{type(exc).__name__}: {exc}"
         q.stats["failed"] += 1
+        if d._overlap:  # an overlapping copy: the message's own delivery carries the retries
+            if d._settled is None:
+                d._settled = "failed"
+            self._record("attempt_failed", queue=q.config.name, id=msg.id, attempt=d.attempt,
+                         error=error, overlap=True)
+            return
         open_ = d._settled is None  # False: the handler acked or nacked, then raised
         current = open_ and self._is_current(d)
         detail: dict[str, Any] = {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
@@ -835,15 +621,16 @@ class Queues:
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
         if self._sim.faults.passes("queue.ack"):
+            await suspend()
             self._acked(d)
         else:
-            await self._enter_ack(d)
+            await self._enter_ack(d, call=True)
 
-    async def _enter_ack(self, d: Delivery) -> None:
+    async def _enter_ack(self, d: Delivery, call: bool = False) -> None:
         """``_ack`` when fault point ``queue.ack`` may raise, wait or crash."""
         name = d._q.config.name
         try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=call)
         except Exception as exc:
             self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
                                      attempt=d.attempt, stale=not self._is_current(d),
@@ -859,6 +646,14 @@ class Queues:
         current = self._is_current(d)
         d._settled = "acked"
         deleted = copy = False
+        if d._overlap:  # an overlapping copy's ack: the message's own delivery settles it
+            err = self._leave("queue.ack")
+            self._sim.history.record("queue", "ack", "unknown" if err else "ok",
+                                     queue=q.config.name, id=msg.id, attempt=d.attempt,
+                                     stale=False, deleted=False, overlap=True)
+            if err is not None:
+                raise err
+            return
         if current:
             self._release(d)
             if msg._copies_left:  # a duplicate fault: the next copy follows this ack
@@ -893,13 +688,13 @@ class Queues:
         q, msg = d._q, d.message
         name = q.config.name
         try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=True)
         except Exception as exc:
             self._record("nack", "fail", queue=name, id=msg.id, attempt=d.attempt, delay=delay,
                          error=repr(exc))
             raise
         self._settle_check(d, "nack()")
-        current = self._is_current(d)
+        current = self._is_current(d) and not d._overlap
         d._settled = "nacked"
         if current:
             self._release(d)
@@ -907,7 +702,9 @@ class Queues:
         err = self._leave("queue.ack")
         detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": d.attempt,
                                   "delay": delay}
-        if not current:
+        if d._overlap:
+            detail["overlap"] = True
+        elif not current:
             detail["stale"] = True
         self._record("nack", "unknown" if err else "ok", **detail)
         if current:
@@ -915,80 +712,47 @@ class Queues:
         if err is not None:
             raise err
 
-    # -- snapshot ------------------------------------------------------------------------------
-    def _snapshot(self) -> object:
-        """Queues, messages, dedup tables and counters as plain data (routes are not state)."""
-        now = self._sim.clock._mono
-        out: dict[str, Any] = {}
-        for name, q in self._queues.items():
-            msgs = []
-            for m in q.messages.values():
-                due = None
-                if m.state == DELAYED and m._timer is not None:
-                    due = m._timer.when()
-                elif m.state == IN_FLIGHT and m._delivery is not None and m._delivery._timer:
-                    due = m._delivery._timer.when()
-                msgs.append({
-                    "id": m.id, "offset": m.offset, "body": m._body, "meta": m._meta,
-                    "published_at": m.published_at, "key": m.idempotency_key,
-                    "pkey": m.partition_key, "attempts": m.attempts, "state": m.state,
-                    "last_error": m.last_error, "copies_left": m._copies_left,
-                    "copy": m._copy, "copy_attempts": m._copy_attempts, "due": due if due is None else due - now,
-                })
-            out[name] = {
-                "config": q.config, "messages": msgs,
-                "dedup": {k: (m.id, t) for k, (m, t) in q.dedup.items()},
-                "dead": [m.id for m in q.dead], "next_offset": q.next_offset,
-                "publishes": q.publishes, "stats": dict(q.stats),
-            }
-        return out
 
-    def _restore(self, state: object) -> None:
-        """Go back to a ``_snapshot``: timers re-armed from now, running attempts become stale."""
-        if not isinstance(state, dict):
-            raise TypeError(f"queues._restore(state) takes what _snapshot() returned; got "
-                            f"{type(state).__name__}")
-        for q in self._queues.values():
-            for m in q.messages.values():
-                if m._timer is not None:
-                    m._timer.cancel()
-                    m._timer = None
-                if m._delivery is not None:
-                    d = m._delivery
-                    self._release(d)
-                    d.expired = True
-        old, self._queues = self._queues, {}
-        for name, data in state.items():
-            q = _Queue(data["config"])
-            prev = old.get(name)
-            if prev is not None:
-                q.route, q.route_text = prev.route, prev.route_text
-            q.next_offset, q.publishes = data["next_offset"], data["publishes"]
-            q.stats = dict(data["stats"])
-            self._queues[name] = q
-            for md in data["messages"]:
-                m = Message(md["id"], name, md["offset"], md["body"], md["published_at"],
-                            md["key"], md["pkey"], md["meta"])
-                m.attempts, m.last_error = md["attempts"], md["last_error"]
-                m._copies_left, m._copy_attempts = md["copies_left"], md["copy_attempts"]
-                m._copy = md["copy"]
-                m.state = md["state"]
-                q.messages[m.id] = m
-                if m.partition_key is not None and m.state not in (ACKED, DEAD):
-                    q.partitions.setdefault(m.partition_key, deque()).append(m)
-            q.dedup = {k: (q.messages[i], t) for k, (i, t) in data["dedup"].items()}
-            q.dead = [q.messages[i] for i in data["dead"]]
+    async def _extend(self, d: Delivery, seconds: float) -> None:
+        """``Delivery.extend``: the visibility lease ends ``seconds`` from now."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+                math.isfinite(seconds) and 0 <= seconds <= MAX_EXTEND):
+            raise ValueError(f"extend(seconds=...) must be a number of seconds >= 0 and at most "
+                             f"{MAX_EXTEND:,.0f} (12 hours, SQS's limit); got {seconds!r}. Extend "
+                             "again before the lease runs out for longer work.")
+        self._extend_check(d)
+        q, msg = d._q, d.message
+        name = q.config.name
+        faults = self._sim.faults
+        try:
+            if faults.passes("queue.extend"):
+                await suspend()
+            else:
+                await faults.enter("queue.extend", queue=_scope(name), call=True)
+        except Exception as exc:
+            self._record("extend", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                         seconds=float(seconds), error=repr(exc))
+            raise
+        self._extend_check(d)
+        if not d._overlap:
+            if d._timer is not None:
+                d._timer.cancel()
             loop = self._sim.loop
-            for md in data["messages"]:
-                m = q.messages[md["id"]]
-                due = max(0.0, md["due"] or 0.0)
-                if m.state == IN_FLIGHT:  # its worker is gone: visible again when the lease ends
-                    d = Delivery(self, q, m, m.attempts)
-                    m._delivery = d
-                    d._timer = loop.call_later(due, self._expire, d, context=self._quiet)
-                elif m.state == DELAYED:
-                    m._timer = loop.call_later(due, self._due, q, m, context=self._quiet)
-                elif m.state == READY:
-                    m._gen += 1
-                    heapq.heappush(q.ready, (m.offset, m._gen, m))
-            self._pump(q)
+            d._timer = loop.call_at(loop.time() + seconds, self._expire, d, context=self._quiet)
+        q.stats["extended"] += 1
+        err = self._leave("queue.extend")
+        self._record("extend", "unknown" if err else "ok", queue=name, id=msg.id,
+                     attempt=d.attempt, seconds=float(seconds))
+        if err is not None:
+            raise err
+
+    def _extend_check(self, d: Delivery) -> None:
+        if d._settled is not None:
+            raise DeliverySettled(f"extend(): the delivery {d.message.id} attempt {d.attempt} "
+                                  f"already ended ({d._settled}); extend a lease only while its "
+                                  "handler still works on it")
+        if not d._overlap and not self._is_current(d):
+            raise DeliverySettled(f"extend(): the visibility of {d.message.id} attempt "
+                                  f"{d.attempt} already lapsed and the message is visible again "
+                                  "(maybe redelivered); extend before the lease runs out, e.g. "
+                                  "every visibility_timeout / 2 seconds")

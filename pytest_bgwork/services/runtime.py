@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotRunning, ProcessCrashed, RuntimeShuttingDown
-from .loop import describe_task
+from ..core.errors import NotRunning, ProcessCrashed, RuntimeShuttingDown
+from ..core.loop import describe_task
 
 if TYPE_CHECKING:
-    from .history import Event
-    from .simulation import Simulation
+    from ..core.history import Event
+    from ..core.kernel import Kernel
 
 __all__ = ["LATE_MODES", "Request", "Runtime", "RuntimeTask", "TaskError"]
 
@@ -98,7 +98,7 @@ async def _reraise(exc: BaseException) -> None:
 class _CrashWatch:
     """Wakes waiters when an injected crash freezes a task (a frozen task never finishes)."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self.waiters: set[asyncio.Future[None]] = set()
         sim.history.subscribe(self._on_event)
 
@@ -113,12 +113,12 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-_watches: weakref.WeakKeyDictionary[Simulation, _CrashWatch] = weakref.WeakKeyDictionary()
+_watches: weakref.WeakKeyDictionary[Kernel, _CrashWatch] = weakref.WeakKeyDictionary()
 #: Virtual seconds under which a deadline counts as reached (float rounding of loop.call_later).
 DEADLINE_EPSILON = 1e-9
 
 
-async def wait_some(sim: Simulation, tasks: Iterable[asyncio.Future[Any]], timeout: float | None) -> None:
+async def wait_some(sim: Kernel, tasks: Iterable[asyncio.Future[Any]], timeout: float | None) -> None:
     """Return when one of ``tasks`` finishes, ``timeout`` passes, or a crash freezes a task."""
     watch = _watches.get(sim)
     if watch is None:
@@ -132,7 +132,7 @@ async def wait_some(sim: Simulation, tasks: Iterable[asyncio.Future[Any]], timeo
         wake.cancel()
 
 
-def remaining(sim: Simulation, deadline: float | None) -> float | None:
+def remaining(sim: Kernel, deadline: float | None) -> float | None:
     """Seconds left until ``deadline`` (``None``: no deadline), never below 0."""
     return None if deadline is None else max(0.0, deadline - sim.clock.monotonic())
 
@@ -260,7 +260,7 @@ class Request:
 class Runtime:
     """``sim.runtime``: ``wait_until``, ``request``, ``drain``, ``shutdown``, ``pending``, ``errors``."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._tasks: list[RuntimeTask] = []
         self._errors: list[TaskError] = []

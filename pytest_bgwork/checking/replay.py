@@ -19,12 +19,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .choices import SeededChoices
-from .errors import BgworkError
-from .faults import Fault, FaultPlan
+from ..core.choices import SeededChoices
+from ..core.errors import BgworkError
+from ..core.faults import Fault, FaultPlan
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..simulation import Simulation
 
 __all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "apply", "decode", "encode"]
 

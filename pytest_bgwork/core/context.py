@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from .errors import NotRunning
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from .kernel import Kernel
 
 __all__ = ["Attempt", "current", "current_attempt"]
 
-_active: list[Simulation] = []
+_active: list[Kernel] = []
 
 
 @dataclass(eq=False)
@@ -26,6 +26,11 @@ class Attempt:
     number: int
     crashed: bool = False
     crash_future: asyncio.Future[None] | None = field(default=None, repr=False)
+    #: Fault points passed after the delivery, the point chaos ``crash`` drew to die at,
+    #: and whether the handler returned (the queue is acking for it).
+    passed: int = field(default=0, repr=False)
+    crash_at: int | None = field(default=None, repr=False)
+    returning: bool = field(default=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -38,7 +43,7 @@ current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar
 )
 
 
-def current() -> Simulation:
+def current() -> Kernel:
     """The simulation running this code, for app code that builds clients once.
 
     Inside the virtual loop it is the loop's simulation; in a sync test it is the
@@ -59,18 +64,18 @@ def current() -> Simulation:
     )
 
 
-def push(sim: Simulation) -> None:
+def push(sim: Kernel) -> None:
     """Make ``sim`` the current simulation for sync code (the fixture does this)."""
     _active.append(sim)
 
 
-def pop(sim: Simulation) -> None:
+def pop(sim: Kernel) -> None:
     """Undo ``push``; tolerant of a simulation that was never pushed."""
     if sim in _active:
         _active.remove(sim)
 
 
-def active() -> Simulation | None:
+def active() -> Kernel | None:
     """The current simulation or ``None`` (used by the wall clock patch)."""
     try:
         return current()

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import context as _context
-from .errors import BgworkError
-from .loop import describe_task
+from ..core import context as _context
+from ..core.errors import BgworkError
+from ..core.loop import describe_task
 from .runtime import DEADLINE_EPSILON, check_seconds, close_awaitable, remaining, wait_some
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["BackgroundTaskManager", "ManagedTask", "ManagerShutDown"]
 
@@ -32,7 +32,7 @@ log = logging.getLogger("pytest_bgwork.task_manager")
 
 #: Managers that ran tasks on each simulation, so ``sim.task_manager.outstanding()`` sees
 #: the ones app code built itself (``BackgroundTaskManager()`` inside a simulation).
-_managers: weakref.WeakKeyDictionary[Simulation, weakref.WeakSet[BackgroundTaskManager]] = (
+_managers: weakref.WeakKeyDictionary[Kernel, weakref.WeakSet[BackgroundTaskManager]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -55,7 +55,7 @@ class ManagedTask:
     timeout: float | None
     context: dict[str, Any] | None
     created_at: float
-    sim: Simulation = field(repr=False)
+    sim: Kernel = field(repr=False)
     status: str = "running"
     finished_at: float | None = None
     error: BaseException | None = None
@@ -88,7 +88,7 @@ class BackgroundTaskManager:
     """
 
     def __init__(self, default_shutdown_timeout: float = 30.0, max_pending_tasks: int = 1000, *,
-                 sim: Simulation | None = None) -> None:
+                 sim: Kernel | None = None) -> None:
         timeout = check_seconds(default_shutdown_timeout, "BackgroundTaskManager(default_shutdown_timeout=...)",
                                 optional=False)
         assert timeout is not None
@@ -173,7 +173,7 @@ class BackgroundTaskManager:
                             f"None; got {type(context).__name__}")
         return limit
 
-    def _resolve(self) -> Simulation:
+    def _resolve(self) -> Kernel:
         return self._sim if self._sim is not None else _context.current()
 
     async def _run(self, rec: ManagedTask, coro: Coroutine[Any, Any, Any]) -> Any:

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from .context import Attempt, current_attempt
-from .errors import BgworkError, StreamClosed
+from ..core.context import Attempt, current_attempt
+from ..core.errors import BgworkError, StreamClosed
+from ..core.faults import suspend
 from .kv import check_name, check_ttl, pop_due, to_json_text
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["BASE_URL", "Stream", "StreamExpired", "StreamNotFound", "StreamRead", "Streams"]
 
@@ -143,7 +144,7 @@ class Stream:
 class Streams:
     """``sim.streams``: create durable streams, read them back, list open ones."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
@@ -183,8 +184,10 @@ class Streams:
                 f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
             )
         try:
-            if not self._faults.passes("stream.create"):
-                await self._faults.enter("stream.create")
+            if self._faults.passes("stream.create"):
+                await suspend()
+            else:
+                await self._faults.enter("stream.create", call=True)
         except Exception as exc:
             self._record("stream", "create", "fail", name=name, error=_error_text(exc))
             raise
@@ -324,8 +327,10 @@ class Streams:
         """
         point = f"stream.{op}"
         try:
-            if not self._faults.passes(point):
-                await self._faults.enter(point)
+            if self._faults.passes(point):
+                await suspend()
+            else:
+                await self._faults.enter(point, call=True)
         except Exception as exc:
             self._record("stream", op, "fail", **detail, error=_error_text(exc))
             raise

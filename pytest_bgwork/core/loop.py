@@ -27,7 +27,7 @@ from .clock import VirtualClock
 from .errors import Deadlock
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from .kernel import Kernel
 
 __all__ = ["VirtualEventLoop", "describe_task"]
 
@@ -151,7 +151,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, clock: VirtualClock | None = None) -> None:
         super().__init__()
         self.clock = clock if clock is not None else VirtualClock()
-        self.sim: Simulation | None = None
+        self.sim: Kernel | None = None
         self._threads = 0
         self._timer_seq = 0
         # asyncio fires a timer when ``when < time() + _clock_resolution``; a clock jumped

@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .context import Attempt, current_attempt
-from .errors import CheckFailed
-from .history import Event
+from ..core.context import Attempt, current_attempt
+from ..core.errors import CheckFailed
+from ..core.history import Event
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
-    from .streams import Stream
+    from ..services.streams import Stream
+    from ..simulation import Simulation
 
 __all__ = [
     "assert_drained",
@@ -122,7 +122,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _check_sim(sim: object, where: str) -> None:
-    from .simulation import Simulation
+    from ..simulation import Simulation
 
     if not isinstance(sim, Simulation):
         raise TypeError(f"{where} expects a bg.Simulation (e.g. the `bgwork` fixture); got {sim!r}")
@@ -398,7 +398,7 @@ def assert_drained(sim: Simulation) -> None:
     events = sim.history.events
     sections: list[tuple[str, list[str]]] = []
     names: list[str] = []
-    from .task_manager import _managers
+    from ..services.task_manager import _managers
 
     for service, title in (("runtime", "waitUntil task"), ("task_manager", "task-manager task")):
         # managers the app built itself register with the simulation: ask sim.task_manager

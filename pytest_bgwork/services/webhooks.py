@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import BgworkError
+from ..core.errors import BgworkError
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["ASGIApp", "WebhookSignatureError", "Webhooks"]
 
@@ -85,7 +85,7 @@ class Webhooks:
 
     HEADER = "bgwork-signature"
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self.header = self.HEADER
 
@@ -242,7 +242,7 @@ class Webhooks:
         if key is not None:
             sent[self.header] = self.sign(body, key)
         try:
-            await sim.faults.enter("webhook.deliver")
+            await sim.faults.enter("webhook.deliver", call=True)
             response = await client.post(target, content=body, headers=sent)
         except Exception as exc:
             sim.history.record("webhook", "deliver", "fail", **detail, status=None, error=repr(exc))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import BgworkError
+from ..core.errors import BgworkError
 
 if TYPE_CHECKING:
     from .queues import Delivery

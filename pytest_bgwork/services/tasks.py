@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .simulation import Simulation
+    from ..core.kernel import Kernel
 
 __all__ = ["STATUSES", "Task", "Tasks"]
 
@@ -76,7 +76,7 @@ class Tasks:
 
     STATUSES = STATUSES
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._items: dict[str, Task] = {}
 

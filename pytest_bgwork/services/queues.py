@@ -1,0 +1,401 @@
+"""Queues: at-least-once delivery on virtual time, shaped after SQS and Agentuity queues.
+
+``sim.queues.create(name)`` makes a queue; ``publish`` enqueues a JSON copy of a payload;
+``route`` sends each message to an async handler, an ASGI app or a URL (delivered
+automatically on the simulation's loop), and a queue without a route holds messages for
+the pull consumer ``receive``. A delivery not acked within ``visibility_timeout`` becomes
+visible again, even while its first handler still runs; failed attempts are retried with
+backoff and dead-lettered after ``max_retries`` retries. Every operation is recorded in the
+history and passes a fault point (``queue.publish``, ``queue.deliver``, ``queue.ack``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import re
+from collections import deque
+from typing import Any
+
+from ..core.faults import suspend
+from .delivery import (
+    ACKED,
+    DEAD,
+    DELAYED,
+    IN_FLIGHT,
+    MAX_DELAY,
+    READY,
+    STALE_ACK,
+    Delivery,
+    DeliveryEngine,
+    DeliverySettled,
+    Handler,
+    Message,
+    PublishResult,
+    QueueConfig,
+    UnknownQueue,
+    _Queue,
+    _scope,
+    _seconds,
+    _to_json,
+    retry_backoff,
+)
+
+__all__ = [
+    "Delivery",
+    "DeliverySettled",
+    "Message",
+    "PublishResult",
+    "QueueConfig",
+    "Queues",
+    "UnknownQueue",
+    "retry_backoff",
+]
+
+#: Queue names: what Agentuity accepts (and SQS's length limit).
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+MAX_NAME = 256
+MAX_KEY = 256
+MAX_PAYLOAD = 1024 * 1024
+DEFAULT_VISIBILITY = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_DEDUP_WINDOW = 300.0
+
+
+
+def _key(call: str, arg: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY:
+        got = f"{len(value)} characters" if isinstance(value, str) else repr(value)
+        raise ValueError(f"{call}({arg}=...) must be a string of 1 to {MAX_KEY} characters "
+                         f"(the queue's key limit) or None; got {got}. Hash longer keys, e.g. "
+                         "hashlib.sha256(key.encode()).hexdigest().")
+    return value
+
+
+def _check_name(call: str, name: object) -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RE.match(name):
+        got = f"{len(name)} characters" if isinstance(name, str) and len(name) > MAX_NAME else (
+            repr(name))
+        raise ValueError(f"{call}(name=...) must match {NAME_RE.pattern} and be at most "
+                         f"{MAX_NAME} characters; got {got}. Use lowercase letters, digits, "
+                         "'_' and '-', e.g. 'report-jobs'.")
+    return name
+
+
+
+def _describe_handler(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+def _is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004 - an instance with an async __call__
+
+
+class Queues(DeliveryEngine):
+    """``sim.queues``: create queues, publish, route or receive, inspect stats and dead letters."""
+
+    # -- set-up ------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        visibility_timeout: float = DEFAULT_VISIBILITY,
+        retry_delay: float | None = None,
+        dedup_window: float = DEFAULT_DEDUP_WINDOW,
+        stale_ack: str = "ignore",
+    ) -> QueueConfig:
+        """Make queue ``name``; ``retry_delay=None`` means exponential backoff (1 s..60 s, x2)."""
+        _check_name("create", name)
+        if name in self._queues:
+            raise ValueError(f"create(name=...): queue {name!r} already exists in this "
+                             "simulation; create each queue once (sim.queues.config(name) shows "
+                             "its settings).")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"create(max_retries=...) must be an int >= 0 (retries after the "
+                             f"first attempt; 0 = dead-letter on the first failure); got "
+                             f"{max_retries!r}")
+        config = QueueConfig(
+            name,
+            max_retries,
+            _seconds("create", "visibility_timeout", visibility_timeout, positive=True,
+                     fix="It is how long an attempt may run before the message is redelivered."),
+            None if retry_delay is None else _seconds(
+                "create", "retry_delay", retry_delay,
+                fix="Use retry_delay=None for exponential backoff, 0 to retry at once."),
+            _seconds("create", "dedup_window", dedup_window, fix="Use 0 to turn dedup off."),
+            stale_ack,
+        )
+        if stale_ack not in STALE_ACK:
+            raise ValueError(f"create(stale_ack=...) must be one of {', '.join(STALE_ACK)}; got "
+                             f"{stale_ack!r}")
+        self._queues[name] = _Queue(config)
+        self._sim.history.record("queue", "create", queue=name, max_retries=max_retries,
+                                 visibility_timeout=config.visibility_timeout)
+        return config
+
+    def route(
+        self,
+        name: str,
+        handler: Handler | None = None,
+        *,
+        app: Any = None,
+        path: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        """Deliver ``name``'s messages to ``handler(payload, delivery)``, ``app`` + ``path``, or ``url``.
+
+        An ASGI app gets ``POST path`` with the JSON payload and a URL gets it through httpx
+        (so respx mocks it); a 2xx answer acks. Messages already waiting start at once.
+        """
+        q = self._get("route", name)
+        given = [k for k, v in (("handler", handler), ("app", app), ("url", url)) if v is not None]
+        if len(given) != 1:
+            raise TypeError(f"route({name!r}, ...) needs exactly one destination: a handler, "
+                            f"app= with path=, or url=; got {', '.join(given) or 'none'}")
+        if path is not None and app is None:
+            raise TypeError(f"route(path=...) goes with app=; got path={path!r} without an app. "
+                            "For a URL pass url='https://...'.")
+        if q.route is not None:
+            raise ValueError(f"route({name!r}, ...): the queue already routes to {q.route_text}; "
+                             "a queue has one destination, set it once.")
+        dest: Handler
+        if handler is not None:
+            if not _is_async_callable(handler):
+                raise TypeError(f"route({name!r}, handler) needs an async callable "
+                                f"`async def handler(payload, delivery)`; got "
+                                f"{_describe_handler(handler)}, which is not async")
+            dest, text = handler, f"handler {_describe_handler(handler)}"
+        elif app is not None:
+            from .http import AsgiDestination
+
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
+                                 f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
+            dest = AsgiDestination(app, path)
+            text = f"app POST {path}"
+        else:
+            from .http import UrlDestination
+
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ValueError(f"route({name!r}, url=...) needs an http(s) URL, e.g. "
+                                 f"'https://app.example/api/workers/{name}'; got {url!r}")
+            dest = UrlDestination(url)
+            text = f"POST {url}"
+        q.route, q.route_text = dest, text
+        self._sim.history.record("queue", "route", queue=name, destination=text)
+        self._pump(q)
+
+    def config(self, name: str) -> QueueConfig:
+        """The settings queue ``name`` was created with."""
+        return self._get("config", name).config
+
+    def names(self) -> list[str]:
+        """Every queue's name, in creation order."""
+        return list(self._queues)
+
+    # -- operations ----------------------------------------------------------------------------
+    async def publish(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        partition_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay: float = 0,
+    ) -> PublishResult:
+        """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
+        q = self._queues.get(name) or self._get("publish", name)
+        body = _to_json("publish", "payload", payload)
+        if len(body) * 4 > MAX_PAYLOAD and len(body.encode()) > MAX_PAYLOAD:
+            raise ValueError(f"publish(payload=...) is {len(body.encode())} bytes as JSON; the "
+                             f"limit is 1 MiB ({MAX_PAYLOAD} bytes). Store large data elsewhere "
+                             "(a stream or KV) and publish its key.")
+        key = idempotency_key
+        if key is not None:
+            _key("publish", "idempotency_key", key)
+        pkey = partition_key
+        if pkey is not None:
+            _key("publish", "partition_key", pkey)
+        meta = None
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise TypeError(f"publish(metadata=...) must be a dict or None; got "
+                                f"{type(metadata).__name__}")
+            meta = _to_json("publish", "metadata", metadata)
+        if delay != 0 or type(delay) is not int:
+            delay = _seconds("publish", "delay", delay, hi=MAX_DELAY,
+                             fix="The queue delays delivery by at most 900 s (15 minutes).")
+        sim = self._sim
+        q.publishes += 1
+        number = q.publishes
+        try:
+            # scoped by the attempt publishing (a queue-scoped rule means "that queue's
+            # workers"), so the test's own publishes do not use up a rule's on_call
+            faults = sim.faults
+            if faults.passes("queue.publish"):
+                await suspend()
+            else:
+                await faults.enter("queue.publish", call=True)
+        except Exception as exc:
+            sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
+                               duplicate=False, error=repr(exc))
+            raise
+        now = sim.clock._mono
+        if key is not None:
+            hit = q.dedup.get(key)
+            if hit is not None and now - hit[1] < q.config.dedup_window:
+                first = hit[0]
+                q.stats["duplicates"] += 1
+                err = self._leave("queue.publish")
+                sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name,
+                                   id=first.id, key=key, duplicate=True)
+                if err is not None:
+                    raise err
+                return PublishResult(first.id, first.offset, first.published_at, True)
+        clock = sim.clock
+        seconds = clock.start + now
+        stamp = self._stamp
+        if stamp is None or stamp[0] != seconds:
+            stamp = self._stamp = (seconds, clock.now())
+        msg = Message(sim.next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
+        q.next_offset += 1
+        q.messages[msg.id] = msg
+        q.stats["published"] += 1
+        if key is not None:
+            q.dedup[key] = (msg, now)
+        if pkey is not None:
+            part = q.partitions.get(pkey)
+            if part is None:
+                part = q.partitions[pkey] = deque()
+            part.append(msg)
+        err = self._leave("queue.publish")
+        sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
+                           key=key, duplicate=False)
+        msg._copies_left = sim.faults.deliveries(name, number) - 1
+        msg._overlap_left = sim.faults.deliveries(name, number, overlap=True) - 1
+        if delay:
+            self._schedule(q, msg, delay)
+        else:
+            self._make_ready(q, msg)
+        if err is not None:
+            raise err
+        return PublishResult(msg.id, msg.offset, msg.published_at, False)
+
+    async def receive(self, name: str) -> Delivery | None:
+        """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
+        q = self._get("receive", name)
+        if q.route is not None:
+            raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
+                             "takes every message; receive() is the pull consumer for queues "
+                             "without a route.")
+        if q.copies:  # an overlapping copy is visible alongside the message in flight
+            return self._start_copy(q, *q.copies.popleft())
+        if self._take(q, remove=False) is None:
+            return None
+        await self._sim.faults.enter("queue.deliver", queue=_scope(name), call=True)
+        msg = self._take(q, remove=True)
+        if msg is None:  # taken while a fault delayed us
+            return None
+        return self._start(q, msg)
+
+    def stats(self, name: str) -> dict[str, int]:
+        """Counters (published, delivered, failed, ...) and current states of queue ``name``."""
+        q = self._get("stats", name)
+        out = dict(q.stats)
+        states = dict.fromkeys((DELAYED, READY, IN_FLIGHT, ACKED, DEAD), 0)
+        for msg in q.messages.values():
+            states[msg.state] += 1
+        out.update(acked=states[ACKED], dead_letters=states[DEAD], in_flight=states[IN_FLIGHT],
+                   pending=states[READY] + states[DELAYED])
+        return out
+
+    def dead_letters(self, name: str) -> list[Message]:
+        """Messages of queue ``name`` that used up their attempts, oldest first."""
+        return list(self._get("dead_letters", name).dead)
+
+    def messages(self, name: str) -> list[Message]:
+        """Every message published to queue ``name`` (duplicates by key left out), in order."""
+        return list(self._get("messages", name).messages.values())
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def _snapshot(self) -> object:
+        """Queues, messages, dedup tables and counters as plain data (routes are not state)."""
+        now = self._sim.clock._mono
+        out: dict[str, Any] = {}
+        for name, q in self._queues.items():
+            msgs = []
+            for m in q.messages.values():
+                due = None
+                if m.state == DELAYED and m._timer is not None:
+                    due = m._timer.when()
+                elif m.state == IN_FLIGHT and m._delivery is not None and m._delivery._timer:
+                    due = m._delivery._timer.when()
+                msgs.append({
+                    "id": m.id, "offset": m.offset, "body": m._body, "meta": m._meta,
+                    "published_at": m.published_at, "key": m.idempotency_key,
+                    "pkey": m.partition_key, "attempts": m.attempts, "state": m.state,
+                    "last_error": m.last_error, "copies_left": m._copies_left,
+                    "copy": m._copy, "copy_attempts": m._copy_attempts, "due": due if due is None else due - now,
+                })
+            out[name] = {
+                "config": q.config, "messages": msgs,
+                "dedup": {k: (m.id, t) for k, (m, t) in q.dedup.items()},
+                "dead": [m.id for m in q.dead], "next_offset": q.next_offset,
+                "publishes": q.publishes, "stats": dict(q.stats),
+            }
+        return out
+
+    def _restore(self, state: object) -> None:
+        """Go back to a ``_snapshot``: timers re-armed from now, running attempts become stale."""
+        if not isinstance(state, dict):
+            raise TypeError(f"queues._restore(state) takes what _snapshot() returned; got "
+                            f"{type(state).__name__}")
+        for q in self._queues.values():
+            for m in q.messages.values():
+                if m._timer is not None:
+                    m._timer.cancel()
+                    m._timer = None
+                if m._delivery is not None:
+                    d = m._delivery
+                    self._release(d)
+                    d.expired = True
+        old, self._queues = self._queues, {}
+        for name, data in state.items():
+            q = _Queue(data["config"])
+            prev = old.get(name)
+            if prev is not None:
+                q.route, q.route_text = prev.route, prev.route_text
+            q.next_offset, q.publishes = data["next_offset"], data["publishes"]
+            q.stats = dict(data["stats"])
+            self._queues[name] = q
+            for md in data["messages"]:
+                m = Message(md["id"], name, md["offset"], md["body"], md["published_at"],
+                            md["key"], md["pkey"], md["meta"])
+                m.attempts, m.last_error = md["attempts"], md["last_error"]
+                m._copies_left, m._copy_attempts = md["copies_left"], md["copy_attempts"]
+                m._copy = md["copy"]
+                m.state = md["state"]
+                q.messages[m.id] = m
+                if m.partition_key is not None and m.state not in (ACKED, DEAD):
+                    q.partitions.setdefault(m.partition_key, deque()).append(m)
+            q.dedup = {k: (q.messages[i], t) for k, (i, t) in data["dedup"].items()}
+            q.dead = [q.messages[i] for i in data["dead"]]
+            loop = self._sim.loop
+            for md in data["messages"]:
+                m = q.messages[md["id"]]
+                due = max(0.0, md["due"] or 0.0)
+                if m.state == IN_FLIGHT:  # its worker is gone: visible again when the lease ends
+                    d = Delivery(self, q, m, m.attempts)
+                    m._delivery = d
+                    d._timer = loop.call_later(due, self._expire, d, context=self._quiet)
+                elif m.state == DELAYED:
+                    m._timer = loop.call_later(due, self._due, q, m, context=self._quiet)
+                elif m.state == READY:
+                    m._gen += 1
+                    heapq.heappush(q.ready, (m.offset, m._gen, m))
+            self._pump(q)
