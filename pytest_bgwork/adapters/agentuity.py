@@ -237,6 +237,34 @@ class _Service:
 
 
 @contextmanager
+def _shared_ssl_context() -> Iterator[None]:
+    """Build httpx's default SSL context once while installed.
+
+    The SDK calls ``httpx.get/put/delete``, which builds a new client, and so a new SSL
+    context (~30 ms of certificate loading), on every call. Inside ``install`` respx
+    answers every request, so one shared context changes nothing but the test's speed.
+    """
+    from httpx._transports import default
+
+    original = default.create_ssl_context
+    cache: dict[tuple[Any, ...], Any] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if not isinstance(verify, bool) or cert is not None:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        key = (verify, trust_env)
+        if key not in cache:
+            cache[key] = original(verify=verify, cert=cert, trust_env=trust_env)
+        return cache[key]
+
+    default.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        default.create_ssl_context = original  # type: ignore[assignment]
+
+
+@contextmanager
 def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
     """Answer the agentuity SDK's KV and object-store HTTP calls from ``sim`` while inside.
 
@@ -252,5 +280,5 @@ def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
     router.route(path__regex=_KV_PATH.pattern).mock(side_effect=service.kv)
     router.route(path__regex=_OBJECT_PATH.pattern).mock(side_effect=service.objects)
     router.route(path__regex=_ANY_API.pattern).mock(side_effect=service.other)
-    with router:
+    with router, _shared_ssl_context():
         yield sim
