@@ -102,5 +102,22 @@ def test_explore_finds_the_double_email_and_clears_the_fix() -> None:
     with pytest.raises(bg.ExplorationFailed, match="email"):
         bg.explore(scenario(handle_job_buggy), faults=bgst.fault_plans(max_faults=2),
                    checks=[emails_once], max_examples=20)
+    # a crash after the email is pinned below (test_a_crash_after_the_email...), so expect no state here
     bg.explore(scenario(handle_job), faults=bgst.fault_plans(max_faults=2), checks=[emails_once],
-               max_examples=20)
+               max_examples=20, expect_states=[])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("handler", "emails"), [(handle_job, 1), (handle_job_buggy, 2)])
+async def test_a_crash_after_the_email_resends_it_only_without_the_key(
+    bg_agentuity: bg.Simulation, handler: Any, emails: int
+) -> None:
+    sim = bg_agentuity
+    start_worker(sim, handler)
+    sim.faults.crash(QUEUE, at="kv.set", on_call=2)  # the worker dies writing "done", after the email
+    await publish_job(sim.queues, status_store(), "job_1", "c@example.com")
+    await sim.run_until_idle()
+    assert sim.queues.stats(QUEUE)["crashed"] >= 1
+    # under chaos the buggy twin may email even more often; the fixed one always once
+    assert sim.effects.count("email") == 1 if emails == 1 else sim.effects.count("email") >= emails
+    bg.assert_status_terminal(sim, STATUS, field="kind", terminal={"done"})
