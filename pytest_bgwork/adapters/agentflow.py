@@ -113,11 +113,6 @@ def _line_in(exc: BaseException, path: Path) -> int | str:
     return lines[-1] if lines and lines[-1] is not None else "?"
 
 
-async def _follow(inner: Any) -> Any:
-    """The coroutine the real class runs: the shadow-tracked task (cancelling it cancels that)."""
-    return await inner
-
-
 @contextmanager
 def install(sim: bg.Simulation) -> Iterator[type]:
     """Run the real class's tasks on ``sim`` while inside; yields the real class.
@@ -141,9 +136,21 @@ def install(sim: bg.Simulation) -> Iterator[type]:
         shadow = shadows.get(self)
         if shadow is None:
             shadow = shadows[self] = bg.BackgroundTaskManager(max_pending_tasks=sys.maxsize, sim=sim)
-        inner = shadow.create_task(coro, name=name, context=context)
-        outer = original(self, _follow(inner), name=name, timeout=timeout, context=context)
-        outer.add_done_callback(lambda _: inner.cancel())  # cancelled before it started: stop inner too
+        started: list[Any] = []
+
+        async def follow() -> Any:
+            # started when the real class's task starts, as the coroutine would be
+            started.append(shadow.create_task(coro, name=name, context=context))
+            return await started[0]
+
+        def settle(_: Any) -> None:
+            if started:
+                started[0].cancel()  # no-op when it finished
+            else:
+                coro.close()  # cancelled before it started: the real class never runs it either
+
+        outer = original(self, follow(), name=name, timeout=timeout, context=context)
+        outer.add_done_callback(settle)
         return outer
 
     create_task.__doc__ = original.__doc__

@@ -238,6 +238,7 @@ def test_the_real_class_runs_on_the_simulation_visible_to_history_faults_and_dra
             a = manager.create_task(chore("finish", 3), name="save_memory", timeout=5, context={"t": "1"})
             b = manager.create_task(chore("finish", 1), name="export_trace")
             c = manager.create_task(chore("hang", 0), name="stuck", timeout=2)
+            await asyncio.sleep(0)  # the chores start (the shadow tasks exist from their first step)
             with pytest.raises(bg.CheckFailed, match="stuck"):
                 bg.assert_drained(sim)
             await manager.wait_for_all(return_exceptions=True)
@@ -288,7 +289,8 @@ def test_injectq_pitfall_the_fixture_rebinds_the_manager(pytester: pytest.Pytest
         async def test_node(bg_agentflow, bgwork, turn):
             result = await app.node()
             assert result["status"] == "completed" and result["initial_tasks"] == 1
-            assert [e.op for e in bgwork.history.events if e.service == "task_manager"][:1] == ["create_task"]
+            # the real shutdown cancels the chore before it ever ran: it never reached the history
+            assert bgwork.history.count("task_manager", "create_task") == 0
 
         @pytest.mark.asyncio
         @pytest.mark.parametrize("turn", [1, 2])
