@@ -24,6 +24,7 @@ SDK itself is never imported here.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -244,8 +245,7 @@ def _shared_ssl_context() -> Iterator[None]:
     context (~30 ms of certificate loading), on every call. Inside ``install`` respx
     answers every request, so one shared context changes nothing but the test's speed.
     """
-    from httpx._transports import default
-
+    default: Any = importlib.import_module("httpx._transports.default")
     original = default.create_ssl_context
     cache: dict[tuple[Any, ...], Any] = {}
 
@@ -257,11 +257,11 @@ def _shared_ssl_context() -> Iterator[None]:
             cache[key] = original(verify=verify, cert=cert, trust_env=trust_env)
         return cache[key]
 
-    default.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+    default.create_ssl_context = create_ssl_context
     try:
         yield
     finally:
-        default.create_ssl_context = original  # type: ignore[assignment]
+        default.create_ssl_context = original
 
 
 @contextmanager

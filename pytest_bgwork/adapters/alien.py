@@ -24,6 +24,7 @@ handler source.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 import weakref
@@ -34,7 +35,7 @@ from typing import Any
 
 import pytest_bgwork as bg
 
-__all__ = ["MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "LEASE_SECONDS", "install"]
+__all__ = ["LEASE_SECONDS", "MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "install"]
 
 #: Alien KV values hold at most this many bytes (DESIGN §9 alien profile).
 MAX_VALUE_BYTES = 24_576
@@ -345,7 +346,10 @@ def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
     if not isinstance(sim, bg.Simulation):
         raise TypeError(f"adapters.alien.install(sim): expected a bg.Simulation; got {type(sim).__name__}")
     import alienplatform
-    from alienplatform import _native, worker_runtime  # type: ignore[attr-defined]
+    _native: Any = importlib.import_module("alienplatform._native")
+    from alienplatform import worker_runtime as runtime
+
+    worker_runtime: Any = runtime
 
     saved_handle = _native.BindingsHandle
     single, batch = worker_runtime._single_handlers, worker_runtime._batch_handlers
@@ -358,7 +362,7 @@ def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
     worker_runtime._single_handlers = _Routing(single, lambda s, h: _route(sim, worker_runtime, s, h, False))
     worker_runtime._batch_handlers = _Routing(batch, lambda s, h: _route(sim, worker_runtime, s, h, True))
     _native.BindingsHandle = lambda: bindings
-    worker_runtime.run_worker = alienplatform.run_worker = run_worker  # type: ignore[assignment]
+    worker_runtime.run_worker = alienplatform.run_worker = run_worker
     try:
         for source, handler in single.items():
             _route(sim, worker_runtime, source, handler, False)

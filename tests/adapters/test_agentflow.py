@@ -19,6 +19,8 @@ from pytest_bgwork import adapters
 Real = adapters.agentflow.real_manager_class()
 
 CAP = 3
+#: not compared: a wall-clock duration, and the fake's extra key (the names it cancelled)
+IGNORED = ("duration_seconds", "cancelled")
 
 # -- the oracle -------------------------------------------------------------------------------
 #: Every place the fake deliberately differs from the real class, with the real behaviour
@@ -115,7 +117,7 @@ def drive(manager: Any, sim: bg.Simulation, program: list[tuple[Any, ...]]) -> t
                     seen.append(await manager.cancel_all())
                 elif op[0] == "shutdown":
                     result = await manager.shutdown(timeout=op[1])
-                    seen.append({k: result[k] for k in sorted(result) if k not in ("duration_seconds", "cancelled")})  # fake-only extra key
+                    seen.append({k: result[k] for k in sorted(result) if k not in IGNORED})
             except (Exception, asyncio.CancelledError) as exc:  # the real wait_for_all lets one out
                 seen.append(("raises", type(exc).__name__))
         await sim.run_until_idle()

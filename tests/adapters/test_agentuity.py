@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-import pytest_bgwork as bg
-from pytest_bgwork import adapters
-
 # the real SDK, never skipped: install it with requirements/adapters-seed.txt
 from agentuity import KeyValueStore, ObjectStore
 from opentelemetry import trace
+
+import pytest_bgwork as bg
+from pytest_bgwork import adapters
 
 BASE = "https://agentuity.ai"
 TRACER = trace.get_tracer("tests")
@@ -256,7 +256,7 @@ def test_same_seed_same_digest() -> None:
 
 
 def test_install_refuses_something_that_is_not_a_simulation() -> None:
-    with pytest.raises(TypeError, match="expected a bg.Simulation; got str"), adapters.agentuity.install("sim"):  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"expected a bg\.Simulation; got str"), adapters.agentuity.install("sim"):  # type: ignore[arg-type]
         pass
 
 
