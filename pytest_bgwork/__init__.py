@@ -7,42 +7,48 @@ checks and the explorer; the pytest plugin (``pytest_bgwork.plugin``) adds the
 
 from __future__ import annotations
 
-from .checking.checks import (
-    assert_drained,
-    assert_effects_once,
-    assert_idempotent,
-    assert_nothing_lost,
-    assert_status_terminal,
-    assert_streams_closed,
-)
-from .checking.explore import (
-    ExplorationFailed,
-    ExploreCoverageWarning,
-    ExploreReport,
-    NonDeterministic,
-    explore,
-)
-from .core.clock import VirtualClock
-from .core.errors import (
-    BgworkError,
-    CheckFailed,
-    Deadlock,
-    LeftoverWork,
-    NotRunning,
-    RuntimeShuttingDown,
-    Stalled,
-    StreamClosed,
-)
-from .core.faults import Fault, FaultPlan
-from .core.history import Event, History
-from .core.loop import VirtualEventLoop
-from .services.http import DestinationError
-from .services.kv import KVResult
-from .services.queues import Delivery, DeliverySettled, Message, PublishResult, UnknownQueue
-from .services.streams import Stream, StreamExpired, StreamNotFound
-from .services.task_manager import BackgroundTaskManager, ManagerShutDown
-from .services.webhooks import WebhookSignatureError
-from .simulation import Simulation, current
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time names load lazily
+    from .checking.checks import (
+        assert_drained,
+        assert_effects_once,
+        assert_idempotent,
+        assert_nothing_lost,
+        assert_status_terminal,
+        assert_streams_closed,
+    )
+    from .checking.explore import (
+        ExplorationFailed,
+        ExploreCoverageWarning,
+        ExploreDatabaseWarning,
+        ExploreReport,
+        NonDeterministic,
+        explore,
+        explore_test,
+    )
+    from .core.clock import VirtualClock
+    from .core.errors import (
+        BgworkError,
+        CheckFailed,
+        Deadlock,
+        LeftoverWork,
+        NotRunning,
+        RuntimeShuttingDown,
+        Stalled,
+        StreamClosed,
+    )
+    from .core.faults import Fault, FaultPlan
+    from .core.history import Event, History
+    from .core.loop import VirtualEventLoop
+    from .services.http import DestinationError
+    from .services.kv import KVResult
+    from .services.queues import Delivery, DeliverySettled, Message, PublishResult, UnknownQueue
+    from .services.streams import Stream, StreamExpired, StreamNotFound
+    from .services.task_manager import BackgroundTaskManager, ManagerShutDown
+    from .services.webhooks import WebhookSignatureError
+    from .simulation import Simulation, current
 
 __all__ = [
     "BackgroundTaskManager",
@@ -55,6 +61,7 @@ __all__ = [
     "Event",
     "ExplorationFailed",
     "ExploreCoverageWarning",
+    "ExploreDatabaseWarning",
     "ExploreReport",
     "Fault",
     "FaultPlan",
@@ -85,5 +92,73 @@ __all__ = [
     "assert_streams_closed",
     "current",
     "explore",
+    "explore_test",
 ]
 __version__ = "0.1.0"
+
+#: Where each public name lives. Importing ``pytest_bgwork`` (the plugin does, in every
+#: pytest run of a venv that has it installed) loads none of them: each module is
+#: imported on first use, so Hypothesis, httpx and freezegun load only when needed.
+_EXPORTS: dict[str, str] = {
+    "BackgroundTaskManager": ".services.task_manager",
+    "BgworkError": ".core.errors",
+    "CheckFailed": ".core.errors",
+    "Deadlock": ".core.errors",
+    "Delivery": ".services.queues",
+    "DeliverySettled": ".services.queues",
+    "DestinationError": ".services.http",
+    "Event": ".core.history",
+    "ExplorationFailed": ".checking.explore",
+    "ExploreCoverageWarning": ".checking.explore",
+    "ExploreDatabaseWarning": ".checking.explore",
+    "ExploreReport": ".checking.explore",
+    "Fault": ".core.faults",
+    "FaultPlan": ".core.faults",
+    "History": ".core.history",
+    "KVResult": ".services.kv",
+    "LeftoverWork": ".core.errors",
+    "ManagerShutDown": ".services.task_manager",
+    "Message": ".services.queues",
+    "NonDeterministic": ".checking.explore",
+    "NotRunning": ".core.errors",
+    "PublishResult": ".services.queues",
+    "RuntimeShuttingDown": ".core.errors",
+    "Simulation": ".simulation",
+    "Stalled": ".core.errors",
+    "Stream": ".services.streams",
+    "StreamClosed": ".core.errors",
+    "StreamExpired": ".services.streams",
+    "StreamNotFound": ".services.streams",
+    "UnknownQueue": ".services.queues",
+    "VirtualClock": ".core.clock",
+    "VirtualEventLoop": ".core.loop",
+    "WebhookSignatureError": ".services.webhooks",
+    "assert_drained": ".checking.checks",
+    "assert_effects_once": ".checking.checks",
+    "assert_idempotent": ".checking.checks",
+    "assert_nothing_lost": ".checking.checks",
+    "assert_status_terminal": ".checking.checks",
+    "assert_streams_closed": ".checking.checks",
+    "current": ".simulation",
+    "explore": ".checking.explore",
+    "explore_test": ".checking.explore",
+}
+
+
+#: Subpackages reachable as attributes (``bg.adapters.sqs``, ``bg.strategies.fault_plans``).
+_SUBMODULES = frozenset({"adapters", "strategies"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_bgwork' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

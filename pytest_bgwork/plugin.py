@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import report_html
+from . import budget
 from .checking import chaos, replay
 from .core import context
 from .core.errors import LeftoverWork
@@ -22,6 +22,7 @@ from .core.loop import VirtualEventLoop
 from .simulation import Simulation
 
 if TYPE_CHECKING:
+    from . import report_html
     from .core.clock import VirtualClock
     from .core.faults import FaultInjector
     from .services.kv import KV
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
 from .core.wallclock import wall_clock
 
 __all__ = ["SimulationFactory"]
+
+
+def _report_html() -> Any:
+    """The HTML report module, imported only when a report is written."""
+    from . import report_html
+
+    return report_html
 
 TIMELINE_CHOICES = ("failure", "always", "never")
 _SIM_KEY = pytest.StashKey[Simulation]()
@@ -67,6 +75,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bgwork_html", "path of the HTML timeline report (empty: none)", default="")
     parser.addini("bgwork_html_all", "include passing tests in the HTML report",
                   type="bool", default=False)
+    group.addoption("--bgwork-explore-budget", dest="bgwork_explore_budget", default=None,
+                    metavar="BUDGET", help="exploring per run: N / Nx multiplies every "
+                    "max_examples, Ns / Nm / Nh shares that much wall time over the explorations")
+    parser.addini("bgwork_explore_budget", "exploration budget: N / Nx or Ns / Nm / Nh", default="")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -107,6 +119,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _seed_option(config)
     _timeline_option(config)
     _chaos_option(config)
+    raw_budget = _option(config, "bgwork_explore_budget")
+    if raw_budget:
+        config._bgwork_budget = budget.parse_budget(str(raw_budget))  # type: ignore[attr-defined]
     html_path = _option(config, "bgwork_html")
     if html_path and not hasattr(config, "workerinput"):  # xdist workers send their reports
         config.pluginmanager.register(
@@ -114,6 +129,21 @@ def pytest_configure(config: pytest.Config) -> None:
                         bool(_option(config, "bgwork_html_all"))),
             "bgwork-html",
         )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    parsed = getattr(session.config, "_bgwork_budget", None)
+    if parsed is not None:  # only then: the explorer imports Hypothesis
+        from .checking.explore import set_budget
+
+        set_budget(parsed[0], parsed[1], budget.count_explorations(session.items))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if getattr(config, "_bgwork_budget", None) is not None:  # a run in this process is over
+        from .checking.explore import set_budget
+
+        set_budget()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -455,7 +485,7 @@ def pytest_runtest_makereport(
     if wanted and _option(item.config, "bgwork_html"):
         outcome = report.outcome if report.when == "call" else "error"
         message = call.excinfo.exconly()[-4000:] if call.excinfo is not None else ""
-        report.bgwork_html = report_html.TestTimeline.from_simulation(  # type: ignore[attr-defined]
+        report.bgwork_html = _report_html().TestTimeline.from_simulation(  # type: ignore[attr-defined]
             sim, nodeid=item.nodeid, outcome=outcome, replay=replay_line(item, sim.seed),
             chaos=modes, message=message).to_data()
     mode = _timeline_option(item.config)
@@ -513,11 +543,11 @@ class _HtmlReport:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "bgwork_html", None)
         if data is not None:  # a later phase (teardown error) replaces the call's picture
-            self.tests[report.nodeid] = report_html.TestTimeline.from_data(data)
+            self.tests[report.nodeid] = _report_html().TestTimeline.from_data(data)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         modes = _chaos_option(session.config)
-        report_html.write(self.path, list(self.tests.values()),
+        _report_html().write(self.path, list(self.tests.values()),
                           include_passing=self.include_passing,
                           subtitle=f"Chaos: {','.join(modes)}." if modes else "")
 

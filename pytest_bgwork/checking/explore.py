@@ -26,8 +26,8 @@ from typing import Any
 import hypothesis
 from freezegun import api as _fz
 from hypothesis import strategies as st
+from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Frozen, StopTest
-from hypothesis.internal.reflection import function_digest
 
 from ..core.choices import Choices
 from ..core.errors import BgworkError, CheckFailed, Stalled
@@ -43,11 +43,15 @@ __all__ = [
     "STATES",
     "ExplorationFailed",
     "ExploreCoverageWarning",
+    "ExploreDatabaseWarning",
     "ExploreReport",
     "HypothesisChoices",
     "NonDeterministic",
+    "database_key",
     "explore",
+    "explore_test",
     "interesting_states",
+    "set_budget",
 ]
 
 Scenario = Callable[[Simulation], Awaitable[Any]]
@@ -95,6 +99,121 @@ class NonDeterministic(CheckFailed):
 
 class ExploreCoverageWarning(UserWarning):
     """An exploration never reached an interesting state, so it proved nothing about it."""
+
+
+class ExploreDatabaseWarning(UserWarning):
+    """The configured example database could not be reached; explore went on with the local one."""
+
+
+@dataclass
+class _Budget:
+    """The run's exploration budget (``--bgwork-explore-budget``): a multiplier or wall seconds."""
+
+    multiplier: float = 1.0
+    seconds: float | None = None
+    #: Explorations still expected in this run (collected tests that explore), counted down.
+    remaining: int = 0
+    spent: float = 0.0
+
+
+_budget = _Budget()
+
+
+def set_budget(multiplier: float = 1.0, seconds: float | None = None, explorations: int = 0) -> None:
+    """Set the run's budget: ``multiplier`` scales every ``max_examples``; ``seconds`` of wall
+    time are shared out evenly over the ``explorations`` expected (the plugin counts them)."""
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not multiplier > 0:
+        raise ValueError(f"set_budget(multiplier=...) must be a number > 0; got {multiplier!r}")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                                or not seconds > 0 or seconds == float("inf")):
+        raise ValueError(f"set_budget(seconds=...) must be a finite number > 0 or None; got {seconds!r}")
+    _budget.multiplier, _budget.seconds = float(multiplier), seconds
+    _budget.remaining, _budget.spent = max(0, explorations), 0.0
+
+
+def _qualified(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{_name(fn)}"
+
+
+def database_key(scenario: Callable[..., Any], checks: Iterable[Callable[..., Any]] = ()) -> bytes:
+    """The key under which failing plans are stored: the scenario's and checks' qualified names.
+
+    Names, not source code: fixing the scenario or the app keeps the key, so the stored
+    failure replays first and becomes a passing regression.
+    """
+    names = "|".join([_qualified(scenario), *(_qualified(c) for c in checks)])
+    return b"bgwork.explore:" + hashlib.sha256(names.encode()).hexdigest()[:32].encode()
+
+
+_reported_databases: set[str] = set()
+
+
+def _describe_database(db: ExampleDatabase) -> str:
+    """A URL-like name for a database (``redis://host:port/db`` for Redis)."""
+    client = getattr(db, "redis", None)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict) and "host" in kwargs:
+        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return repr(db)
+
+
+class _Resilient(ExampleDatabase):
+    """The configured database, or the local directory database once it cannot be reached.
+
+    An unreachable shared database (Redis down, no network in CI) is reported once per run,
+    with its URL, as an ``ExploreDatabaseWarning``; the exploration goes on locally.
+    """
+
+    def __init__(self, db: ExampleDatabase) -> None:
+        super().__init__()
+        self._db = db
+        self._url = _describe_database(db)
+        self._local: ExampleDatabase | None = None
+        if self._url in _reported_databases:  # known unreachable in this run: do not wait again
+            self._local = self._local_database()
+
+    @staticmethod
+    def _local_database() -> ExampleDatabase:
+        from hypothesis.configuration import storage_directory
+        from hypothesis.database import DirectoryBasedExampleDatabase
+
+        return DirectoryBasedExampleDatabase(str(storage_directory("examples")))
+
+    def _fallback(self, exc: Exception) -> ExampleDatabase:
+        if self._local is None:
+            self._local = self._local_database()
+            if self._url not in _reported_databases:
+                _reported_databases.add(self._url)
+                warnings.warn(ExploreDatabaseWarning(
+                    f"bg.explore: the example database {self._url} cannot be reached "
+                    f"({type(exc).__name__}: {exc}); going on with the local database "
+                    f"{getattr(self._local, 'path', 'under .hypothesis/')}"), stacklevel=2)
+        return self._local
+
+    def _call(self, op: str, *args: Any) -> Any:
+        # ``fetch`` may be a generator that only connects when iterated: drain it in here
+        run = (lambda db: list(db.fetch(*args))) if op == "fetch" else (lambda db: getattr(db, op)(*args))
+        if self._local is None:
+            try:
+                return run(self._db)
+            except Exception as exc:  # any client error: connection refused, timeout, auth
+                db = self._fallback(exc)
+        else:
+            db = self._local
+        return run(db)
+
+    def save(self, key: bytes, value: bytes) -> None:
+        self._call("save", key, value)
+
+    def fetch(self, key: bytes) -> Iterable[bytes]:
+        fetched: list[bytes] = self._call("fetch", key)
+        return fetched
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        self._call("delete", key, value)
+
+    def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+        self._call("move", src, dest, value)
 
 
 _FLOATS = st.floats(0.0, 1.0, exclude_max=True)
@@ -376,6 +495,7 @@ def _settings(settings: hypothesis.settings | None, max_examples: int | None) ->
             max_examples = parent.max_examples  # a profile the user loaded (CI, dev...)
         else:
             max_examples = DEFAULT_MAX_EXAMPLES
+    max_examples = max(1, round(max_examples * _budget.multiplier))
     # Examples run on virtual time; a real-time deadline only measures machine load.
     return hypothesis.settings(
         parent,
@@ -460,18 +580,21 @@ def explore(
     plans = faults if faults is not None else st.just(FaultPlan())
     report = ExploreReport(scenario=name, seed=sim_seed, expected=expected)
     token = _replay.active()
+    if chosen.database is not None:
+        chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
     wall_clock.start()
     started = _fz.real_perf_counter()
     try:
         if token is not None and token.scenario == name:
             _replay_one(scenario, check_list, token, report)
         else:
-            clean = _run_example(scenario, (), sim_seed, FaultPlan(), ReplayChoices(()),
-                                 keep_events=False, latency=False)
-            report.points = clean.points
-            token_var = learned_points.set(clean.points or None)
+            token_var = learned_points.set(_learn(scenario, sim_seed, report))
             try:
-                _search(scenario, check_list, plans, chosen, seed, report)
+                if _budget.seconds is None:
+                    _search(scenario, check_list, plans, chosen, seed, report)
+                else:
+                    _search_for_a_while(scenario, check_list, plans, chosen, seed, report,
+                                        started)
             finally:
                 learned_points.reset(token_var)
     finally:
@@ -494,6 +617,93 @@ def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
                          f"{', '.join(STATES)}. Leave it out to warn for every state the search "
                          "came close to.")
     return out
+
+
+def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> tuple[str, ...] | None:
+    """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
+    clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
+                         latency=False)
+    report.points = clean.points
+    return clean.points or None
+
+def explore_test(
+    scenario: Scenario,
+    faults: st.SearchStrategy[FaultPlan] | None = None,
+    checks: Iterable[Check] = (),
+    max_examples: int | None = None,
+    seed: int | None = None,
+    settings: hypothesis.settings | None = None,
+) -> Callable[[], None]:
+    """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
+
+    ``test_reports_fuzz = bg.explore_test(scenario, faults=..., checks=[...])`` at module
+    level is collected by pytest like any test (it runs ``max_examples`` examples, with the
+    same settings, database key and failure report as ``explore``) and found by
+    ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
+    guidance. The example database is shared with ``explore`` of the same scenario and checks.
+    """
+    check_list = _check_args(scenario, checks, faults, seed)
+    chosen = _settings(settings, max_examples)
+    name = _name(scenario)
+    plans = faults if faults is not None else st.just(FaultPlan())
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
+
+    def example(plan: FaultPlan, data: st.DataObject) -> None:
+        __tracebackhide__ = True
+        choices = HypothesisChoices(data)
+        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False)
+        if choices.stopped is not None:
+            raise choices.stopped
+        _tally(report, out)
+        if out.error is not None:
+            report.first_failure_at = report.first_failure_at or report.examples
+            _fail(scenario, check_list, report, plan, out, replayed=False)
+
+    ident = getattr(scenario, "__name__", "scenario")
+    example.__name__ = example.__qualname__ = f"explore_{ident}"
+    example.__module__ = getattr(scenario, "__module__", __name__)
+    given = chosen(hypothesis.given(plan=plans, data=st.data())(example))
+    if seed is not None:
+        given = hypothesis.seed(seed)(given)
+    given._hypothesis_internal_database_key = database_key(scenario, check_list)  # type: ignore[attr-defined]
+
+    @functools.wraps(given)
+    def test() -> None:
+        __tracebackhide__ = True
+        report.examples = report.first_failure_at = 0
+        wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
+        token_var = learned_points.set(_learn(scenario, report.seed, report))
+        try:
+            given()
+        finally:
+            learned_points.reset(token_var)
+            wall_clock.stop()
+
+    test.__name__ = test.__qualname__ = f"test_explore_{ident}"
+    del test.__wrapped__  # pytest would read the signature of ``given`` (plan, data) as fixtures
+    test._bgwork_explores = True  # type: ignore[attr-defined]
+    return test
+
+def _search_for_a_while(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[FaultPlan],
+                        settings: hypothesis.settings, seed: int | None, report: ExploreReport,
+                        started: float) -> None:
+    """Rounds of ``_search`` until this exploration's share of the wall-time budget is spent.
+
+    The share is what is left of the budget over the explorations still expected; each
+    round is a fresh Hypothesis search (a derived seed when ``seed`` is given), so rounds
+    do not repeat each other, and the database replays known failures first in each.
+    """
+    __tracebackhide__ = True
+    assert _budget.seconds is not None
+    share = max(0.0, _budget.seconds - _budget.spent) / max(1, _budget.remaining)
+    try:
+        for round_ in range(1_000_000):
+            _search(scenario, checks, plans, settings, None if seed is None else seed + round_, report)
+            if _fz.real_perf_counter() - started >= share:
+                break
+    finally:
+        _budget.spent += _fz.real_perf_counter() - started
+        _budget.remaining = max(0, _budget.remaining - 1)
 
 
 def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
@@ -544,8 +754,7 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     test = settings(test)
     if seed is not None:
         test = hypothesis.seed(seed)(test)
-    digest = function_digest(scenario) + b"".join(function_digest(c) for c in checks)
-    test._hypothesis_internal_database_key = b"bgwork.explore:" + digest  # type: ignore[attr-defined]
+    test._hypothesis_internal_database_key = database_key(scenario, checks)  # type: ignore[attr-defined]
     try:
         test()
     except Flaky:

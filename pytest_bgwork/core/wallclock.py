@@ -16,11 +16,22 @@ import sys
 import warnings
 from typing import Any
 
-from freezegun import api as _fz
-
 from . import context
 
 __all__ = ["WallClockPatch", "wall_clock"]
+
+
+def _api() -> Any:
+    """freezegun's ``api`` module, imported on first use: loading the plugin needs none of it."""
+    from freezegun import api
+
+    return api
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_fz":  # ``wallclock._fz`` for code (and tests) that reach into freezegun
+        return _api()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _VirtualNow:
@@ -32,7 +43,8 @@ class _VirtualNow:
     def __call__(self) -> _dt.datetime:
         sim = context.active()
         if sim is None:
-            return _fz.real_datetime.utcnow()
+            real: _dt.datetime = _api().real_datetime.utcnow()
+            return real
         return sim.clock.utc_naive()
 
     def tick(self, delta: Any = None) -> None:
@@ -100,11 +112,12 @@ class WallClockPatch:
         if self._depth > 1:
             return
         _preimport_date_subclasses()
-        freezer = _fz.freeze_time("2026-01-01", real_asyncio=True)
+        fz = _api()
+        freezer = fz.freeze_time("2026-01-01", real_asyncio=True)
         factory = freezer.start()
         _unpatch_test_runner(freezer)
-        idx = _fz.freeze_factories.index(factory)
-        _fz.freeze_factories[idx] = _VirtualNow(factory)  # type: ignore[call-overload]
+        idx = fz.freeze_factories.index(factory)
+        fz.freeze_factories[idx] = _VirtualNow(factory)
         self._freezer = freezer
 
     def stop(self) -> None:
