@@ -22,7 +22,6 @@ import pytest_bgwork as bg
 from agent_node.app import MEMORY_NS, TRACE_TIMEOUT, TRACES_URL, SupportAgent
 
 pytestmark = pytest.mark.asyncio
-pytest_plugins = ["pytest_bgwork.adapters._fixtures"]
 STATE = {"messages": [{"role": "user", "content": "I want a refund for order 42"}]}
 CONFIG = {"thread_id": "thread_7"}
 

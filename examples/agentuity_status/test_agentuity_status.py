@@ -16,7 +16,6 @@ import pytest_bgwork as bg
 from agentuity_status.app import QUEUE, STATUS, handle_job, handle_job_buggy, publish_job, status_store
 from pytest_bgwork import adapters
 
-pytest_plugins = ["pytest_bgwork.adapters._fixtures"]
 
 
 def mailer(sim: bg.Simulation) -> Callable[..., None]:

@@ -16,7 +16,6 @@ import pytest_bgwork as bg
 from alien_worker.app import QUEUE, RENDER_SECONDS, jobs, store, worker, worker_buggy
 
 pytestmark = pytest.mark.asyncio
-pytest_plugins = ["pytest_bgwork.adapters._fixtures"]
 
 
 def renderer(sim: bg.Simulation) -> Any:

@@ -15,8 +15,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; nothing is imported at run time
-    # (each adapter module adds itself here when it lands: asgi, sqs, celery, taskiq, dramatiq)
-    from . import agentflow, agentuity, alien
+    # (each adapter module adds itself here when it lands: asgi, sqs)
+    from . import agentflow, agentuity, alien, celery, dramatiq, taskiq
 
 __all__ = ["agentflow", "agentuity", "alien", "asgi", "celery", "dramatiq", "sqs", "taskiq"]
 

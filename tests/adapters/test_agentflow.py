@@ -266,7 +266,6 @@ def test_install_restores_the_class() -> None:
 
 def test_injectq_pitfall_the_fixture_rebinds_the_manager(pytester: pytest.Pytester) -> None:
     """A manager bound once at import outlives the first test's loop; bg_agentflow rebinds it."""
-    pytester.makeconftest('pytest_plugins = ["pytest_bgwork.adapters._fixtures"]\n')
     pytester.makepyfile(app="""
         import asyncio
         from injectq import Inject, InjectQ, inject

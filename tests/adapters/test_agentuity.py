@@ -275,7 +275,6 @@ def test_plugin_start_up_imports_no_sdk_and_adapters_load_lazily() -> None:
 
 
 def test_fixture_bg_agentuity_in_a_user_suite(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest('pytest_plugins = ["pytest_bgwork.adapters._fixtures"]\n')
     pytester.makepyfile(
         """
         import pytest

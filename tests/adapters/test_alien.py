@@ -240,7 +240,6 @@ def test_same_seed_same_digest() -> None:
 
 
 def test_fixture_bg_alien_in_a_user_suite(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest('pytest_plugins = ["pytest_bgwork.adapters._fixtures"]\n')
     pytester.makepyfile(
         """
         import pytest

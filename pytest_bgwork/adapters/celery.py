@@ -1,0 +1,597 @@
+"""Celery on the simulation: unmodified tasks, delivered at least once on virtual time.
+
+``with adapters.celery.install(sim, app) as worker: ...`` points ``app`` at a kombu
+virtual transport registered as ``bgwork://`` (producer side: ``task.delay()``,
+``apply_async``, ``self.retry()`` publish to ``sim.queues``), routes each Celery queue
+to an in-loop executor that follows the worker's rules, and stores results in
+``sim.kv`` (namespace ``celery-results``). Instead of a worker (threads, real
+``sleep(polling_interval)``), the simulation delivers each message; the task body runs
+in a thread while the clock is held (``_threads.Fiber``), built on
+``celery.app.trace.build_tracer`` as the prefork pool runs it.
+
+Worker rules honoured: early ack (the default: acked when the task starts) vs
+``acks_late`` (acked when it returns, also after a failure); ``reject_on_worker_lost``;
+``acks_on_failure``; ``Reject``/``Ignore``; ``self.retry(countdown=)`` (a new message
+with an ETA); ETA/countdown tasks held in memory, unacked, while the visibility timeout
+runs (a hold longer than it is redelivered and runs twice, as on Redis or SQS);
+``expires``; chains and ``link``/``link_error`` callbacks (the tracer sends them); groups.
+A crash injected in a task body is a pool child dying: the worker sees
+``WorkerLostError``. Unsupported features raise ``UnsupportedFeature`` naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+import datetime as _dt
+import functools
+import json
+import re
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from kombu.transport import TRANSPORT_ALIASES, virtual
+
+from ..core.context import current_attempt
+from ..core.errors import BgworkError, NotRunning
+from ._threads import Fiber, call, in_fiber
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from ..services.delivery import Delivery
+    from ..simulation import Simulation
+
+__all__ = [
+    "RESULTS_NS",
+    "ResultNotReady",
+    "SimWorker",
+    "UnsupportedFeature",
+    "call",
+    "install",
+    "reset",
+]
+
+#: The ``sim.kv`` namespace the result backend writes to.
+RESULTS_NS = "celery-results"
+#: The Redis transport's default visibility timeout (SQS's is 30 s: pass it to ``install``).
+DEFAULT_VISIBILITY = 3600.0
+#: Redeliveries (crashes, requeues) before the simulated broker dead-letters a message.
+DEFAULT_MAX_RETRIES = 100
+HOSTNAME = "celery@bgwork"
+
+
+class UnsupportedFeature(BgworkError, NotImplementedError):
+    """A Celery feature this adapter does not simulate; raised instead of faking it."""
+
+
+class ResultNotReady(BgworkError):
+    """``AsyncResult.get()`` on a task that has not finished: it would block the simulation."""
+
+
+def _unsupported(feature: str, fix: str) -> UnsupportedFeature:
+    return UnsupportedFeature(
+        f"pytest-bgwork's Celery adapter does not simulate {feature}; it raises instead of "
+        f"running it eagerly or ignoring it. {fix}"
+    )
+
+
+# -- the broker side: a kombu virtual transport ---------------------------------------------
+class Channel(virtual.Channel):
+    """Publishes to ``sim.queues``; consuming is the simulation's job, not kombu's."""
+
+    do_restore = False
+
+    def _inst(self) -> SimWorker:
+        return _require_active("publishing a Celery message")
+
+    def _next_delivery_tag(self) -> str:
+        return _require_active("publishing a Celery message").next_uuid()
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return queue in self._inst().sim.queues.names()
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        self._inst().ensure_queue(queue)
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        self._inst().put(queue, message)
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        raise _unsupported(
+            "consuming from bgwork:// (a Celery worker, Consumer or basic_get)",
+            "The simulation delivers each message to the in-loop executor: drive it with "
+            "`await sim.run_until_idle()` instead of starting a worker.",
+        )
+
+    def _size(self, queue: str) -> int:
+        return int(self._inst().sim.queues.stats(queue)["pending"])
+
+    def _purge(self, queue: str) -> int:
+        waiting = self._size(queue)
+        if waiting:
+            raise _unsupported(
+                f"purging queue {queue!r} with {waiting} message(s) waiting",
+                "Let the messages run (or dead-letter) instead.",
+            )
+        return 0
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
+        found: list[str] = super()._lookup(exchange, routing_key, default)  # type: ignore[no-untyped-call]
+        if not found:  # kombu would drop the message with a warning: say so instead
+            raise BgworkError(
+                f"no queue is bound to exchange {exchange!r} with routing key {routing_key!r}: "
+                "the message would be dropped. Declare the queue (Celery does when "
+                "task_create_missing_queues is on) or route the task to a declared queue."
+            )
+        return found
+
+
+class Transport(virtual.Transport):
+    """``bgwork://``: kombu's virtual transport on the active simulation's queues."""
+
+    Channel = Channel
+    driver_type = "bgwork"
+    driver_name = "bgwork"
+    implements = virtual.Transport.implements.extend(asynchronous=False, exchange_type=frozenset(
+        ["direct", "topic"]))
+
+    def driver_version(self) -> str:
+        return "pytest-bgwork"
+
+
+TRANSPORT_ALIASES.setdefault("bgwork", f"{__name__}:Transport")
+
+
+# -- the result backend: sim.kv -------------------------------------------------------------
+def _backend_class() -> type[Any]:
+    from celery.backends.base import KeyValueStoreBackend
+
+    class BgworkBackend(KeyValueStoreBackend):  # type: ignore[misc]
+        """Task results in ``sim.kv`` (namespace ``celery-results``), with Celery's expiry."""
+
+        thread_safe = True
+        supports_native_join = False
+        #: The installation this backend belongs to (results stay readable after it ends).
+        worker: SimWorker
+        implements_incr = False
+
+        def _ttl(self) -> float | None:
+            expires = self.expires
+            if isinstance(expires, _dt.timedelta):
+                expires = expires.total_seconds()
+            return float(expires) if expires else None
+
+        def get(self, key: bytes | str) -> Any:
+            k = _text(key)
+            inst = self.worker
+            if in_fiber():
+                r = call(inst.sim.kv.get(RESULTS_NS, k))
+                return r.data if r.exists else None
+            inst.require_loop_thread("reading a Celery result")
+            return inst.sim.kv.items(RESULTS_NS).get(k)
+
+        def mget(self, keys: list[bytes | str]) -> list[Any]:
+            return [self.get(k) for k in keys]
+
+        def set(self, key: bytes | str, value: bytes | str) -> None:
+            inst = self.worker
+            coro = inst.sim.kv.set(RESULTS_NS, _text(key), _portable(_text(value)), ttl=self._ttl())
+            if in_fiber():
+                call(coro)
+            else:
+                inst.require_loop_thread("storing a Celery result", coro)
+                inst.spawn(coro)
+
+        def delete(self, key: bytes | str) -> None:
+            inst = self.worker
+            coro = inst.sim.kv.delete(RESULTS_NS, _text(key))
+            if in_fiber():
+                call(coro)
+            else:
+                inst.require_loop_thread("forgetting a Celery result", coro)
+                inst.spawn(coro)
+
+        def incr(self, key: bytes | str) -> int:
+            raise _unsupported("chord counters", "Chords are not supported.")
+
+        def expire(self, key: bytes | str, value: float) -> None:
+            pass  # set() already gave the key Celery's result_expires as its TTL
+
+        def ensure_chords_allowed(self) -> None:
+            raise _unsupported(
+                "chords (a group whose results feed a callback)",
+                "Test the header tasks and the callback separately, or use a chain.",
+            )
+
+        def apply_chord(self, *args: Any, **kwargs: Any) -> None:
+            self.ensure_chords_allowed()
+
+        def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5,
+                     no_ack: bool = True, on_interval: Any = None) -> Any:
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in _ready_states():
+                return meta
+            raise ResultNotReady(
+                f"AsyncResult({task_id!r}).get() would wait for a task that has not finished "
+                f"(state {meta['status']}); in a simulation nothing runs while you block. Drive "
+                "it first (`await sim.run_until_idle()` or `await sim.advance(...)`), then read "
+                "the result."
+            )
+
+    return BgworkBackend
+
+
+def _ready_states() -> frozenset[str]:
+    from celery import states
+
+    return states.READY_STATES  # type: ignore[no-any-return]
+
+
+_PATH = re.compile(r'File "(?:[^"]*[/\\\\])?([^"/\\\\]+)"')
+
+
+def _portable(value: str) -> str:
+    """A stored result whose traceback names files without their directories: the history
+    digest (it covers KV values) is then the same on every machine, not only on this one."""
+    if '"traceback"' not in value:
+        return value
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return value  # not Celery's JSON serializer: stored as it is
+    if not isinstance(meta, dict) or not isinstance(meta.get("traceback"), str):
+        return value
+    meta["traceback"] = _PATH.sub(r'File "\1"', meta["traceback"])
+    return json.dumps(meta)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# -- the installation -------------------------------------------------------------------------
+_active: SimWorker | None = None
+_lock = threading.Lock()
+
+
+def _require_active(what: str) -> SimWorker:
+    inst = _active
+    if inst is None:
+        raise NotRunning(
+            f"{what} through bgwork:// needs an installed simulation: wrap the code in "
+            "`with pytest_bgwork.adapters.celery.install(sim, app):` (or use the bg_celery "
+            "fixture)"
+        )
+    return inst
+
+
+class SimWorker:
+    """What ``install`` yields: the simulated worker for one Celery app on one simulation.
+
+    ``publish_errors`` lists publishes made from the loop thread (``task.delay()`` in a
+    test or an async endpoint) that failed later (e.g. an injected ``queue.publish``
+    fault): ``install`` raises them on exit unless you cleared the list.
+    """
+
+    def __init__(self, sim: Simulation, app: Celery, *, visibility_timeout: float,
+                 max_retries: int, hostname: str) -> None:
+        self.sim = sim
+        self.app = app
+        self.hostname = hostname
+        self.visibility_timeout = visibility_timeout
+        self.max_retries = max_retries
+        self.publish_errors: list[BaseException] = []
+        self._tracers: dict[str, Any] = {}
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._uuids = 0
+        self._thread = threading.get_ident()
+
+    # -- ids: Celery's uuid4s, made deterministic ---------------------------------------------
+    def next_uuid(self) -> str:
+        """``00000000-0000-4000-8000-<n>``: a valid, readable, deterministic task id."""
+        with _lock:
+            self._uuids += 1
+            n = self._uuids
+        return f"00000000-0000-4000-8000-{n:012x}"
+
+    # -- threads ------------------------------------------------------------------------------
+    def require_loop_thread(self, what: str, coro: Any = None) -> None:
+        if threading.get_ident() != self._thread:
+            if coro is not None:
+                coro.close()
+            raise NotRunning(
+                f"{what} from a thread the simulation does not run (only task bodies it runs "
+                "and the loop's own thread may reach it)"
+            )
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` on the simulation's loop from sync code on the loop thread (FIFO)."""
+        task = self.sim.loop.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._spawned_done)
+        return task
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.publish_errors.append(task.exception())  # type: ignore[arg-type]
+
+    # -- queues -------------------------------------------------------------------------------
+    def ensure_queue(self, name: str) -> None:
+        """Create (if needed) and route Celery queue ``name`` to the simulation's Celery router."""
+        router = _router_for(self.sim)
+        if name in router.routed:
+            return
+        queues = self.sim.queues
+        if name not in queues.names():
+            queues.create(name, visibility_timeout=self.visibility_timeout,
+                          max_retries=self.max_retries, retry_delay=0)
+        queues.route(name, router.handle)
+        router.routed.add(name)
+
+    def _check_features(self, message: dict[str, Any]) -> None:
+        headers = message.get("headers") or {}
+        name = headers.get("task")
+        limits = headers.get("timelimit") or ()
+        if any(v is not None for v in limits):
+            raise _unsupported(
+                f"time limits (task {name!r} has time_limit/soft_time_limit {list(limits)})",
+                "A thread cannot be killed: inject a hang or a crash with sim.faults instead.",
+            )
+        priority = (message.get("properties") or {}).get("priority")
+        if priority:
+            raise _unsupported(f"message priorities (priority={priority!r} on {name!r})",
+                               "Queues here are FIFO; drop priority= in the test settings.")
+        task = self.app.tasks.get(name) if isinstance(name, str) else None
+        if task is not None:
+            if task.rate_limit:
+                raise _unsupported(f"rate limits (task {name!r} has rate_limit={task.rate_limit!r})",
+                                   "Set rate_limit=None for tests.")
+            if getattr(task, "retry_on_worker_lost", False):
+                raise _unsupported(f"retry_on_worker_lost (task {name!r})",
+                                   "Use acks_late with reject_on_worker_lost.")
+
+    def put(self, queue: str, message: dict[str, Any]) -> None:
+        """kombu's ``_put``: publish ``message`` (kombu's JSON-able dict) to ``sim.queues``."""
+        self._check_features(message)
+        self.ensure_queue(queue)
+        coro = self.sim.queues.publish(queue, message)
+        if in_fiber():
+            call(coro)  # a task body publishing (retry, chain, delay): it waits, as kombu does
+            return
+        self.require_loop_thread("publishing a Celery message", coro)
+        self.spawn(coro)
+
+    # -- the executor ----------------------------------------------------------------------------
+    def _tracer(self, task: Any) -> Any:
+        tracer = self._tracers.get(task.name)
+        if tracer is None:
+            from celery.app.trace import build_tracer
+
+            tracer = self._tracers[task.name] = build_tracer(
+                task.name, task, loader=self.app.loader, hostname=self.hostname, app=self.app)
+        return tracer
+
+    def _request(self, payload: dict[str, Any], delivery: Delivery) -> Any:
+        from celery.worker.request import Request
+        from kombu.message import Message
+        from kombu.serialization import prepare_accept_content
+
+        props = payload.get("properties") or {}
+        info = dict(props.get("delivery_info") or {}, redelivered=delivery.attempt > 1)
+        body = payload.get("body")
+        if body and props.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        message = Message(  # type: ignore[no-untyped-call]
+            body=body, delivery_tag=props.get("delivery_tag"), content_type=payload.get("content-type"),
+            content_encoding=payload.get("content-encoding"), headers=payload.get("headers"),
+            properties=props, delivery_info=info,
+            accept=prepare_accept_content(self.app.conf.accept_content),  # type: ignore[no-untyped-call]
+        )
+        name = (payload.get("headers") or {}).get("task")
+        task = self.app.tasks.get(name) if isinstance(name, str) else None
+        if task is None:
+            raise KeyError(
+                f"Received unregistered task {name!r}: the Celery app given to install() does "
+                "not know it (import the module that defines it, as the worker's -A/include "
+                "would)"
+            )
+        return Request(message, app=self.app, task=task, hostname=self.hostname)
+
+    async def _main(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` as the main worker process: outside the attempt (its child may be dead)."""
+        return await asyncio.create_task(Fiber(fn, *args, context=contextvars.Context(),
+                                               name="celery-main").run(),
+                                         context=contextvars.Context())
+
+    async def _settle(self, delivery: Delivery, how: str) -> None:
+        """Ack or requeue as the main worker does (a fresh context: not the child's attempt)."""
+        coro = delivery.ack() if how == "ack" else delivery.nack(0)
+        await asyncio.create_task(coro, context=contextvars.Context())
+
+    async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
+        """One delivery, as ``celery.worker.request.Request`` and the prefork pool handle it."""
+        from celery import states
+        from celery.exceptions import WorkerLostError
+
+        req = self._request(payload, delivery)
+        task = req.task
+        clock = self.sim.clock
+        if req.eta is not None:  # held in memory, unacked, while the visibility timeout runs
+            wait = (req.eta - clock.now()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if req.expires is not None and clock.now() > req.expires:
+            await self._main(functools.partial(task.backend.mark_as_revoked, req.id, "expired",
+                                                 request=req._context))
+            await delivery.ack()
+            return
+        acks_late = bool(task.acks_late)
+        if not acks_late:
+            await delivery.ack()  # on_accepted: early ack, before the body runs
+        request = req._request_dict
+        _, _, embed = req._payload
+        request.update({"loglevel": 0, "logfile": None, "is_eager": False}, **(embed or {}))
+        child = asyncio.create_task(
+            Fiber(self._tracer(task), req.id, req.args, req.kwargs, request,
+                  name=f"celery-{task.name}").run())
+        attempt = current_attempt.get()
+        crash = attempt.crash_future if attempt is not None else None
+        await asyncio.wait([child] if crash is None else [child, crash],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not child.done():  # the pool child died: the main worker sees WorkerLostError
+            await self._worker_lost(req, delivery, WorkerLostError("Worker exited prematurely: "
+                                                                   "bgwork crash fault."))
+            return
+        _, info, _, _ = child.result()
+        state = None if info is None else info.state
+        if state == states.REJECTED:
+            exc = info.retval
+            if not exc.requeue:
+                await self._main(functools.partial(task.backend.mark_as_failure, req.id, exc,
+                                                     request=req._context))
+            if acks_late:
+                await (self._settle(delivery, "requeue") if exc.requeue else delivery.ack())
+        elif acks_late:  # success, failure (acks_on_failure or reject(False): both drop it),
+            await delivery.ack()  # retry (the new message carries on), ignore
+
+    async def _worker_lost(self, req: Any, delivery: Delivery, exc: BaseException) -> None:
+        from celery import states
+
+        task = req.task
+        meta = self.sim.kv.items(RESULTS_NS).get(task.backend.get_key_for_task(req.id).decode())
+        if meta is not None and task.backend.decode_result(meta).get("status") == states.SUCCESS:
+            if task.acks_late:  # it stored SUCCESS, then died: do not run it again
+                await self._settle(delivery, "ack")
+            return
+        if task.acks_late:
+            if task.reject_on_worker_lost:
+                await self._settle(delivery, "requeue")
+                return
+            await self._settle(delivery, "ack")  # acks_on_failure, or reject(requeue=False)
+        await self._main(functools.partial(task.backend.mark_as_failure, req.id, exc,
+                                                     request=req._context))
+
+
+class _Router:
+    """The route of a simulation's Celery queues: hands each delivery to the installation in
+    force (a simulation keeps its queues and routes across several ``install`` blocks)."""
+
+    def __init__(self) -> None:
+        self.routed: set[str] = set()
+        self.worker: SimWorker | None = None
+
+    async def handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
+        worker = self.worker
+        if worker is None:
+            raise NotRunning(
+                f"a Celery message reached queue {delivery.queue!r} after "
+                "adapters.celery.install(...) ended: drive the simulation inside the `with` "
+                "block (or use the bg_celery fixture)"
+            )
+        await worker._handle(payload, delivery)
+
+
+_routers: weakref.WeakKeyDictionary[Simulation, _Router] = weakref.WeakKeyDictionary()
+
+
+def _router_for(sim: Simulation) -> _Router:
+    router = _routers.get(sim)
+    if router is None:
+        router = _routers[sim] = _Router()
+    return router
+
+
+# -- install ----------------------------------------------------------------------------------
+_UUID_MODULES = ("celery.app.base", "celery.app.task", "celery.canvas", "celery.utils")
+
+
+@contextlib.contextmanager
+def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | None = None,
+            max_retries: int = DEFAULT_MAX_RETRIES, hostname: str = HOSTNAME) -> Iterator[SimWorker]:
+    """Run ``celery_app``'s tasks on ``sim``: ``bgwork://`` broker, in-loop worker, results in KV.
+
+    ``visibility_timeout`` defaults to ``broker_transport_options["visibility_timeout"]``,
+    else 3600 s (Redis's default). Queues you created beforehand keep your settings.
+    Restores the app's broker, backend and connection pools on exit.
+    """
+    global _active
+    import importlib
+
+    from celery import Celery
+
+    if not isinstance(celery_app, Celery):
+        raise TypeError(f"install(sim, celery_app): celery_app must be a celery.Celery app; got "
+                        f"{type(celery_app).__name__}")
+    conf = celery_app.conf
+    if conf.task_always_eager:
+        raise _unsupported(
+            "task_always_eager=True alongside the simulation",
+            "Turn it off in tests that install the adapter: the simulation delivers the tasks.",
+        )
+    if visibility_timeout is None:
+        visibility_timeout = float((conf.broker_transport_options or {}).get(
+            "visibility_timeout", DEFAULT_VISIBILITY))
+    if _active is not None:
+        raise RuntimeError("adapters.celery.install(...) is already active; install one app at a "
+                           "time (leave the first `with` block first)")
+    worker = SimWorker(sim, celery_app, visibility_timeout=visibility_timeout,
+                       max_retries=max_retries, hostname=hostname)
+    saved_conf = {k: conf.get(k) for k in ("broker_url", "broker_read_url", "broker_write_url")}
+    saved_backend = celery_app._backend_cache
+    saved_uuids = []
+    for modname in _UUID_MODULES:
+        module = importlib.import_module(modname)
+        saved_uuids.append((module, vars(module)["uuid"]))
+        setattr(module, "uuid", worker.next_uuid)  # noqa: B010 - a module attribute mypy cannot see
+    _reset_pools(celery_app)
+    conf.update(broker_url="bgwork://", broker_read_url=None, broker_write_url=None)
+    backend = _backend_class()(app=celery_app)
+    backend.worker = worker
+    celery_app._backend_cache = backend
+    _active = worker
+    router = _router_for(sim)
+    router.worker = worker
+    failed = True
+    try:
+        yield worker
+        failed = False
+    finally:
+        _active = None
+        router.worker = None
+        for module, fn in saved_uuids:
+            setattr(module, "uuid", fn)  # noqa: B010
+        conf.update(saved_conf)
+        celery_app._backend_cache = saved_backend
+        _reset_pools(celery_app)
+        for task in list(worker._pending):
+            task.cancel()
+    if not failed and worker.publish_errors:
+        errors = "; ".join(repr(e) for e in worker.publish_errors)
+        raise BgworkError(f"{len(worker.publish_errors)} Celery publish(es) from the test's thread "
+                          f"failed after task.delay() returned: {errors}. Clear "
+                          "worker.publish_errors if the test injected them on purpose.")
+
+
+def _reset_pools(app: Celery) -> None:
+    """Forget the app's pooled connections and producers (they belong to the broker URL in
+    force); kombu's process-wide pools keep them, and a ``bgwork://`` channel looks up the
+    active installation on every call, so a pooled one never reaches an old simulation."""
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
+def reset() -> None:
+    """Forget an installation left active (a crashed test): the fixture calls it."""
+    global _active
+    _active = None

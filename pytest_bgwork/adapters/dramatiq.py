@@ -1,0 +1,290 @@
+"""dramatiq on the simulation: ``SimBroker``, a ``dramatiq.Broker`` backed by ``sim.queues``.
+
+``broker = SimBroker(sim)`` (or ``SimBroker()``: the simulation running the code, so one
+broker made before your actors are imported serves every test). ``declare_queue`` makes
+a ``sim.queues`` queue per simulation; ``enqueue(message, delay=ms)`` publishes to it
+(a delay beyond the queue's 900 s cap is held on a virtual timer first). Each delivery
+runs the actor as ``dramatiq.worker._WorkerThread.process_message`` does, middleware
+included, in a thread that takes turns with the loop (the clock held): ``Retries``
+backs off on virtual time with ``compute_backoff``'s jitter drawn from ``sim.choices``;
+a message that fails for good (retries exhausted, ``throws``, unknown actor) is
+dead-lettered: acked on the simulated queue, kept in ``broker.dead_letters`` and
+recorded as ``dramatiq.dead_letter``. A crash injected in an actor parks its thread;
+the queue redelivers after ``visibility_timeout``. Async actors run on the
+simulation's loop. Message ids are deterministic.
+
+Actors bind ``get_broker()`` when they are decorated: set a ``SimBroker`` as the global
+broker before importing them, or let ``broker.adopt(old_broker)`` (the ``bg_dramatiq``
+fixture does) move already-declared actors onto it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import re
+import threading
+import weakref
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+import dramatiq
+import dramatiq.asyncio as _dq_asyncio
+import dramatiq.common as _dq_common
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.errors import ActorNotFound, QueueNotFound, Retry
+from dramatiq.message import Message
+from dramatiq.middleware import SkipMessage, TimeLimit
+
+from ..core import context
+from ..core.errors import BgworkError, NotRunning
+from ._publish import publish_delayed
+from ._threads import Fiber, call, in_fiber
+
+if TYPE_CHECKING:
+    from ..services.delivery import Delivery
+    from ..simulation import Simulation
+
+__all__ = ["SimBroker", "UnsupportedFeature", "call", "reset"]
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: How long a dead worker's message stays invisible: Redis broker heartbeats time out
+#: after about a minute, then its unacked messages are requeued.
+DEFAULT_VISIBILITY = 60.0
+
+
+class UnsupportedFeature(BgworkError, NotImplementedError):
+    """A dramatiq feature this adapter does not simulate; raised instead of faking it."""
+
+
+# -- global seams: jitter and async actors --------------------------------------------------
+_real_uniform = random.uniform
+
+
+def _uniform(a: float, b: float) -> float:
+    """``random.uniform`` for ``compute_backoff``: from ``sim.choices`` inside a simulation."""
+    from ..core.context import active
+
+    sim = active()
+    if sim is None:
+        return _real_uniform(a, b)
+    return a + (b - a) * sim.choices.fraction("dramatiq.backoff_jitter")
+
+
+class _LoopThread:
+    """Stands in for dramatiq's ``EventLoopThread``: async actors run on the simulation's loop."""
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return call(coro)
+
+
+_patched: list[tuple[Any, str, Any]] = []
+
+
+def _patch() -> None:
+    if _patched:
+        return
+    _patched.append((_dq_common, "uniform", vars(_dq_common)["uniform"]))
+    setattr(_dq_common, "uniform", _uniform)  # noqa: B010 - compute_backoff's random.uniform
+    _patched.append((_dq_asyncio, "_event_loop_thread", _dq_asyncio.get_event_loop_thread()))
+    _dq_asyncio.set_event_loop_thread(_LoopThread())  # type: ignore[arg-type]
+
+
+def reset() -> None:
+    """Undo the process-wide seams (jitter, async actors); the next ``SimBroker`` redoes them."""
+    while _patched:
+        module, name, value = _patched.pop()
+        setattr(module, name, value)
+
+
+# -- the broker ---------------------------------------------------------------------------------
+class _Proxy(MessageProxy):
+    """A delivered message (``MessageProxy``) that remembers its simulated delivery."""
+
+    def __init__(self, message: Message[Any], delivery: Delivery) -> None:
+        super().__init__(message)
+        self._delivery = delivery
+
+
+class SimBroker(dramatiq.Broker):
+    """A dramatiq broker whose queues are ``sim.queues`` queues.
+
+    ``sim``: the simulation (default: the one running the code); ``middleware``: as for
+    any broker (default: dramatiq's defaults); ``visibility_timeout``: how long a crashed
+    worker's message stays invisible before it is redelivered; ``max_retries``: the
+    simulated queue's own redelivery budget (crashes), not ``Retries``'.
+    """
+
+    def __init__(self, sim: Simulation | None = None, middleware: list[Any] | None = None, *,
+                 visibility_timeout: float = DEFAULT_VISIBILITY, max_retries: int = 100) -> None:
+        super().__init__(middleware)
+        _patch()
+        self._sim = sim
+        self.visibility_timeout = visibility_timeout
+        self.max_retries = max_retries
+        self.queues: set[str] = set()
+        #: Messages that failed for good, oldest first (as ``StubBroker.dead_letters``).
+        self.dead_letters: list[MessageProxy] = []
+        #: Publishes made from the loop's thread that failed after ``send`` returned.
+        self.publish_errors: list[BaseException] = []
+        self._routed: weakref.WeakKeyDictionary[Simulation, set[str]] = weakref.WeakKeyDictionary()
+        self._holds: set[asyncio.Task[Any]] = set()
+        self._thread = threading.get_ident()
+
+    @property
+    def sim(self) -> Simulation:
+        """The simulation this broker works on now."""
+        return self._sim if self._sim is not None else cast("Simulation", context.current())
+
+    # -- broker API -------------------------------------------------------------------------
+    def declare_queue(self, queue_name: str) -> None:
+        """Declare ``queue_name``; its ``sim.queues`` queue is made per simulation on first use."""
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues.add(queue_name)
+        self.emit_after("declare_queue", queue_name)
+
+    def _ensure(self, sim: Simulation, queue_name: str) -> None:
+        routed = self._routed.get(sim)
+        if routed is None:
+            routed = self._routed[sim] = set()
+        if queue_name in routed:
+            return
+        if queue_name not in sim.queues.names():
+            sim.queues.create(queue_name, visibility_timeout=self.visibility_timeout,
+                              max_retries=self.max_retries, retry_delay=0)
+        sim.queues.route(queue_name, self._handle)
+        routed.add(queue_name)
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Publish ``message`` (delivery after ``delay`` milliseconds); returns what was sent."""
+        if message.queue_name not in self.queues:
+            raise QueueNotFound(message.queue_name)  # type: ignore[no-untyped-call]
+        self._check_features(message)
+        sim = self.sim
+        if _UUID.match(message.message_id):  # dramatiq's uuid4: make it deterministic
+            message = message.copy(message_id=sim.next_id("dramatiq"))
+        if delay is not None:
+            message = message.copy(options={"eta": _dq_common.current_millis() + delay})
+        self.emit_before("enqueue", message, delay)
+        self._ensure(sim, message.queue_name)
+        coro = publish_delayed(sim, message.queue_name, {"message": message.encode().decode()},
+                               (delay or 0) / 1000, self.publish_errors, self._holds)
+        if in_fiber():
+            call(coro)
+        elif threading.get_ident() == self._thread:
+            task = sim.loop.create_task(coro)
+            self._holds.add(task)
+            task.add_done_callback(self._spawned_done)
+        else:
+            coro.close()
+            raise NotRunning("SimBroker.enqueue() from a thread the simulation does not run")
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._holds.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.publish_errors.append(task.exception())  # type: ignore[arg-type]
+
+    def _check_features(self, message: Message[Any]) -> None:
+        actor = self.actors.get(message.actor_name)
+        limit = message.options.get("time_limit") or (actor and actor.options.get("time_limit"))
+        if limit and any(isinstance(m, TimeLimit) for m in self.middleware):
+            raise UnsupportedFeature(
+                f"pytest-bgwork's dramatiq adapter does not simulate time limits "
+                f"({message.actor_name!r} has time_limit={limit!r}): a thread cannot be "
+                "interrupted on virtual time. Inject a hang or crash with sim.faults instead."
+            )
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        raise UnsupportedFeature("SimBroker has no consumers: the simulation delivers each message "
+                                 "(drive it with `await sim.run_until_idle()`, no dramatiq Worker)")
+
+    def get_declared_queues(self) -> set[str]:
+        return set(self.queues)
+
+    def get_declared_delay_queues(self) -> set[str]:
+        return set()
+
+    def flush(self, queue_name: str) -> None:
+        raise UnsupportedFeature("SimBroker.flush(): let the messages run or dead-letter instead")
+
+    def flush_all(self) -> None:
+        self.flush("*")
+
+    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
+        raise UnsupportedFeature("SimBroker.join() would block the simulation: "
+                                 "`await sim.run_until_idle()` instead")
+
+    def adopt(self, other: dramatiq.Broker) -> list[Any]:
+        """Move every actor declared on ``other`` onto this broker; returns them.
+
+        Actors bind ``get_broker()`` when decorated, so a suite that imported them before
+        making this broker calls ``adopt`` (``bg_dramatiq`` does); ``release`` undoes it.
+        """
+        moved = []
+        for actor in list(other.actors.values()):
+            actor.broker = self
+            self.declare_actor(actor)
+            moved.append(actor)
+        return moved
+
+    # -- the worker -------------------------------------------------------------------------
+    async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
+        message = Message.decode(payload["message"].encode())
+        eta = message.options.get("eta")
+        if isinstance(eta, int | float):
+            wait = eta / 1000 - self.sim.clock.time()
+            if wait > 0:  # the worker's delay queue holds it until its eta
+                await asyncio.sleep(wait)
+        proxy = _Proxy(message, delivery)
+        try:
+            self.get_actor(message.actor_name)
+        except ActorNotFound as exc:
+            proxy.fail()
+            proxy.stuff_exception(exc)
+        else:
+            await Fiber(self._process, proxy, context=contextvars.copy_context(),
+                        name=f"dramatiq-{message.actor_name}").run()
+        if proxy.failed:
+            self.emit_before("nack", proxy)
+            await self._dead_letter(proxy, delivery)
+            self.emit_after("nack", proxy)
+        else:
+            self.emit_before("ack", proxy)
+            await delivery.ack()
+            self.emit_after("ack", proxy)
+
+    def _process(self, message: _Proxy) -> None:
+        """``_WorkerThread.process_message``, minus the work queue (runs in a fiber)."""
+        actor = None
+        try:
+            self.emit_before("process_message", message)
+            res = None
+            if not message.failed:
+                actor = self.get_actor(message.actor_name)
+                res = actor(*message.args, **message.kwargs)
+            self.emit_after("process_message", message, result=res)
+        except SkipMessage as e:
+            if message.failed:
+                message.stuff_exception(e)
+            self.emit_after("skip_message", message)
+        except Exception as e:
+            message.stuff_exception(e)
+            throws = message.options.get("throws") or (actor and actor.options.get("throws"))
+            if not isinstance(e, Retry) and not (throws and isinstance(e, throws)):
+                self.logger.error("Failed to process message %s with unhandled exception.", message,
+                                  exc_info=True)
+            self.emit_after("process_message", message, exception=e)
+
+    async def _dead_letter(self, proxy: _Proxy, delivery: Delivery) -> None:
+        """dramatiq's nack: the message goes to the dead-letter queue, never redelivered."""
+        await delivery.ack()
+        self.dead_letters.append(proxy)
+        exc = proxy._exception
+        self.sim.history.record("dramatiq", "dead_letter", queue=proxy.queue_name,
+                                id=proxy.message_id, actor=proxy.actor_name,
+                                error=None if exc is None else f"{type(exc).__name__}: {exc}")

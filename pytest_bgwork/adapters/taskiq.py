@@ -1,0 +1,200 @@
+"""taskiq on the simulation: ``SimBroker``, an ``AsyncBroker`` backed by ``sim.queues``.
+
+``broker = SimBroker(sim)`` (or ``SimBroker()``: the simulation running the code, so a
+module-level broker serves every test). ``kick`` publishes to ``sim.queues`` honouring
+the ``delay`` label (beyond the queue's 900 s cap the message is held on a virtual
+timer); the queue's route hands each delivery to taskiq's own ``Receiver.callback``
+with an ack tied to the delivery, so ``ack_type`` (``when_received``,
+``when_executed``, ``when_saved``: broker-wide or per task label) decides when the
+message is acked. Async tasks run on the simulation's loop, so every fault kind
+works inside them; results and progress live in ``sim.kv``. ``SmartRetryMiddleware``'s
+jitter is drawn from ``sim.choices``. Task ids are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import functools
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from taskiq import AckableMessage, AsyncBroker, AsyncResultBackend, BrokerMessage, TaskiqResult
+from taskiq.acks import AcknowledgeType
+from taskiq.depends.progress_tracker import TaskProgress
+from taskiq.events import TaskiqEvents
+from taskiq.middlewares import SmartRetryMiddleware
+from taskiq.receiver import Receiver
+from taskiq.utils import maybe_awaitable
+
+from ..core import context
+from ._publish import publish_delayed
+
+if TYPE_CHECKING:
+    from ..services.delivery import Delivery
+    from ..simulation import Simulation
+
+__all__ = ["PROGRESS_NS", "RESULTS_NS", "SimBroker", "SimResultBackend"]
+
+#: ``sim.kv`` namespaces of the result backend.
+RESULTS_NS = "taskiq-results"
+PROGRESS_NS = "taskiq-progress"
+DEFAULT_QUEUE = "taskiq"
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    """Runs a sync task body at once on the loop thread, the clock held: deterministic.
+
+    (A thread pool would run it concurrently with the loop, at real-time-dependent moments.)
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+class SimResultBackend(AsyncResultBackend[Any]):
+    """taskiq results in ``sim.kv`` (``taskiq-results``; progress in ``taskiq-progress``)."""
+
+    def __init__(self, broker: SimBroker) -> None:
+        self._broker = weakref.proxy(broker)
+
+    async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
+        await self._broker.sim.kv.set(RESULTS_NS, task_id, result.model_dump(mode="json"))
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return bool((await self._broker.sim.kv.get(RESULTS_NS, task_id)).exists)
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        r = await self._broker.sim.kv.get(RESULTS_NS, task_id)
+        if not r.exists:
+            raise KeyError(f"no taskiq result for task {task_id!r} in sim.kv[{RESULTS_NS!r}] yet")
+        return TaskiqResult.model_validate(r.data)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        await self._broker.sim.kv.set(PROGRESS_NS, task_id, progress.model_dump(mode="json"))
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        r = await self._broker.sim.kv.get(PROGRESS_NS, task_id)
+        return TaskProgress.model_validate(r.data) if r.exists else None
+
+
+class _PerSim:
+    """What a broker keeps per simulation: its receiver (bound to that loop) and held publishes."""
+
+    def __init__(self) -> None:
+        self.receiver: Receiver | None = None
+        self.holds: set[asyncio.Task[Any]] = set()
+
+
+class SimBroker(AsyncBroker):
+    """An ``AsyncBroker`` whose messages travel through ``sim.queues``.
+
+    ``sim``: the simulation (default: the one running the code, ``bg.current()``);
+    ``queue``: the ``sim.queues`` queue (created with ``visibility_timeout`` and
+    ``max_retries`` unless it exists); ``ack_type``: the worker's default ack time
+    (taskiq's default ``when_saved``). ``publish_errors`` collects held publishes that
+    failed after ``kick`` returned.
+    """
+
+    def __init__(self, sim: Simulation | None = None, *, queue: str = DEFAULT_QUEUE,
+                 ack_type: AcknowledgeType | str | None = None, visibility_timeout: float = 30,
+                 max_retries: int = 5) -> None:
+        super().__init__()
+        self._sim = sim
+        self.queue = queue
+        self.ack_type = None if ack_type is None else AcknowledgeType(ack_type)
+        self.visibility_timeout = visibility_timeout
+        self.max_retries = max_retries
+        self.result_backend = SimResultBackend(self)
+        self.id_generator = self._next_id
+        self.publish_errors: list[BaseException] = []
+        self._per_sim: weakref.WeakKeyDictionary[Simulation, _PerSim] = weakref.WeakKeyDictionary()
+
+    @property
+    def sim(self) -> Simulation:
+        """The simulation this broker works on now."""
+        return self._sim if self._sim is not None else cast("Simulation", context.current())
+
+    def _next_id(self) -> str:
+        return self.sim.next_id("taskiq")
+
+    def _state(self, sim: Simulation) -> _PerSim:
+        state = self._per_sim.get(sim)
+        if state is None:
+            state = self._per_sim[sim] = _PerSim()
+            queues = sim.queues
+            if self.queue not in queues.names():
+                queues.create(self.queue, visibility_timeout=self.visibility_timeout,
+                              max_retries=self.max_retries)
+            queues.route(self.queue, self._handle)
+        return state
+
+    def _route_jitter(self) -> None:
+        """Make each ``SmartRetryMiddleware``'s jitter come from ``sim.choices`` (label
+        ``taskiq.retry_jitter``) instead of ``random.random()`` (``add_middlewares`` and
+        ``with_middlewares`` both append to ``self.middlewares``: look there)."""
+        for mw in self.middlewares:
+            if isinstance(mw, SmartRetryMiddleware) and "make_delay" not in vars(mw):
+                mw.make_delay = functools.partial(self._make_delay, mw,  # type: ignore[method-assign]
+                                                  type(mw).make_delay)
+
+    def _make_delay(self, mw: SmartRetryMiddleware, original: Any, message: Any, retries: int) -> float:
+        jitter, mw.use_jitter = mw.use_jitter, False
+        try:
+            delay = float(original(mw, message, retries))
+        finally:
+            mw.use_jitter = jitter
+        if jitter:
+            delay += self.sim.choices.fraction("taskiq.retry_jitter")
+        return delay
+
+    async def startup(self) -> None:
+        """Client and worker start-up events (this broker is both), as ``InMemoryBroker`` does."""
+        await super().startup()
+        for handler in self.event_handlers.get(TaskiqEvents.WORKER_STARTUP, []):
+            await maybe_awaitable(handler(self.state))
+
+    async def shutdown(self) -> None:
+        """Client and worker shut-down events."""
+        for handler in self.event_handlers.get(TaskiqEvents.WORKER_SHUTDOWN, []):
+            await maybe_awaitable(handler(self.state))
+        await super().shutdown()
+
+    async def kick(self, message: BrokerMessage) -> None:
+        """Publish ``message`` to the queue; the ``delay`` label (seconds) delays delivery."""
+        sim = self.sim
+        state = self._state(sim)
+        data = message.message
+        try:
+            body: dict[str, Any] = {"text": data.decode()}
+        except UnicodeDecodeError:
+            body = {"b64": base64.b64encode(data).decode()}
+        body.update(task_id=message.task_id, task_name=message.task_name)
+        delay = message.labels.get("delay")
+        seconds = 0.0 if delay in (None, "") else float(delay)
+        await publish_delayed(sim, self.queue, body, seconds, self.publish_errors, state.holds)
+
+    def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:
+        """Not used: the simulation delivers each message to taskiq's receiver itself."""
+        raise RuntimeError("SimBroker does not listen: the simulation delivers its messages "
+                           "(drive it with `await sim.run_until_idle()`, no `taskiq worker`)")
+
+    def _receiver(self, sim: Simulation) -> Receiver:
+        state = self._state(sim)
+        if state.receiver is None:
+            state.receiver = Receiver(broker=self, executor=_InlineExecutor(), run_startup=False,
+                                      max_async_tasks=100_000, ack_type=self.ack_type)
+        return state.receiver
+
+    async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
+        data = payload["text"].encode() if "text" in payload else base64.b64decode(payload["b64"])
+        self._route_jitter()
+        receiver = self._receiver(self.sim)
+        await receiver.callback(AckableMessage(data=data, ack=delivery.ack), raise_err=True)

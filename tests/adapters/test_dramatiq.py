@@ -1,0 +1,205 @@
+"""dramatiq on the simulation: SimBroker runs unmodified actors with their middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import dramatiq.broker as dq_broker
+import pytest
+
+import pytest_bgwork as bg
+from pytest_bgwork.adapters import dramatiq as bd
+
+#: Made before the actors below are decorated (they bind get_broker() then).
+broker = bd.SimBroker()
+_previous = dq_broker.global_broker
+dramatiq.set_broker(broker)
+runs: list[tuple[str, Any, float]] = []
+
+
+def _log(name: str, value: Any) -> None:
+    runs.append((name, value, bg.current().clock.monotonic()))
+
+
+@dramatiq.actor(max_retries=3, min_backoff=1_000_000)  # 1000 s: past the queue's 900 s cap
+def send_email(to: str) -> None:
+    _log("send_email", to)
+    if len([r for r in runs if r[0] == "send_email"]) < 3:
+        raise ConnectionError("smtp down")
+    bd.call(bg.current().kv.set("outbox", to, "sent"))
+
+
+@dramatiq.actor(max_retries=1, min_backoff=10)
+def always_fails() -> None:
+    _log("always_fails", None)
+    raise ValueError("bad address")
+
+
+@dramatiq.actor(throws=(KeyError,))
+def no_retry() -> None:
+    _log("no_retry", None)
+    raise KeyError("unknown template")
+
+
+@dramatiq.actor
+def write(key: str) -> None:
+    _log("write", key)
+    bd.call(bg.current().kv.set("outbox", key, "sent"))
+
+
+@dramatiq.actor
+async def async_write(key: str) -> None:
+    _log("async_write", key)
+    await bg.current().kv.set("outbox", key, "sent")
+
+
+@dramatiq.actor(time_limit=5000)
+def limited() -> None:
+    pass
+
+
+dramatiq.set_broker(_previous)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _global_broker() -> Iterator[None]:
+    runs.clear()
+    broker.dead_letters.clear()
+    saved = dq_broker.global_broker
+    dq_broker.global_broker = broker
+    yield
+    dq_broker.global_broker = saved
+
+
+@pytest.mark.asyncio
+async def test_retries_back_off_on_virtual_time_past_the_delay_cap(bgwork: bg.Simulation) -> None:
+    message = send_email.send("ana@example.com")
+    assert message.message_id == "dramatiq_1"
+    await bgwork.run_until_idle()
+    times = [r[2] for r in runs]
+    assert len(times) == 3 and bgwork.kv.items("outbox") == {"ana@example.com": "sent"}
+    assert 1000 <= times[1] < 2000 and 2000 <= times[2] - times[1] < 4000  # x2 per retry, +jitter
+    assert broker.dead_letters == []
+
+
+def test_backoff_jitter_is_drawn_from_sim_choices() -> None:
+    def times(seed: int) -> list[float]:
+        runs.clear()
+        with bg.Simulation(seed=seed) as sim:
+            async def main() -> None:
+                send_email.send("bo@example.com")
+                await sim.run_until_idle()
+
+            sim.run(main())
+            return [r[2] for r in runs]
+
+    assert times(1) == times(1) != times(2)
+
+
+@pytest.mark.asyncio
+async def test_messages_dead_letter_after_max_retries(bgwork: bg.Simulation) -> None:
+    always_fails.send()
+    await bgwork.run_until_idle()
+    assert len(runs) == 2  # the first attempt and one retry
+    assert [m.actor_name for m in broker.dead_letters] == ["always_fails"]
+    assert bgwork.history.filter("dramatiq", "dead_letter")[0].detail["error"] == "ValueError: bad address"
+    bg.assert_nothing_lost(bgwork)  # acked on the simulated queue: dramatiq holds the dead letter
+
+
+@pytest.mark.asyncio
+async def test_throws_dead_letters_without_retrying(bgwork: bg.Simulation) -> None:
+    no_retry.send()
+    await bgwork.run_until_idle()
+    assert len(runs) == 1 and len(broker.dead_letters) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_crash_is_redelivered_after_the_visibility_timeout(bgwork: bg.Simulation) -> None:
+    bgwork.faults.crash("default", at="kv.set")
+    write.send("cy")
+    await bgwork.run_until_idle()
+    assert [r[2] for r in runs] == [0.0, bd.DEFAULT_VISIBILITY]
+    assert bgwork.kv.items("outbox") == {"cy": "sent"}
+
+
+@pytest.mark.asyncio
+async def test_async_actors_run_on_the_simulation_loop(bgwork: bg.Simulation) -> None:
+    bgwork.faults.fail("kv.set", error=ConnectionError("kv down"))
+    async_write.send("dee")
+    await bgwork.run_until_idle()
+    assert len(runs) == 2  # the KV fault failed attempt 1; Retries ran it again
+    assert bgwork.kv.items("outbox") == {"dee": "sent"}
+
+
+@pytest.mark.asyncio
+async def test_delayed_sends_and_unknown_actors(bgwork: bg.Simulation) -> None:
+    write.send_with_options(args=("eve",), delay=5000)
+    broker.enqueue(dramatiq.Message(queue_name="default", actor_name="gone", args=(), kwargs={},
+                                    options={}))
+    await bgwork.run_until_idle()
+    assert [(r[1], r[2]) for r in runs] == [("eve", 5.0)]
+    assert [m.actor_name for m in broker.dead_letters] == ["gone"]
+
+
+@pytest.mark.asyncio
+async def test_unsupported_features_raise_naming_them(bgwork: bg.Simulation) -> None:
+    with pytest.raises(bd.UnsupportedFeature, match="time limits"):
+        limited.send()
+    with pytest.raises(bd.UnsupportedFeature, match="run_until_idle"):
+        broker.join("default")
+    with pytest.raises(dramatiq.errors.QueueNotFound):
+        broker.enqueue(dramatiq.Message(queue_name="nowhere", actor_name="x", args=(), kwargs={},
+                                        options={}))
+
+
+def test_the_fixture_adopts_actors_declared_earlier(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import dramatiq
+        import dramatiq.broker as dq_broker
+        import pytest
+        from dramatiq.brokers.stub import StubBroker
+
+        stub = StubBroker()
+        dramatiq.set_broker(stub)  # the app's own broker, set before its actors
+
+        @dramatiq.actor
+        def hello(name):
+            pass
+
+        @pytest.mark.asyncio
+        async def test_it(bgwork, bg_dramatiq):
+            assert hello.broker is bg_dramatiq and bg_dramatiq.sim is bgwork
+            hello.send("x")
+            await bgwork.run_until_idle()
+            assert bgwork.queues.stats("default")["acked"] == 1
+
+        def test_after():
+            assert hello.broker is stub and dq_broker.global_broker is stub
+        """
+    )
+    result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.asyncio
+async def test_pipelines_and_success_callbacks_run_as_in_a_worker(bgwork: bg.Simulation) -> None:
+    saved = dq_broker.global_broker
+    dramatiq.set_broker(broker)
+    try:
+        @dramatiq.actor
+        def double(x: int) -> int:
+            _log("double", x)
+            return x * 2
+
+        @dramatiq.actor
+        def done(message: dict[str, Any], result: int) -> None:
+            _log("done", result)
+    finally:
+        dq_broker.global_broker = saved
+    (double.message(1) | double.message()).run()
+    double.send_with_options(args=(5,), on_success=done)
+    await bgwork.run_until_idle()
+    assert sorted((r[0], r[1]) for r in runs) == [("done", 10), ("double", 1), ("double", 2), ("double", 5)]
