@@ -17,7 +17,6 @@ from agentuity_status.app import QUEUE, STATUS, handle_job, handle_job_buggy, pu
 from pytest_bgwork import adapters
 
 
-
 def mailer(sim: bg.Simulation) -> Callable[..., None]:
     """The email provider: a repeated idempotency key sends nothing (as Resend or SES do)."""
     sent: set[str] = set()
