@@ -16,15 +16,17 @@ import contextvars
 import fnmatch
 import re
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+
+_T = TypeVar("_T")
 
 __all__ = ["KINDS", "LATENCY_MAX", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
            "register_fault_point", "suspend"]
@@ -605,8 +607,11 @@ class FaultInjector:
             lat = self._latency
             if lat and not self.healed:
                 step = self._sim.choices.integer(0, 1000, "latency")
-                await (asyncio.sleep(step * lat / 1000) if step else suspend())
-            else:
+                if _sync_call.get():  # a blocking client holds the loop: time passes, nothing else runs
+                    self._sim.clock.advance_to(self._sim.clock.monotonic() + step * lat / 1000)
+                else:
+                    await (asyncio.sleep(step * lat / 1000) if step else suspend())
+            elif not _sync_call.get():
                 await suspend()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
@@ -641,7 +646,10 @@ class FaultInjector:
                 continue
             if rule.kind in ("delay", "hang"):
                 self._fire(rule, point, seconds=rule.seconds)
-                await asyncio.sleep(rule.seconds)
+                if _sync_call.get():  # a blocking call holds the whole loop: time passes, nothing else runs
+                    self._sim.clock.advance_to(self._sim.clock.monotonic() + (rule.seconds or 0.0))
+                else:
+                    await asyncio.sleep(rule.seconds)
             elif rule.kind == "fail":
                 if rule.after_apply:
                     self._pending_after[point] = rule
@@ -679,6 +687,31 @@ class FaultInjector:
             self._fire(rule, point, error=rule.error, after_apply=True)
             raise _make_error(rule.error or "")
 
+    def run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
+        """Run a service call to completion without suspending, for clients that block the loop.
+
+        Some SDKs call blocking HTTP inside ``async def`` (agentuity's KV client): their
+        adapter answers on the loop's thread, so the call cannot wait. Here a ``delay`` or
+        ``hang`` fault moves the clock as a blocked loop would (nothing else runs meanwhile),
+        a crash raises ``ProcessCrashed`` (the attempt is marked dead, so every later call
+        in it raises too), and a bare yield (``sleep(0)``) just continues.
+        """
+        token = _sync_call.set(True)
+        try:
+            while True:
+                try:
+                    yielded = call.send(None)
+                except StopIteration as done:
+                    return cast(_T, done.value)
+                if yielded is not None:
+                    call.close()
+                    raise RuntimeError(
+                        f"run_sync(): the service call waited on {yielded!r}, which a blocking "
+                        "client cannot do; this is a pytest-bgwork bug, please report it"
+                    )
+        finally:
+            _sync_call.reset(token)
+
     def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False) -> int:
         """How many times the queue should deliver this message (1 unless duplicated).
 
@@ -701,6 +734,8 @@ class FaultInjector:
         attempt.crashed = True
         if attempt.crash_future is not None and not attempt.crash_future.done():
             attempt.crash_future.set_result(None)
+        if _sync_call.get():  # a blocking call cannot park: unwind; later calls in it raise too
+            raise ProcessCrashed()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is not None and hasattr(loop, "ignore_task"):
@@ -710,6 +745,9 @@ class FaultInjector:
         raise ProcessCrashed()  # pragma: no cover - unreachable
 
 
+
+#: True while ``run_sync`` drives a service call for a client that blocks the loop.
+_sync_call: contextvars.ContextVar[bool] = contextvars.ContextVar("bgwork_sync_call", default=False)
 
 _in_async_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "bgwork_http_async", default=False

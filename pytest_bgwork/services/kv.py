@@ -645,6 +645,24 @@ class KV:
         if self._due:
             self._due.pop((ns, key), None)
 
+    # -- sync entry points, for adapters whose client blocks the loop ---------------------
+    def set_sync(self, ns: str, key: str, value: Any, ttl: float | None = None, **options: Any) -> Any:
+        """``set`` for a client that calls blocking HTTP inside ``async def`` (agentuity's SDK).
+
+        The same code as ``await set(...)``, run by ``sim.faults.run_sync``: same checks,
+        history and fault points; a delay fault moves the clock as a blocked loop would and
+        a crash raises ``ProcessCrashed`` at once.
+        """
+        return self._faults.run_sync(self.set(ns, key, value, ttl, **options))
+
+    def get_sync(self, ns: str, key: str) -> KVResult:
+        """``get`` for a client that blocks the loop (see ``set_sync``)."""
+        return self._faults.run_sync(self.get(ns, key))
+
+    def delete_sync(self, ns: str, key: str, **options: Any) -> Any:
+        """``delete`` for a client that blocks the loop (see ``set_sync``)."""
+        return self._faults.run_sync(self.delete(ns, key, **options))
+
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"
 
