@@ -188,10 +188,7 @@ _receipts: weakref.WeakKeyDictionary[bg.Simulation, dict[str, bg.Delivery]] = we
 def _ensure_queue(sim: bg.Simulation, name: str) -> None:
     if name in sim.queues.names():
         return
-    try:
-        sim.queues.create(name, profile="alien")  # type: ignore[call-arg]
-    except TypeError:  # before platform profiles: the generic at-least-once queue
-        sim.queues.create(name)
+    sim.queues.create(name, profile="alien")
 
 
 class _Queue:
