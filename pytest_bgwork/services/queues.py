@@ -18,6 +18,8 @@ import re
 from collections import deque
 from typing import Any
 
+from ..core import validate
+from ..core.faults import suspend
 from ..profiles import QueueProfile, limit_error, queue_profile
 from ..profiles import seconds as profile_seconds
 from .delivery import (
@@ -77,7 +79,7 @@ def _key(call: str, arg: str, value: object, prof: QueueProfile) -> str | None:
         raise ValueError(f"{call}({arg}=...): profile {prof.name!r} allows letters, digits and "
                          f"ASCII punctuation only (no spaces, no other characters); got {value!r}."
                          " Hash the key, e.g. hashlib.sha256(key.encode()).hexdigest().")
-    return value
+    return validate.utf8(value, call, arg)
 
 
 def _check_name(call: str, name: object, prof: QueueProfile) -> str:
@@ -89,6 +91,22 @@ def _check_name(call: str, name: object, prof: QueueProfile) -> str:
                          f"{prof.max_name} characters (profile {prof.name!r}); got {got}. Use "
                          f"{prof.name_text}, e.g. {example!r}.")
     return name
+
+
+
+def _check_handler(name: str, handler: object) -> None:
+    """A route handler must take ``(payload, delivery)``: refuse one that cannot, at ``route``."""
+    try:
+        sig = inspect.signature(handler)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to check
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"route({name!r}, handler): the queue calls handler(payload, delivery), "
+                        f"but {_describe_handler(handler)}{sig.replace(return_annotation=sig.empty)} "
+                        "cannot take those two arguments. "
+                        "Write `async def handler(payload, delivery): ...`.") from None
 
 
 def _describe_handler(fn: object) -> str:
@@ -234,13 +252,19 @@ class Queues(DeliveryEngine):
                 raise TypeError(f"route({name!r}, handler) needs an async callable "
                                 f"`async def handler(payload, delivery)`; got "
                                 f"{_describe_handler(handler)}, which is not async")
+            _check_handler(name, handler)
             dest, text = handler, f"handler {_describe_handler(handler)}"
         elif app is not None:
             from .http import AsgiDestination
 
+
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
                                  f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
+            if not callable(app):
+                raise TypeError(f"route({name!r}, app=...) needs an ASGI application (a "
+                                "Starlette or FastAPI app, or `async def app(scope, receive, "
+                                f"send)`); got {app!r}")
             dest = AsgiDestination(app, path)
             text = f"app POST {path}"
         else:
@@ -275,7 +299,7 @@ class Queues(DeliveryEngine):
         delay: float = 0,
     ) -> PublishResult:
         """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
-        q = self._queues.get(name) or self._get("publish", name)
+        q = (self._queues.get(name) if type(name) is str else None) or self._get("publish", name)
         prof = q.profile
         body = _to_json("publish", "payload", payload)
         meta = None
@@ -339,8 +363,10 @@ class Queues(DeliveryEngine):
             # scoped by the attempt publishing (a queue-scoped rule means "that queue's
             # workers"), so the test's own publishes do not use up a rule's on_call
             faults = sim.faults
-            if not faults.passes("queue.publish"):
-                await faults.enter("queue.publish")
+            if faults.passes("queue.publish"):
+                await suspend()
+            else:
+                await faults.enter("queue.publish", call=True)
         except Exception as exc:
             sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
                                duplicate=False, error=repr(exc))
@@ -380,6 +406,7 @@ class Queues(DeliveryEngine):
         sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
                            key=key, duplicate=False)
         msg._copies_left = sim.faults.deliveries(name, number) - 1
+        msg._overlap_left = sim.faults.deliveries(name, number, overlap=True) - 1
         if delay:
             self._schedule(q, msg, delay)
         else:
@@ -395,11 +422,13 @@ class Queues(DeliveryEngine):
             raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
                              "takes every message; receive() is the pull consumer for queues "
                              "without a route.")
+        if q.copies:  # an overlapping copy is visible alongside the message in flight
+            return self._start_copy(q, *q.copies.popleft())
         if q.retention:
             self._sweep_retention(q)
         if self._take(q, remove=False) is None:
             return None
-        await self._sim.faults.enter("queue.deliver", queue=_scope(name))
+        await self._sim.faults.enter("queue.deliver", queue=_scope(name), call=True)
         while True:
             if q.retention:
                 self._sweep_retention(q)
