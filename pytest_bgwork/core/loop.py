@@ -416,8 +416,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
         With no thread working and no file descriptor but the loop's own self-pipe, a
         ``select`` could only return nothing: skip it (and ``_process_events``), and when
-        nothing is ready jump the clock to the next timer directly (what the virtual
-        selector would do). Anything else (real I/O, threads, debug mode, a heap of
+        nothing is ready jump the clock to the next timer directly; the selector's checks
+        (a fatal callback error, the busy limit, the horizon) run here the same way.
+        Anything else (real I/O, threads, debug mode, a heap of
         cancelled timers to sweep, nothing left at all: the deadlock check) is asyncio's own
         ``_run_once`` through the virtual selector, as before.
         """
@@ -428,27 +429,37 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 and self._timer_cancelled_count > len(scheduled) // 2)):
             super()._run_once()  # type: ignore[misc]  # real I/O, threads, or a heap to sweep
             return
+        if self._fatal is not None:
+            self._raise_fatal()
         ready = self._ready
         handle: Any
-        if scheduled:
-            while scheduled and scheduled[0]._cancelled:
-                self._timer_cancelled_count -= 1
-                handle = heapq.heappop(scheduled)
-                handle._scheduled = False
-            clock = self.clock
-            if scheduled:
-                if not ready:  # jump to the next timer (what the virtual selector does)
-                    when = scheduled[0]._when  # type: ignore[attr-defined]
-                    if when > clock._mono:
-                        clock._mono = when
-                end_time = clock._mono + self._clock_resolution
-                while scheduled and scheduled[0]._when < end_time:  # type: ignore[attr-defined]
-                    handle = heapq.heappop(scheduled)
-                    handle._scheduled = False
-                    ready.append(handle)
-        if not ready:
+        while scheduled and scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1
+            handle = heapq.heappop(scheduled)
+            handle._scheduled = False
+        clock = self.clock
+        if ready:  # the selector's timeout-0 path: count busy iterations at one instant
+            busy = self._busy = self._busy + 1
+            if busy == 1:
+                self._busy_since = _perf()
+            elif busy > BUSY_LIMIT or _perf() - self._busy_since > self.real_limit:
+                raise self._busy_error()
+        elif scheduled:  # the selector's timer path: jump to the next timer, not past the horizon
+            self._busy = 0
+            when = scheduled[0]._when  # type: ignore[attr-defined]
+            if when > self._horizon and when > self.horizon():
+                self._past_horizon(when)
+            if when > clock._mono:
+                clock.advance_to(when)  # refuses a time past the clock's range
+        else:
             super()._run_once()  # type: ignore[misc]  # nothing left: the deadlock check
             return
+        if scheduled:
+            end_time = clock._mono + self._clock_resolution
+            while scheduled and scheduled[0]._when < end_time:  # type: ignore[attr-defined]
+                handle = heapq.heappop(scheduled)
+                handle._scheduled = False
+                ready.append(handle)
         popleft = ready.popleft
         for _ in range(len(ready)):
             handle = popleft()
