@@ -20,6 +20,7 @@ and shutdown flag.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -138,7 +139,7 @@ def install(sim: bg.Simulation) -> Iterator[type]:
         original_setup(self, task, timeout)
         for canceller in asyncio.all_tasks() - before:
             cancellers[task] = canceller
-            task.add_done_callback(lambda _, c=canceller: c.cancel())
+            task.add_done_callback(functools.partial(_cancel, canceller))
 
     def create_task(self: Any, coro: Coroutine[Any, Any, Any], *, name: str = "background_task",
                     timeout: float | None = None, context: dict[str, Any] | None = None) -> Any:
@@ -153,9 +154,10 @@ def install(sim: bg.Simulation) -> Iterator[type]:
         async def follow() -> Any:
             # started when the real class's task starts, as the coroutine would be
             inner = shadow.create_task(coro, name=name, context=context)
+            assert inner is not None  # the shadow has no cap
             started.append(inner)
             outer = asyncio.current_task()
-            rec = shadow._live.get(inner) if inner is not None else None
+            rec = shadow._live.get(inner)
             if rec is not None and outer is not None:  # counted once by assert_drained: as the chore
                 rec.companions = tuple(t for t in (outer, cancellers.get(outer)) if t is not None)
             return await inner
@@ -179,6 +181,10 @@ def install(sim: bg.Simulation) -> Iterator[type]:
     finally:
         cls.create_task = original  # type: ignore[attr-defined]
         cls._setup_timeout = original_setup  # type: ignore[attr-defined]
+
+
+def _cancel(task: asyncio.Task[Any], _: object) -> None:
+    task.cancel()
 
 
 @contextmanager
