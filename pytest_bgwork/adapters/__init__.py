@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["celery", "dramatiq", "taskiq"]
+__all__ = ["asgi", "celery", "dramatiq", "sqs", "taskiq"]
 
 
 def __getattr__(name: str) -> ModuleType:
