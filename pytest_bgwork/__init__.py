@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         RuntimeShuttingDown,
         Stalled,
         StreamClosed,
+        UnmockedRequest,
     )
     from .core.faults import Fault, FaultPlan
     from .core.history import Event, History
@@ -81,6 +82,7 @@ __all__ = [
     "StreamExpired",
     "StreamNotFound",
     "UnknownQueue",
+    "UnmockedRequest",
     "VirtualClock",
     "VirtualEventLoop",
     "WebhookSignatureError",
@@ -127,6 +129,7 @@ _EXPORTS: dict[str, str] = {
     "Stalled": ".core.errors",
     "Stream": ".services.streams",
     "StreamClosed": ".core.errors",
+    "UnmockedRequest": ".core.errors",
     "StreamExpired": ".services.streams",
     "StreamNotFound": ".services.streams",
     "UnknownQueue": ".services.queues",

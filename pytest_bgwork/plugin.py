@@ -48,7 +48,9 @@ _SIM_KEY = pytest.StashKey[Simulation]()
 _LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
 _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _TIMELINE_LIMIT = 200
-_BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform"}
+_BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform", "max_time",
+                     "allow_network"}
+_CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
 # -- options ------------------------------------------------------------------------------
@@ -145,7 +147,8 @@ def _timeline_option(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None): "
+        "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None, "
+        "max_time=604800, allow_network=False): "
         "configure this test's bgwork simulation",
     )
     _seed_option(config)
@@ -291,8 +294,15 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     item = request.node
     kwargs = _marker_kwargs(item)
     loop = _async_loop_for(request)
-    sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop,
-                     platform=_platform_for(item))
+    options = {key: kwargs[key] for key in ("max_time", "allow_network") if key in kwargs}
+    platform = _platform_for(item)
+    try:
+        sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop,
+                         platform=platform, **options)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.bgwork(...): {exc}") from None
+    if loop is not None:  # the async test body runs under the simulation's horizon
+        sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
     item.stash[_SIM_KEY] = sim
     strict = kwargs.get("strict")
     if strict is None:
@@ -303,6 +313,15 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
+        if sim.unmocked_requests and not item.stash.get(_CALL_FAILED_KEY, False):
+            listed = "\n".join(f"  - {r}" for r in sim.unmocked_requests)
+            pytest.fail(
+                f"bgwork refused {len(sim.unmocked_requests)} outbound request(s) that no mock "
+                f"answered (bg.UnmockedRequest; the code under test caught the error):\n{listed}\n"
+                "Mock them (respx), route them to an in-process app, or allow the network with "
+                "@pytest.mark.bgwork(allow_network=True).",
+                pytrace=False,
+            )
         leftovers = sim.cancel_leftovers()
         item.stash[_LEFTOVER_KEY] = leftovers
         listed = "\n".join(f"  - {t}" for t in leftovers)
@@ -521,6 +540,8 @@ def pytest_runtest_makereport(
     sim = item.stash.get(_SIM_KEY, None)
     if sim is None:
         return report
+    if report.when == "call":
+        item.stash[_CALL_FAILED_KEY] = report.failed
     modes = item.stash.get(_CHAOS_KEY, ())
     if report.when == "teardown":  # plain data on the report: pytest-xdist carries it over
         report.bgwork_stats = sim.stats()  # type: ignore[attr-defined]

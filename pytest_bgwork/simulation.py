@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import inspect
-import math
 from collections.abc import Awaitable, Coroutine
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
 from .core import context
 from .core.choices import Choices
-from .core.errors import NotRunning, Stalled
+from .core.clock import check_span
+from .core.errors import NotRunning, ProcessCrashed, Stalled
 from .core.kernel import Kernel
 from .core.loop import VirtualEventLoop, describe_task
 from .core.wallclock import wall_clock
@@ -43,6 +43,11 @@ class Simulation(Kernel):
     picks every service's default profile: "agentuity", "aws" or "alien"); drive it with ``sim.run(coro)``
     from sync code, or ``await sim.advance(...)`` / ``await sim.run_until_idle()`` from
     code already running on its loop (an ``async def`` test using ``bgwork``).
+
+    ``max_time`` (virtual seconds, default one week) is the horizon of every way of running
+    it: time moves on its own at most that far past the start of ``run`` (or of an async
+    test) or the end of the last ``advance``/``run_until_idle``, else ``Stalled``.
+    ``allow_network=True`` lets outbound HTTP requests no mock answers leave the machine.
     """
 
     def __init__(
@@ -53,11 +58,27 @@ class Simulation(Kernel):
         loop: VirtualEventLoop | None = None,
         choices: Choices | None = None,
         platform: str = "agentuity",
+        max_time: float = DEFAULT_MAX_TIME,
+        allow_network: bool = False,
     ) -> None:
         platform = check_platform(platform)
+        self.max_time = check_span("Simulation(max_time=...)", max_time)
+        if not isinstance(allow_network, bool):
+            raise TypeError(f"allow_network= expects True or False; got {allow_network!r}")
         super().__init__(seed, start, loop=loop, choices=choices)
         self.platform = platform
+        self.allow_network = allow_network
+        #: ``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``.
+        self.unmocked_requests: list[str] = []
         self._closed = False
+        from .core import network
+
+        network.install()
+
+    def start_horizon(self, reason: str = "") -> None:
+        """Start the run's horizon: ``max_time`` virtual seconds from now."""
+        self.loop.set_horizon(self.clock.monotonic() + self.max_time,
+                              reason or f"max_time={self.max_time:g}s")
 
     # -- services (created on first use, so an unused service costs nothing) -------
     @cached_property
@@ -133,6 +154,7 @@ class Simulation(Kernel):
             raise NotRunning("this simulation was closed; create a new Simulation")
         context.push(self)
         wall_clock.start()
+        self.start_horizon(f"sim.run's max_time={self.max_time:g}s")
         try:
             return self.loop.run_until_complete(main)
         finally:
@@ -141,33 +163,42 @@ class Simulation(Kernel):
 
     async def advance(self, seconds: float) -> None:
         """Move virtual time forward ``seconds``, firing everything due, in order."""
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(
-            seconds
-        ) or seconds < 0:
-            raise ValueError(f"advance(seconds=...) needs a finite number >= 0; got {seconds!r}")
+        seconds = check_span("advance(seconds=...)", seconds, self.clock.monotonic())
         self._require_loop("sim.advance()")
-        await asyncio.sleep(seconds)
-        await self._settle()
+        loop = self.loop
+        target = self.clock.monotonic() + seconds
+        loop.extend_horizon(target)
+        try:
+            await asyncio.sleep(seconds)
+            await self._settle()
+        finally:
+            loop.end_extension(target, self.max_time)
 
-    async def run_until_idle(self, max_time: float = DEFAULT_MAX_TIME) -> None:
+    async def run_until_idle(self, max_time: float | None = None) -> None:
         """Advance until nothing is runnable and no timer is pending but recurring schedules.
 
-        Raises ``Stalled`` if work is still pending ``max_time`` virtual seconds from now.
+        Raises ``Stalled`` if work is still pending ``max_time`` virtual seconds from now
+        (default: the simulation's ``max_time``, one simulated week).
         """
-        if isinstance(max_time, bool) or not isinstance(max_time, int | float) or max_time < 0:
-            raise ValueError(f"run_until_idle(max_time=...) needs seconds >= 0; got {max_time!r}")
+        if max_time is None:
+            max_time = self.max_time
+        max_time = check_span("run_until_idle(max_time=...)", max_time, self.clock.monotonic())
         self._require_loop("sim.run_until_idle()")
         loop = self.loop
         deadline = self.clock.monotonic() + max_time
-        while True:
-            await self._settle()
-            timers = loop.pending_timers()
-            if not timers:
-                return
-            when = min(h.when() for h in timers)
-            if when > deadline:
-                raise Stalled(self._stalled_message(max_time, timers))
-            await asyncio.sleep(max(0.0, when - self.clock.monotonic()))
+        loop.extend_horizon(deadline)
+        try:
+            while True:
+                await self._settle()
+                timers = loop.pending_timers()
+                if not timers:
+                    return
+                when = min(h.when() for h in timers)
+                if when > deadline:
+                    raise Stalled(self._stalled_message(max_time, timers))
+                await asyncio.sleep(max(0.0, when - self.clock.monotonic()))
+        finally:
+            loop.end_extension(deadline, self.max_time)
 
     async def _settle(self) -> None:
         """Let every ready callback run (and every thread finish) without moving time."""
@@ -188,7 +219,7 @@ class Simulation(Kernel):
         now = self.clock.monotonic()
         tasks = [t for t in self.loop.live_tasks() if t is not asyncio.current_task()]
         lines = [
-            f"still busy after max_time={max_time:g}s of virtual time (now t=+{now:.3f}s): "
+            f"run_until_idle: still busy after max_time={max_time:g}s of virtual time (now t=+{now:.3f}s): "
             f"{len(timers)} timer(s) pending, the next at t=+{min(h.when() for h in timers):.3f}s"
         ]
         lines += [f"  - {describe_task(t)}" for t in tasks[:10]]
@@ -238,7 +269,7 @@ class Simulation(Kernel):
             try:
                 if isinstance(coro, Coroutine):
                     coro.close()
-            except BaseException:
+            except (Exception, ProcessCrashed):  # a dead worker's last words; never Ctrl-C
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
             # forget it, or a runner that cancels every task at shutdown (pytest-asyncio)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +260,7 @@ def test_a_teardown_error_is_reported_as_error(pytester: pytest.Pytester) -> Non
 
 # -- a real browser -----------------------------------------------------------------------------
 def _chromium() -> str:
-    path = os.environ.get("BGWORK_CHROMIUM", "/usr/bin/chromium")
+    path = os.environ.get("BGWORK_CHROMIUM", "/usr/bin/chromium")  # as tests/conftest.py
     if not os.path.exists(path):
         pytest.fail(
             f"headless Chromium not found at {path}: install Debian's chromium package "
@@ -282,6 +283,7 @@ def _dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> str:
     return done.stdout
 
 
+@pytest.mark.browser
 def test_chromium_renders_lanes_labels_and_fault_marks(
     tmp_path: Path, timeline: TestTimeline
 ) -> None:
@@ -316,3 +318,24 @@ def test_a_missing_chromium_fails_with_the_install_line(monkeypatch: pytest.Monk
     with pytest.raises(pytest.fail.Exception, match=r"install Debian's chromium package "
                        r"\(apt-get update && apt-get install -y chromium\)"):
         _chromium()
+
+
+@pytest.mark.parametrize("ci", ["", "1"])
+def test_without_a_browser_the_run_says_so_and_ci_fails(ci: str, tmp_path: Path) -> None:
+    """README's `pytest` passes on a machine without Chromium and says the check did not run;
+    with CI set, the missing browser fails the run."""
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "BGWORK_CHROMIUM": str(tmp_path / "no-chromium"), "CI": ci}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+         "tests/test_report_html.py", "-k", "chromium_renders or self_contained"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = done.stdout
+    if ci:
+        assert done.returncode == 1, out
+        assert "1 failed, 1 passed" in out and "install Debian's chromium package" in out
+    else:
+        assert done.returncode == 0, out
+        assert re.search(r"\b1 passed, \d+ deselected", out), out
+        assert "browser check did not run" in out
+        assert "apt-get update && apt-get install -y chromium" in out

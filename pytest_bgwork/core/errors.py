@@ -23,6 +23,23 @@ class StreamClosed(BgworkError):
     """A write reached a durable stream that was already closed."""
 
 
+class UnmockedRequest(BgworkError):
+    """An outbound request inside a simulation that no mock, ASGI app or adapter answered."""
+
+    def __init__(self, method: str, url: str) -> None:
+        self.method = method
+        self.url = url
+        super().__init__(
+            f"{method} {url}: an outbound request inside a simulation that no respx route, ASGI "
+            "destination or adapter answered; nothing was sent. Mock it (respx), route it to an "
+            "in-process app, or let it through with @pytest.mark.bgwork(allow_network=True) / "
+            "Simulation(allow_network=True)."
+        )
+
+    def __reduce__(self) -> tuple[type[UnmockedRequest], tuple[str, str]]:
+        return (type(self), (self.method, self.url))
+
+
 class NotRunning(BgworkError):
     """A simulation API that needs the virtual loop was used outside it."""
 

@@ -6,6 +6,14 @@ clock straight to the next timer instead of waiting. Work handed to a thread
 time with the clock held still, so a thread's result is never skipped over. Nothing
 ready, no timer, no thread, yet tasks waiting: ``Deadlock``, naming each task and the
 line it waits on.
+
+Trust (DESIGN §7): the loop never jumps past its *horizon* (``Stalled``, naming the
+waiting tasks), never spins at one virtual instant for more than ``BUSY_LIMIT``
+iterations (``Stalled``), turns an error raised in a loop callback into a failure of
+the run, and lets outcome exceptions that are not its own (pytest's ``Failed``,
+``KeyboardInterrupt``) through instead of storing them in a forgotten task. Unnamed
+tasks get simulation-local names in creation order (``sim-task-1``...), so teardown
+describes leftovers the same way on every run.
 """
 
 from __future__ import annotations
@@ -13,23 +21,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import heapq
+import itertools
 import linecache
+import math
 import os
 import selectors
 import sys
 import types
+import weakref
 from collections.abc import Callable, Mapping
+from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .clock import VirtualClock
-from .errors import Deadlock
+from .errors import Deadlock, ProcessCrashed, Stalled
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["VirtualEventLoop", "describe_task"]
+__all__ = ["BUSY_LIMIT", "REAL_LIMIT", "VirtualEventLoop", "describe_task"]
 
 _T = TypeVar("_T")
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
@@ -38,6 +51,13 @@ _OWN_DIR = os.path.dirname(__file__)
 _DEADLOCK_GRACE = 0.05
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
 _THREAD_SLICE = 0.25
+#: Loop iterations with work ready at one virtual instant (no thread working) before the
+#: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
+BUSY_LIMIT = 100_000
+#: Real seconds the loop may work at one virtual instant (no thread working) before the run
+#: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
+#: doubles its work with every delivery without ever moving time or spinning idle.
+REAL_LIMIT = 10.0
 
 
 def _innermost_frame(coro: Any) -> types.FrameType | None:
@@ -113,14 +133,23 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self._loop
+        if loop._fatal is not None:
+            loop._raise_fatal()
         real_io = len(self._real.get_map()) > 1  # more than the loop's own self-pipe
         if loop._threads:
             # A thread is working for us: wait for it in real time, clock held still.
+            loop._busy = 0
             if timeout == 0:
                 return self._real.select(0)
             return self._real.select(_THREAD_SLICE)
         if timeout == 0:
+            busy = loop._busy = loop._busy + 1
+            if busy == 1:
+                loop._busy_since = _perf()
+            elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
+                raise loop._busy_error()
             return self._real.select(0) if real_io else []
+        loop._busy = 0
         if real_io:
             events = self._real.select(0)
             if events:
@@ -128,6 +157,8 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout is not None:
             scheduled = loop._scheduled
             when = scheduled[0].when() if scheduled else loop.time() + timeout
+            if when > loop._horizon and when > loop.horizon():
+                loop._past_horizon(when)
             loop.clock.advance_to(when)
             return []
         # Nothing ready, no timer: listen briefly for a thread-safe wake-up, then give up.
@@ -160,6 +191,17 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._clock_resolution = 1e-6
         self._recurring: set[asyncio.TimerHandle] = set()
         self._ignored_tasks: set[asyncio.Task[Any]] = set()
+        #: Virtual instant auto-advance may not pass (``inf``: none); ``horizon_reason`` says why.
+        self._horizon = math.inf
+        self.horizon_reason = ""
+        self._extensions: list[float] = []
+        self._busy = 0
+        self._fatal: BaseException | None = None
+        self._task_ids = itertools.count(1)
+        self._busy_since = 0.0
+        #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
+        self.real_limit = REAL_LIMIT
+        self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._selector = _VirtualSelector(self._selector, self)  # type: ignore[has-type]
 
     # -- time -------------------------------------------------------------------
@@ -183,6 +225,137 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         timer._scheduled = True  # type: ignore[attr-defined]
         return timer
 
+    # -- tasks: local names, creation order, outcome exceptions never stored -------
+    def create_task(  # type: ignore[override]
+        self, coro: Any, *, name: str | None = None, context: contextvars.Context | None = None,
+    ) -> asyncio.Task[Any]:
+        """``BaseEventLoop.create_task``; an unnamed task is ``sim-task-<n>`` (n: creation order)."""
+        n = next(self._task_ids)
+        task = super().create_task(coro, name=name if name is not None else f"sim-task-{n}",
+                                   context=context)
+        self._task_order[task] = n
+        task.add_done_callback(self._task_finished)
+        if not n & 255 and self._busy and self._fatal is None and (
+                _perf() - self._busy_since > self.real_limit):
+            self._fatal = self._busy_error()  # runaway work inside one loop iteration
+        return task
+
+    def _task_finished(self, task: asyncio.Task[Any]) -> None:
+        """A task ended with an outcome exception that is not ours (pytest's ``Failed``): re-raise it."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        # KeyboardInterrupt and SystemExit already left the loop when the task raised them
+        if exc is not None and not isinstance(exc, Exception | ProcessCrashed | KeyboardInterrupt
+                                              | SystemExit):
+            raise exc  # asyncio stored it in the task, where nobody may ever look
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        """An error raised in a loop callback fails the run (asyncio would only log it)."""
+        exc = context.get("exception")
+        if exc is None or "handle" not in context:
+            super().call_exception_handler(context)
+            return
+        if not isinstance(exc, Exception):
+            raise exc  # never swallow what is not ours: pytest's Failed, SystemExit, ...
+        if self._fatal is None:
+            exc.add_note(f"bgwork: raised in a loop callback ({context.get('message', '')}); "
+                         "the virtual loop fails the run instead of logging it")
+            self._fatal = exc
+
+    def _raise_fatal(self) -> None:
+        exc, self._fatal = self._fatal, None
+        assert exc is not None
+        raise exc
+
+    def task_order(self, task: asyncio.Task[Any]) -> int:
+        """Creation number of a task made on this loop (tasks from elsewhere sort last)."""
+        return self._task_order.get(task, sys.maxsize)
+
+    # -- horizon: how far auto-advance may move the clock ----------------------------
+    def set_horizon(self, when: float, reason: str) -> None:
+        """Auto-advance raises ``Stalled`` rather than jump past virtual instant ``when``."""
+        self._horizon = when
+        self.horizon_reason = reason
+
+    def horizon(self) -> float:
+        """The instant auto-advance may reach: the horizon, or an explicit advance's target."""
+        return max(self._horizon, *self._extensions) if self._extensions else self._horizon
+
+    def extend_horizon(self, when: float) -> None:
+        """An explicit ``advance``/``run_until_idle`` may move time up to ``when``."""
+        self._extensions.append(when)
+
+    def end_extension(self, when: float, slide_by: float) -> None:
+        """An explicit wait ended: the horizon now lies ``slide_by`` seconds past the present."""
+        with contextlib.suppress(ValueError):
+            self._extensions.remove(when)
+        if self._horizon != math.inf:
+            self._horizon = max(self._horizon, self.clock._mono + slide_by)
+
+    def waiting_tasks(self) -> list[str]:
+        """One line per live task but the one running, in creation order."""
+        current = asyncio.current_task(self) if self.is_running() else None
+        return [describe_task(t) for t in self.live_tasks() if t is not current]
+
+    def _timer_names(self) -> str:
+        names: list[str] = []
+        for h in sorted(self._scheduled):
+            if h.cancelled():
+                continue
+            cb = h._callback  # type: ignore[attr-defined]
+            text = getattr(cb, "__qualname__", None) or type(cb).__name__
+            args = h._args
+            label = args[0] if args else None
+            label = label if isinstance(label, str) else getattr(label, "name", None)
+            if isinstance(label, str):
+                text += f" {label!r}"
+            text += " [recurring]" if h in self._recurring else ""
+            if text not in names:
+                names.append(text)
+        return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+    def _past_horizon(self, when: float) -> None:
+        now = self.clock._mono
+        horizon = self.horizon()
+        self._horizon = math.inf  # let the run's clean-up go on
+        self._extensions.clear()
+        tasks = self.waiting_tasks()
+        listed = "\n".join(f"  - {t}" for t in tasks[:20]) or "  (no task is waiting)"
+        raise Stalled(
+            f"virtual time would pass the horizon t=+{horizon:g}s ({self.horizon_reason}) at "
+            f"t=+{now:.3f}s: the next timer is due at t=+{when:g}s ({self._timer_names()}).\n"
+            f"Waiting:\n{listed}\n"
+            "Each waits for something that has not happened while only timers kept firing. "
+            "If this much virtual time is intended, raise max_time= "
+            "(@pytest.mark.bgwork(max_time=...), Simulation(max_time=...)) or advance explicitly."
+        )
+
+    def _busy_error(self) -> Stalled:
+        busy, self._busy = self._busy, 0
+        tasks = self.live_tasks()
+        names: dict[str, int] = {}
+        for t in tasks:
+            coro = t.get_coro()
+            key = getattr(coro, "__qualname__", type(coro).__name__)
+            names[key] = names.get(key, 0) + 1
+        most = ", ".join(f"{k} x{v}" for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:3])
+        spent = _perf() - self._busy_since
+        if busy > BUSY_LIMIT // 10:  # many small iterations: a poll; few huge ones: runaway growth
+            what = (f"the loop ran {busy} iterations ({spent:.1f}s of real time) at virtual "
+                    f"t=+{self.clock._mono:.3f}s without time moving or a thread working: code "
+                    "that polls without waiting, e.g. `while True: await asyncio.sleep(0)` or a "
+                    "receive()/nack() loop")
+        else:
+            what = (f"runaway work: more than {self.real_limit:g}s of real time at virtual "
+                    f"t=+{self.clock._mono:.3f}s without time moving or a thread working, "
+                    f"{len(tasks)} tasks alive ({most}): "
+                    "work that makes more work than it finishes, e.g. a handler that re-publishes "
+                    "its own message (under duplicate chaos each delivery doubles it)")
+        listed = "\n".join(f"  - {describe_task(t)}" for t in tasks[:10])
+        return Stalled(f"{what}.\nTasks:\n{listed}\nWait for a timer (await asyncio.sleep(seconds)) "
+                       "or an event, or give the work a stop condition.")
+
     # -- threads are real work: count them so the clock waits -------------------
     def run_in_executor(  # type: ignore[override]
         self, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
@@ -194,6 +367,18 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def _thread_done(self, _fut: asyncio.Future[Any]) -> None:
         self._threads -= 1
+
+    def hold_clock(self) -> Callable[[], None]:
+        """Count real work (a worker thread, a socket) the clock waits for; call the result once done."""
+        self._threads += 1
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                self._threads -= 1
+
+        return release
 
     async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
         self._threads += 1
@@ -222,22 +407,25 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def live_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks on this loop that are not done, crashed attempts left out."""
-        return [
-            t for t in asyncio.all_tasks(self) if not t.done() and t not in self._ignored_tasks
-        ]
+        order = self._task_order.get
+        tasks = [t for t in asyncio.all_tasks(self) if not t.done() and t not in self._ignored_tasks]
+        tasks.sort(key=lambda t: (order(t, sys.maxsize), t.get_name()))
+        return tasks
 
     def _deadlocked(self) -> None:
         tasks = self.live_tasks()
         if not tasks:
             # Only frozen (crashed) work remains, or run_forever with nothing to do.
-            stuck = [t for t in asyncio.all_tasks(self) if not t.done()]
+            order = self._task_order.get
+            stuck = sorted((t for t in asyncio.all_tasks(self) if not t.done()),
+                           key=lambda t: (order(t, sys.maxsize), t.get_name()))
             if not stuck:
                 raise Deadlock(
                     "the virtual loop has nothing to run, no timer and no task: "
                     "run_forever() would wait forever"
                 )
             tasks = stuck
-        lines = "\n".join(f"  - {describe_task(t)}" for t in sorted(tasks, key=lambda t: t.get_name()))
+        lines = "\n".join(f"  - {describe_task(t)}" for t in tasks)
         raise Deadlock(
             f"nothing can run and no timer is pending, yet {len(tasks)} task(s) still wait "
             f"at virtual t=+{self.clock.monotonic():.3f}s:\n{lines}\n"

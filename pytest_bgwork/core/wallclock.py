@@ -5,6 +5,10 @@ it is started once per test (or per ``explore`` call) and kept; its time source 
 replaced by one that reads the current simulation's virtual clock on every call, so
 moving virtual time costs nothing. ``real_asyncio=True`` keeps other event loops on
 real monotonic time; the virtual loop has its own ``time()`` either way.
+
+Which clock is which inside a simulation: ``time.time``, ``time.monotonic``,
+``datetime.now``, ``date.today`` are virtual; ``time.perf_counter``, ``perf_counter_ns``
+and ``process_time`` stay real (they time real work).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import datetime as _dt
 import importlib
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -60,8 +65,12 @@ class _VirtualNow:
         )
 
 
-#: Modules whose clocks time the test run itself; they keep real time.
-_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet")
+#: Modules whose clocks time the test run itself, or real waits (``threading``, ``queue``:
+#: timeouts of locks and queues); they keep real time.
+_RUNNER_MODULES = ("_pytest", "pluggy", "xdist", "execnet", "threading", "queue")
+#: freezegun answers real time to any call with these modules on its stack, i.e. to every
+#: call in a worker thread; inside a simulation a thread's ``time.time()`` is virtual too.
+_NOT_IGNORED = ("threading", "queue")
 
 
 def _unpatch_test_runner(freezer: Any) -> None:
@@ -75,6 +84,27 @@ def _unpatch_test_runner(freezer: Any) -> None:
     for module, attribute, original in freezer.undo_changes:
         name = getattr(module, "__name__", "")
         if isinstance(name, str) and name.startswith(_RUNNER_MODULES):
+            setattr(module, attribute, original)
+        else:
+            keep.append((module, attribute, original))
+    freezer.undo_changes = keep
+
+
+def _keep_real_timers(freezer: Any) -> None:
+    """Give ``time.perf_counter`` and ``perf_counter_ns`` back their real clock.
+
+    They measure real work, not the world's clock (as in time-machine and looptime);
+    freezegun fakes them and cannot be told not to, so its patches are undone here:
+    on the ``time`` module and in every module that imported them by name.
+    ``process_time`` freezegun leaves alone.
+    """
+    fz = _api()
+    time.perf_counter = fz.real_perf_counter
+    time.perf_counter_ns = fz.real_perf_counter_ns
+    reals = (fz.real_perf_counter, fz.real_perf_counter_ns)
+    keep = []
+    for module, attribute, original in freezer.undo_changes:
+        if original in reals:
             setattr(module, attribute, original)
         else:
             keep.append((module, attribute, original))
@@ -114,8 +144,10 @@ class WallClockPatch:
         _preimport_date_subclasses()
         fz = _api()
         freezer = fz.freeze_time("2026-01-01", real_asyncio=True)
+        freezer.ignore = tuple(m for m in freezer.ignore if m not in _NOT_IGNORED)
         factory = freezer.start()
         _unpatch_test_runner(freezer)
+        _keep_real_timers(freezer)
         idx = fz.freeze_factories.index(factory)
         fz.freeze_factories[idx] = _VirtualNow(factory)
         self._freezer = freezer

@@ -482,10 +482,8 @@ class DeliveryEngine:
         ctx.run(self._begin, attempt, detail)
         # the loop holds tasks weakly: keep running attempts alive until they finish
         coro = self._run(route, d, attempt)
-        if loop.get_task_factory() is None:  # what create_task does then, minus its frame
-            task: asyncio.Task[None] = asyncio.Task(coro, loop=loop, context=ctx)
-        else:
-            task = loop.create_task(coro, context=ctx)
+        # named after the attempt (deterministic), counted and ordered by the virtual loop
+        task: asyncio.Task[None] = loop.create_task(coro, name=attempt.label, context=ctx)
         d._task = task
         self._running.add(task)
         return d

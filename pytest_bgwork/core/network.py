@@ -1,0 +1,203 @@
+"""Real work the virtual clock must see: outbound sockets and anyio's worker threads.
+
+Inside a simulation an outbound HTTP request that no mock answered reaches httpcore's
+``_connect`` (respx answers above it, an ASGI transport never gets there): unless the
+simulation has ``allow_network=True`` it raises ``UnmockedRequest`` before any socket
+opens. When it is allowed, the request holds the clock until its response is closed, so
+virtual time never skips to httpx's timeout while the socket is pending. anyio's worker
+threads (Starlette's ``run_in_threadpool``: sync endpoints, dependencies, background
+tasks) hold the clock like ``run_in_executor`` does. Both libraries are patched when they
+are first imported (a ``sys.meta_path`` hook), never imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import context
+from .errors import UnmockedRequest
+
+__all__ = ["install"]
+
+_installed = False
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs the real loader, then patches the fresh module."""
+
+    def __init__(self, real: importlib.abc.Loader, patch: Callable[[types.ModuleType], None]) -> None:
+        self._real = real
+        self._patch = patch
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._real.exec_module(module)
+        self._patch(module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Patches the modules in ``patches`` as they are imported."""
+
+    def __init__(self, patches: dict[str, Callable[[types.ModuleType], None]]) -> None:
+        self.patches = patches
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        patch = self.patches.pop(fullname, None)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader, patch)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Patch httpcore's connections and anyio's worker threads, now or when first imported."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    patches: dict[str, Callable[[types.ModuleType], None]] = {
+        "httpcore._async.connection": _patch_async_connection,
+        "httpcore._sync.connection": _patch_sync_connection,
+        "anyio._backends._asyncio": _patch_anyio,
+    }
+    for name in list(patches):
+        module = sys.modules.get(name)
+        if module is not None:
+            patches.pop(name)(module)
+    if patches:
+        sys.meta_path.insert(0, _Finder(patches))
+
+
+# -- outbound requests ---------------------------------------------------------------------------
+def _refuse(request: Any) -> Any:
+    """The simulation that refuses ``request``, or ``None`` (no simulation, or network allowed)."""
+    sim = context.active()
+    if sim is None or getattr(sim, "allow_network", True):
+        return None
+    method = request.method.decode() if isinstance(request.method, bytes) else str(request.method)
+    url = request.url
+    text = f"{url.scheme.decode()}://{url.host.decode()}"
+    if url.port is not None:
+        text += f":{url.port}"
+    text += url.target.decode()
+    sim.history.record("http", "unmocked", "fail", method=method, url=text)
+    unmocked = getattr(sim, "unmocked_requests", None)
+    if isinstance(unmocked, list):
+        unmocked.append(f"{method} {text}")
+    return UnmockedRequest(method, text)
+
+
+def _patch_async_connection(module: types.ModuleType) -> None:
+    cls = module.AsyncHTTPConnection
+    original = cls._connect
+
+    @functools.wraps(original)
+    async def _connect(self: Any, request: Any) -> Any:
+        error = _refuse(request)
+        if error is not None:
+            raise error
+        return await original(self, request)
+
+    cls._connect = _connect
+    _patch_async_transport()
+
+
+def _patch_sync_connection(module: types.ModuleType) -> None:
+    cls = module.HTTPConnection
+    original = cls._connect
+
+    @functools.wraps(original)
+    def _connect(self: Any, request: Any) -> Any:
+        error = _refuse(request)
+        if error is not None:
+            raise error
+        return original(self, request)
+
+    cls._connect = _connect
+
+
+def _hold(loop: asyncio.AbstractEventLoop) -> Callable[[], None] | None:
+    """Hold a virtual loop's clock (as a thread does); the returned callable releases it once."""
+    hold = getattr(loop, "hold_clock", None)
+    return hold() if hold is not None else None
+
+
+def _patch_async_transport() -> None:
+    """With network allowed, a request holds the clock until its response is closed."""
+    import httpx
+
+    cls = httpx.AsyncHTTPTransport
+    if getattr(cls.handle_async_request, "_bgwork", False):
+        return
+    original = cls.handle_async_request
+
+    @functools.wraps(original)
+    async def handle_async_request(self: Any, request: httpx.Request) -> httpx.Response:
+        sim = context.active()
+        if sim is None or not getattr(sim, "allow_network", False):
+            return await original(self, request)
+        release = _hold(asyncio.get_running_loop())
+        if release is None:
+            return await original(self, request)
+        try:
+            response = await original(self, request)
+        except BaseException:
+            release()
+            raise
+        response.stream = _releasing_stream(response.stream, release)
+        return response
+
+    handle_async_request._bgwork = True  # type: ignore[attr-defined]
+    cls.handle_async_request = handle_async_request  # type: ignore[method-assign]
+
+
+def _releasing_stream(stream: Any, release: Callable[[], None]) -> Any:
+    """A response body that releases the clock when it is closed."""
+    import httpx
+
+    class ReleasingStream(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            async for chunk in stream:
+                yield chunk
+
+        async def aclose(self) -> None:
+            try:
+                await stream.aclose()
+            finally:
+                release()
+
+    return ReleasingStream()
+
+
+# -- anyio's worker threads ----------------------------------------------------------------------
+def _patch_anyio(module: types.ModuleType) -> None:
+    cls = module.AsyncIOBackend
+    original = cls.run_sync_in_worker_thread.__func__
+
+    async def run_sync_in_worker_thread(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        release = _hold(asyncio.get_running_loop())
+        try:
+            return await original(backend, *args, **kwargs)
+        finally:
+            if release is not None:
+                release()
+
+    functools.update_wrapper(run_sync_in_worker_thread, original)
+    cls.run_sync_in_worker_thread = classmethod(run_sync_in_worker_thread)
