@@ -50,26 +50,6 @@ def _func_name(func: object) -> str:
     return _clean(str(qualname))
 
 
-def _hold_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], None] | None:
-    """Make the virtual clock wait for a worker thread; the returned function lets it go.
-
-    ``None`` where the kernel already counts anyio's worker threads (its loops have
-    ``hold_clock``) or the loop is not a virtual one; else the loop's thread counter, the
-    one ``run_in_executor`` uses, is held for the call.
-    """
-    if hasattr(loop, "hold_clock") or not hasattr(loop, "_threads"):
-        return None
-    loop._threads += 1
-    held = [True]
-
-    def release() -> None:
-        if held:
-            held.clear()
-            loop._threads -= 1
-
-    return release
-
-
 class _Call:
     """One ASGI call: its runtime request and the background tasks it ran so far."""
 
@@ -112,14 +92,9 @@ class _Call:
         self.hand_over()
 
         async def body() -> None:
-            # a sync function goes to anyio's thread pool (run_in_threadpool): the virtual
-            # clock must wait for that thread, or it jumps past (or declares a deadlock)
-            release = None if task.is_async else _hold_clock(asyncio.get_running_loop())
-            try:
-                await original(task)
-            finally:
-                if release is not None:
-                    release()
+            # a sync function goes to anyio's thread pool (run_in_threadpool), whose worker
+            # threads hold the virtual clock while they run (the kernel counts them)
+            await original(task)
 
         try:
             rec = self.request.wait_until(body, name=name)

@@ -45,8 +45,7 @@ from typing import Any
 
 import pytest_bgwork as bg
 
-__all__ = ["ACCOUNT_ID", "SqsBackend", "UnansweredRequest", "UnsupportedOperation", "install",
-           "patch_client"]
+__all__ = ["ACCOUNT_ID", "SqsBackend", "UnsupportedOperation", "install", "patch_client"]
 
 #: The account id in queue URLs and ARNs (moto's default, so URLs look the same).
 ACCOUNT_ID = "123456789012"
@@ -107,10 +106,6 @@ _IMPLEMENTED = ("CreateQueue", "GetQueueUrl", "SendMessage", "SendMessageBatch",
 
 class UnsupportedOperation(bg.BgworkError, NotImplementedError):
     """An SQS operation the adapter does not answer (it never sends it anywhere either)."""
-
-
-class UnansweredRequest(bg.BgworkError):
-    """A botocore request reached the network layer while the adapter was installed."""
 
 
 class _SqsError(Exception):
@@ -1028,11 +1023,7 @@ class _SeededRandom(types.ModuleType):
 
 def _unanswered(kind: str) -> Callable[..., Any]:
     def _send(self: Any, request: Any) -> Any:
-        unmocked = getattr(bg, "UnmockedRequest", None)  # the kernel's, where it has one
-        error: BaseException = (
-            unmocked(str(request.method), str(request.url)) if unmocked is not None
-            else UnansweredRequest(f"{request.method} {request.url}: nothing answered this request "
-                                   "inside the simulation, and nothing was sent"))
+        error = bg.UnmockedRequest(str(request.method), str(request.url))
         error.add_note(
             f"adapters.sqs is installed, but this {kind} request reached the network layer: the "
             "client (or its session) was made before the adapter was installed, or the service is "

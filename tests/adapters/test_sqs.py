@@ -282,7 +282,7 @@ def test_a_client_made_before_install_is_refused_not_sent(bgwork: bg.Simulation,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     early = boto3.session.Session().client("sqs", region_name="us-east-1")
     early.meta.events.unregister("before-send.sqs", adapters.sqs._dispatcher)  # as if made long ago
-    with adapters.sqs.install(bgwork), pytest.raises(bg.BgworkError) as err:  # bg.UnmockedRequest
+    with adapters.sqs.install(bgwork), pytest.raises(bg.UnmockedRequest) as err:
         early.get_queue_url(QueueName="jobs")
     assert "POST https://sqs.us-east-1.amazonaws.com/" in str(err.value)
     assert "patch_client" in "".join(err.value.__notes__)
