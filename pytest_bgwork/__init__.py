@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         assert_drained,
         assert_effects_once,
         assert_idempotent,
+        assert_no_task_errors,
         assert_nothing_lost,
         assert_status_terminal,
         assert_streams_closed,
@@ -39,8 +40,9 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         Stalled,
         StreamClosed,
         UnmockedRequest,
+        UnusedFaultRule,
     )
-    from .core.faults import Fault, FaultPlan
+    from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
     from .core.history import Event, History
     from .core.loop import VirtualEventLoop
     from .services.http import DestinationError
@@ -83,18 +85,22 @@ __all__ = [
     "StreamNotFound",
     "UnknownQueue",
     "UnmockedRequest",
+    "UnusedFaultRule",
     "VirtualClock",
     "VirtualEventLoop",
     "WebhookSignatureError",
     "assert_drained",
     "assert_effects_once",
     "assert_idempotent",
+    "assert_no_task_errors",
     "assert_nothing_lost",
     "assert_status_terminal",
     "assert_streams_closed",
     "current",
     "explore",
     "explore_test",
+    "fault_points",
+    "register_fault_point",
 ]
 __version__ = "0.1.0"
 
@@ -133,18 +139,22 @@ _EXPORTS: dict[str, str] = {
     "StreamExpired": ".services.streams",
     "StreamNotFound": ".services.streams",
     "UnknownQueue": ".services.queues",
+    "UnusedFaultRule": ".core.errors",
     "VirtualClock": ".core.clock",
     "VirtualEventLoop": ".core.loop",
     "WebhookSignatureError": ".services.webhooks",
     "assert_drained": ".checking.checks",
     "assert_effects_once": ".checking.checks",
     "assert_idempotent": ".checking.checks",
+    "assert_no_task_errors": ".checking.checks",
     "assert_nothing_lost": ".checking.checks",
     "assert_status_terminal": ".checking.checks",
     "assert_streams_closed": ".checking.checks",
     "current": ".simulation",
     "explore": ".checking.explore",
     "explore_test": ".checking.explore",
+    "fault_points": ".core.faults",
+    "register_fault_point": ".core.faults",
 }
 
 

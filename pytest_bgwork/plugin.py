@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import warnings
 import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -18,7 +19,7 @@ from . import budget
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .checking import chaos, replay
 from .core import context
-from .core.errors import LeftoverWork
+from .core.errors import LeftoverWork, UnusedFaultRule
 from .core.loop import VirtualEventLoop
 from .profiles import PLATFORMS
 from .simulation import Simulation
@@ -47,6 +48,7 @@ TIMELINE_CHOICES = ("failure", "always", "never")
 _SIM_KEY = pytest.StashKey[Simulation]()
 _LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
 _LEFTOVER_KEY = pytest.StashKey[list[str]]()
+_CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
 _BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform", "max_time",
                      "allow_network"}
@@ -102,11 +104,17 @@ def _seed_option(config: pytest.Config) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(str(raw), 0)
+        seed = int(str(raw), 0)
     except ValueError:
         raise pytest.UsageError(
             f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r}"
         ) from None
+    if seed < 0:
+        raise pytest.UsageError(
+            f"--bgwork-seed / bgwork_seed expects an integer such as 1234; got {raw!r} (a seed is "
+            ">= 0: random.Random(-n) is random.Random(n))"
+        )
+    return seed
 
 
 def _platform_option(config: pytest.Config) -> str:
@@ -153,6 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _seed_option(config)
     _timeline_option(config)
+    _install_unawaited_watch()
     _chaos_option(config)
     _platform_option(config)
     raw_budget = _option(config, "bgwork_explore_budget")
@@ -176,6 +185,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _uninstall_unawaited_watch()
     if getattr(config, "_bgwork_budget", None) is not None:  # a run in this process is over
         from .checking.explore import set_budget
 
@@ -226,9 +236,9 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
 def _seed_for(item: pytest.Item) -> int:
     marked = _marker_kwargs(item).get("seed")
     if marked is not None:
-        if isinstance(marked, bool) or not isinstance(marked, int):
+        if isinstance(marked, bool) or not isinstance(marked, int) or marked < 0:
             raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.bgwork(seed=...) expects an int; got {marked!r}"
+                f"{item.nodeid}: @pytest.mark.bgwork(seed=...) expects an int >= 0; got {marked!r}"
             )
         return marked
     configured = _seed_option(item.config)
@@ -324,6 +334,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
             )
         leftovers = sim.cancel_leftovers()
         item.stash[_LEFTOVER_KEY] = leftovers
+        _report_unused_rules(sim, item, strict)
         listed = "\n".join(f"  - {t}" for t in leftovers)
         if leftovers and not strict:
             warnings.warn(
@@ -350,6 +361,24 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         finally:
             wall_clock.stop()
             context.pop(sim)
+
+
+def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
+    """Fault rules the test added that never fired: a warning, a failure under strict.
+
+    Only for a test whose body passed: a failed or skipped one may not have reached them.
+    """
+    if not item.stash.get(_CALL_PASSED_KEY, False) or not sim.faults.unused():
+        return
+    queues = sim.queues.names() if "queues" in vars(sim) else []
+    lines = sim.faults.unused_report(queues)
+    listed = "\n".join(f"  - {line}" for line in lines)
+    text = (f"{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
+            f"asked for:\n{listed}\nCheck the point and queue names and the on_call= "
+            "numbers, or remove the rule.")
+    if strict:
+        pytest.fail(f"bgwork strict mode: {text}", pytrace=False)
+    warnings.warn(UnusedFaultRule(text), stacklevel=1)
 
 
 class SimulationFactory:
@@ -517,9 +546,105 @@ _SETUP_HOOKS.append(_chaos_setup)
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """Make the test's replay token visible to ``bg.explore`` while the test runs."""
-    with replay.activate(_replay_token(item)):
-        return (yield)
+    """Make the test's replay token visible to ``bg.explore`` while the test runs; fail a
+    test that never awaited a pytest-bgwork coroutine."""
+    _unawaited.clear()
+    try:
+        with replay.activate(_replay_token(item)):
+            result = yield
+    except BaseException as exc:
+        if _unawaited:
+            exc.add_note(_unawaited_message())
+        raise
+    _fail_unawaited()
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """A coroutine freed only at teardown (e.g. when the loop closed) still fails the test."""
+    result = yield
+    _fail_unawaited()
+    return result
+
+
+# -- never-awaited API coroutines -------------------------------------------------------------
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_unawaited: list[str] = []
+_original_warn_unawaited: Callable[[Any], None] | None = None
+
+
+def _watch_unawaited(coro: Any) -> None:
+    """``warnings._warn_unawaited_coroutine``, noting the coroutines of pytest-bgwork.
+
+    CPython calls it when a coroutine that never started is freed: for ours that is an API
+    call missing its ``await`` (``sim.queues.publish(...)``), which did nothing at all.
+    """
+    try:
+        code = coro.cr_code
+        if code.co_filename.startswith(_PACKAGE_DIR):
+            _unawaited.append(_describe_unawaited(coro))
+    except Exception:  # pragma: no cover - never let the warning machinery fail
+        pass
+    assert _original_warn_unawaited is not None
+    _original_warn_unawaited(coro)
+
+
+def _describe_unawaited(coro: Any) -> str:
+    """``Queues.publish(name='jobs', payload={...})`` at the user's file and line."""
+    frame = coro.cr_frame
+    args = ""
+    if frame is not None:
+        names = coro.cr_code.co_varnames[:coro.cr_code.co_argcount + coro.cr_code.co_kwonlyargcount]
+        shown = []
+        for name in names:
+            if name in ("self", "cls") or name not in frame.f_locals:
+                continue
+            text = repr(frame.f_locals[name])
+            shown.append(f"{name}={text if len(text) <= 40 else text[:37] + '...'}")
+        args = ", ".join(shown)
+    where = ""
+    caller = sys._getframe(2)  # 0: here, 1: _watch_unawaited, 2: whoever freed the coroutine
+    while caller is not None and (caller.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                  or caller.f_code.co_filename == warnings.__file__):
+        caller = caller.f_back  # type: ignore[assignment]
+    if caller is not None:
+        where = f" at {caller.f_code.co_filename}:{caller.f_lineno}"
+    return f"{coro.__qualname__}({args}){where}"
+
+
+def _unawaited_message() -> str:
+    calls = "\n".join(f"  - {text}" for text in _unawaited)
+    return (f"bgwork: {len(_unawaited)} pytest-bgwork coroutine(s) were never awaited, so "
+            f"they did nothing:\n{calls}\nAdd `await` before the call (e.g. "
+            "`await sim.queues.publish(...)`, `await bg.assert_idempotent(...)`).")
+
+
+def _fail_unawaited() -> None:
+    if _unawaited:
+        message = _unawaited_message()
+        _unawaited.clear()
+        pytest.fail(message, pytrace=False)
+
+
+_installs = [0]  # nested sessions (pytester's inline runs) share one installed hook
+
+
+def _install_unawaited_watch() -> None:
+    global _original_warn_unawaited
+    _installs[0] += 1
+    if _original_warn_unawaited is None:
+        _original_warn_unawaited = warnings._warn_unawaited_coroutine  # type: ignore[attr-defined]
+        warnings._warn_unawaited_coroutine = _watch_unawaited  # type: ignore[attr-defined]
+
+
+def _uninstall_unawaited_watch() -> None:
+    global _original_warn_unawaited
+    _installs[0] -= 1
+    if _installs[0] <= 0 and _original_warn_unawaited is not None:
+        warnings._warn_unawaited_coroutine = _original_warn_unawaited  # type: ignore[attr-defined]
+        _original_warn_unawaited = None
+        _installs[0] = 0
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -537,6 +662,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED_KEY] = report.passed
     sim = item.stash.get(_SIM_KEY, None)
     if sim is None:
         return report

@@ -151,6 +151,8 @@ class Simulation(Kernel):
                 "`await` the coroutine instead"
             )
         if self.loop.is_closed():
+            if inspect.iscoroutine(main):
+                main.close()  # never run: the error below says why, not a never-awaited warning
             raise NotRunning("this simulation was closed; create a new Simulation")
         context.push(self)
         wall_clock.start()

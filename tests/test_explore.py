@@ -166,7 +166,7 @@ async def email_after_write(sim: bg.Simulation) -> None:
 
 
 def emails_once(sim: bg.Simulation) -> None:
-    bg.assert_effects_once(sim, "email")
+    bg.assert_effects_once(sim, "email", allow_empty=True)  # dead letters send none
 
 
 KV_FAULTS = bgst.fault_plans(points=["kv.set"], kinds=["fail", "delay"])

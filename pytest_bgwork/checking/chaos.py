@@ -88,6 +88,6 @@ def apply(sim: Simulation, modes: str | Iterable[str] | None) -> tuple[str, ...]
     """Turn chaos ``modes`` on for ``sim`` (records a ``chaos.on`` event); return the modes."""
     parsed = parse(modes)
     if parsed:
-        sim.faults.apply(faults_for(parsed))
+        sim.faults.apply(faults_for(parsed), report_unused=False)
         sim.history.record("chaos", "on", modes=list(parsed))
     return parsed

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ..core.context import Attempt, current_attempt
 from ..core.errors import CheckFailed
 from ..core.history import Event
+from ..core.loop import describe_task
+from ..core.validate import name_error
 
 if TYPE_CHECKING:
     from ..services.streams import Stream
@@ -28,6 +30,7 @@ __all__ = [
     "assert_drained",
     "assert_effects_once",
     "assert_idempotent",
+    "assert_no_task_errors",
     "assert_nothing_lost",
     "assert_status_terminal",
     "assert_streams_closed",
@@ -195,10 +198,13 @@ def _describe_stream(stream: Stream) -> str:
 
 
 # -- effects --------------------------------------------------------------------------------
-def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None = None) -> None:
+def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None = None, *,
+                        allow_empty: bool = False) -> None:
     """Each key's effect ``name`` was recorded exactly once (``keys``: also none missing).
 
-    A duplicate shows every attempt that did it, and their timeline.
+    A duplicate shows every attempt that did it, and their timeline. No effect named
+    ``name`` at all fails too (a misspelt name would pass vacuously), naming the effects
+    that were recorded; ``allow_empty=True`` says none is expected.
     """
     __tracebackhide__ = True
     _check_sim(sim, "assert_effects_once(sim, name)")
@@ -206,6 +212,17 @@ def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None =
         raise ValueError(f"assert_effects_once(name=...) expects the effect's name, e.g. 'email'; "
                          f"got {name!r}")
     effects = sim.effects.all(name)
+    if not effects and not allow_empty:
+        counts: dict[str, int] = {}
+        for eff in sim.effects.all():
+            counts[eff.name] = counts.get(eff.name, 0) + 1
+        seen = ", ".join(f"{n!r} x{c}" for n, c in counts.items()) or "none at all"
+        raise CheckFailed(
+            f"assert_effects_once({name!r}): no effect named {name!r} was ever recorded, so "
+            f"there is nothing to check (recorded: {seen}){name_error('', 'name', name, counts)}"
+            ". Fix the name, make sure the code under test ran (sim.effects.record("
+            f"{name!r}, key=...)), or pass allow_empty=True if none is expected."
+        )
     by_key: dict[str, list[Any]] = {}
     for eff in effects:
         by_key.setdefault(repr(eff.key), []).append(eff)
@@ -246,10 +263,15 @@ def assert_status_terminal(
     ns: str,
     field: str = "kind",
     terminal: Iterable[str] = frozenset({"done", "failed"}),
+    *,
+    allow_empty: bool = False,
 ) -> None:
     """Every key in KV namespace ``ns`` has ``value[field]`` in ``terminal``.
 
-    A stuck key is named with its status history and who wrote each value.
+    A stuck key is named with its status history and who wrote each value; so is a key
+    whose TTL ran out while its status was not terminal (a poller then gets "not
+    found"). A namespace that never had a key fails (a misspelt namespace would pass
+    vacuously), naming those that did; ``allow_empty=True`` says none is expected.
     """
     __tracebackhide__ = True
     _check_sim(sim, "assert_status_terminal(sim, ns)")
@@ -264,10 +286,26 @@ def assert_status_terminal(
     final = set(terminal)
     if not final:
         raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
-    if not _has(sim, "kv"):
-        return
+    written = _written_keys(sim)
+    if ns not in written:
+        if allow_empty:
+            return
+        raise CheckFailed(
+            f"assert_status_terminal({ns!r}): no key was ever written to KV namespace {ns!r}, "
+            "so there is no status to check (namespaces written: "
+            f"{', '.join(map(repr, written)) or 'none at all'}"
+            f"){name_error('', 'ns', ns, written)}. Fix the namespace, make sure the code under "
+            "test ran, or pass allow_empty=True if no status is expected."
+        )
     items = sim.kv.items(ns)
     stuck = {k: v for k, v in items.items() if _status(v, field) not in final}
+    for key in written[ns]:
+        if key in items:
+            continue
+        versions = sim.kv.history(ns, key)
+        if len(versions) >= 2 and versions[-1].op == "expire" and versions[-2].op == "set" \
+                and _status(versions[-2].data, field) not in final:
+            stuck[key] = _Expired(versions[-2].data, versions[-1].t)
     if not stuck:
         return
     runs = attempts(sim.history.events)
@@ -279,13 +317,19 @@ def assert_status_terminal(
     for key, value in stuck.items():
         versions = sim.kv.history(ns, key)
         last = versions[-1] if versions else None
+        if isinstance(value, _Expired) and len(versions) >= 2:
+            last = versions[-2]  # the write whose status expired
         who = ""
         if last is not None and last.attempt:
             info = runs.get(last.attempt)
             who = f", written by {info.describe() if info else last.attempt}"
             labels.append(last.attempt)
-        since = f" since +{last.t:.3f}s" if last is not None else ""
-        lines.append(f"  - {key}: {field}={_status(value, field)!r}{since}{who}")
+        if isinstance(value, _Expired):
+            lines.append(f"  - {key}: expired at +{value.t:.3f}s while {field}="
+                         f"{_status(value.data, field)!r}{who} (a poller now gets 'not found')")
+        else:
+            since = f" since +{last.t:.3f}s" if last is not None else ""
+            lines.append(f"  - {key}: {field}={_status(value, field)!r}{since}{who}")
         trail = [f"+{v.t:.3f}s {v.op} {field}={_status(v.data, field)!r}"
                  + (f" by {v.attempt}" if v.attempt else "")
                  + (" [unknown]" if v.outcome == "unknown" else "")
@@ -297,6 +341,23 @@ def assert_status_terminal(
     lines.append("Timeline of those keys and the attempts that wrote them:")
     lines.append(_excerpt(sim.history.events, labels=labels, keys=[(ns, k) for k in stuck]))
     raise CheckFailed("\n".join(lines))
+
+
+@dataclass
+class _Expired:
+    """A status key whose TTL ran out while it was not terminal: its last value and when."""
+
+    data: Any
+    t: float
+
+
+def _written_keys(sim: Simulation) -> dict[str, list[str]]:
+    """Every KV namespace ever written (live, deleted or expired) and its keys, in order."""
+    out: dict[str, list[str]] = {}
+    if _has(sim, "kv"):
+        for ns, key in sim.kv._log:
+            out.setdefault(ns, []).append(key)
+    return out
 
 
 def _status(value: Any, field: str) -> Any:
@@ -420,6 +481,10 @@ def assert_drained(sim: Simulation) -> None:
     if running:
         sections.append((f"{_plural(len(running), 'queue attempt')} still in flight",
                          [a.describe() for a in running]))
+    others = [describe_task(t) for t in _other_tasks(sim)]
+    if others:
+        sections.append((f"{_plural(len(others), 'other task')} still pending on the "
+                         "simulation's loop (asyncio.create_task, schedule runs...)", others))
     busy = {(a.queue, a.message_id) for a in running}
     waiting = [m for m in messages(sim) if m.state not in ("acked", "dead", "expired")
                and (m.queue, m.id) not in busy]
@@ -429,7 +494,7 @@ def assert_drained(sim: Simulation) -> None:
     if not sections:
         return
     lines = ["assert_drained: expected no background work left (waitUntil tasks, task-manager "
-             "tasks, queue deliveries); found:"]
+             "tasks, queue deliveries, other tasks on the loop); found:"]
     for title, items in sections:
         lines.append(f"  {title}:")
         lines += [f"    - {item}" for item in items]
@@ -439,6 +504,67 @@ def assert_drained(sim: Simulation) -> None:
     ids = re.findall(r"\[([A-Za-z]+_\d+)\]", "\n".join(names))
     lines.append(_excerpt(events, ids=ids + [m.id for m in waiting],
                           labels=[a.label for a in running]))
+    raise CheckFailed("\n".join(lines))
+
+
+def _managers_of(sim: Simulation) -> list[Any]:
+    """Every BackgroundTaskManager on ``sim``: its own and those the app built on it."""
+    from ..services.task_manager import _managers
+
+    found = list(_managers.get(sim, ()))
+    own = vars(sim).get("task_manager")
+    if own is not None and own not in found:
+        found.insert(0, own)
+    return sorted(found, key=lambda m: m._first_number())
+
+
+def _other_tasks(sim: Simulation) -> list[asyncio.Task[Any]]:
+    """Tasks pending on ``sim``'s loop that no service accounts for (a bare create_task)."""
+    loop = sim.loop
+    if loop.is_closed():
+        return []
+    try:
+        me = asyncio.current_task(loop) if loop.is_running() else None
+    except RuntimeError:
+        me = None
+    known: set[asyncio.Task[Any]] = set()
+    if _has(sim, "queues"):
+        known |= set(sim.queues._running)
+    if _has(sim, "runtime"):
+        known |= {rec.task for rec in sim.runtime._live() if rec.task is not None}
+    for manager in _managers_of(sim):
+        known |= {rec.task for rec in manager._running() if rec.task is not None}
+    return [t for t in loop.live_tasks() if t is not me and t not in known]
+
+
+def assert_no_task_errors(sim: Simulation) -> None:
+    """No ``wait_until`` or task-manager task failed.
+
+    Those failures are logged and recorded, never raised into the caller (as on the real
+    platforms), so nothing else fails the test: this check does. ``bg.explore`` runs it
+    on every example.
+    """
+    __tracebackhide__ = True
+    _check_sim(sim, "assert_no_task_errors(sim)")
+    failed: list[str] = []
+    if _has(sim, "runtime"):
+        failed += [str(e) for e in sim.runtime.errors]
+    for manager in _managers_of(sim):
+        for rec in manager.tasks:
+            if rec.status == "failed":
+                err = rec.error
+                failed.append(f"task-manager task {rec.name} [{rec.id}] failed at "
+                              f"t=+{rec.finished_at or 0:.3f}s: {type(err).__name__}: {err}")
+    if not failed:
+        return
+    lines = [f"assert_no_task_errors: expected every background task to succeed; "
+             f"{_plural(len(failed), 'task')} failed:"]
+    lines += [f"  - {line}" for line in failed]
+    lines.append("Their errors were logged, not raised: catch and handle them in the task, "
+                 "or retry the work through a queue.")
+    ids = re.findall(r"\[([A-Za-z]+_\d+)\]", "\n".join(failed))
+    lines.append("Timeline of those tasks:")
+    lines.append(_excerpt(sim.history.events, ids=ids))
     raise CheckFailed("\n".join(lines))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -34,13 +35,17 @@ from ..core.choices import Choices
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import FaultPlan
 from ..core.history import Event
+from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..profiles import check_platform
 from ..simulation import Simulation
 from . import replay as _replay
+from .checks import assert_no_task_errors
 from .replay import ReplayChoices
 
 __all__ = [
+    "DEFAULT_CHECKS",
+    "HEAL_TIME",
     "STATES",
     "ExplorationFailed",
     "ExploreCoverageWarning",
@@ -68,6 +73,12 @@ STATES: dict[str, str] = {
 DEFAULT_MAX_EXAMPLES = 200
 #: Virtual seconds the work a scenario started runs with faults on before they heal.
 FAULT_WINDOW = 3600.0
+#: Virtual seconds recurring schedules run after the faults heal (``explore(heal_time=)``).
+HEAL_TIME = 3600.0
+#: Checks every exploration runs after the caller's own.
+DEFAULT_CHECKS: tuple[Check, ...] = (assert_no_task_errors,)
+_heal_time: contextvars.ContextVar[float] = contextvars.ContextVar("bgwork_heal_time",
+                                                                  default=HEAL_TIME)
 _TIMELINE_LIMIT = 200
 _NONDETERMINISM_CAUSES = (
     "wall-clock or timer reads the simulation does not drive (time.perf_counter in a thread, "
@@ -140,7 +151,10 @@ def database_key(scenario: Callable[..., Any], checks: Iterable[Callable[..., An
     Names, not source code: fixing the scenario or the app keeps the key, so the stored
     failure replays first and becomes a passing regression.
     """
-    names = "|".join([_qualified(scenario), *(_qualified(c) for c in checks)])
+    # DEFAULT_CHECKS run in every exploration: leave them out, so keys stay those of the
+    # caller's own checks (and databases written before they existed still replay)
+    names = "|".join([_qualified(scenario),
+                      *(_qualified(c) for c in checks if c not in DEFAULT_CHECKS)])
     return b"bgwork.explore:" + hashlib.sha256(names.encode()).hexdigest()[:32].encode()
 
 
@@ -362,11 +376,23 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
     where[0] = "settle (faults healed, run_until_idle)"
     sim.faults.heal()
     await sim.run_until_idle()
+    heal_time = _heal_time.get()
+    if heal_time and _has_schedules(sim):
+        # recurring schedules (a cron that recovers stuck work) run through the heal window
+        where[0] = f"heal window ({heal_time:g}s of schedules, faults healed)"
+        await sim.advance(heal_time)
+        await sim.run_until_idle()
     for check in checks:
         where[0] = f"check {_name(check)}"
         result = check(sim)
         if inspect.isawaitable(result):
             await result
+
+
+def _has_schedules(sim: Simulation) -> bool:
+    """Whether a recurring timer (a schedule) is armed on the simulation's loop."""
+    loop = sim.loop
+    return any(not h.cancelled() for h in loop._recurring) and bool(loop._scheduled)
 
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
@@ -475,8 +501,8 @@ def _check_args(scenario: object, checks: object, faults: object, seed: object) 
             f"explore(faults=...) expects a strategy such as bgst.fault_plans(max_faults=3); "
             f"got {faults!r}"
         )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"explore(seed=...) expects an int or None; got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TypeError(f"explore(seed=...) expects an int or None (>= 0); got {seed!r}")
     if callable(checks) or not isinstance(checks, Iterable):
         raise TypeError(
             "explore(checks=...) expects a list of checks, e.g. [bg.assert_nothing_lost]; "
@@ -486,6 +512,7 @@ def _check_args(scenario: object, checks: object, faults: object, seed: object) 
     for check in out:
         if not callable(check):
             raise TypeError(f"explore(checks=...) expects callables taking `sim`; got {check!r}")
+    out += [c for c in DEFAULT_CHECKS if c not in out]
     return out
 
 
@@ -497,13 +524,17 @@ def explore(
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
     platform: str | None = None,
+    heal_time: float = HEAL_TIME,
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
     ``scenario`` is ``async def scenario(sim)``; each example runs it on a fresh
     simulation with a plan drawn from ``faults`` (default: no faults) and lets the work
     it started run until idle (at most an hour of virtual time) with faults on; then it
-    heals, runs until idle and calls each check with ``sim`` (async checks are awaited).
+    heals, runs until idle, lets recurring schedules run for ``heal_time`` more virtual
+    seconds (default an hour: a cron that recovers stuck work runs there), and calls each
+    check with ``sim`` (async checks are awaited). ``DEFAULT_CHECKS``
+    (``bg.assert_no_task_errors``) always run after ``checks``.
     ``max_examples`` wins over ``settings``; left out, it is ``settings.max_examples``
     when ``settings`` is given, else the loaded Hypothesis profile's, else 200. ``settings`` passes through (database,
     phases, verbosity...); the deadline is always off (examples run on virtual time). ``seed``
@@ -519,6 +550,7 @@ def explore(
     __tracebackhide__ = True
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
+    heal = seconds(heal_time, "explore", "heal_time", fix="Use 0 to skip the heal window.")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -537,6 +569,7 @@ def explore(
         chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
     wall_clock.start()
     started = _fz.real_perf_counter()
+    heal_token = _heal_time.set(heal or 0.0)
     try:
         if token is not None and token.scenario == name:
             _replay_one(scenario, check_list, token, report)
@@ -545,6 +578,7 @@ def explore(
         else:
             _search_for_a_while(scenario, check_list, plans, chosen, seed, report, started)
     finally:
+        _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
         wall_clock.stop()
     _warn_coverage(report)
@@ -569,6 +603,7 @@ def explore_test(
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
     platform: str = "agentuity",
+    heal_time: float = HEAL_TIME,
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -581,6 +616,7 @@ def explore_test(
     """
     check_list = _check_args(scenario, checks, faults, seed)
     chosen = _settings(settings, max_examples)
+    heal = seconds(heal_time, "explore_test", "heal_time", fix="Use 0 to skip the heal window.")
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
     report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
@@ -589,14 +625,18 @@ def explore_test(
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
-        out = _run_example(scenario, check_list, report.seed, plan, choices, keep_events=False,
-                           platform=report.platform)
-        if choices.stopped is not None:
-            raise choices.stopped
-        _tally(report, out)
-        if out.error is not None:
-            report.first_failure_at = report.first_failure_at or report.examples
-            _fail(scenario, check_list, report, plan, out, replayed=False)
+        heal_token = _heal_time.set(heal or 0.0)  # here, not in test(): HypoFuzz calls given
+        try:
+            out = _run_example(scenario, check_list, report.seed, plan, choices,
+                               keep_events=False, platform=report.platform)
+            if choices.stopped is not None:
+                raise choices.stopped
+            _tally(report, out)
+            if out.error is not None:
+                report.first_failure_at = report.first_failure_at or report.examples
+                _fail(scenario, check_list, report, plan, out, replayed=False)
+        finally:
+            _heal_time.reset(heal_token)
 
     ident = getattr(scenario, "__name__", "scenario")
     example.__name__ = example.__qualname__ = f"explore_{ident}"

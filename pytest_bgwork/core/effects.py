@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import validate
 from .context import current_attempt
 from .errors import ProcessCrashed
 from .history import History
@@ -36,6 +37,8 @@ class Effects:
         """Note that effect ``name`` happened for ``key`` (an order id, an email address)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"effects.record(name=...) needs a non-empty string; got {name!r}")
+        if not name.isascii():
+            validate.utf8(name, "effects.record", "name")
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
             raise ProcessCrashed()

@@ -58,3 +58,11 @@ class ProcessCrashed(BaseException):
 
 class LeftoverWork(UserWarning):
     """A test ended with background work still running; it was cancelled at teardown."""
+
+
+class UnusedFaultRule(UserWarning):
+    """A fault rule the test added never fired (a typo, or a path the test never took).
+
+    Reported at teardown, as respx reports routes never called; a failure under
+    ``@pytest.mark.bgwork(strict=True)``.
+    """

@@ -25,42 +25,106 @@ from .errors import ProcessCrashed
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan"]
+__all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
+           "register_fault_point"]
 
-#: Fault points the built-in services expose (``task.<name>`` and ``schedule.<name>`` too).
+#: Fault points the built-in services expose; ``task.<name>`` (waitUntil and manager
+#: tasks) and ``schedule.<name>`` (schedule runs) are points for any name.
 POINTS = (
-    "queue.publish", "queue.deliver", "queue.ack",
+    "queue.publish", "queue.deliver", "queue.ack", "queue.extend",
     "kv.get", "kv.set", "kv.delete", "kv.keys",
     "stream.create", "stream.write", "stream.close", "stream.read",
     "http", "webhook.deliver",
+    "tasks.create", "tasks.update", "tasks.get",
 )
+#: Prefixes whose every ``prefix.<name>`` is a point (the name is the task's or schedule's).
+PREFIXES = ("task.", "schedule.")
 KINDS = ("fail", "crash", "duplicate", "hang", "delay")
-_POINT_RE = re.compile(r"^[a-z_]+(\.[A-Za-z0-9_.:-]+)?$")
+_POINT_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_.:-]+)?$")
+_registered: dict[str, None] = dict.fromkeys(POINTS)
+#: Queue names a queue-scoped rule may name: every profile's charset (``.fifo`` included).
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}$")
+
+
+def register_fault_point(name: str) -> str:
+    """Make ``name`` (e.g. ``"sqs.receive"``) a known fault point, so rules may target it.
+
+    Adapters call it once at import for each operation they pass through
+    ``await sim.faults.enter(name)``. Registering a name twice is fine. Names are
+    ``service.op``: lowercase service, a dot, then letters, digits, ``_.:-``.
+    """
+    if not isinstance(name, str) or "." not in name or not _POINT_RE.match(name):
+        raise ValueError(
+            f"register_fault_point(name=...) expects 'service.op' such as 'sqs.receive' "
+            f"(lowercase service, a dot, then letters, digits, '_', '.', ':', '-'); got {name!r}"
+        )
+    _registered[name] = None
+    return name
+
+
+def fault_points() -> list[str]:
+    """Every known fault point (built-in and registered), plus ``task.<name>`` and
+    ``schedule.<name>`` for any name."""
+    return [*_registered, *(p + "<name>" for p in PREFIXES)]
 
 
 def _check_point(point: str, arg: str = "point") -> str:
-    if not isinstance(point, str) or not _POINT_RE.match(point):
-        raise ValueError(
-            f"{arg}= must be a fault point such as 'kv.set' or 'stream.write' "
-            f"(known: {', '.join(POINTS)}, task.<name>, schedule.<name>); got {point!r}"
-        )
-    return point
+    """``point`` if it is a known fault point, else a ``ValueError`` with a suggestion."""
+    if isinstance(point, str) and point in _registered:
+        return point
+    if isinstance(point, str) and point.startswith(PREFIXES) and _POINT_RE.match(point):
+        return point
+    from .validate import name_error
+
+    hint = name_error("", arg, point, [*_registered, "task.<name>", "schedule.<name>"])
+    raise ValueError(
+        f"{arg}= must be a fault point bgwork knows; got {point!r}{hint or '.'} Known points: "
+        f"{', '.join(_registered)}, task.<name>, schedule.<name>. An adapter adds its own "
+        "with bg.register_fault_point('service.op')."
+    )
 
 
-def _check_on_call(on_call: int | None) -> int | None:
-    if on_call is not None and (not isinstance(on_call, int) or on_call < 1):
-        raise ValueError(f"on_call= counts calls from 1 (or None for every call); got {on_call!r}")
-    return on_call
+def _check_on_call(on_call: int | None, where: str = "sim.faults") -> int | None:
+    from .validate import integer
+
+    return integer(on_call, where, "on_call", none=True, what="an int",
+                   fix="on_call= counts calls from 1; None fires on every call")
 
 
-def _error_text(error: BaseException | type[BaseException] | str | None) -> str:
+def _check_times(times: int | None, where: str, lo: int = 1) -> int | None:
+    from .validate import integer
+
+    return integer(times, where, "times", lo=lo, none=True,
+                   fix="None fires as often as the rule matches")
+
+
+def _check_flag(value: object, where: str, arg: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}({arg}=...) must be True or False; got {value!r}")
+    return value
+
+
+def _check_queue_name(queue: object, where: str) -> str:
+    if queue == "*" or (isinstance(queue, str) and _QUEUE_RE.match(queue)):
+        return str(queue)
+    raise ValueError(
+        f"{where}(queue=...) must name a queue (letters, digits, '_', '-', '.'; at most 256 "
+        f"characters) or '*' for every queue; got {queue!r}"
+    )
+
+
+def _error_text(error: BaseException | type[BaseException] | str | None,
+                where: str = "sim.faults.fail") -> str:
     if error is None:
         return "ConnectionError('injected fault')"
     if isinstance(error, str):
         return error
-    if isinstance(error, type):
+    if isinstance(error, type) and issubclass(error, BaseException):
         return f"{error.__name__}()"
-    return repr(error)
+    if isinstance(error, BaseException):
+        return repr(error)
+    raise TypeError(f"{where}(error=...) must be an exception, an exception class or its text; "
+                    f"got {error!r}")
 
 
 def _make_error(text: str) -> BaseException:
@@ -76,6 +140,32 @@ def _make_error(text: str) -> BaseException:
                 return cls(arg[1:-1])
             return cls(arg)
     return ConnectionError(text)
+
+
+_ALL_KINDS = (*KINDS, "http", "reorder")
+
+
+def _validate(f: Fault, where: str) -> None:
+    """Refuse a rule that could never fire as meant: unknown kind or point, bad numbers."""
+    from .validate import integer, seconds
+
+    if f.kind not in _ALL_KINDS:
+        raise ValueError(f"Fault.kind must be one of {_ALL_KINDS}; got {f.kind!r}")
+    if f.point is not None and f.point != "*":  # "*": chaos crash's first point after delivery
+        _check_point(f.point, f"{where}(point=...)" if where == "Fault" else "point")
+    if f.queue is not None:
+        _check_queue_name(f.queue, where)
+    integer(f.on_call, where, "on_call", none=True, what="a call number",
+            fix="None fires on every call")
+    integer(f.times, where, "times", lo=2 if f.kind == "duplicate" else 1, none=True,
+            fix="None fires as often as the rule matches")
+    integer(f.attempt, where, "attempt", none=True)
+    seconds(f.seconds, where, "seconds")
+    if not isinstance(f.after_apply, bool):
+        raise ValueError(f"{where}(after_apply=...) must be True or False; got {f.after_apply!r}")
+    if f.error is not None and not isinstance(f.error, str):
+        raise TypeError(f"{where}(error=...) must be the error's text, e.g. "
+                        f"\"ConnectionError('down')\"; got {f.error!r}")
 
 
 @dataclass(frozen=True)
@@ -102,6 +192,9 @@ class Fault:
     status: int | None = None
     #: Fire only in this attempt of each queue message (chaos mode's "first attempt" rules).
     attempt: int | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self, "Fault")
 
     def describe(self) -> str:
         """Readable one-liner, e.g. ``crash report-jobs at stream.write on call 1``."""
@@ -138,8 +231,7 @@ class FaultPlan:
     faults: tuple[Fault, ...] = field(default_factory=tuple)
 
     def __init__(self, faults: Iterable[Fault | dict[str, Any]] = ()) -> None:
-        items = tuple(f if isinstance(f, Fault) else Fault(**f) for f in faults)
-        object.__setattr__(self, "faults", items)
+        object.__setattr__(self, "faults", _faults_of(faults, "FaultPlan(faults=...)"))
 
     def __len__(self) -> int:
         return len(self.faults)
@@ -166,12 +258,42 @@ class FaultPlan:
         return f"FaultPlan({self.to_data()!r})"
 
 
+def _faults_of(faults: object, where: str) -> tuple[Fault, ...]:
+    """The ``Fault`` rules of a list of faults or dicts; anything else is refused."""
+    if isinstance(faults, FaultPlan):
+        return faults.faults
+    if isinstance(faults, str | bytes | dict) or not isinstance(faults, Iterable):
+        raise TypeError(
+            f"{where} expects a list of bg.Fault or dicts such as "
+            f"[{{'kind': 'fail', 'point': 'kv.set'}}] (or a FaultPlan); got {faults!r}"
+        )
+    items: list[Fault] = []
+    for i, f in enumerate(faults):
+        if isinstance(f, Fault):
+            items.append(f)
+        elif isinstance(f, dict):
+            unknown = sorted(set(f) - set(Fault.__dataclass_fields__))
+            if unknown or "kind" not in f:
+                raise TypeError(
+                    f"{where}: item {i} {f!r} "
+                    + (f"has unknown field(s) {', '.join(map(repr, unknown))}" if unknown
+                       else "has no 'kind'")
+                    + f"; fields: {', '.join(Fault.__dataclass_fields__)}"
+                )
+            items.append(Fault(**f))
+        else:
+            raise TypeError(f"{where}: item {i} must be a bg.Fault or a dict; got {f!r}")
+    return tuple(items)
+
+
 class FaultInjector:
     """``sim.faults``: add rules, and the hooks services call at each fault point."""
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self._rules: list[Fault] = []
+        #: Rules the test added itself: reported at teardown when they never fired.
+        self._reported: list[Fault] = []
         self._fired: dict[int, int] = {}
         self._calls: dict[str, int] = {}
         self._scoped_calls: dict[tuple[str, str], int] = {}
@@ -200,32 +322,42 @@ class FaultInjector:
         ``after_apply=True`` raises after the operation took effect, the "timeout
         after the write" that makes retries duplicate work.
         """
-        return self._add(Fault("fail", _check_point(point), queue, _check_on_call(on_call),
-                               _error_text(error), bool(after_apply), 0.0, times))
+        where = "sim.faults.fail"
+        return self._add(Fault("fail", _check_point(point), self._scope(queue, where),
+                               _check_on_call(on_call, where), _error_text(error, where),
+                               _check_flag(after_apply, where, "after_apply"), 0.0,
+                               _check_times(times, where)))
 
     def crash(self, queue: str, *, at: str, on_call: int | None = 1) -> Fault:
         """Kill the worker of a ``queue`` attempt at fault point ``at``: a process death."""
-        self._check_queue(queue)
-        return self._add(Fault("crash", _check_point(at, "at"), queue, _check_on_call(on_call)))
+        where = "sim.faults.crash"
+        return self._add(Fault("crash", _check_point(at, "at"), _check_queue_name(queue, where),
+                               _check_on_call(on_call, where)))
 
     def duplicate(self, queue: str, *, times: int = 2, on_call: int | None = None) -> Fault:
         """Deliver each message of ``queue`` ``times`` times in all (``on_call``: only the Nth publish)."""
-        self._check_queue(queue)
-        if not isinstance(times, int) or times < 2:
-            raise ValueError(f"duplicate(times=...) is the total number of deliveries, at least 2; got {times!r}")
-        return self._add(Fault("duplicate", "queue.publish", queue, _check_on_call(on_call), times=times))
+        where = "sim.faults.duplicate"
+        from .validate import integer
+
+        count = integer(times, where, "times", lo=2, what="the total number of deliveries, "
+                        "an int", fix="times=2 delivers each message twice")
+        return self._add(Fault("duplicate", "queue.publish", _check_queue_name(queue, where),
+                               _check_on_call(on_call, where), times=count))
 
     def hang(self, queue: str, *, seconds: float, on_call: int | None = 1) -> Fault:
         """Stall a ``queue`` attempt for ``seconds`` before its handler runs."""
-        self._check_queue(queue)
-        return self._add(Fault("hang", "queue.deliver", queue, _check_on_call(on_call),
-                               seconds=self._check_seconds(seconds)))
+        where = "sim.faults.hang"
+        return self._add(Fault("hang", "queue.deliver", _check_queue_name(queue, where),
+                               _check_on_call(on_call, where),
+                               seconds=self._check_seconds(seconds, where)))
 
     def delay(self, point: str, *, seconds: float, on_call: int | None = None,
               queue: str | None = None) -> Fault:
         """Make ``point`` take ``seconds`` of virtual time (``on_call``: only that call)."""
-        return self._add(Fault("delay", _check_point(point), queue, _check_on_call(on_call),
-                               seconds=self._check_seconds(seconds)))
+        where = "sim.faults.delay"
+        return self._add(Fault("delay", _check_point(point), self._scope(queue, where),
+                               _check_on_call(on_call, where),
+                               seconds=self._check_seconds(seconds, where)))
 
     def http(
         self,
@@ -245,6 +377,7 @@ class FaultInjector:
         (``httpx.ConnectError``). ``on_call`` counts matching requests from 1
         (``None``: every one). Requests no rule fails go on to your own respx mocks.
         """
+        where = "sim.faults.http"
         if not isinstance(url, str) or not url:
             raise ValueError(f"http(url=...) expects a URL or glob such as "
                              f"'https://api.example/*'; got {url!r}")
@@ -259,22 +392,45 @@ class FaultInjector:
                                    or not 100 <= status <= 599):
             raise ValueError(f"http(status=...) expects an HTTP status code 100-599; got {status!r}")
         error = None if status is not None else ("timeout" if timeout else "connect_error")
-        return self._add(Fault("http", "http", None, _check_on_call(on_call), error,
-                               times=times, url=url, status=status))
+        return self._add(Fault("http", "http", None, _check_on_call(on_call, where), error,
+                               times=_check_times(times, where), url=url, status=status))
 
-    def apply(self, plan: FaultPlan | Iterable[Fault | dict[str, Any]]) -> None:
-        """Add every fault of ``plan`` (a ``FaultPlan`` or a list of faults/dicts)."""
-        if not isinstance(plan, FaultPlan):
-            plan = FaultPlan(plan)
-        for f in plan:
-            if f.kind not in (*KINDS, "http", "reorder"):
-                raise ValueError(f"Fault.kind must be one of {(*KINDS, 'http', 'reorder')}; "
-                                 f"got {f.kind!r}")
-            self._add(f)
+    def apply(self, plan: FaultPlan | Iterable[Fault | dict[str, Any]], *,
+              report_unused: bool = True) -> None:
+        """Add every fault of ``plan`` (a ``FaultPlan`` or a list of faults/dicts).
+
+        ``report_unused=False`` leaves these rules out of the teardown report of rules
+        that never fired (chaos mode's blanket rules use it).
+        """
+        for f in _faults_of(plan, "sim.faults.apply(plan=...)"):
+            self._add(f, report=report_unused)
+
+    def unused(self) -> list[Fault]:
+        """Rules added by the test (not chaos) that never fired, in the order added."""
+        return [f for f in self._reported if not self._fired.get(id(f))]
+
+    def unused_report(self, queues: Iterable[str] = ()) -> list[str]:
+        """One line per rule that never fired, saying why when a named queue never existed."""
+        from .validate import name_error
+
+        known = list(queues)
+        lines = []
+        for f in self.unused():
+            line = f.describe()
+            if f.queue not in (None, "*") and f.queue not in known:
+                shown = ", ".join(map(repr, known)) or "none"
+                line += (f": queue {f.queue!r} never existed (queues: {shown})"
+                         f"{name_error('', 'queue', f.queue, known)}")
+            else:
+                line += f": {f.point or 'its point'} was entered {self.calls(f.point or '')} " \
+                        "time(s)" + (" while rules were healed" if self.healed else "")
+            lines.append(line)
+        return lines
 
     def clear(self) -> None:
-        """Remove every rule (counters stay)."""
+        """Remove every rule (counters stay); removed rules are not reported as unused."""
         self._rules.clear()
+        self._reported.clear()
         self._pending_after.clear()
 
     def heal(self) -> None:
@@ -290,8 +446,14 @@ class FaultInjector:
         """How many times ``point`` was entered so far."""
         return self._calls.get(point, 0)
 
-    def _add(self, fault: Fault) -> Fault:
+    @staticmethod
+    def _scope(queue: object, where: str) -> str | None:
+        return None if queue is None else _check_queue_name(queue, where)
+
+    def _add(self, fault: Fault, *, report: bool = True) -> Fault:
         self._rules.append(fault)
+        if report:
+            self._reported.append(fault)
         if fault.point == "http" and self._router is None:
             self._router = _start_http_router(self)
         return fault
@@ -340,15 +502,12 @@ class FaultInjector:
         return self._http_rules(request)
 
     @staticmethod
-    def _check_queue(queue: str) -> None:
-        if not isinstance(queue, str) or not queue:
-            raise ValueError(f"queue= must name a queue (or '*' for every queue); got {queue!r}")
+    def _check_seconds(value: float, where: str) -> float:
+        from .validate import seconds
 
-    @staticmethod
-    def _check_seconds(seconds: float) -> float:
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise ValueError(f"seconds= must be a number >= 0; got {seconds!r}")
-        return float(seconds)
+        out = seconds(value, where, "seconds")
+        assert out is not None
+        return out
 
     # -- hooks for services ------------------------------------------------------
     def _may_fire(self, rule: Fault, count: int) -> bool:
@@ -388,6 +547,8 @@ class FaultInjector:
                 raise ProcessCrashed()
             queue = queue or attempt.queue
         count = self._calls[point] = self._calls.get(point, 0) + 1
+        if point not in _registered and not point.startswith(PREFIXES):
+            _registered[point] = None  # a point a service really passes is a known point
         if self.watch is not None and attempt is not None and self.watch(point, attempt):
             self._fire(Fault("crash", point, attempt.queue), point)
             await self._crash(attempt)

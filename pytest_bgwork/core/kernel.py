@@ -27,6 +27,9 @@ __all__ = ["Kernel"]
 def _check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed= must be an int (it seeds every random choice); got {seed!r}")
+    if seed < 0:  # random.Random(-5) is random.Random(5): two seeds, one history
+        raise ValueError(f"seed= must be an int >= 0 (random.Random(-n) equals random.Random(n), "
+                         f"so a negative seed would replay another seed's run); got {seed!r}")
     return seed
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import heapq
 import json
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[att
 from json.scanner import c_make_scanner, py_make_scanner  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
+from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
@@ -67,7 +67,13 @@ def retry_backoff(retry: int, jitter: float) -> float:
 
     ``jitter`` in ``[0, 1)`` adds up to 50 %; at 0 (the unsurprising choice) it adds nothing.
     """
-    return min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** (retry - 1) * (1 + BACKOFF_JITTER * jitter))
+    # cap the exponent first: 2.0 ** 1024 overflows (OverflowError) at retry 1025
+    exponent = min(max(retry - 1, 0), _MAX_EXPONENT)
+    return min(BACKOFF_CAP, BACKOFF_BASE * BACKOFF_FACTOR ** exponent * (1 + BACKOFF_JITTER * jitter))
+
+
+#: Past this exponent the delay is at the cap anyway (2 ** 64 s >> 60 s); never overflows.
+_MAX_EXPONENT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,16 +280,10 @@ _COUNTERS = ("published", "duplicates", "delivered", "redelivered", "failed", "n
 # -- argument checks -------------------------------------------------------------------------
 def _seconds(call: str, arg: str, value: object, *, hi: float | None = None,
              positive: bool = False, fix: str = "") -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (v > 0 if positive else v >= 0) and (hi is None or v <= hi)
-        if ok:
-            return v
-    bound = "> 0" if positive else ">= 0"
-    limit = f"{bound} and at most {hi:g}" if hi is not None else bound
-    raise ValueError(f"{call}({arg}=...) must be a number of seconds {limit}; got {value!r}. {fix}"
-                     .rstrip())
+    out = validate.seconds(value, call, arg, hi=validate.MAX_SECONDS if hi is None else hi,
+                           positive=positive, fix=fix)
+    assert out is not None
+    return out
 
 
 #: Compact, UTF-8, no NaN/Infinity (not JSON); built once, ``json.dumps`` would build it per call.
@@ -319,11 +319,12 @@ def _decode(body: str) -> Any:
 
 def _to_json(call: str, arg: str, value: object) -> str:
     try:
-        return _encode(value)
+        text = _encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
                         f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "
                         "first, e.g. a datetime to dt.isoformat(), a set to a list.") from None
+    return text if text.isascii() else validate.utf8(text, call, arg, inside=True)
 
 
 def _scope(name: str) -> str | None:
@@ -350,6 +351,9 @@ class DeliveryEngine:
 
     # -- internals: lookup, fault points --------------------------------------------------------
     def _get(self, call: str, name: str) -> _Queue:
+        if not isinstance(name, str):
+            raise TypeError(f"{call}(name=...) must be a queue name (a string such as "
+                            f"'report-jobs'), given first; got {type(name).__name__} {name!r:.60}")
         q = self._queues.get(name)
         if q is None:
             known = ", ".join(repr(n) for n in self._queues) or "none yet"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
@@ -135,25 +136,16 @@ class KVVersion:
 
 
 def check_name(arg: str, value: object, where: str) -> str:
-    """``value`` must be a non-empty string (a namespace, key or stream name)."""
-    if type(value) is str and value:
-        return value
-    if isinstance(value, str) and value:
-        return str(value)
-    raise (ValueError if isinstance(value, str) else TypeError)(
-        f"{where}: {arg}= must be a non-empty string; got {value!r}"
-    )
+    """``value`` must be a non-empty string without lone surrogates (a namespace, key or name)."""
+    out = validate.text(value, where, arg)
+    assert out is not None
+    return out
 
 
 def check_ttl(ttl: object, where: str) -> float | None:
-    """``ttl`` must be ``None`` (no expiry) or a finite number of seconds > 0."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(
-            f"{where}: ttl= must be a number of seconds > 0, or None for no expiry; got {ttl!r}"
-        )
-    return float(ttl)
+    """``ttl`` must be ``None`` (no expiry) or finite seconds > 0 (``KV._check_ttl`` then
+    checks that the expiry stays within the wall clock's range, the year 9999)."""
+    return validate.seconds(ttl, where, "ttl", positive=True, none="for no expiry", hi=None)
 
 
 def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str] | None:
@@ -314,7 +306,8 @@ class KV:
         namespace's profile sets the limits (Agentuity: ttl at least 60 s) and, on Agentuity,
         ``content_type`` (default: inferred as its SDK does).
         """
-        if type(ns) is not str or not ns or type(key) is not str or not key:
+        if (type(ns) is not str or not ns or type(key) is not str or not key
+                or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
             key = check_name("key", key, "kv.set()")
         prof = self._profiles.get(ns, self._default)
@@ -331,6 +324,8 @@ class KV:
                 text = _BYTES + bytes(value).decode("latin-1")
             else:
                 text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
+        if not text.isascii() and text[:1] != _BYTES:
+            validate.utf8(text, f"kv.set(ns={ns!r}, key={key!r})", "value", inside=True)
         if prof.max_value is not None:
             self._check_size(prof, key, text, f"kv.set(ns={ns!r}, key={key!r})")
         if content_type is not None:
@@ -388,7 +383,8 @@ class KV:
 
     async def get(self, ns: str, key: str) -> KVResult:
         """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired)."""
-        if type(ns) is not str or not ns or type(key) is not str or not key:
+        if (type(ns) is not str or not ns or type(key) is not str or not key
+                or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.get()")
             key = check_name("key", key, "kv.get()")
         prof = self._profiles.get(ns, self._default)
@@ -469,6 +465,7 @@ class KV:
         ns = check_name("ns", ns, "kv.keys()")
         if not isinstance(prefix, str):
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
+        validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
         try:
             if not faults.passes("kv.keys"):

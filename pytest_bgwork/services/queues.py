@@ -18,6 +18,7 @@ import re
 from collections import deque
 from typing import Any
 
+from ..core import validate
 from ..profiles import QueueProfile, limit_error, queue_profile
 from ..profiles import seconds as profile_seconds
 from .delivery import (
@@ -77,7 +78,7 @@ def _key(call: str, arg: str, value: object, prof: QueueProfile) -> str | None:
         raise ValueError(f"{call}({arg}=...): profile {prof.name!r} allows letters, digits and "
                          f"ASCII punctuation only (no spaces, no other characters); got {value!r}."
                          " Hash the key, e.g. hashlib.sha256(key.encode()).hexdigest().")
-    return value
+    return validate.utf8(value, call, arg)
 
 
 def _check_name(call: str, name: object, prof: QueueProfile) -> str:
@@ -89,6 +90,22 @@ def _check_name(call: str, name: object, prof: QueueProfile) -> str:
                          f"{prof.max_name} characters (profile {prof.name!r}); got {got}. Use "
                          f"{prof.name_text}, e.g. {example!r}.")
     return name
+
+
+
+def _check_handler(name: str, handler: object) -> None:
+    """A route handler must take ``(payload, delivery)``: refuse one that cannot, at ``route``."""
+    try:
+        sig = inspect.signature(handler)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to check
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"route({name!r}, handler): the queue calls handler(payload, delivery), "
+                        f"but {_describe_handler(handler)}{sig.replace(return_annotation=sig.empty)} "
+                        "cannot take those two arguments. "
+                        "Write `async def handler(payload, delivery): ...`.") from None
 
 
 def _describe_handler(fn: object) -> str:
@@ -234,13 +251,19 @@ class Queues(DeliveryEngine):
                 raise TypeError(f"route({name!r}, handler) needs an async callable "
                                 f"`async def handler(payload, delivery)`; got "
                                 f"{_describe_handler(handler)}, which is not async")
+            _check_handler(name, handler)
             dest, text = handler, f"handler {_describe_handler(handler)}"
         elif app is not None:
             from .http import AsgiDestination
 
+
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ValueError(f"route({name!r}, app=..., path=...) needs the path to POST to, "
                                  f"starting with '/', e.g. '/api/workers/{name}'; got {path!r}")
+            if not callable(app):
+                raise TypeError(f"route({name!r}, app=...) needs an ASGI application (a "
+                                "Starlette or FastAPI app, or `async def app(scope, receive, "
+                                f"send)`); got {app!r}")
             dest = AsgiDestination(app, path)
             text = f"app POST {path}"
         else:
@@ -275,7 +298,7 @@ class Queues(DeliveryEngine):
         delay: float = 0,
     ) -> PublishResult:
         """Enqueue a JSON copy of ``payload``; a key seen within ``dedup_window`` returns the first."""
-        q = self._queues.get(name) or self._get("publish", name)
+        q = (self._queues.get(name) if type(name) is str else None) or self._get("publish", name)
         prof = q.profile
         body = _to_json("publish", "payload", payload)
         meta = None

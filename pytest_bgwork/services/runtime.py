@@ -14,7 +14,6 @@ import copy
 import functools
 import inspect
 import logging
-import math
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..core import validate
 from ..core.errors import NotRunning, ProcessCrashed, RuntimeShuttingDown
 from ..core.loop import describe_task
 
@@ -43,10 +43,14 @@ def check_seconds(value: object, arg: str, *, optional: bool = True) -> float | 
     """``None`` (when ``optional``) or a finite number >= 0, else a ``ValueError`` naming ``arg``."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    try:
+        return validate.seconds(value, arg, "")
+    except ValueError:  # the validator's test, this module's wording (tests pin it)
         expected = "None or a finite number of seconds >= 0" if optional else "a finite number of seconds >= 0"
-        raise ValueError(f"{arg} expects {expected} (virtual time); got {value!r}")
-    return float(value)
+        limit = f" and at most {validate.MAX_SECONDS:,.0f} (the clock's range)" if (
+            isinstance(value, int | float) and not isinstance(value, bool) and value > 0) else ""
+        raise (validate.BadArgument if isinstance(value, bool) or not isinstance(value, int | float)
+               else ValueError)(f"{arg} expects {expected}{limit} (virtual time); got {value!r}") from None
 
 
 def clean_name(qualname: str) -> str:

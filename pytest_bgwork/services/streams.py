@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, StreamClosed
 from .kv import check_name, check_ttl, pop_due, to_json_text
@@ -219,7 +220,8 @@ class Streams:
 
     async def _write(self, stream: Stream, data: str | bytes) -> None:
         if isinstance(data, str):
-            raw = data.encode()
+            raw = (data if data.isascii() else validate.utf8(
+                data, f"{stream._describe()}: write()", "data")).encode()
         elif isinstance(data, bytes | bytearray):
             raw = bytes(data)
         else:

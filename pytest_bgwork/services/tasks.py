@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core import validate
+
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
 
@@ -41,13 +43,13 @@ class Task:
 def _check_title(title: object) -> str:
     if not isinstance(title, str) or not title.strip():
         raise ValueError(f"title= must be a non-empty string; got {title!r}")
-    return title
+    return validate.utf8(title, "tasks.create", "title")
 
 
 def _check_description(description: object) -> str:
     if not isinstance(description, str):
         raise TypeError(f"description= must be a string; got {type(description).__name__}")
-    return description
+    return validate.utf8(description, "tasks.create", "description")
 
 
 def _check_tags(tags: object) -> tuple[str, ...]:

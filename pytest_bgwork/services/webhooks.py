@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..core import validate
 from ..core.errors import BgworkError
 
 if TYPE_CHECKING:
@@ -130,10 +131,13 @@ class Webhooks:
         way (``None`` turns that off). Any one of several ``v1=`` entries may match
         (secret rotation). Comparison is constant-time.
         """
-        if tolerance is not None and (
-            isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0
-        ):
-            raise ValueError(f"tolerance= must be seconds >= 0 or None; got {tolerance!r}")
+        tolerance = validate.seconds(tolerance, "webhooks.verify", "tolerance", none=True,
+                                     fix="None accepts any age (NaN would silently turn the "
+                                         "replay check off)")
+        if header is not None and not isinstance(header, str):
+            raise TypeError(f"webhooks.verify(header=...) must be the {self.header} header's "
+                            f"text (a str such as 't=...,v1=...') or None; got "
+                            f"{type(header).__name__} {header!r:.60}")
         key = _secret_bytes(secret)
         raw = _encode(body)
         if not header:
