@@ -32,6 +32,3 @@ def __getattr__(name: str) -> ModuleType:
         f"module {__name__!r} has no attribute {name!r}; the adapters are: {', '.join(__all__)}"
     )
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _NAMES)
