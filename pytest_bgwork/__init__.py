@@ -172,6 +172,3 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value  # later lookups skip this function
     return value
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
