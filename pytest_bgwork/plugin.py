@@ -6,6 +6,7 @@ Thin on purpose: everything it shows comes from ``Simulation`` and its history.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sys
 import warnings
@@ -323,13 +324,15 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
-        if sim.unmocked_requests and not item.stash.get(_CALL_FAILED_KEY, False):
-            listed = "\n".join(f"  - {r}" for r in sim.unmocked_requests)
+        swallowed = _swallowed_refusals(sim, item)
+        if swallowed and not item.stash.get(_CALL_FAILED_KEY, False):
+            listed = "\n".join(f"  - {r}" for r in swallowed)
             pytest.fail(
-                f"bgwork refused {len(sim.unmocked_requests)} outbound request(s) that no mock "
+                f"bgwork refused {len(swallowed)} outbound request(s) that no mock "
                 f"answered (bg.UnmockedRequest; the code under test caught the error):\n{listed}\n"
                 "Mock them (respx), route them to an in-process app, or allow the network with "
-                "@pytest.mark.bgwork(allow_network=True).",
+                "@pytest.mark.bgwork(allow_network=True). A test that expects the refusal catches "
+                "it by name: `with pytest.raises(bg.UnmockedRequest): ...`.",
                 pytrace=False,
             )
         leftovers = sim.cancel_leftovers()
@@ -361,6 +364,24 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         finally:
             wall_clock.stop()
             context.pop(sim)
+
+
+def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
+    """The refused requests the code under test swallowed: ``sim.unmocked_requests`` less those
+    the test expected, i.e. caught in the test function itself where it names ``UnmockedRequest``
+    (``with pytest.raises(bg.UnmockedRequest)``, ``except bg.UnmockedRequest``)."""
+    left = list(sim.unmocked_requests)
+    codes: set[object] = set()
+    for fn in (getattr(item, "obj", None), getattr(item, "function", None)):
+        code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        if code is not None and "UnmockedRequest" in code.co_names:
+            codes.add(code)
+    for error in sim.unmocked_errors:
+        tb = error.__traceback__  # its first frame is where the error was caught
+        text = f"{getattr(error, 'method', '')} {getattr(error, 'url', '')}"
+        if tb is not None and tb.tb_frame.f_code in codes and text in left:
+            left.remove(text)
+    return left
 
 
 def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
