@@ -247,6 +247,28 @@ def _seed_for(item: pytest.Item) -> int:
 
 
 # -- the virtual loop for async tests ------------------------------------------------------
+#: Fixtures that are (or hand out parts of) the simulation: an ``async def`` test asking for one
+#: runs on the virtual loop without ``@pytest.mark.asyncio``, also in pytest-asyncio's strict mode.
+_SIM_FIXTURES = frozenset({"bgwork", "bg_clock", "bg_queues", "bg_kv", "bg_streams", "bg_runtime",
+                           "bg_task_manager", "bg_faults"})
+#: Markers of other async runners: a test carrying one is theirs, not ours.
+_OTHER_ASYNC_MARKERS = frozenset({"asyncio", "anyio", "trio"})
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Generator[None, None, None]:
+    """Mark an unmarked ``async def`` test that asks for ``bgwork`` with ``asyncio`` (DESIGN §1)."""
+    if inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name):
+        try:
+            params = set(inspect.signature(obj).parameters)
+        except (TypeError, ValueError):  # pragma: no cover - a builtin or odd callable
+            params = set()
+        marks = {getattr(m, "name", None) for m in getattr(obj, "pytestmark", ())}
+        if params & _SIM_FIXTURES and not marks & _OTHER_ASYNC_MARKERS:
+            pytest.mark.asyncio(obj)
+    yield
+
+
 def _uses_bgwork(item: Any) -> bool:
     names = getattr(item, "fixturenames", ())
     return "bgwork" in names
