@@ -593,13 +593,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     test that never awaited a pytest-bgwork coroutine."""
     _unawaited.clear()
     try:
-        with replay.activate(_replay_token(item)):
+        with replay.activate(_replay_token(item)) as token:
             result = yield
+            unreplayed = token is not None and token.scenario is not None and not replay.replayed()
     except BaseException as exc:
         if _unawaited:
             exc.add_note(_unawaited_message())
         raise
     _fail_unawaited()
+    if unreplayed:
+        assert token is not None
+        pytest.fail(
+            f"@pytest.mark.bgwork(replay=...) holds an explored example of scenario "
+            f"{token.scenario!r}, but this test ran no bg.explore({token.scenario}, ...), so nothing "
+            "was replayed. Put the marker on the test that calls bg.explore with that scenario "
+            "(a token without a scenario, replay.encode(seed, plan), applies its seed and plan to "
+            "a plain bgwork test).",
+            pytrace=False,
+        )
     return result
 
 

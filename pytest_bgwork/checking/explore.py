@@ -572,6 +572,7 @@ def explore(
     heal_token = _heal_time.set(heal or 0.0)
     try:
         if token is not None and token.scenario == name:
+            _replay.mark_replayed(name)
             _replay_one(scenario, check_list, token, report)
         elif _budget.seconds is None:
             _search(scenario, check_list, plans, chosen, seed, report)
