@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -217,9 +218,6 @@ def test_http_fault_through_respx() -> None:
     import httpx
     import respx
 
-    sim = bg.Simulation(seed=0)
-    sim.faults.fail("http", on_call=1, error=httpx.ConnectError("down"))
-
     async def main() -> int:
         with respx.mock:
             respx.get("https://api.example/x").mock(return_value=httpx.Response(200))
@@ -228,7 +226,9 @@ def test_http_fault_through_respx() -> None:
                     await c.get("https://api.example/x")
                 return (await c.get("https://api.example/x")).status_code
 
-    assert sim.run(main()) == 200
+    with bg.Simulation(seed=0) as sim:  # closing it ends the interception of outbound HTTP
+        sim.faults.fail("http", on_call=1, error=httpx.ConnectError("down"))
+        assert sim.run(main()) == 200
 
 
 @pytest.mark.asyncio
@@ -410,6 +410,23 @@ def test_strategies_exist() -> None:
         assert callable(getattr(bgst, name)), name
 
 
+def test_explore_reports_non_determinism() -> None:
+    import itertools
+
+    from pytest_bgwork import strategies as bgst
+
+    counter = itertools.count()  # state outside the simulation: each run differs
+
+    async def scenario(sim: bg.Simulation) -> None:
+        await sim.kv.set("ns", f"k{next(counter)}", 1)
+
+    def always_fails(sim: bg.Simulation) -> None:
+        raise AssertionError("always")
+
+    with pytest.raises(bg.NonDeterministic):
+        bg.explore(scenario, faults=bgst.fault_plans(max_faults=1), checks=[always_fails], max_examples=5)
+
+
 def test_explore_failure_replays_with_marker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -435,4 +452,31 @@ def test_explore_failure_replays_with_marker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    assert "bgwork(replay=" in out or "replay=" in out
+    m = re.search(r'@pytest.mark.bgwork\(replay="([^"]+)"\)', out)
+    assert m, out
+    replayed = pytester.path / "test_explore_failure_replays_with_marker.py"
+    src = replayed.read_text().replace(
+        "def test_explore():", f'@pytest.mark.bgwork(replay="{m.group(1)}")\ndef test_explore():')
+    replayed.write_text(src)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)  # the recorded example, run again: the same failure
+    result.stdout.fnmatch_lines(["*email*"])
+
+
+def test_explored_token_on_a_test_that_never_explores_is_not_ignored(pytester: pytest.Pytester) -> None:
+    from pytest_bgwork.checking import replay
+
+    token = replay.encode(0, [bg.Fault(kind="fail", point="queue.deliver", queue="jobs", on_call=1)],
+                          scenario="scenario")
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.bgwork(replay="{token}")
+        def test_plain(bgwork):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)  # a replay that replays nothing must not pass
+    result.stdout.fnmatch_lines(["*bg.explore*"])
