@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import re
 from typing import Any
@@ -428,6 +429,9 @@ def test_explore_reports_non_determinism() -> None:
 
 
 def test_explore_failure_replays_with_marker(pytester: pytest.Pytester) -> None:
+    # load them here: pytester's in-process runs drop modules first imported inside a run
+    importlib.import_module("pytest_bgwork.checking.explore")
+    importlib.import_module("pytest_bgwork.strategies")
     pytester.makepyfile(
         """
         import re
