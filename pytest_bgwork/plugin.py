@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import budget
+from .adapters._fixtures import bg_agentflow, bg_agentuity, bg_alien
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .checking import chaos, replay
 from .core import context
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from .services.task_manager import BackgroundTaskManager
 from .core.wallclock import wall_clock
 
-__all__ = ["SimulationFactory", "bg_celery", "bg_dramatiq", "bg_taskiq"]
+__all__ = ["SimulationFactory", "bg_agentflow", "bg_agentuity", "bg_alien", "bg_celery", "bg_dramatiq",
+           "bg_taskiq"]
 
 
 def _report_html() -> Any:

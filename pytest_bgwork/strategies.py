@@ -7,6 +7,7 @@ fewest faults, the queue defaults and the original order.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,19 +15,29 @@ from hypothesis import strategies as st
 
 from .core.faults import KINDS, Fault, FaultPlan, _check_point
 
-__all__ = ["DEFAULT_POINTS", "delivery_orders", "fault_plans", "retry_schedules"]
+__all__ = ["DEFAULT_POINTS", "delivery_orders", "fault_plans", "learned_points", "retry_schedules"]
 
-#: Points ``fault_plans`` draws from by default: those every queue worker passes.
+#: Points ``fault_plans`` draws from outside ``bg.explore`` (inside it, by default, the
+#: points a clean run of the scenario passed): the writes that can fail after applying
+#: (``queue.publish``, ``http``, ``webhook.deliver``) as well as the queue worker's points.
 DEFAULT_POINTS = (
-    "queue.deliver", "queue.ack",
+    "queue.deliver", "queue.ack", "queue.publish",
     "kv.get", "kv.set", "kv.delete",
     "stream.create", "stream.write", "stream.close",
+    "http", "webhook.deliver",
 )
 #: Points where an error can come *after* the operation applied (a timeout after the write).
 _WRITES = frozenset({
-    "queue.publish", "queue.ack", "kv.set", "kv.delete",
-    "stream.create", "stream.write", "stream.close", "http",
+    "queue.publish", "queue.ack", "queue.extend", "kv.set", "kv.delete",
+    "stream.create", "stream.write", "stream.close", "http", "webhook.deliver",
 })
+#: A wide integer taken modulo a small range: Hypothesis leans to the low end of a small
+#: range (the first targets, short hangs), far less of a wide one; it still shrinks to 0.
+_WIDE = st.integers(0, 2**32 - 1)
+#: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
+#: each had (set while it searches): a fault's call number is drawn among calls that happen.
+learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "bgwork_learned_points", default=None)
 _ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")
 
 
@@ -59,11 +70,13 @@ def fault_plans(
 ) -> st.SearchStrategy[FaultPlan]:
     """Fault plans of at most ``max_faults`` faults; they shrink to ``FaultPlan([])``.
 
-    ``points`` are the fault points ``fail``/``crash``/``delay`` target (default
-    ``DEFAULT_POINTS``); ``queues`` scope ``crash``/``duplicate``/``hang`` (default
+    ``points`` are the fault points ``fail``/``crash``/``delay`` target (default: inside
+    ``bg.explore``, the points a clean run of the scenario passed; elsewhere
+    ``DEFAULT_POINTS``); each fault's target is drawn uniformly among them; ``queues``
+    scope ``crash``/``duplicate``/``hang`` (default
     ``["*"]``, every queue); ``kinds`` chooses among ``fail``, ``crash``,
     ``duplicate``, ``hang``, ``delay`` (default all; earlier kinds are the ones
-    shrinking prefers). ``on_call`` is drawn from 1 to ``max_on_call`` (``fail`` and
+    shrinking prefers; a duplicate may overlap). ``on_call`` is drawn from 1 to ``max_on_call`` (``fail`` and
     ``delay`` may also hit every call, which can exhaust retries); hangs last up
     to ``max_hang`` seconds (enough to pass a visibility timeout), delays up to
     ``max_delay``.
@@ -74,7 +87,8 @@ def fault_plans(
     for arg, value in (("max_hang", max_hang), ("max_delay", max_delay)):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
             raise ValueError(f"fault_plans({arg}=...) expects seconds >= 1; got {value!r}")
-    point_list = tuple(_check_point(p, "points") for p in _names(points, "points", DEFAULT_POINTS))
+    fixed = None if points is None else tuple(
+        _check_point(p, "points") for p in _names(points, "points", DEFAULT_POINTS))
     queue_list = _names(queues, "queues", ("*",))
     for q in queue_list:
         if not isinstance(q, str) or not q:
@@ -83,23 +97,29 @@ def fault_plans(
     unknown = [k for k in kind_list if k not in KINDS]
     if unknown:
         raise ValueError(f"kinds= may hold {', '.join(KINDS)}; got unknown {unknown!r}")
-
-    # Every (kind, point, queue) a fault can have, in shrinking order: earlier kinds,
-    # points and queues first.
-    targets: list[tuple[str, str, str | None]] = []
-    for kind in kind_list:
-        if kind in ("fail", "delay"):
-            targets += [(kind, p, None) for p in point_list]
-        elif kind == "crash":
-            targets += [(kind, p, q) for p in point_list for q in queue_list]
-        elif kind == "duplicate":
-            targets += [(kind, "queue.publish", q) for q in queue_list]
-        else:
-            targets += [(kind, "queue.deliver", q) for q in queue_list]
     hang_max, delay_max = int(max_hang), int(max_delay)
+    cache: dict[tuple[str, ...], list[list[tuple[str, str, str | None]]]] = {}
 
-    def build(drawn: tuple[tuple[str, str, str | None], int, int, int]) -> Fault:
-        (kind, point, queue), on_call, flags, size = drawn
+    def targets_for(point_list: tuple[str, ...]) -> list[list[tuple[str, str, str | None]]]:
+        """Per kind, every (kind, point, queue) a fault can have: earlier points, queues first."""
+        found = cache.get(point_list)
+        if found is not None:
+            return found
+        by_kind: list[list[tuple[str, str, str | None]]] = []
+        for kind in kind_list:
+            if kind in ("fail", "delay"):
+                by_kind.append([(kind, p, None) for p in point_list])
+            elif kind == "crash":
+                by_kind.append([(kind, p, q) for p in point_list for q in queue_list])
+            elif kind == "duplicate":
+                by_kind.append([(kind, "queue.publish", q) for q in queue_list])
+            else:
+                by_kind.append([(kind, "queue.deliver", q) for q in queue_list])
+        cache[point_list] = by_kind
+        return by_kind
+
+    def build(target: tuple[str, str, str | None], on_call: int, flags: int, size: int) -> Fault:
+        kind, point, queue = target
         every, after, timeout = flags & 1, flags & 2, flags & 4
         call = None if every and kind in ("fail", "delay", "duplicate") else on_call
         if kind == "fail":
@@ -108,18 +128,27 @@ def fault_plans(
         if kind == "crash":
             return Fault("crash", point, queue, call)
         if kind == "duplicate":
-            return Fault("duplicate", point, queue, call, times=2 + size % 2)
+            return Fault("duplicate", point, queue, call, times=2 + size % 2, overlap=bool(after))
         if kind == "hang":
             return Fault("hang", point, queue, call, seconds=float(1 + size % hang_max))
         return Fault("delay", point, None, call, seconds=float(1 + size % delay_max))
 
-    # Four draws per fault (cheap), each shrinking to its low end: the first target, call
-    # 1, no flags (one call, the error applied before the write, ConnectionError), 1 s.
-    fault = st.tuples(
-        st.sampled_from(targets), st.integers(1, max_on_call), st.integers(0, 7),
-        st.integers(0, max(hang_max, delay_max) - 1),
-    ).map(build)
-    return st.lists(fault, max_size=max_faults).map(FaultPlan)
+    @st.composite
+    def fault(draw: st.DrawFn) -> Fault:
+        # The kind is drawn uniformly, then its point uniformly among the points in force
+        # (the scenario's, when exploring); then call, flags and size. Each draw shrinks to
+        # its low end: the first kind and point, call 1, no flags (one call, the error before the
+        # write, ConnectionError, copies one after the other), 1 s.
+        learned = learned_points.get()
+        point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
+        kinds_targets = targets_for(point_list)
+        targets = kinds_targets[draw(_WIDE) % len(kinds_targets)]
+        target = targets[draw(_WIDE) % len(targets)]
+        calls = max_on_call if not learned else min(max_on_call, learned.get(target[1], max_on_call))
+        return build(target, 1 + draw(_WIDE) % max(1, calls), draw(_WIDE) % 8,
+                     draw(_WIDE) % max(hang_max, delay_max))
+
+    return st.lists(fault(), max_size=max_faults).map(FaultPlan)
 
 
 def retry_schedules(

@@ -19,7 +19,7 @@ from pytest_bgwork.core.faults import Fault
         ("duplicate", ("duplicate",)),
         ("crash, Duplicate ,crash", ("duplicate", "crash")),  # MODES order, no repeats
         (["reorder", "fail-first"], ("fail-first", "reorder")),
-        ("duplicate,fail-first,reorder,crash", chaos.MODES),
+        ("duplicate,fail-first,reorder,crash,latency,overlap", chaos.MODES),
         ("", ()),
         ([], ()),
         (None, ()),
@@ -34,7 +34,7 @@ def test_parse_accepts_strings_lists_and_off(value: Any, expected: tuple[str, ..
 def test_parse_rejects_unknown_modes_listing_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=re.escape(
         "--x: unknown chaos mode(s) 'dupe', 'boom'; valid values are duplicate, fail-first, "
-        "reorder, crash (comma-separated), or none to turn chaos off"
+        "reorder, crash, latency, overlap (comma-separated), or none to turn chaos off"
     )):
         chaos.parse("dupe,crash,boom", source="--x")
 
@@ -49,13 +49,17 @@ def test_faults_for_each_mode_are_plain_fault_rules() -> None:
     rules = chaos.faults_for(chaos.MODES)
     assert [r.describe() for r in rules] == [
         "duplicate * at queue.publish x2",
-        "fail * at queue.deliver raising ConnectionError('bgwork chaos: fail-first') "
-        "in attempt 1",
-        "reorder * at queue.deliver up to 1s",
-        "crash * at * in attempt 1",
+        "fail * at queue.deliver on every call raising "
+        "ConnectionError('bgwork chaos: fail-first') in attempt 1",
+        "reorder * at queue.deliver on every call up to 1s",
+        # fail-first took attempt 1, so crash targets the first attempt that runs the handler
+        "crash * at a point drawn among those the attempt passes in attempt 2",
+        "latency up to 0.1s on every service call",
+        "duplicate * at queue.publish overlapping (the copies start at the same instant) x2",
     ]
     assert bg.FaultPlan(rules).to_data()[3] == {"kind": "crash", "point": "*", "queue": "*",
-                                               "attempt": 1}
+                                               "attempt": 2}
+    assert chaos.faults_for(["crash"])[0].attempt == 1
 
 
 def test_apply_with_no_modes_adds_nothing() -> None:
@@ -115,18 +119,50 @@ async def test_fail_first_fails_attempt_one_before_the_handler_runs(bgwork: bg.S
 
 
 @pytest.mark.asyncio
-async def test_crash_kills_attempt_one_at_its_first_fault_point(bgwork: bg.Simulation) -> None:
-    chaos.apply(bgwork, "crash")
-    seen = await _run_jobs(bgwork, n=2, visibility_timeout=45)
-    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+def _crash_points(seed: int) -> list[tuple[str, str | None]]:
+    """Crash chaos on a handler passing kv.get, kv.set, stream.create, stream.write, stream.close."""
+    with bg.Simulation(seed=seed) as sim:
+        chaos.apply(sim, "crash")
+
+        async def main() -> None:
+            sim.queues.create("jobs", visibility_timeout=45, retry_delay=0)
+
+            async def handler(payload: Any, delivery: Any) -> None:
+                await sim.kv.get("done", str(payload))
+                await sim.kv.set("done", str(payload), {"by": delivery.attempt})
+                async with await sim.streams.create("out") as s:
+                    await s.write("x")
+
+            sim.queues.route("jobs", handler)
+            await sim.queues.publish("jobs", 1)
+            await sim.run_until_idle()
+
+        sim.run(main())
+        assert sim.history.count("queue", "crashed") == 1
+        assert sim.queues.stats("jobs")["acked"] == 1
+        return [(e.detail["point"], e.attempt) for e in sim.history.filter("fault", "crash")]
+
+
+def test_crash_dies_in_attempt_one_at_a_point_drawn_from_the_seed() -> None:
+    """Not only the first point: across seeds every point attempt 1 passes is hit, the ack too."""
+    by_seed = {seed: _crash_points(seed) for seed in range(1, 41)}
+    assert all(len(v) == 1 and v[0][1] == "jobs/msg_1#1" for v in by_seed.values())
+    points = {v[0][0] for v in by_seed.values()}
+    assert points == {"kv.get", "kv.set", "stream.create", "stream.write", "stream.close",
+                      "queue.ack"}
+    assert _crash_points(7) == by_seed[7]  # the same seed, the same point
+
+
+@pytest.mark.asyncio
+async def test_crash_with_fail_first_crashes_the_first_attempt_that_runs_the_handler(
+        bgwork: bg.Simulation) -> None:
+    """Modes compose: fail-first takes attempt 1, crash still kills a handler run (attempt 2)."""
+    chaos.apply(bgwork, "fail-first,crash")
+    seen = await _run_jobs(bgwork, n=1, visibility_timeout=45)
+    assert seen == [(0, 2), (0, 3)]
     crashes = bgwork.history.filter("fault", "crash")
-    assert [(e.detail["point"], e.attempt) for e in crashes] == [
-        ("kv.set", "jobs/msg_1#1"), ("kv.set", "jobs/msg_2#1")]
-    # the crash came before the write: only attempt 2 wrote, after the visibility timeout
-    assert [e.attempt for e in bgwork.history.filter("kv", "set")] == ["jobs/msg_1#2",
-                                                                       "jobs/msg_2#2"]
-    assert bgwork.clock.monotonic() == 45
-    assert bgwork.history.count("queue", "crashed") == 2
+    assert [e.attempt for e in crashes] == ["jobs/msg_1#2"]
+    assert bgwork.history.count("queue", "crashed") == 1
 
 
 @pytest.mark.asyncio
@@ -314,7 +350,7 @@ def test_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
         "*--bgwork-chaos / bgwork_chaos: unknown chaos mode(s) 'dupe'; valid values are "
-        "duplicate, fail-first, reorder, crash (comma-separated), or none to turn chaos off",
+        "duplicate, fail-first, reorder, crash, latency, overlap (comma-separated), or none to turn chaos off",
     ])
 
 

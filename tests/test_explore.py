@@ -222,8 +222,9 @@ def test_choices_are_hypothesis_draws_that_shrink_to_the_smallest_failing_value(
 
     with pytest.raises(bg.ExplorationFailed) as info:
         bg.explore(scenario, checks=[small_jitter], seed=2, settings=QUIET)
-    assert replay.decode(info.value.token).choices == (41,)
-    assert "choices: 1 drawn, 1 away from the default" in str(info.value)
+    # then the kv.set's latency, shrunk to 0 (a plain yield)
+    assert replay.decode(info.value.token).choices == (41, 0)
+    assert "choices: 2 drawn, 1 away from the default" in str(info.value)
 
 
 def test_the_two_phases_heal_faults_before_the_checks() -> None:
@@ -429,12 +430,20 @@ async def queued_emails(sim: bg.Simulation) -> None:
 
     sim.queues.route("orders", worker)
     for order in ("o1", "o2"):
-        await sim.queues.publish("orders", {"id": order}, idempotency_key=order)
+        for _ in range(3):  # a publish may fail (also after it applied): retry with the key
+            try:
+                await sim.queues.publish("orders", {"id": order}, idempotency_key=order)
+                break
+            except (ConnectionError, TimeoutError):
+                pass
 
 
 def test_the_report_counts_the_interesting_states_the_search_reached() -> None:
+    # 400 examples: what Hypothesis draws depends on the constants of the modules loaded (its
+    # local-constants pool), so a search that reaches all four states in 200 alone may not
+    # in a busier process
     report = bg.explore(queued_emails, faults=bgst.fault_plans(), checks=[bg.assert_nothing_lost],
-                        seed=1, settings=QUIET)
+                        seed=1, settings=QUIET, max_examples=400)
     assert report.queue_traffic
     assert all(report.reached(state) for state in STATES)
     assert report.warnings == []
@@ -509,7 +518,12 @@ async def scenario(sim):
 
     sim.queues.route("orders", worker)
     for order in ("o1", "o2"):
-        await sim.queues.publish("orders", {"id": order}, idempotency_key=order)
+        for _ in range(3):  # a publish may fail (also after it applied): retry with the key
+            try:
+                await sim.queues.publish("orders", {"id": order}, idempotency_key=order)
+                break
+            except (ConnectionError, TimeoutError):
+                pass
 
 def emails_once(sim):
     bg.assert_effects_once(sim, "email")

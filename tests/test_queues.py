@@ -1140,7 +1140,8 @@ async def test_stats_keys(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     assert bgwork.queues.stats("jobs") == {
         "published": 0, "duplicates": 0, "delivered": 0, "redelivered": 0, "failed": 0,
-        "nacked": 0, "retries": 0, "visibility_expired": 0, "expired": 0, "crashed": 0, "stale_acks": 0, "acked": 0,
+        "nacked": 0, "retries": 0, "visibility_expired": 0, "expired": 0, "crashed": 0,
+        "stale_acks": 0, "extended": 0, "acked": 0,
         "dead_letters": 0, "in_flight": 0, "pending": 0,
     }
     assert bgwork.stats()["deliveries"] == 0

@@ -14,16 +14,16 @@ import pytest
 
 import pytest_bgwork as bg
 from pytest_bgwork import report_html
-from pytest_bgwork.checking import chaos
 from pytest_bgwork.report_html import TestTimeline, build_lanes, event_dicts, render
 
 EVIL = '"><img src=x onerror=alert(1)></script>'
 
 
 def _scenario_sim() -> bg.Simulation:
-    """A report job under crash chaos: stream, KV and an effect per attempt, plus a task."""
+    """A report job whose attempt 1 crashes at its kv.set: stream, KV and an effect per
+    attempt, plus a task."""
     sim = bg.Simulation(seed=5)
-    chaos.apply(sim, "crash")
+    sim.faults.crash("report-jobs", at="kv.set")
 
     async def main() -> None:
         sim.queues.create("report-jobs", visibility_timeout=60, retry_delay=0)

@@ -46,7 +46,12 @@ def create_app(platform: Platform, http: httpx.AsyncClient) -> Starlette:
     async def heartbeat(owner: str) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            await kv.set(LOCKS_NS, LOCK_KEY, {"owner": owner}, ttl=LEASE_TTL)
+            held = await kv.get(LOCKS_NS, LOCK_KEY)
+            if not held.exists or held.data["owner"] != owner:
+                return  # the lease lapsed and another run took it: never renew theirs
+            # compare-and-set: renew only the version read, so a takeover in between wins
+            await kv.set(LOCKS_NS, LOCK_KEY, {"owner": owner}, ttl=LEASE_TTL,
+                         if_version=held.version)
 
     async def roll_up(day: dt.date) -> dict[str, Any]:
         usage = await http.get(USAGE_URL, params={"day": day.isoformat()})
@@ -64,10 +69,16 @@ def create_app(platform: Platform, http: httpx.AsyncClient) -> Starlette:
         body = await request.json()
         run_id = body["run"]
         yesterday = dt.datetime.fromisoformat(body["scheduled_at"]).date() - dt.timedelta(days=1)
-        lock = await kv.get(LOCKS_NS, LOCK_KEY)
-        if lock.exists and lock.data["owner"] != run_id:
-            return JSONResponse({"run": run_id, "skipped": f"run {lock.data['owner']} holds the lease"})
-        await kv.set(LOCKS_NS, LOCK_KEY, {"owner": run_id}, ttl=LEASE_TTL)
+        # Take the lease with a conditional write (SET NX): two replicas that both read
+        # "no lease" and then wrote it would both run the job and invoice a day twice.
+        if not await kv.set(LOCKS_NS, LOCK_KEY, {"owner": run_id}, ttl=LEASE_TTL, if_absent=True):
+            lock = await kv.get(LOCKS_NS, LOCK_KEY)
+            if lock.exists and lock.data["owner"] != run_id:
+                return JSONResponse({"run": run_id,
+                                     "skipped": f"run {lock.data['owner']} holds the lease"})
+            # our own run's lease (a retried request), or it just lapsed: take it again
+            await kv.set(LOCKS_NS, LOCK_KEY, {"owner": run_id}, ttl=LEASE_TTL,
+                         **({"if_version": lock.version} if lock.exists else {"if_absent": True}))
         beat = asyncio.create_task(heartbeat(run_id))
         done: list[str] = []
         try:
@@ -96,7 +107,7 @@ def create_app(platform: Platform, http: httpx.AsyncClient) -> Starlette:
                 await beat
             held = await kv.get(LOCKS_NS, LOCK_KEY)
             if held.exists and held.data["owner"] == run_id:  # never free another run's lease
-                await kv.delete(LOCKS_NS, LOCK_KEY)
+                await kv.delete(LOCKS_NS, LOCK_KEY, if_version=held.version)
         return JSONResponse({"run": run_id, "rolled_up": done})
 
     return Starlette(routes=[Route(CRON_PATH, nightly, methods=["POST"])])

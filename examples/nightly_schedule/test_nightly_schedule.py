@@ -122,3 +122,26 @@ async def test_a_failed_night_is_caught_up_by_the_next(
     assert [(r.outcome, r.status) for r in runs] == [("failed", 502), ("ok", 200)]
     assert [e.key for e in bgwork.effects.all("invoice")] == ["2026-02-28", "2026-03-01"]
     assert not (await bgwork.kv.get(LOCKS_NS, LOCK_KEY)).exists  # released in finally
+
+
+async def test_two_replicas_firing_at_once_run_the_night_once(
+    bgwork: bg.Simulation, respx_mock: respx.MockRouter
+) -> None:
+    """Every KV call is a suspension point: two replicas' requests interleave between
+    reading the lease and writing it. The lease is taken with ``if_absent``, so one runs."""
+    mock_billing(respx_mock, bgwork)
+    async with httpx.AsyncClient() as http:
+        app = create_app(bgwork, http)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            body = {"scheduled_at": "2026-03-01T02:00:00+00:00"}
+            first, second = await asyncio.gather(
+                client.post(CRON_PATH, json={**body, "run": "run_a"}),
+                client.post(CRON_PATH, json={**body, "run": "run_b"}),
+            )
+    answers = sorted([first.json(), second.json()], key=lambda a: a["run"])
+    assert answers == [{"run": "run_a", "rolled_up": ["2026-02-28"]},
+                       {"run": "run_b", "skipped": "run run_a holds the lease"}]
+    bg.assert_effects_once(bgwork, "invoice")
+    applied = [e.detail["applied"] for e in bgwork.history.filter("kv", "set", ns=LOCKS_NS)]
+    assert applied[:2] == [True, False]  # run_b's conditional write found run_a's lease

@@ -86,9 +86,9 @@ def create_app(
     app = FastAPI(title="reports")
     kv, queues, streams = platform.kv, platform.queues, platform.streams
 
-    async def set_status(job_id: str, status: dict[str, Any]) -> None:
+    async def set_status(job_id: str, status: dict[str, Any], *, if_absent: bool = False) -> bool:
         stamped = {**status, "updated_at": dt.datetime.now(dt.UTC).isoformat()}
-        await kv.set(STATUS_NS, job_id, stamped, ttl=status_ttl)
+        return await kv.set(STATUS_NS, job_id, stamped, ttl=status_ttl, if_absent=if_absent)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,10 +100,10 @@ def create_app(
         job_id = job_id_for(req)
         status_url = f"/api/reports/{job_id}"
         # Write "queued" before publishing: a fast worker's "processing" must not be
-        # overwritten by a late "queued". A repeated POST leaves the live status alone.
+        # overwritten by a late "queued". A repeated POST leaves the live status alone: a
+        # conditional write (SET NX), since two concurrent POSTs could both see no status.
         try:
-            if not (await kv.get(STATUS_NS, job_id)).exists:
-                await set_status(job_id, {"kind": "queued"})
+            await set_status(job_id, {"kind": "queued"}, if_absent=True)
         except (ConnectionError, TimeoutError):
             # The write may have happened; a retried POST publishes the job either way.
             return JSONResponse({"error": "status store unavailable, try again"}, status_code=503)

@@ -44,14 +44,13 @@ async def two_reports(sim: bg.Simulation) -> None:
 def test_no_fault_plan_loses_a_job_leaves_a_stream_open_or_sticks_a_status() -> None:
     report = bg.explore(
         two_reports,
-        faults=bgst.fault_plans(
-            max_faults=2, queues=[QUEUE], points=[*bgst.DEFAULT_POINTS, "queue.publish"]
-        ),
+        # Faults are drawn among the points a clean run of the scenario passes.
+        faults=bgst.fault_plans(max_faults=2, queues=[QUEUE]),
         # The status check goes last: it moves time on for the reaper.
         checks=[bg.assert_nothing_lost, bg.assert_streams_closed, every_done_report_is_complete,
                 statuses_terminal_once_the_reaper_ran],
-        max_examples=40,
+        max_examples=150,
         seed=1,
     )
-    assert report.examples >= 40
+    assert report.examples >= 150
     assert report.reached("redelivery_while_running"), report.summary()

@@ -1,18 +1,38 @@
-"""Adapters: users' real clients and frameworks on the simulation, each imported lazily.
+"""Adapters: users' real client libraries running on the simulation (DESIGN §10).
 
-``from pytest_bgwork import adapters; adapters.celery.install(sim, app)``: the submodule
-is imported on first attribute access, so nothing optional loads at plugin start-up.
+One module per client library (``agentuity``, ``alien``, ``agentflow``, ``asgi``, ``sqs``,
+``celery``, ``taskiq``, ``dramatiq``). An adapter may import only the public
+``pytest_bgwork`` API and the services' public methods, plus its own client library,
+and only when it is used: ``from pytest_bgwork import adapters`` imports no SDK, and
+``adapters.agentuity`` imports ``pytest_bgwork.adapters.agentuity`` on first access
+(module ``__getattr__``), so plugin start-up never pays for, or depends on, an SDK.
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-__all__ = ["celery", "dramatiq", "taskiq"]
+if TYPE_CHECKING:  # for type checkers and IDEs only; nothing is imported at run time
+    # (each adapter module adds itself here when it lands: asgi, sqs)
+    from . import agentflow, agentuity, alien, celery, dramatiq, taskiq
+
+__all__ = ["agentflow", "agentuity", "alien", "asgi", "celery", "dramatiq", "sqs", "taskiq"]
+
+_NAMES = frozenset(__all__)
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name in __all__:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Import ``pytest_bgwork.adapters.<name>`` the first time it is asked for."""
+    if name in _NAMES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(
+        f"module {__name__!r} has no attribute {name!r}; the adapters are: {', '.join(__all__)}"
+    )
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _NAMES)

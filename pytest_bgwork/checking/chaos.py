@@ -1,16 +1,25 @@
 """Chaos mode: make every queue of a simulation adversarial, to check a suite's idempotency.
 
-``--bgwork-chaos=duplicate,fail-first,reorder,crash`` (or ``chaos=`` on the marker) runs
-each test's simulation with these rules on every queue (``"*"``):
+``--bgwork-chaos=duplicate,fail-first,reorder,crash,latency,overlap`` (or ``chaos=`` on the
+marker) runs each test's simulation with these rules on every queue (``"*"``):
 
 - ``duplicate``: every message is delivered twice (``faults.duplicate("*", times=2)``);
 - ``fail-first``: attempt 1 of every message fails before its handler runs, so it is retried;
 - ``reorder``: each delivery pauses a drawn 0..``REORDER_MAX_SECONDS`` before its handler
   runs, so handlers of messages ready together run in a shuffled order (partition keys
   stay FIFO: the queue starts a key's next message only after the previous one finished);
-- ``crash``: attempt 1 of every message dies at its first fault point after delivery
-  (a service call in the handler, or the ack), so it is redelivered after the visibility
-  timeout.
+- ``crash``: the first attempt of every message that runs the handler (attempt 1, or 2
+  with ``fail-first``) dies at a fault point drawn from the test's seed among those it
+  passes (a service call in the handler, or the queue's ack after it returned), so it is
+  redelivered after the visibility timeout;
+- ``latency``: every service call takes a latency drawn from the seed, up to
+  ``LATENCY_MAX`` (0.1 s), so concurrent handlers' calls interleave differently;
+- ``overlap``: every message is delivered twice at the same instant
+  (``faults.duplicate("*", times=2, overlap=True)``): two handlers run it concurrently.
+
+Modes compose: ``duplicate`` and ``overlap`` together give two overlapping deliveries and
+a third after the ack; ``crash`` with ``fail-first`` crashes attempt 2, the first to run
+the handler.
 
 ``fail-first``, ``reorder`` and ``crash`` act on routed queues (a handler, app or URL),
 where the queue runs the attempt; ``duplicate`` also affects ``receive()``. Chaos faults
@@ -23,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..core.faults import Fault
+from ..core.faults import LATENCY_MAX, Fault
 
 if TYPE_CHECKING:
     from ..simulation import Simulation
@@ -31,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["MODES", "REORDER_MAX_SECONDS", "apply", "faults_for", "parse"]
 
 #: The chaos modes, in the order they are applied and printed.
-MODES = ("duplicate", "fail-first", "reorder", "crash")
+MODES = ("duplicate", "fail-first", "reorder", "crash", "latency", "overlap")
 #: The largest pause ``reorder`` draws before a delivery's handler runs (virtual seconds).
 REORDER_MAX_SECONDS = 1.0
 #: What a ``fail-first`` attempt raises (before the handler runs).
@@ -79,8 +88,12 @@ def faults_for(modes: Iterable[str]) -> list[Fault]:
         rules.append(Fault("fail", "queue.deliver", "*", None, FAIL_FIRST_ERROR, attempt=1))
     if "reorder" in chosen:
         rules.append(Fault("reorder", "queue.deliver", "*", seconds=REORDER_MAX_SECONDS))
-    if "crash" in chosen:
-        rules.append(Fault("crash", "*", "*", attempt=1))
+    if "crash" in chosen:  # the first attempt that runs the handler: fail-first took attempt 1
+        rules.append(Fault("crash", "*", "*", attempt=2 if "fail-first" in chosen else 1))
+    if "latency" in chosen:
+        rules.append(Fault("latency", "*", seconds=LATENCY_MAX))
+    if "overlap" in chosen:
+        rules.append(Fault("duplicate", "queue.publish", "*", times=2, overlap=True))
     return rules
 
 

@@ -33,12 +33,13 @@ from hypothesis.errors import Flaky, Frozen, StopTest
 from ..core import context as _context
 from ..core.choices import Choices
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
-from ..core.faults import FaultPlan
+from ..core.faults import LATENCY_MAX, Fault, FaultPlan
 from ..core.history import Event
 from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..profiles import check_platform
 from ..simulation import Simulation
+from ..strategies import learned_points
 from . import replay as _replay
 from .checks import assert_no_task_errors
 from .replay import ReplayChoices
@@ -94,8 +95,10 @@ class ExplorationFailed(CheckFailed):
     """``explore`` found an example that fails; the message has seed, plan, timeline, token."""
 
     def __init__(self, message: str, *, token: str, digest: str, plan: FaultPlan,
-                 seed: int, error: BaseException) -> None:
+                 seed: int, error: BaseException, example: int = 0) -> None:
         super().__init__(message)
+        #: The number of the first example that failed (before shrinking); 0 for a replay.
+        self.example = example
         self.token = token
         self.digest = digest
         self.plan = plan
@@ -317,6 +320,17 @@ class ExploreReport:
     replayed: bool = False
     #: The number of the first example that failed (0: none did).
     first_failure_at: int = 0
+    #: The fault points a clean run of the scenario passed (what fault plans drew among).
+    points: tuple[str, ...] = ()
+    #: The states the scenario declared it expects (``explore(expect_states=...)``), or None.
+    expected: tuple[str, ...] | None = None
+    #: What the examples showed that states need (see ``_REACHABLE``).
+    ingredients: set[str] = field(default_factory=set)
+
+    def reachable(self, state: str) -> bool:
+        """Whether the scenario has what ``state`` needs (queue traffic; for a crash after an
+        effect, an effect inside a queue attempt), so never reaching it is worth a warning."""
+        return _REACHABLE[state] <= self.ingredients
     #: The platform every example's simulation models (its services' default profiles).
     platform: str = "agentuity"
 
@@ -360,6 +374,10 @@ class _Outcome:
     choices: list[int | float]
     queue_traffic: bool
     effects: bool
+    #: The fault points the example passed, sorted, with how many calls each.
+    points: dict[str, int] = field(default_factory=dict)
+    #: Which ingredients of each state the example showed (see ``_REACHABLE``).
+    ingredients: frozenset[str] = frozenset()
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -389,6 +407,10 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
             await result
 
 
+#: The per-call latency every explored example draws (shrinking toward 0: plain yields).
+LATENCY = Fault("latency", "*", seconds=LATENCY_MAX)
+
+
 def _has_schedules(sim: Simulation) -> bool:
     """Whether a recurring timer (a schedule) is armed on the simulation's loop."""
     loop = sim.loop
@@ -397,13 +419,15 @@ def _has_schedules(sim: Simulation) -> bool:
 
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
-                 platform: str = "agentuity") -> _Outcome:
+                 latency: bool = True, platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
     sim = Simulation(seed=seed, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
         sim.faults.apply(plan)
+        if latency:
+            sim.faults.apply([LATENCY])
         sim.run(_phases(sim, scenario, checks, where))
     except Exception as exc:
         error = exc
@@ -413,7 +437,28 @@ def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: F
     return _Outcome(error, where[0], events if (error is not None or keep_events) else [],
                     interesting_states(events), list(choices.values),
                     any(e.service == "queue" for e in events),
-                    any(e.service == "effect" for e in events))
+                    any(e.service == "effect" and e.attempt for e in events),
+                    dict(sorted(sim.faults._calls.items())), _ingredients(events))
+
+
+#: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
+#: crash after an effect an effect recorded inside a queue attempt (not in the scenario).
+_REACHABLE: dict[str, frozenset[str]] = {
+    "redelivery_while_running": frozenset({"queue"}),
+    "dead_letter": frozenset({"queue"}),
+    "crash_after_effect": frozenset({"queue", "attempt_effect"}),
+    "stale_ack": frozenset({"queue"}),
+}
+
+
+def _ingredients(events: Iterable[Event]) -> frozenset[str]:
+    found: set[str] = set()
+    for e in events:
+        if e.service == "queue":
+            found.add("queue")
+        elif e.service == "effect" and e.attempt:
+            found.add("attempt_effect")
+    return frozenset(found)
 
 
 def _digest(events: list[Event]) -> str:
@@ -523,6 +568,7 @@ def explore(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
+    expect_states: Iterable[str] | None = None,
     platform: str | None = None,
     heal_time: float = HEAL_TIME,
 ) -> ExploreReport:
@@ -546,9 +592,17 @@ def explore(
     ``platform`` picks the examples' default profiles (default: the platform of the test's
     ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
+
+    Before the search a clean run (no fault, no latency) learns the fault points the
+    scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
+    example draws a latency for each service call (up to ``LATENCY_MAX``, shrinking to 0).
+    ``ExploreCoverageWarning`` names the interesting states never reached that some example
+    came close to (their ingredients seen); ``expect_states=[...]`` (keys of ``STATES``)
+    declares which the scenario must reach instead, and warns for exactly those.
     """
     __tracebackhide__ = True
     check_list = _check_args(scenario, checks, faults, seed)
+    expected = _check_states(expect_states)
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore", "heal_time", fix="Use 0 to skip the heal window.")
     try:
@@ -563,7 +617,8 @@ def explore(
     name = _name(scenario)
     sim_seed = seed if seed is not None else 0
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=sim_seed, platform=_platform(platform))
+    report = ExploreReport(scenario=name, seed=sim_seed, expected=expected,
+                           platform=_platform(platform))
     token = _replay.active()
     if chosen.database is not None:
         chosen = hypothesis.settings(chosen, database=_Resilient(chosen.database))
@@ -574,16 +629,45 @@ def explore(
         if token is not None and token.scenario == name:
             _replay.mark_replayed(name)
             _replay_one(scenario, check_list, token, report)
-        elif _budget.seconds is None:
-            _search(scenario, check_list, plans, chosen, seed, report)
         else:
-            _search_for_a_while(scenario, check_list, plans, chosen, seed, report, started)
+            token_var = learned_points.set(_learn(scenario, sim_seed, report))
+            try:
+                if _budget.seconds is None:
+                    _search(scenario, check_list, plans, chosen, seed, report)
+                else:
+                    _search_for_a_while(scenario, check_list, plans, chosen, seed, report,
+                                        started)
+            finally:
+                learned_points.reset(token_var)
     finally:
         _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
         wall_clock.stop()
     _warn_coverage(report)
     return report
+
+
+def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
+    if states is None:
+        return None
+    if isinstance(states, str) or not isinstance(states, Iterable):
+        raise TypeError(f"explore(expect_states=...) expects a list of state names such as "
+                        f"['dead_letter']; got {states!r}")
+    out = tuple(states)
+    unknown = [s for s in out if s not in STATES]
+    if unknown:
+        raise ValueError(f"explore(expect_states=...): unknown state(s) {unknown!r}; known: "
+                         f"{', '.join(STATES)}. Leave it out to warn for every state the search "
+                         "came close to.")
+    return out
+
+
+def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> dict[str, int] | None:
+    """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
+    clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
+                         latency=False, platform=report.platform)
+    report.points = tuple(clean.points)
+    return clean.points or None
 
 
 def _platform(platform: str | None) -> str:
@@ -652,9 +736,11 @@ def explore_test(
         __tracebackhide__ = True
         report.examples = report.first_failure_at = 0
         wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
+        token_var = learned_points.set(_learn(scenario, report.seed, report))
         try:
             given()
         finally:
+            learned_points.reset(token_var)
             wall_clock.stop()
 
     test.__name__ = test.__qualname__ = f"test_explore_{ident}"
@@ -706,6 +792,7 @@ def _tally(report: ExploreReport, out: _Outcome) -> None:
     report.examples += 1
     report.queue_traffic = report.queue_traffic or out.queue_traffic
     report.effects_seen = report.effects_seen or out.effects
+    report.ingredients |= out.ingredients
     for state in out.states:
         report.states[state] += 1
 
@@ -779,17 +866,23 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
         f'  @pytest.mark.bgwork(replay="{token}")',
     ])
     failure = ExplorationFailed(message, token=token, digest=first_digest, plan=plan,
-                                seed=report.seed, error=error)
+                                seed=report.seed, error=error,
+                                example=0 if replayed else report.first_failure_at)
     if isinstance(error, CheckFailed):
         raise failure from None
     raise failure from error
 
 
 def _warn_coverage(report: ExploreReport) -> None:
-    if report.replayed or not report.queue_traffic:
+    if report.replayed:
         return
-    missing = [text for key, text in STATES.items() if not report.states[key]
-               and (key != "crash_after_effect" or report.effects_seen)]
+    if report.expected is not None:
+        missing = [STATES[key] for key in report.expected if not report.states[key]]
+    elif not report.queue_traffic:
+        return
+    else:
+        missing = [text for key, text in STATES.items()
+                   if not report.states[key] and report.reachable(key)]
     if missing:
         text = (f"bg.explore({report.scenario}) never reached: {'; '.join(missing)}. "
                 "A search that never got there proved nothing about it: widen the fault plans "

@@ -26,6 +26,11 @@ class Attempt:
     number: int
     crashed: bool = False
     crash_future: asyncio.Future[None] | None = field(default=None, repr=False)
+    #: Fault points passed after the delivery, the point chaos ``crash`` drew to die at,
+    #: and whether the handler returned (the queue is acking for it).
+    passed: int = field(default=0, repr=False)
+    crash_at: int | None = field(default=None, repr=False)
+    returning: bool = field(default=False, repr=False)
 
     @property
     def label(self) -> str:

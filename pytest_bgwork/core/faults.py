@@ -15,9 +15,10 @@ import builtins
 import contextvars
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
@@ -25,8 +26,10 @@ from .errors import ProcessCrashed
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-__all__ = ["KINDS", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
-           "register_fault_point"]
+_T = TypeVar("_T")
+
+__all__ = ["KINDS", "LATENCY_MAX", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
+           "register_fault_point", "suspend"]
 
 #: Fault points the built-in services expose; ``task.<name>`` (waitUntil and manager
 #: tasks) and ``schedule.<name>`` (schedule runs) are points for any name.
@@ -40,6 +43,18 @@ POINTS = (
 #: Prefixes whose every ``prefix.<name>`` is a point (the name is the task's or schedule's).
 PREFIXES = ("task.", "schedule.")
 KINDS = ("fail", "crash", "duplicate", "hang", "delay")
+#: Largest latency (virtual seconds) a service call takes when latency is on (exploration,
+#: chaos ``latency``): a slow network round trip; drawn in 1,000 steps, shrinking to 0.
+LATENCY_MAX = 0.1
+#: Chaos ``crash`` draws its point among the first this many points of an attempt until the
+#: queue's attempts have shown how many they pass.
+CRASH_DEPTH = 6
+
+
+@types.coroutine
+def suspend() -> Any:
+    """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes)."""
+    yield
 _POINT_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_.:-]+)?$")
 _registered: dict[str, None] = dict.fromkeys(POINTS)
 #: Queue names a queue-scoped rule may name: every profile's charset (``.fifo`` included).
@@ -142,7 +157,7 @@ def _make_error(text: str) -> BaseException:
     return ConnectionError(text)
 
 
-_ALL_KINDS = (*KINDS, "http", "reorder")
+_ALL_KINDS = (*KINDS, "http", "reorder", "latency")
 
 
 def _validate(f: Fault, where: str) -> None:
@@ -151,7 +166,7 @@ def _validate(f: Fault, where: str) -> None:
 
     if f.kind not in _ALL_KINDS:
         raise ValueError(f"Fault.kind must be one of {_ALL_KINDS}; got {f.kind!r}")
-    if f.point is not None and f.point != "*":  # "*": chaos crash's first point after delivery
+    if f.point is not None and f.point != "*":  # "*": chaos crash's drawn point, latency
         _check_point(f.point, f"{where}(point=...)" if where == "Fault" else "point")
     if f.queue is not None:
         _check_queue_name(f.queue, where)
@@ -192,6 +207,8 @@ class Fault:
     status: int | None = None
     #: Fire only in this attempt of each queue message (chaos mode's "first attempt" rules).
     attempt: int | None = None
+    #: ``duplicate`` only: start the copies at the same virtual instant (concurrently).
+    overlap: bool = False
 
     def __post_init__(self) -> None:
         _validate(self, "Fault")
@@ -202,13 +219,21 @@ class Fault:
             how = f"answer {self.status}" if self.status else f"raise {self.error}"
             call = f" on call {self.on_call}" if self.on_call else " on every call"
             return f"http {self.url} {how}{call}" + (f" x{self.times}" if self.times else "")
+        if self.kind == "latency":
+            return f"latency up to {self.seconds:g}s on every service call"
         bits = [self.kind]
         if self.queue:
             bits.append(self.queue)
-        if self.point:
+        if self.point == "*":
+            bits.append("at a point drawn among those the attempt passes")
+        elif self.point:
             bits.append(f"at {self.point}")
         if self.on_call:
             bits.append(f"on call {self.on_call}")
+        elif self.kind != "duplicate" and self.point != "*":
+            bits.append("on every call")
+        if self.overlap:
+            bits.append("overlapping (the copies start at the same instant)")
         if self.kind == "fail":
             bits.append(f"raising {self.error}")
             if self.after_apply:
@@ -302,6 +327,10 @@ class FaultInjector:
         self.injected = 0
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
+        #: Largest per-call latency (0: a service call only yields); set by a ``latency`` rule.
+        self._latency = 0.0
+        #: queue -> most fault points an attempt of it passed (chaos ``crash`` draws among them).
+        self._depth: dict[str, int] = {}
         #: ``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
         #: even when healed (``assert_idempotent`` records and crashes attempts with it).
         self.watch: Callable[[str, Attempt], bool] | None = None
@@ -334,15 +363,23 @@ class FaultInjector:
         return self._add(Fault("crash", _check_point(at, "at"), _check_queue_name(queue, where),
                                _check_on_call(on_call, where)))
 
-    def duplicate(self, queue: str, *, times: int = 2, on_call: int | None = None) -> Fault:
-        """Deliver each message of ``queue`` ``times`` times in all (``on_call``: only the Nth publish)."""
+    def duplicate(self, queue: str, *, times: int = 2, on_call: int | None = None,
+                  overlap: bool = False) -> Fault:
+        """Deliver each message of ``queue`` ``times`` times in all (``on_call``: only the Nth publish).
+
+        By default each copy follows the previous one's ack; ``overlap=True`` starts the
+        copies at the same virtual instant, so their handlers run concurrently.
+        """
         where = "sim.faults.duplicate"
         from .validate import integer
 
+        if not isinstance(overlap, bool):
+            raise TypeError(f"{where}(overlap=...) expects True or False; got {overlap!r}")
         count = integer(times, where, "times", lo=2, what="the total number of deliveries, "
-                        "an int", fix="times=2 delivers each message twice")
+                        "an int", fix="times=2 delivers each message twice"
+                        + (" (overlap=True needs at least 2 copies to overlap)" if overlap else ""))
         return self._add(Fault("duplicate", "queue.publish", _check_queue_name(queue, where),
-                               _check_on_call(on_call, where), times=count))
+                               _check_on_call(on_call, where), times=count, overlap=overlap))
 
     def hang(self, queue: str, *, seconds: float, on_call: int | None = 1) -> Fault:
         """Stall a ``queue`` attempt for ``seconds`` before its handler runs."""
@@ -432,6 +469,7 @@ class FaultInjector:
         self._rules.clear()
         self._reported.clear()
         self._pending_after.clear()
+        self._latency = 0.0
 
     def heal(self) -> None:
         """Stop injecting: the second phase of an explored example."""
@@ -439,8 +477,13 @@ class FaultInjector:
 
     @property
     def plan(self) -> FaultPlan:
-        """The rules in force, as a ``FaultPlan``."""
+        """The rules in force, as a ``FaultPlan`` (a ``latency`` rule is shown by ``latency``)."""
         return FaultPlan(self._rules)
+
+    @property
+    def latency(self) -> float:
+        """The largest latency a service call may take (0: calls only yield)."""
+        return self._latency
 
     def calls(self, point: str) -> int:
         """How many times ``point`` was entered so far."""
@@ -451,6 +494,9 @@ class FaultInjector:
         return None if queue is None else _check_queue_name(queue, where)
 
     def _add(self, fault: Fault, *, report: bool = True) -> Fault:
+        if fault.kind == "latency":  # not a rule that fires: every call draws its latency
+            self._latency = max(self._latency, fault.seconds)
+            return fault
         self._rules.append(fault)
         if report:
             self._reported.append(fault)
@@ -492,7 +538,7 @@ class FaultInjector:
         import httpx
 
         try:
-            await self.enter("http")
+            await self.enter("http", call=True)
             self.leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
@@ -528,7 +574,8 @@ class FaultInjector:
     def passes(self, point: str) -> bool:
         """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
         count the call and return True; else return False and the caller awaits ``enter``."""
-        if (self._rules and not self.healed) or self.watch is not None or self._sim._disposing:
+        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
+                self._sim._disposing):
             return False
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
@@ -537,8 +584,12 @@ class FaultInjector:
         calls[point] = calls.get(point, 0) + 1
         return True
 
-    async def enter(self, point: str, *, queue: str | None = None) -> None:
-        """Called by a service before ``point`` takes effect; may raise, wait or crash."""
+    async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
+        """Called by a service before ``point`` takes effect; may raise, wait or crash.
+
+        ``call=True`` (a service call, a network round trip) first yields to the other ready
+        tasks, after a latency drawn from ``sim.choices`` when a ``latency`` rule is on.
+        """
         attempt = current_attempt.get()
         if self._sim._disposing:
             raise ProcessCrashed()
@@ -552,16 +603,39 @@ class FaultInjector:
         if self.watch is not None and attempt is not None and self.watch(point, attempt):
             self._fire(Fault("crash", point, attempt.queue), point)
             await self._crash(attempt)
+        if call:
+            lat = self._latency
+            if lat and not self.healed:
+                step = self._sim.choices.integer(0, 1000, "latency")
+                if _sync_call.get():  # a blocking client holds the loop: time passes, nothing else runs
+                    self._sim.clock.advance_to(self._sim.clock.monotonic() + step * lat / 1000)
+                else:
+                    await (asyncio.sleep(step * lat / 1000) if step else suspend())
+            elif not _sync_call.get():
+                await suspend()
+            if attempt is not None and attempt.crashed:
+                raise ProcessCrashed()
         if not self._rules or self.healed:
             return
         scoped = 0
         if queue is not None:
             key = (queue, point)
             scoped = self._scoped_calls[key] = self._scoped_calls.get(key, 0) + 1
+        depth = 0
+        if attempt is not None and point != "queue.deliver":
+            depth = attempt.passed = attempt.passed + 1
+            if depth > self._depth.get(attempt.queue, 0):
+                self._depth[attempt.queue] = depth
         for rule in list(self._rules):
-            # point "*": the attempt's first fault point after its delivery (chaos crash)
-            wild = rule.point == "*" and point != "queue.deliver"
-            if (rule.point != point and not wild) or rule.kind == "duplicate":
+            if rule.kind == "duplicate":
+                continue
+            if rule.point == "*":  # chaos crash: a point drawn among those the attempt passes
+                if rule.kind == "crash" and attempt is not None and depth and self._drawn_crash(
+                        rule, attempt, point, depth):
+                    self._fire(rule, point)
+                    await self._crash(attempt)
+                continue
+            if rule.point != point:
                 continue
             if rule.attempt is not None and (attempt is None or attempt.number != rule.attempt):
                 continue
@@ -572,7 +646,10 @@ class FaultInjector:
                 continue
             if rule.kind in ("delay", "hang"):
                 self._fire(rule, point, seconds=rule.seconds)
-                await asyncio.sleep(rule.seconds)
+                if _sync_call.get():  # a blocking call holds the whole loop: time passes, nothing else runs
+                    self._sim.clock.advance_to(self._sim.clock.monotonic() + (rule.seconds or 0.0))
+                else:
+                    await asyncio.sleep(rule.seconds)
             elif rule.kind == "fail":
                 if rule.after_apply:
                     self._pending_after[point] = rule
@@ -588,6 +665,21 @@ class FaultInjector:
                     self._fire(rule, point, seconds=pause)
                     await asyncio.sleep(pause)
 
+    def _drawn_crash(self, rule: Fault, attempt: Attempt, point: str, depth: int) -> bool:
+        """Chaos ``crash``: does ``attempt`` die at its ``depth``-th point (``point``)?
+
+        The attempt that first runs the handler (``rule.attempt``, 1 unless ``fail-first``
+        took attempt 1) draws, at its first point, which of its points it dies at: uniformly
+        among as many as the queue's attempts were seen to pass (``CRASH_DEPTH`` before any
+        was seen). An attempt that returns before that point dies at its ack instead.
+        """
+        if attempt.number != (rule.attempt or 1) or not self._queue_matches(rule, attempt.queue):
+            return False
+        if attempt.crash_at is None:
+            known = self._depth.get(attempt.queue, 0)
+            attempt.crash_at = self._sim.choices.integer(1, max(known, CRASH_DEPTH), "chaos.crash")
+        return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
+
     def leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
         rule = self._pending_after.pop(point, None) if self._pending_after else None
@@ -595,16 +687,45 @@ class FaultInjector:
             self._fire(rule, point, error=rule.error, after_apply=True)
             raise _make_error(rule.error or "")
 
-    def deliveries(self, queue: str, publish_number: int) -> int:
-        """How many times the queue should deliver this message (1 unless duplicated)."""
+    def run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
+        """Run a service call to completion without suspending, for clients that block the loop.
+
+        Some SDKs call blocking HTTP inside ``async def`` (agentuity's KV client): their
+        adapter answers on the loop's thread, so the call cannot wait. Here a ``delay`` or
+        ``hang`` fault moves the clock as a blocked loop would (nothing else runs meanwhile),
+        a crash raises ``ProcessCrashed`` (the attempt is marked dead, so every later call
+        in it raises too), and a bare yield (``sleep(0)``) just continues.
+        """
+        token = _sync_call.set(True)
+        try:
+            while True:
+                try:
+                    yielded = call.send(None)
+                except StopIteration as done:
+                    return cast(_T, done.value)
+                if yielded is not None:
+                    call.close()
+                    raise RuntimeError(
+                        f"run_sync(): the service call waited on {yielded!r}, which a blocking "
+                        "client cannot do; this is a pytest-bgwork bug, please report it"
+                    )
+        finally:
+            _sync_call.reset(token)
+
+    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False) -> int:
+        """How many times the queue should deliver this message (1 unless duplicated).
+
+        ``overlap=False`` counts the copies that follow each other's ack, ``True`` those
+        that start together.
+        """
         if self.healed:
             return 1
         total = 1
         for rule in self._rules:
-            if rule.kind == "duplicate" and self._queue_matches(rule, queue) and (
-                rule.on_call is None or rule.on_call == publish_number
-            ):
-                self._fire(rule, "queue.publish", times=rule.times)
+            if rule.kind == "duplicate" and rule.overlap == overlap and self._queue_matches(
+                    rule, queue) and (rule.on_call is None or rule.on_call == publish_number):
+                self._fire(rule, "queue.publish", times=rule.times,
+                           **({"overlap": True} if overlap else {}))
                 total = max(total, rule.times or 2)
         return total
 
@@ -613,6 +734,8 @@ class FaultInjector:
         attempt.crashed = True
         if attempt.crash_future is not None and not attempt.crash_future.done():
             attempt.crash_future.set_result(None)
+        if _sync_call.get():  # a blocking call cannot park: unwind; later calls in it raise too
+            raise ProcessCrashed()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is not None and hasattr(loop, "ignore_task"):
@@ -622,6 +745,9 @@ class FaultInjector:
         raise ProcessCrashed()  # pragma: no cover - unreachable
 
 
+
+#: True while ``run_sync`` drives a service call for a client that blocks the loop.
+_sync_call: contextvars.ContextVar[bool] = contextvars.ContextVar("bgwork_sync_call", default=False)
 
 _in_async_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "bgwork_http_async", default=False

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import heapq
 import json
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
+from ..core.faults import suspend
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 MAX_DELAY = 900.0
+#: The longest lease ``extend`` grants: 12 hours, SQS's ChangeMessageVisibility limit.
+MAX_EXTEND = 43_200.0
 #: Default retry delay: exponential from 1 s, x2 per retry, at most 60 s, plus up to +50 % jitter.
 BACKOFF_BASE = 1.0
 BACKOFF_FACTOR = 2.0
@@ -59,7 +63,8 @@ class UnknownQueue(BgworkError, LookupError):
 
 
 class DeliverySettled(BgworkError):
-    """``ack()`` or ``nack()`` on a delivery that was already acked or nacked."""
+    """``ack()``/``nack()`` on a delivery already acked or nacked, or ``extend()`` on one that
+    ended (acked, nacked, failed, crashed) or whose visibility already lapsed."""
 
 
 def retry_backoff(retry: int, jitter: float) -> float:
@@ -119,7 +124,8 @@ class Message:
 
     __slots__ = (
         "_body", "_copies_left", "_copy", "_copy_attempts", "_delivery", "_expires", "_gen", "_meta",
-        "_timer", "attempts", "id", "idempotency_key", "last_error", "offset", "partition_key",
+        "_overlap_left", "_timer", "attempts", "id", "idempotency_key", "last_error", "offset",
+        "partition_key",
         "published_at", "queue", "state",
     )
 
@@ -138,6 +144,7 @@ class Message:
         self.state = READY
         self.last_error: str | None = None
         self._copies_left = 0  # extra deliveries a duplicate fault asked for
+        self._overlap_left = 0  # extra deliveries that start with the first (overlap=True)
         self._copy = 1  # which of those deliveries is under way (1 = the original)
         self._copy_attempts = 0  # attempts of the current copy: the retry budget
         self._delivery: Delivery | None = None  # the attempt holding the visibility lease
@@ -172,8 +179,8 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_q", "_queues", "_settled", "_task", "_timer", "attempt", "expired",
-                 "message", "payload")
+    __slots__ = ("_overlap", "_q", "_queues", "_settled", "_task", "_timer", "attempt",
+                 "expired", "message", "payload")
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
         self._queues = queues
@@ -185,6 +192,9 @@ class Delivery:
         self._settled: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        #: An overlapping copy (``duplicate(..., overlap=True)``): it holds no lease of the
+        #: message; its ack deletes nothing and its failure is not retried.
+        self._overlap = False
 
     @property
     def queue(self) -> str:
@@ -208,6 +218,14 @@ class Delivery:
     async def nack(self, delay: float = 0) -> None:
         """Give the message back: visible again after ``delay`` seconds (0..900); a failed attempt."""
         await self._queues._nack(self, delay)
+
+    async def extend(self, seconds: float) -> None:
+        """Renew the lease: the message stays invisible ``seconds`` from now (0..43,200).
+
+        SQS ``ChangeMessageVisibility``, Alien ``renew_lease``; fault point ``queue.extend``.
+        Raises ``DeliverySettled`` once the delivery ended or its visibility lapsed.
+        """
+        await self._queues._extend(self, seconds)
 
     def __repr__(self) -> str:
         return f"<Delivery {self.queue}/{self.message.id} attempt={self.attempt}>"
@@ -250,9 +268,9 @@ class _QueueAttempt(Attempt):
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "dead", "dedup", "dlq_on_receive", "messages", "next_offset", "ordered",
-                 "partitions", "profile", "publishes", "ready", "retention", "route", "route_text",
-                 "stats")
+    __slots__ = ("config", "copies", "dead", "dedup", "dlq_on_receive", "messages", "next_offset",
+                 "ordered", "partitions", "profile", "publishes", "ready", "retention", "route",
+                 "route_text", "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
@@ -267,6 +285,7 @@ class _Queue:
         self.partitions: dict[str, deque[Message]] = {}  # unfinished messages per key, in order
         self.dedup: dict[str, tuple[Message, float]] = {}  # key -> (first message, published t)
         self.dead: list[Message] = []
+        self.copies: deque[tuple[Message, int]] = deque()  # overlapping copies a pull consumer has yet to take
         self.next_offset = 0
         self.publishes = 0
         self.stats = dict.fromkeys(_COUNTERS, 0)
@@ -274,7 +293,7 @@ class _Queue:
 
 #: ``expired``: messages dropped by retention; ``visibility_expired``: leases that lapsed.
 _COUNTERS = ("published", "duplicates", "delivered", "redelivered", "failed", "nacked",
-             "retries", "visibility_expired", "expired", "crashed", "stale_acks")
+             "retries", "visibility_expired", "expired", "crashed", "stale_acks", "extended")
 
 
 # -- argument checks -------------------------------------------------------------------------
@@ -477,10 +496,34 @@ class DeliveryEngine:
         detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
         if msg._copy > 1:
             detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
+        d = self._launch(q, d, detail)
+        if msg._overlap_left:  # overlapping copies start at this same instant
+            n, msg._overlap_left = msg._overlap_left, 0
+            for k in range(1, n + 1):
+                if q.route is not None:
+                    self._start_copy(q, msg, msg._copy + k)
+                else:
+                    q.copies.append((msg, msg._copy + k))
+        return d
+
+    def _start_copy(self, q: _Queue, msg: Message, copy: int) -> Delivery:
+        """An overlapping copy of ``msg``: a delivery of its own next to the one in flight."""
+        msg.attempts += 1
+        d = Delivery(self, q, msg, msg.attempts)
+        d._overlap = True
+        q.stats["delivered"] += 1
+        q.stats["redelivered"] += 1
+        return self._launch(q, d, {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
+                                   "copy": copy, "overlap": True})
+
+    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any]) -> Delivery:
+        """Record the delivery and, on a routed queue, run its handler in a task of its own."""
         route = q.route
         if route is None:
             self._sim.history.record("queue", "deliver", **detail)
             return d
+        loop = self._sim.loop
+        name, msg, number = q.config.name, d.message, d.attempt
         ctx = contextvars.Context()
         attempt = _QueueAttempt(self, d, ctx, name, msg.id, number)
         ctx.run(self._begin, attempt, detail)
@@ -513,6 +556,7 @@ class DeliveryEngine:
                 self._failed(d, exc)
                 return
             if d._settled is None:
+                attempt.returning = True  # chaos crash: the queue's ack is its last point
                 try:
                     if faults.passes("queue.ack"):
                         self._acked(d)
@@ -556,6 +600,12 @@ class DeliveryEngine:
         q, msg = d._q, d.message
         error = f"{type(exc).__name__}: {exc}"
         q.stats["failed"] += 1
+        if d._overlap:  # an overlapping copy: the message's own delivery carries the retries
+            if d._settled is None:
+                d._settled = "failed"
+            self._record("attempt_failed", queue=q.config.name, id=msg.id, attempt=d.attempt,
+                         error=error, overlap=True)
+            return
         open_ = d._settled is None  # False: the handler acked or nacked, then raised
         current = open_ and self._is_current(d)
         detail: dict[str, Any] = {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
@@ -644,15 +694,16 @@ class DeliveryEngine:
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
         if self._sim.faults.passes("queue.ack"):
+            await suspend()
             self._acked(d)
         else:
-            await self._enter_ack(d)
+            await self._enter_ack(d, call=True)
 
-    async def _enter_ack(self, d: Delivery) -> None:
+    async def _enter_ack(self, d: Delivery, call: bool = False) -> None:
         """``_ack`` when fault point ``queue.ack`` may raise, wait or crash."""
         name = d._q.config.name
         try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=call)
         except Exception as exc:
             self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
                                      attempt=d.attempt, stale=not self._is_current(d),
@@ -670,6 +721,14 @@ class DeliveryEngine:
         current = self._is_current(d)
         d._settled = "acked"
         deleted = copy = False
+        if d._overlap:  # an overlapping copy's ack: the message's own delivery settles it
+            err = self._leave("queue.ack")
+            self._sim.history.record("queue", "ack", "unknown" if err else "ok",
+                                     queue=q.config.name, id=msg.id, attempt=d.attempt,
+                                     stale=False, deleted=False, overlap=True)
+            if err is not None:
+                raise err
+            return
         if current:
             self._release(d)
             if msg._copies_left:  # a duplicate fault: the next copy follows this ack
@@ -710,13 +769,13 @@ class DeliveryEngine:
         q, msg = d._q, d.message
         name = q.config.name
         try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name))
+            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=True)
         except Exception as exc:
             self._record("nack", "fail", queue=name, id=msg.id, attempt=d.attempt, delay=delay,
                          error=repr(exc))
             raise
         self._settle_check(d, "nack()")
-        current = self._is_current(d)
+        current = self._is_current(d) and not d._overlap
         d._settled = "nacked"
         if current:
             self._release(d)
@@ -724,7 +783,9 @@ class DeliveryEngine:
         err = self._leave("queue.ack")
         detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": d.attempt,
                                   "delay": delay}
-        if not current:
+        if d._overlap:
+            detail["overlap"] = True
+        elif not current:
             detail["stale"] = True
         self._record("nack", "unknown" if err else "ok", **detail)
         if current:
@@ -732,3 +793,47 @@ class DeliveryEngine:
         if err is not None:
             raise err
 
+
+    async def _extend(self, d: Delivery, seconds: float) -> None:
+        """``Delivery.extend``: the visibility lease ends ``seconds`` from now."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+                math.isfinite(seconds) and 0 <= seconds <= MAX_EXTEND):
+            raise ValueError(f"extend(seconds=...) must be a number of seconds >= 0 and at most "
+                             f"{MAX_EXTEND:,.0f} (12 hours, SQS's limit); got {seconds!r}. Extend "
+                             "again before the lease runs out for longer work.")
+        self._extend_check(d)
+        q, msg = d._q, d.message
+        name = q.config.name
+        faults = self._sim.faults
+        try:
+            if faults.passes("queue.extend"):
+                await suspend()
+            else:
+                await faults.enter("queue.extend", queue=_scope(name), call=True)
+        except Exception as exc:
+            self._record("extend", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                         seconds=float(seconds), error=repr(exc))
+            raise
+        self._extend_check(d)
+        if not d._overlap:
+            if d._timer is not None:
+                d._timer.cancel()
+            loop = self._sim.loop
+            d._timer = loop.call_at(loop.time() + seconds, self._expire, d, context=self._quiet)
+        q.stats["extended"] += 1
+        err = self._leave("queue.extend")
+        self._record("extend", "unknown" if err else "ok", queue=name, id=msg.id,
+                     attempt=d.attempt, seconds=float(seconds))
+        if err is not None:
+            raise err
+
+    def _extend_check(self, d: Delivery) -> None:
+        if d._settled is not None:
+            raise DeliverySettled(f"extend(): the delivery {d.message.id} attempt {d.attempt} "
+                                  f"already ended ({d._settled}); extend a lease only while its "
+                                  "handler still works on it")
+        if not d._overlap and not self._is_current(d):
+            raise DeliverySettled(f"extend(): the visibility of {d.message.id} attempt "
+                                  f"{d.attempt} already lapsed and the message is visible again "
+                                  "(maybe redelivered); extend before the lease runs out, e.g. "
+                                  "every visibility_timeout / 2 seconds")

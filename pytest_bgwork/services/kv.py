@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
+from ..core.faults import suspend
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ __all__ = ["KV", "KVResult", "KVVersion"]
 
 _SCALARS = (str, int, float, bool)
 
-_Entry = tuple[str, float | None]  # (JSON text, expiry in virtual seconds or None)
+_Entry = tuple[str, float | None, int]  # (JSON text, expiry in virtual seconds or None, version)
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
     dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]],
@@ -104,11 +105,13 @@ def pop_due(heap: list[_Due], now: float) -> Iterator[_Due]:
 
 @dataclass(slots=True)
 class KVResult:
-    """What ``get`` returns: ``exists``, a fresh copy of ``data`` and ``expires_at``.
+    """What ``get`` returns: ``exists``, a fresh copy of ``data``, ``expires_at``, ``version``.
 
     ``data`` is ``None`` for a missing key; ``expires_at`` is the virtual wall-clock
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
-    is what the value was stored as on the Agentuity profile.
+    is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
+    missing key, 1 after its first write and +1 per write; after a delete or expiry the
+    next write starts again at 1 (pass it to ``set(..., if_version=)``).
     """
 
     exists: bool
@@ -116,6 +119,7 @@ class KVResult:
     expires_at: _dt.datetime | None = None
     #: the value's content type on profiles that keep one (Agentuity), else ``None``
     content_type: str | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,19 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def check_version(if_version: object, where: str) -> int | None:
+    """``if_version`` must be ``None`` or a version ``get`` returned (an int >= 1)."""
+    if if_version is None:
+        return None
+    if isinstance(if_version, bool) or not isinstance(if_version, int):
+        raise TypeError(f"{where}: if_version= must be an int >= 1 (the version kv.get() returned "
+                        f"as r.version) or None; got {type(if_version).__name__} {if_version!r}")
+    if if_version < 1:
+        raise ValueError(f"{where}: if_version= must be >= 1 (versions start at 1); got "
+                         f"{if_version!r}. For 'only if the key is missing' use if_absent=True.")
+    return if_version
+
+
 class KV:
     """``sim.kv``: namespaced JSON key-value store with TTL on virtual time.
 
@@ -298,13 +315,17 @@ class KV:
                              "(a stream) and keep its id here.")
 
     # -- async operations (fault points kv.set / kv.get / kv.delete / kv.keys) ----------
-    async def set(self, ns: str, key: str, value: Any, ttl: float | None = None, *,
-                  content_type: str | None = None) -> None:
+    async def set(self, ns: str, key: str, value: Any, ttl: float | None = None,
+                  if_absent: bool = False, if_version: int | None = None, *,
+                  content_type: str | None = None) -> bool:
         """Store a JSON copy of ``value`` (or bytes); ``ttl`` seconds of virtual time until it expires.
 
         A new ``set`` replaces the value and its TTL (``ttl=None`` removes the expiry). The
         namespace's profile sets the limits (Agentuity: ttl at least 60 s) and, on Agentuity,
-        ``content_type`` (default: inferred as its SDK does).
+        ``content_type`` (default: inferred as its SDK does). ``if_absent=True`` writes only
+        if the key is missing (Redis ``SET NX``); ``if_version=n`` only if its version is
+        ``n`` (a compare-and-set). Returns ``True`` when it wrote, ``False`` when the
+        condition failed (nothing changed).
         """
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
@@ -317,6 +338,16 @@ class KV:
             ttl = check_ttl(ttl, f"kv.set(ns={ns!r}, key={key!r})")
             assert ttl is not None
             self._check_ttl(prof, ttl, f"kv.set(ns={ns!r}, key={key!r})")
+        cond: dict[str, Any] | None = None
+        if if_absent is not False or if_version is not None:
+            where = f"kv.set(ns={ns!r}, key={key!r})"
+            if not isinstance(if_absent, bool):
+                raise TypeError(f"{where}: if_absent= must be True or False; got {if_absent!r}")
+            check_version(if_version, where)
+            if if_absent and if_version is not None:
+                raise ValueError(f"{where}: give if_absent=True or if_version=n, not both (a key "
+                                 "with a version is never absent)")
+            cond = {"if_absent": True} if if_absent else {"if_version": if_version}
         try:
             text = _encode(value)
         except (TypeError, ValueError, RecursionError):
@@ -338,18 +369,37 @@ class KV:
                                 f"non-empty string such as 'text/csv'; got {content_type!r}")
         faults = self._faults
         try:
-            if not faults.passes("kv.set"):
-                await faults.enter("kv.set")
+            if faults.passes("kv.set"):
+                await suspend()
+            else:
+                await faults.enter("kv.set", call=True)
         except Exception as exc:
-            self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl, error=_error_text(exc))
+            self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl, error=_error_text(exc),
+                         **(cond or {}))
             raise
         if self._expiries:
             self._sweep()
-        now = self._clock.monotonic()
-        expires = None if ttl is None else now + ttl
         space = self._data.get(ns)
         if space is None:
             space = self._data[ns] = {}
+        prev = space.get(key)
+        if cond is not None:
+            have = None if prev is None else prev[2]
+            if (have is not None) if if_absent else (have != if_version):
+                if not space:
+                    del self._data[ns]
+                try:
+                    faults.leave("kv.set")
+                except Exception as exc:
+                    self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, applied=False,
+                                 version=have, error=_error_text(exc), **cond)
+                    raise
+                self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have,
+                             **cond)
+                return False
+        now = self._clock.monotonic()
+        expires = None if ttl is None else now + ttl
+        version = 1 if prev is None else prev[2] + 1
         if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
             due = expires
             if prof.expire_after_instant:  # Redis: expired when now > the instant
@@ -363,7 +413,7 @@ class KV:
             self._types[(ns, key)] = content_type
         elif self._types:
             self._types.pop((ns, key), None)
-        space[key] = (text, expires)
+        space[key] = (text, expires, version)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, ns, key))
         attempt = current_attempt.get()
@@ -371,15 +421,17 @@ class KV:
         log = self._log.get((ns, key))
         if log is None:
             log = self._log[(ns, key)] = []
+        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True, "version": version}
         try:
             faults.leave("kv.set")
         except Exception as exc:
             log.append((now, "set", text, ttl, label, "unknown"))
             self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
-                         error=_error_text(exc))
+                         error=_error_text(exc), **extra)
             raise
         log.append((now, "set", text, ttl, label, "ok"))
-        self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text)
+        self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
+        return True
 
     async def get(self, ns: str, key: str) -> KVResult:
         """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired)."""
@@ -392,8 +444,10 @@ class KV:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
         try:
-            if not faults.passes("kv.get"):
-                await faults.enter("kv.get")
+            if faults.passes("kv.get"):
+                await suspend()
+            else:
+                await faults.enter("kv.get", call=True)
         except Exception as exc:
             self._record("kv", "get", "fail", ns=ns, key=key, error=_error_text(exc))
             raise
@@ -410,34 +464,57 @@ class KV:
         self._record("kv", "get", ns=ns, key=key, exists=entry is not None)
         if entry is None:
             return KVResult(False)
-        text, expires = entry
+        text, expires, version = entry
         if expires is not None and self._due:
             expires = self._due.get((ns, key), expires)
         at = None if expires is None else self._wall(expires)
         if not prof.content_types:
-            return KVResult(True, _decode(text), at)
+            return KVResult(True, _decode(text), at, version=version)
         kind = self._types.get((ns, key)) if self._types else None
         if kind is None:
             kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
                     if text[:1] in "{[" else "text/plain")
-        return KVResult(True, _decode(text), at, kind)
+        return KVResult(True, _decode(text), at, kind, version)
 
-    async def delete(self, ns: str, key: str) -> None:
-        """Remove ``key`` (a missing key is fine; the event says ``existed=False``)."""
+    async def delete(self, ns: str, key: str, if_version: int | None = None) -> bool:
+        """Remove ``key`` (a missing key is fine; the event says ``existed=False``).
+
+        ``if_version=n`` deletes only if the key's version is ``n``. Returns ``True`` when
+        it applied, ``False`` when the condition failed (nothing changed).
+        """
         ns = check_name("ns", ns, "kv.delete()")
         key = check_name("key", key, "kv.delete()")
         prof = self._profiles.get(ns, self._default)
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.delete(ns={ns!r}, key={key!r})")
+        cond: dict[str, Any] | None = None
+        if if_version is not None:
+            check_version(if_version, f"kv.delete(ns={ns!r}, key={key!r})")
+            cond = {"if_version": if_version}
         faults = self._faults
         try:
-            if not faults.passes("kv.delete"):
-                await faults.enter("kv.delete")
+            if faults.passes("kv.delete"):
+                await suspend()
+            else:
+                await faults.enter("kv.delete", call=True)
         except Exception as exc:
-            self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc))
+            self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc),
+                         **(cond or {}))
             raise
         self._sweep()
         space = self._data.get(ns)
+        if cond is not None:
+            entry = space.get(key) if space is not None else None
+            have = None if entry is None else entry[2]
+            if have != if_version:
+                try:
+                    faults.leave("kv.delete")
+                except Exception as exc:
+                    self._record("kv", "delete", "unknown", ns=ns, key=key, applied=False,
+                                 version=have, error=_error_text(exc), **cond)
+                    raise
+                self._record("kv", "delete", ns=ns, key=key, applied=False, version=have, **cond)
+                return False
         existed = space is not None and space.pop(key, None) is not None
         if space is not None and not space:
             del self._data[ns]
@@ -446,17 +523,19 @@ class KV:
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
         log = self._log.setdefault((ns, key), []) if existed else None
+        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True}
         try:
             faults.leave("kv.delete")
         except Exception as exc:
             if log is not None:
                 log.append((now, "delete", None, None, label, "unknown"))
             self._record("kv", "delete", "unknown", ns=ns, key=key, existed=existed,
-                         error=_error_text(exc))
+                         error=_error_text(exc), **extra)
             raise
         if log is not None:
             log.append((now, "delete", None, None, label, "ok"))
-        self._record("kv", "delete", ns=ns, key=key, existed=existed)
+        self._record("kv", "delete", ns=ns, key=key, existed=existed, **extra)
+        return True
 
     async def keys(self, ns: str, prefix: str = "") -> list[str]:
         """The live keys of ``ns`` that start with ``prefix``: sorted, or in an order drawn
@@ -468,8 +547,10 @@ class KV:
         validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
         try:
-            if not faults.passes("kv.keys"):
-                await faults.enter("kv.keys")
+            if faults.passes("kv.keys"):
+                await suspend()
+            else:
+                await faults.enter("kv.keys", call=True)
         except Exception as exc:
             self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
             raise
@@ -563,6 +644,24 @@ class KV:
             self._types.pop((ns, key), None)
         if self._due:
             self._due.pop((ns, key), None)
+
+    # -- sync entry points, for adapters whose client blocks the loop ---------------------
+    def set_sync(self, ns: str, key: str, value: Any, ttl: float | None = None, **options: Any) -> Any:
+        """``set`` for a client that calls blocking HTTP inside ``async def`` (agentuity's SDK).
+
+        The same code as ``await set(...)``, run by ``sim.faults.run_sync``: same checks,
+        history and fault points; a delay fault moves the clock as a blocked loop would and
+        a crash raises ``ProcessCrashed`` at once.
+        """
+        return self._faults.run_sync(self.set(ns, key, value, ttl, **options))
+
+    def get_sync(self, ns: str, key: str) -> KVResult:
+        """``get`` for a client that blocks the loop (see ``set_sync``)."""
+        return self._faults.run_sync(self.get(ns, key))
+
+    def delete_sync(self, ns: str, key: str, **options: Any) -> Any:
+        """``delete`` for a client that blocks the loop (see ``set_sync``)."""
+        return self._faults.run_sync(self.delete(ns, key, **options))
 
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"

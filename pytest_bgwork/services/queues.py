@@ -19,6 +19,7 @@ from collections import deque
 from typing import Any
 
 from ..core import validate
+from ..core.faults import suspend
 from ..profiles import QueueProfile, limit_error, queue_profile
 from ..profiles import seconds as profile_seconds
 from .delivery import (
@@ -362,8 +363,10 @@ class Queues(DeliveryEngine):
             # scoped by the attempt publishing (a queue-scoped rule means "that queue's
             # workers"), so the test's own publishes do not use up a rule's on_call
             faults = sim.faults
-            if not faults.passes("queue.publish"):
-                await faults.enter("queue.publish")
+            if faults.passes("queue.publish"):
+                await suspend()
+            else:
+                await faults.enter("queue.publish", call=True)
         except Exception as exc:
             sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
                                duplicate=False, error=repr(exc))
@@ -403,6 +406,7 @@ class Queues(DeliveryEngine):
         sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
                            key=key, duplicate=False)
         msg._copies_left = sim.faults.deliveries(name, number) - 1
+        msg._overlap_left = sim.faults.deliveries(name, number, overlap=True) - 1
         if delay:
             self._schedule(q, msg, delay)
         else:
@@ -418,11 +422,13 @@ class Queues(DeliveryEngine):
             raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
                              "takes every message; receive() is the pull consumer for queues "
                              "without a route.")
+        if q.copies:  # an overlapping copy is visible alongside the message in flight
+            return self._start_copy(q, *q.copies.popleft())
         if q.retention:
             self._sweep_retention(q)
         if self._take(q, remove=False) is None:
             return None
-        await self._sim.faults.enter("queue.deliver", queue=_scope(name))
+        await self._sim.faults.enter("queue.deliver", queue=_scope(name), call=True)
         while True:
             if q.retention:
                 self._sweep_retention(q)

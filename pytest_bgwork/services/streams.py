@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, StreamClosed
+from ..core.faults import suspend
 from .kv import check_name, check_ttl, pop_due, to_json_text
 
 if TYPE_CHECKING:
@@ -184,8 +185,10 @@ class Streams:
                 f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
             )
         try:
-            if not self._faults.passes("stream.create"):
-                await self._faults.enter("stream.create")
+            if self._faults.passes("stream.create"):
+                await suspend()
+            else:
+                await self._faults.enter("stream.create", call=True)
         except Exception as exc:
             self._record("stream", "create", "fail", name=name, error=_error_text(exc))
             raise
@@ -326,8 +329,10 @@ class Streams:
         """
         point = f"stream.{op}"
         try:
-            if not self._faults.passes(point):
-                await self._faults.enter(point)
+            if self._faults.passes(point):
+                await suspend()
+            else:
+                await self._faults.enter(point, call=True)
         except Exception as exc:
             self._record("stream", op, "fail", **detail, error=_error_text(exc))
             raise

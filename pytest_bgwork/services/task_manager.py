@@ -72,7 +72,7 @@ class ManagedTask:
             "id": self.id,
             "age_seconds": round(self.sim.clock.monotonic() - self.created_at, 6),
             "timeout": self.timeout,
-            "context": self.context,
+            "context": self.context if self.context is not None else {},  # as the real class: `context or {}`
             "done": task.done() if task is not None else True,
             "cancelled": task.cancelled() if task is not None else False,
             "status": self.status,
@@ -156,6 +156,7 @@ class BackgroundTaskManager:
         rec.task = task
         self._live[task] = rec
         task.add_done_callback(_retrieve)
+        task.add_done_callback(lambda _: self._cancelled_unstarted(rec, coro))
         if limit is not None:
             rec.timer = loop.call_later(limit, self._expire, rec)
         return task
@@ -210,6 +211,15 @@ class BackgroundTaskManager:
             history.record("task_manager", "task_done", name=rec.name, id=rec.id, context=rec.context,
                            seconds=round((rec.finished_at or 0.0) - rec.created_at, 6))
             return result
+
+    def _cancelled_unstarted(self, rec: ManagedTask, coro: Coroutine[Any, Any, Any]) -> None:
+        """A task cancelled before its first step never ran ``_run``: settle it (found by the oracle)."""
+        if rec.status != "running":
+            return
+        coro.close()
+        self._finish(rec, "cancelled")
+        rec.sim.history.record("task_manager", "cancelled", "unknown", name=rec.name, id=rec.id,
+                               context=rec.context, reason=rec.cancel_reason or "cancelled")
 
     def _finish(self, rec: ManagedTask, status: str) -> None:
         rec.status = status

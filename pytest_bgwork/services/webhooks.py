@@ -246,7 +246,7 @@ class Webhooks:
         if key is not None:
             sent[self.header] = self.sign(body, key)
         try:
-            await sim.faults.enter("webhook.deliver")
+            await sim.faults.enter("webhook.deliver", call=True)
             response = await client.post(target, content=body, headers=sent)
         except Exception as exc:
             sim.history.record("webhook", "deliver", "fail", **detail, status=None, error=repr(exc))

@@ -1,0 +1,376 @@
+"""The real ``alienplatform`` SDK's ``Kv``, ``Queue`` and worker handlers on the simulation.
+
+``alienplatform.Kv``/``Queue`` are thin wrappers over a Rust extension: every call asks
+``_native.BindingsHandle()`` for the resource's handle. ``with install(sim):`` puts a
+simulated bindings handle there, so the unmodified SDK talks to ``sim.kv`` and
+``sim.queues`` (faults, history, checks, virtual time). TTLs run on the virtual clock only:
+no Rust clock is consulted. Handles look up the running simulation on every call, so a
+``Kv`` built once at import works in every test.
+
+Worker handlers registered the Alien way (``on_queue_message(source, handler)``,
+``on_queue_batch``) are routed to ``sim.queues``: each delivery calls the handler (a
+raise, or a ``"retry"`` outcome, is a failed attempt that the queue retries).
+Registrations made during ``install`` are undone at exit. ``run_worker()`` inside
+``install`` routes the handlers and returns (the simulation delivers).
+
+Errors reach user code as the SDK's ``AlienError`` (the handle raises the native JSON
+envelope, which the SDK's ``translate_errors`` turns into one), with the binding's own
+messages where the Rust core has them (``durationSeconds must be between 1 and 600``,
+``Key contains invalid characters...``). Not simulated: storage, vault, key, postgres,
+container, worker invoke, AI, sandbox bindings, remote bindings, ``purge``, the ``"*"``
+handler source.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import re
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest_bgwork as bg
+
+__all__ = ["LEASE_SECONDS", "MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "install"]
+
+#: Alien KV values hold at most this many bytes (DESIGN §9 alien profile).
+MAX_VALUE_BYTES = 24_576
+#: Longest key the adapter accepts (the binding refuses longer keys: "Key exceeds N bytes").
+MAX_KEY_BYTES = 512
+#: ``receive(max_messages)`` takes 1-10 (the binding's queue protocol).
+MAX_RECEIVE = 10
+#: ``renew_lease`` durations the binding accepts.
+LEASE_SECONDS = (1, 600)
+_KEY = re.compile(r"^[A-Za-z0-9_:.-]+$")
+_BYTES = "$alien.bytes"
+
+
+def _native_error(message: str, code: str = "INVALID_INPUT", **context: Any) -> RuntimeError:
+    """The Rust core's error envelope; the SDK's ``translate_errors`` makes it an ``AlienError``."""
+    return RuntimeError(json.dumps({"message": message, "code": code, "context": context or None,
+                                    "retryable": False, "internal": False, "httpStatusCode": 400}))
+
+
+def _sim() -> bg.Simulation:
+    try:
+        return bg.current()
+    except bg.NotRunning:
+        raise _native_error("alienplatform binding used outside a simulation: call it inside a test "
+                            "that uses bg_alien (or adapters.alien.install(sim))", "BINDING_NOT_SIMULATED") from None
+
+
+# -- values: bytes in, the app's record in sim.kv when it is JSON ------------------------------
+def _to_store(raw: bytes) -> Any:
+    """JSON objects/arrays written as ``json.dumps(x).encode()`` are kept as themselves (so
+    ``sim.kv`` and the checks see the record); any other bytes as an exact envelope."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if isinstance(value, dict | list) and json.dumps(value).encode() == raw and not (
+            isinstance(value, dict) and _BYTES in value):
+        return value
+    return {_BYTES: base64.b64encode(raw).decode("ascii")}
+
+
+def _from_store(value: Any) -> bytes:
+    if isinstance(value, dict) and _BYTES in value:
+        return base64.b64decode(value[_BYTES])
+    return json.dumps(value).encode()
+
+
+@dataclass(frozen=True)
+class _KvValue:
+    key: str
+    value: list[int]
+    version: str
+
+
+@dataclass(frozen=True)
+class _KvPage:
+    items: list[_KvValue]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class _QueueValue:
+    payload_type: str
+    payload: str
+    receipt_handle: str
+    attempt: int
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise _native_error("Key cannot be empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise _native_error(f"Key exceeds {MAX_KEY_BYTES} bytes", key=key)
+    if not _KEY.match(key):
+        raise _native_error("Key contains invalid characters. Allowed: a-z A-Z 0-9 - _ : . (no spaces, "
+                            f"slashes, or special characters); got {key!r}", key=key)
+    return key
+
+
+class _Kv:
+    """A simulated native KV handle: ``sim.kv`` namespace ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def get(self, key: str) -> _KvValue | None:
+        found = await _sim().kv.get(self.name, _check_key(key))
+        if not found.exists:
+            return None
+        return _KvValue(key, list(_from_store(found.data)), str(found.version))
+
+    async def put(self, key: str, value: list[int], ttl_seconds: int | None, condition: str | None,
+                  version: str | None) -> bool:
+        _check_key(key)
+        raw = bytes(value)
+        if len(raw) > MAX_VALUE_BYTES:
+            raise _native_error(f"Value exceeds {MAX_VALUE_BYTES} bytes (got {len(raw)}): Alien KV values "
+                                "hold at most 24,576 bytes; store large data in storage and its path here",
+                                key=key)
+        if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int)
+                                        or ttl_seconds < 1):
+            raise _native_error(f"ttl_seconds must be a whole number of seconds >= 1; got {ttl_seconds!r}")
+        options: dict[str, Any] = {}
+        if condition == "absent":
+            options["if_absent"] = True
+        elif condition == "version":
+            if version is None or not str(version).isdigit() or int(version) < 1:
+                if version is None:
+                    raise _native_error("condition='version' needs version= (the version get() returned)")
+                return False  # a version this store never issued matches nothing
+            options["if_version"] = int(version)
+        elif condition is not None:
+            raise _native_error(f"condition must be 'absent', 'version' or None; got {condition!r}")
+        applied = await _sim().kv.set(self.name, key, _to_store(raw), ttl_seconds, **options)
+        return applied is not False
+
+    async def delete(self, key: str, if_version: str | None) -> bool:
+        _check_key(key)
+        sim = _sim()
+        if if_version is not None:
+            if not str(if_version).isdigit():
+                return False
+            return bool(await sim.kv.delete(self.name, key, if_version=int(if_version)))
+        found = await sim.kv.get(self.name, key)
+        await sim.kv.delete(self.name, key)
+        return found.exists
+
+    async def exists(self, key: str) -> bool:
+        return (await _sim().kv.get(self.name, _check_key(key))).exists
+
+    async def scan(self, prefix: str, limit: int | None, cursor: str | None) -> _KvPage:
+        sim = _sim()
+        keys = await sim.kv.keys(self.name, prefix or "")
+        if cursor:
+            keys = [k for k in keys if k > cursor]
+        size = limit if limit is not None and limit > 0 else len(keys)
+        page, rest = keys[:size], keys[size:]
+        items = []
+        for key in page:
+            found = await sim.kv.get(self.name, key)
+            if found.exists:
+                items.append(_KvValue(key, list(_from_store(found.data)), str(found.version)))
+        return _KvPage(items, page[-1] if rest and page else None)
+
+
+#: receipt handle -> delivery, per simulation (handles outlive tests; receipts do not)
+_receipts: weakref.WeakKeyDictionary[bg.Simulation, dict[str, bg.Delivery]] = weakref.WeakKeyDictionary()
+
+
+def _ensure_queue(sim: bg.Simulation, name: str) -> None:
+    if name in sim.queues.names():
+        return
+    sim.queues.create(name, profile="alien")
+
+
+class _Queue:
+    """A simulated native queue handle: ``sim.queues`` queue ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def _send(self, payload: Any, payload_type: str) -> str:
+        sim = _sim()
+        _ensure_queue(sim, self.name)
+        result = await sim.queues.publish(self.name, payload, metadata={"payload_type": payload_type})
+        return result.id
+
+    async def send_json(self, text: str) -> None:
+        await self._send(json.loads(text), "json")
+
+    async def send_text(self, text: str) -> None:
+        await self._send(text, "text")
+
+    async def _batch(self, messages: list[str], payload_type: str) -> str:
+        outcomes = []
+        for text in messages:
+            try:
+                await self._send(json.loads(text) if payload_type == "json" else text, payload_type)
+            except (ValueError, TypeError, bg.BgworkError) as exc:
+                outcomes.append({"status": "rejected", "code": "QUEUE_MESSAGE_INVALID", "message": str(exc)})
+            else:
+                outcomes.append({"status": "sent"})
+        return json.dumps(outcomes)
+
+    async def send_batch_json(self, messages: list[str]) -> str:
+        return await self._batch(messages, "json")
+
+    async def send_batch_text(self, messages: list[str]) -> str:
+        return await self._batch(messages, "text")
+
+    async def receive(self, max_messages: int) -> list[_QueueValue]:
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or not (
+                1 <= max_messages <= MAX_RECEIVE):
+            raise _native_error(f"max_messages must be between 1 and {MAX_RECEIVE}; got {max_messages!r}")
+        sim = _sim()
+        _ensure_queue(sim, self.name)
+        out = []
+        receipts = _receipts.setdefault(sim, {})
+        for _ in range(max_messages):
+            d = await sim.queues.receive(self.name)
+            if d is None:
+                break
+            receipt = f"{self.name}/{d.message.id}#{d.attempt}"
+            receipts[receipt] = d
+            kind = (d.message.metadata or {}).get("payload_type", "json")
+            body = d.payload if kind == "text" else json.dumps(d.payload, separators=(",", ":"))
+            out.append(_QueueValue(kind, body, receipt, d.attempt))
+        return out
+
+    def _delivery(self, receipt: str) -> bg.Delivery:
+        d = _receipts.get(_sim(), {}).get(receipt)
+        if d is None:
+            raise _native_error(f"unknown receipt handle {receipt!r} (from another test, or never received)",
+                                "QUEUE_RECEIPT_INVALID")
+        return d
+
+    async def ack(self, receipt: str) -> None:
+        await self._delivery(receipt).ack()
+
+    async def ack_batch(self, receipts: list[str]) -> str:
+        outcomes = []
+        for receipt in receipts:
+            try:
+                await self.ack(receipt)
+            except (RuntimeError, bg.BgworkError) as exc:
+                outcomes.append({"status": "failed", "code": "QUEUE_ACK_FAILED", "message": str(exc)})
+            else:
+                outcomes.append({"status": "acked"})
+        return json.dumps(outcomes)
+
+    async def renew_lease(self, receipt: str, duration_seconds: int) -> None:
+        low, high = LEASE_SECONDS
+        if isinstance(duration_seconds, bool) or not isinstance(duration_seconds, int) or not (
+                low <= duration_seconds <= high):
+            raise _native_error(f"durationSeconds must be between {low} and {high}; got {duration_seconds!r}")
+        await self._delivery(receipt).extend(duration_seconds)
+
+    async def nack(self, receipt: str) -> None:
+        await self._delivery(receipt).nack()
+
+    async def purge(self) -> None:
+        raise _native_error("Queue.purge() is not simulated by pytest-bgwork's alien adapter",
+                            "OPERATION_NOT_SUPPORTED")
+
+
+class _Bindings:
+    """Stands in for ``_native.BindingsHandle()``: resolves ``kv`` and ``queue`` bindings."""
+
+    async def kv(self, name: str) -> _Kv:
+        return _Kv(name)
+
+    async def queue(self, name: str) -> _Queue:
+        return _Queue(name)
+
+    def __getattr__(self, kind: str) -> Callable[[str], Awaitable[Any]]:
+        async def unsupported(name: str) -> Any:
+            raise _native_error(f"the {kind!r} binding {name!r} is not simulated by pytest-bgwork's alien "
+                                "adapter (only kv and queue are)", "BINDING_NOT_SIMULATED")
+        return unsupported
+
+
+# -- worker handlers ---------------------------------------------------------------------------
+def _event(worker: Any, payload: Any, d: bg.Delivery, source: str) -> Any:
+    kind = (d.message.metadata or {}).get("payload_type", "json")
+    body = payload.encode() if kind == "text" else json.dumps(payload, separators=(",", ":")).encode()
+    return worker.QueueEvent(d.message.id, body, source, d.attempt)
+
+
+def _route(sim: bg.Simulation, worker: Any, source: str, handler: Callable[..., Any], batch: bool) -> None:
+    if source == "*":
+        return  # not simulated: name the queue
+    _ensure_queue(sim, source)
+
+    async def single(payload: Any, d: bg.Delivery) -> None:
+        await handler(_event(worker, payload, d, source))
+
+    async def one_batch(payload: Any, d: bg.Delivery) -> None:
+        delivery_id = f"{d.message.id}#{d.attempt}"
+        outcomes: Sequence[Any] = await handler(worker.QueueBatch(
+            source, (worker.QueueDelivery(delivery_id, _event(worker, payload, d, source)),)))
+        if len(outcomes) != 1 or outcomes[0].delivery_id != delivery_id or outcomes[0].disposition not in (
+                "success", "retry"):
+            raise worker.AlienError("Invalid batch outcomes", code="BATCH_OUTCOMES_INVALID")
+        if outcomes[0].disposition == "retry":
+            raise worker.AlienError(f"batch handler asked to retry {delivery_id}", code="RETRY")
+
+    sim.queues.route(source, one_batch if batch else single)
+
+
+class _Routing(dict[str, Any]):
+    """A handler registry that also routes each new registration to ``sim.queues``."""
+
+    def __init__(self, items: dict[str, Any], on_set: Callable[[str, Any], None]) -> None:
+        super().__init__(items)
+        self._on_set = on_set
+
+    def __setitem__(self, source: str, handler: Any) -> None:
+        super().__setitem__(source, handler)
+        self._on_set(source, handler)
+
+
+@contextmanager
+def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
+    """Run ``alienplatform``'s ``Kv``, ``Queue`` and worker handlers on ``sim`` while inside."""
+    if not isinstance(sim, bg.Simulation):
+        raise TypeError(f"adapters.alien.install(sim): expected a bg.Simulation; got {type(sim).__name__}")
+    import alienplatform
+    _native: Any = importlib.import_module("alienplatform._native")
+    from alienplatform import worker_runtime as runtime
+
+    worker_runtime: Any = runtime
+
+    saved_handle = _native.BindingsHandle
+    single, batch = worker_runtime._single_handlers, worker_runtime._batch_handlers
+    saved = (dict(single), dict(batch))
+    saved_run = worker_runtime.run_worker
+    bindings = _Bindings()
+    async def run_worker(*, address: str | None = None) -> None:
+        """Inside ``install`` the simulation delivers: routing happened at registration."""
+
+    worker_runtime._single_handlers = _Routing(single, lambda s, h: _route(sim, worker_runtime, s, h, False))
+    worker_runtime._batch_handlers = _Routing(batch, lambda s, h: _route(sim, worker_runtime, s, h, True))
+    _native.BindingsHandle = lambda: bindings
+    worker_runtime.run_worker = alienplatform.run_worker = run_worker
+    try:
+        for source, handler in single.items():
+            _route(sim, worker_runtime, source, handler, False)
+        for source, handler in batch.items():
+            _route(sim, worker_runtime, source, handler, True)
+        yield sim
+    finally:
+        _native.BindingsHandle = saved_handle
+        worker_runtime.run_worker = alienplatform.run_worker = saved_run
+        single.clear()
+        single.update(saved[0])
+        batch.clear()
+        batch.update(saved[1])
+        worker_runtime._single_handlers, worker_runtime._batch_handlers = single, batch
