@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -143,3 +145,129 @@ def test_dramatiq_sim_broker_retries_on_virtual_time() -> None:
     sim.run(main())
     assert len(at) == 2
     assert at[1] > at[0]
+
+
+# -- agentuity: the real SDK's KeyValueStore, its HTTP API answered on any base URL --------------
+
+
+def test_agentuity_install_backs_the_sdk_with_sim_kv() -> None:
+    from agentuity import KeyValueStore
+    from opentelemetry import trace
+
+    sim = bg.Simulation(seed=1)
+    seen: list[object] = []
+
+    async def main() -> None:
+        kv = KeyValueStore("https://agentuity.ai", "sk_test", trace.get_tracer("acceptance"))
+        await kv.set("report-status", "job-1", {"kind": "done"})
+        r = await kv.get("report-status", "job-1")
+        seen.append((r.exists, await r.data.json()))
+
+    with adapters.agentuity.install(sim):
+        sim.run(main())
+    assert seen == [(True, {"kind": "done"})]
+    bg.assert_status_terminal(sim, "report-status", field="kind", terminal={"done", "failed"})
+
+
+def test_agentuity_faults_reach_the_sdk() -> None:
+    from agentuity import KeyValueStore
+    from opentelemetry import trace
+
+    sim = bg.Simulation(seed=1)
+    sim.faults.fail("kv.set", on_call=1, error=ConnectionError("kv down"))
+    failed: list[bool] = []
+
+    async def main() -> None:
+        kv = KeyValueStore("http://localhost:3500/sdk", "sk_test", trace.get_tracer("acceptance"))
+        try:
+            await kv.set("report-status", "job-1", {"kind": "done"})
+        except Exception:  # whatever the SDK raises for a failed call
+            failed.append(True)
+
+    with adapters.agentuity.install(sim):
+        sim.run(main())
+    assert failed == [True]
+    assert not sim.kv.items("report-status")
+
+
+def test_bg_agentuity_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from agentuity import KeyValueStore
+        from opentelemetry import trace
+
+        @pytest.mark.asyncio
+        async def test_status(bg_agentuity):
+            kv = KeyValueStore("https://agentuity.ai", "sk", trace.get_tracer("t"))
+            await kv.set("status", "j1", {"kind": "done"})
+            assert bg_agentuity.kv.items("status") == {"j1": {"kind": "done"}}
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# -- alien: the real alienplatform Kv and Queue on the simulation ----------------------------------
+
+
+def test_alien_install_kv_and_queue() -> None:
+    import alienplatform
+
+    sim = bg.Simulation(seed=1)
+    seen: list[object] = []
+
+    async def main() -> None:
+        with adapters.alien.install(sim):
+            status = alienplatform.kv("report-status")
+            await status.put("job-1", b'{"kind": "done"}')
+            entry = await status.get("job-1")
+            seen.append(entry.value)
+            jobs = alienplatform.queue("report-jobs")
+            await jobs.send({"job": "job-1"})
+            seen.append(sim.queues.stats("report-jobs"))
+
+    sim.run(main())
+    assert seen[0] == b'{"kind": "done"}'
+    assert sim.kv.items("report-status") == {"job-1": {"kind": "done"}}
+
+
+def test_bg_alien_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        import alienplatform
+
+        @pytest.mark.asyncio
+        async def test_kv(bg_alien):
+            status = alienplatform.kv("status")
+            await status.put("j1", b"x")
+            assert (await status.get("j1")).value == b"x"
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# -- agentflow: 10xgraph's real BackgroundTaskManager, loaded on 3.11 ----------------------------
+
+
+def test_agentflow_real_manager_class_runs_on_the_simulation() -> None:
+    Manager = adapters.agentflow.real_manager_class()
+    assert Manager.__name__ == "BackgroundTaskManager"
+    assert Manager is not bg.BackgroundTaskManager
+    sim = bg.Simulation(seed=1)
+    done: list[float] = []
+
+    async def job() -> None:
+        await asyncio.sleep(600)
+        done.append(sim.clock.monotonic())
+
+    async def main() -> None:
+        with adapters.agentflow.install(sim):
+            m = Manager()
+            m.create_task(job(), name="job")
+            await m.wait_for_all()
+
+    real = time.perf_counter()
+    sim.run(main())
+    assert done == [pytest.approx(600)]
+    assert time.perf_counter() - real < 60
