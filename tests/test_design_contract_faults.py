@@ -484,3 +484,25 @@ def test_explored_token_on_a_test_that_never_explores_is_not_ignored(pytester: p
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)  # a replay that replays nothing must not pass
     result.stdout.fnmatch_lines(["*bg.explore*"])
+
+
+def test_explore_warns_when_an_interesting_state_never_happened() -> None:
+    from pytest_bgwork import strategies as bgst
+
+    async def scenario(sim: bg.Simulation) -> None:
+        sim.queues.create("jobs")
+
+        async def handler(payload: Any, delivery: bg.Delivery) -> None:
+            await sim.kv.set("status", payload["id"], {"kind": "done"})
+            sim.effects.record("email", key=payload["id"])
+
+        sim.queues.route("jobs", handler)
+        await sim.queues.publish("jobs", {"id": "j1"})
+
+    # delays only: nothing is redelivered, nothing dead-lettered, nothing crashes
+    with pytest.warns(UserWarning) as warned:
+        report = bg.explore(scenario, faults=bgst.fault_plans(max_faults=1, kinds=["delay"]), checks=[],
+                            max_examples=5)
+    assert report is not None
+    text = " ".join(str(w.message) for w in warned).lower()
+    assert "never reached" in text and "crash" in text
