@@ -396,12 +396,17 @@ def test_explore_passing_returns_a_report() -> None:
             await sim.kv.set("status", payload["id"], {"kind": "done"})
 
         sim.queues.route("jobs", handler)
-        await sim.queues.publish("jobs", {"id": "j1"})
+        for _ in range(5):  # a publish may fail (or time out after it applied): retry under one key
+            try:
+                await sim.queues.publish("jobs", {"id": "j1"}, idempotency_key="j1")
+                break
+            except (ConnectionError, TimeoutError):
+                continue
 
     report = bg.explore(scenario, faults=bgst.fault_plans(max_faults=2),
                         checks=[bg.assert_nothing_lost, bg.assert_streams_closed], max_examples=20)
     assert isinstance(report, bg.ExploreReport)
-    assert "redeliver" in str(report).lower() or "never" in str(report).lower() or report is not None
+    assert report.examples > 1
 
 
 def test_strategies_exist() -> None:
