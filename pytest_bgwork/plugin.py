@@ -19,6 +19,7 @@ import pytest
 from . import budget
 from .adapters._fixtures import bg_agentflow, bg_agentuity, bg_alien
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
+from .adapters._web_fixtures import bg_sqs
 from .checking import chaos, replay
 from .core import context
 from .core.errors import LeftoverWork, UnusedFaultRule
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .services.task_manager import BackgroundTaskManager
 from .core.wallclock import wall_clock
 
-__all__ = ["SimulationFactory", "bg_agentflow", "bg_agentuity", "bg_alien", "bg_celery", "bg_dramatiq",
+__all__ = ["SimulationFactory", "bg_agentflow", "bg_agentuity", "bg_alien", "bg_celery", "bg_dramatiq", "bg_sqs",
            "bg_taskiq"]
 
 

@@ -303,7 +303,7 @@ def test_chromium_renders_lanes_labels_and_fault_marks(
     assert f"{shown} of {len(lanes)} lanes shown" in dom
     assert 'data-scale="time"' in dom
     # on the time scale the message's life (t=0 to t=60, the end) spans the whole track
-    assert '<span class="bar s-ok" style="left: 0%; width: 100%;" data-i0="3"' in dom
+    assert '<span class="bar s-ok" style="left: 0%; width: 100%;" data-i0="2"' in dom
     assert re.search(r'<span class="mark k-fault"[^>]*><span class="ml">fault\.crash!</span>', dom)
     assert re.search(r'<span class="mark k-fault"[^>]*><span class="ml">crash @ kv\.set</span>',
                      dom)

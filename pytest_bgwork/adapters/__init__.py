@@ -15,8 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; nothing is imported at run time
-    # (each adapter module adds itself here when it lands: asgi, sqs)
-    from . import agentflow, agentuity, alien, celery, dramatiq, taskiq
+    from . import agentflow, agentuity, alien, asgi, celery, dramatiq, sqs, taskiq
 
 __all__ = ["agentflow", "agentuity", "alien", "asgi", "celery", "dramatiq", "sqs", "taskiq"]
 
