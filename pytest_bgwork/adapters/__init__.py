@@ -34,4 +34,7 @@ def __getattr__(name: str) -> ModuleType:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _NAMES)
+    # Only adapters already imported: freezegun's start getattr()s every name dir() lists
+    # in every loaded module, which would import each SDK inside the frozen clock (taskiq's
+    # pydantic models then fail on FakeDatetime). ``__all__`` lists them all.
+    return sorted(globals())
