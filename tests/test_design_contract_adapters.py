@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from fastapi import BackgroundTasks, FastAPI
 
 import pytest_bgwork as bg
 from pytest_bgwork import adapters
@@ -271,3 +272,115 @@ def test_agentflow_real_manager_class_runs_on_the_simulation() -> None:
     sim.run(main())
     assert done == [pytest.approx(600)]
     assert time.perf_counter() - real < 60
+
+
+# -- Starlette/FastAPI BackgroundTasks: the response returns before the tasks ----------------------
+
+
+def test_asgi_transport_returns_before_background_tasks() -> None:
+    import httpx
+
+    app = FastAPI()
+    sent: list[float] = []
+    sim = bg.Simulation(seed=1)
+
+    async def send_email(order: str) -> None:
+        await asyncio.sleep(30)
+        sent.append(sim.clock.monotonic())
+
+    @app.post("/checkout")
+    async def checkout(background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(send_email, "o1")
+        return {"status": "ok"}
+
+    async def main() -> tuple[int, float]:
+        t0 = sim.clock.monotonic()
+        async with httpx.AsyncClient(transport=adapters.asgi.transport(app, sim), base_url="http://app") as client:
+            r = await client.post("/checkout")
+        answered = sim.clock.monotonic() - t0
+        assert not sent  # the response came back before the email
+        await sim.runtime.drain()
+        return r.status_code, answered
+
+    status, answered = sim.run(main())
+    assert status == 200 and answered < 30
+    assert len(sent) == 1
+    bg.assert_drained(sim)
+
+
+def test_asgi_background_task_is_fault_point_task_func() -> None:
+    import httpx
+
+    app = FastAPI()
+    sim = bg.Simulation(seed=1)
+
+    async def send_email() -> None:
+        pass
+
+    @app.post("/checkout")
+    async def checkout(background_tasks: BackgroundTasks) -> dict[str, str]:
+        background_tasks.add_task(send_email)
+        return {"status": "ok"}
+
+    sim.faults.fail("task.send_email", on_call=1, error=RuntimeError("smtp down"))
+
+    async def main() -> int:
+        async with httpx.AsyncClient(transport=adapters.asgi.transport(app, sim), base_url="http://app") as client:
+            r = await client.post("/checkout")
+        await sim.runtime.drain()
+        return r.status_code
+
+    assert sim.run(main()) == 200  # the failure never reaches the response
+    with pytest.raises(AssertionError, match="smtp down"):
+        bg.assert_no_task_errors(sim)
+
+
+# -- boto3 / aiobotocore SQS on sim.queues ------------------------------------------------------
+
+
+def test_sqs_install_boto3_on_sim_queues() -> None:
+    import boto3
+
+    sim = bg.Simulation(seed=1)
+
+    async def main() -> list[str]:
+        sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        url = sqs.create_queue(QueueName="report-jobs")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody='{"job": "j1"}')
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages", [])
+        for m in got:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return [m["Body"] for m in got]
+
+    with adapters.sqs.install(sim):
+        assert sim.run(main()) == ['{"job": "j1"}']
+    bg.assert_nothing_lost(sim)
+
+
+def test_bg_sqs_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import boto3
+
+        def test_send(bgwork, bg_sqs):
+            async def main():
+                sqs = boto3.client("sqs", region_name="us-east-1")
+                url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
+                sqs.send_message(QueueUrl=url, MessageBody="hi")
+            bgwork.run(main())
+            assert len(bgwork.queues.messages("jobs")) == 1
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_simulation_run_imports_no_adapter_sdk() -> None:
+    code = (
+        "import sys, asyncio, pytest_bgwork as bg\n"
+        "from pytest_bgwork import adapters\n"
+        "bg.Simulation(seed=0).run(asyncio.sleep(1))\n"
+        "print(sorted(m for m in ('celery', 'taskiq', 'dramatiq', 'boto3', 'fastapi', 'alienplatform')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
