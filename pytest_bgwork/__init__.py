@@ -174,4 +174,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # Only names already loaded (``__all__`` lists them all): freezegun's start getattr()s
+    # every name dir() lists in every loaded module, which imported all of them (Hypothesis
+    # included) on a simulation's first run: 0.4 s instead of 0.07 s.
+    return sorted(globals())
