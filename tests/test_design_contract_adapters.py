@@ -379,7 +379,7 @@ def test_a_simulation_run_imports_no_adapter_sdk() -> None:
         "import sys, asyncio, pytest_bgwork as bg\n"
         "from pytest_bgwork import adapters\n"
         "bg.Simulation(seed=0).run(asyncio.sleep(1))\n"
-        "print(sorted(m for m in ('celery', 'taskiq', 'dramatiq', 'boto3', 'fastapi', 'alienplatform')"
+        "print(sorted(m for m in ('celery', 'taskiq', 'dramatiq', 'boto3', 'fastapi', 'alienplatform', 'hypothesis')"
         " if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
