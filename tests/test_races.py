@@ -302,9 +302,32 @@ async def test_extend_refuses_bad_seconds_naming_the_limit(bgwork: bg.Simulation
     await bgwork.queues.publish("jobs", 1)
     d = await bgwork.queues.receive("jobs")
     assert d is not None
-    with pytest.raises(ValueError, match=r"extend\(seconds=\.\.\.\) must be a number of seconds "
-                                         r">= 0 and at most 43,200 \(12 hours, SQS's limit\)"):
+    with pytest.raises(ValueError, match=r"extend\(seconds=\.\.\.\): profile 'agentuity' allows "
+                                         r"seconds >= 0 and <= 43200; got .*Extend again before"):
         await d.extend(seconds)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("profile", "name", "good", "bad", "limit"), [
+    ("sqs-standard", "jobs", [0, 43_200], [-1, 43_201], ">= 0 and <= 43200"),
+    ("alien", "jobs", [1, 600], [0, 0.5, 601, 43_200], ">= 1 and <= 600"),
+])
+async def test_extend_honours_the_queue_profiles_lease_range(
+        bgwork: bg.Simulation, profile: str, name: str, good: list[float], bad: list[float],
+        limit: str) -> None:
+    """SQS ChangeMessageVisibility takes 0..43,200 s, Alien renew_lease 1..600 s."""
+    bgwork.queues.create(name, profile=profile)
+    await bgwork.queues.publish(name, 1)
+    d = await bgwork.queues.receive(name)
+    assert d is not None
+    for seconds in bad:
+        with pytest.raises(ValueError, match=rf"extend\(seconds=\.\.\.\): profile '{profile}' allows "
+                                             rf"seconds {limit}; got {seconds!r}\."):
+            await d.extend(seconds)
+    for seconds in good:
+        await d.extend(seconds)
+    assert [e.detail["seconds"] for e in bgwork.history.filter("queue", "extend")] == good
+    await d.ack()
 
 
 @pytest.mark.asyncio

@@ -19,6 +19,8 @@ and shutdown flag.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -126,7 +128,18 @@ def install(sim: bg.Simulation) -> Iterator[type]:
         raise TypeError(f"adapters.agentflow.install(sim): expected a bg.Simulation; got {type(sim).__name__}")
     cls = real_manager_class()
     original = cls.__dict__["create_task"]
+    original_setup = cls.__dict__["_setup_timeout"]
     shadows: weakref.WeakKeyDictionary[Any, bg.BackgroundTaskManager] = weakref.WeakKeyDictionary()
+    cancellers: weakref.WeakKeyDictionary[asyncio.Task[Any], asyncio.Task[Any]] = weakref.WeakKeyDictionary()
+
+    def setup_timeout(self: Any, task: asyncio.Task[Any], timeout: float) -> None:
+        # the real canceller sleeps on after its task ended, then does nothing; stop it with
+        # the task, or it would be leftover work on the loop (assert_drained, teardown)
+        before = asyncio.all_tasks()
+        original_setup(self, task, timeout)
+        for canceller in asyncio.all_tasks() - before:
+            cancellers[task] = canceller
+            task.add_done_callback(functools.partial(_cancel, canceller))
 
     def create_task(self: Any, coro: Coroutine[Any, Any, Any], *, name: str = "background_task",
                     timeout: float | None = None, context: dict[str, Any] | None = None) -> Any:
@@ -140,8 +153,14 @@ def install(sim: bg.Simulation) -> Iterator[type]:
 
         async def follow() -> Any:
             # started when the real class's task starts, as the coroutine would be
-            started.append(shadow.create_task(coro, name=name, context=context))
-            return await started[0]
+            inner = shadow.create_task(coro, name=name, context=context)
+            assert inner is not None  # the shadow has no cap
+            started.append(inner)
+            outer = asyncio.current_task()
+            rec = shadow._live.get(inner)
+            if rec is not None and outer is not None:  # counted once by assert_drained: as the chore
+                rec.companions = tuple(t for t in (outer, cancellers.get(outer)) if t is not None)
+            return await inner
 
         def settle(_: Any) -> None:
             if started:
@@ -155,11 +174,17 @@ def install(sim: bg.Simulation) -> Iterator[type]:
 
     create_task.__doc__ = original.__doc__
     cls.create_task = create_task  # type: ignore[attr-defined]
+    cls._setup_timeout = setup_timeout  # type: ignore[attr-defined]
     try:
         with rebind_injectq(cls):
             yield cls
     finally:
         cls.create_task = original  # type: ignore[attr-defined]
+        cls._setup_timeout = original_setup  # type: ignore[attr-defined]
+
+
+def _cancel(task: asyncio.Task[Any], _: object) -> None:
+    task.cancel()
 
 
 @contextmanager

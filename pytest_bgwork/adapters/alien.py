@@ -23,7 +23,6 @@ handler source.
 
 from __future__ import annotations
 
-import base64
 import importlib
 import json
 import re
@@ -34,19 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest_bgwork as bg
+from pytest_bgwork.profiles import KV_PROFILES, QUEUE_PROFILES
 
 __all__ = ["LEASE_SECONDS", "MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "install"]
 
-#: Alien KV values hold at most this many bytes (DESIGN §9 alien profile).
-MAX_VALUE_BYTES = 24_576
+_KV = KV_PROFILES["alien"]
+_LEASE = QUEUE_PROFILES["alien"].visibility_range
+#: Alien KV values hold at most this many bytes (the alien KV profile's limit).
+MAX_VALUE_BYTES: int = _KV.max_value or 0
 #: Longest key the adapter accepts (the binding refuses longer keys: "Key exceeds N bytes").
 MAX_KEY_BYTES = 512
 #: ``receive(max_messages)`` takes 1-10 (the binding's queue protocol).
 MAX_RECEIVE = 10
-#: ``renew_lease`` durations the binding accepts.
-LEASE_SECONDS = (1, 600)
-_KEY = re.compile(r"^[A-Za-z0-9_:.-]+$")
-_BYTES = "$alien.bytes"
+#: ``renew_lease`` durations the binding accepts (the alien queue profile's lease range).
+LEASE_SECONDS = (int(_LEASE[0]), int(_LEASE[1]))
+_KEY: re.Pattern[str] = _KV.key_re or re.compile(".+")
 
 
 def _native_error(message: str, code: str = "INVALID_INPUT", **context: Any) -> RuntimeError:
@@ -66,21 +67,31 @@ def _sim() -> bg.Simulation:
 # -- values: bytes in, the app's record in sim.kv when it is JSON ------------------------------
 def _to_store(raw: bytes) -> Any:
     """JSON objects/arrays written as ``json.dumps(x).encode()`` are kept as themselves (so
-    ``sim.kv`` and the checks see the record); any other bytes as an exact envelope."""
+    ``sim.kv`` and the checks see the record); any other bytes as bytes, exactly.
+
+    Either way the alien profile's size check in ``sim.kv`` measures at most the raw length
+    (bytes as they are, JSON compacted), so it agrees with the binding's check on the raw
+    bytes, which the handle makes first with the binding's message.
+    """
     try:
         value = json.loads(raw)
     except ValueError:
         value = None
-    if isinstance(value, dict | list) and json.dumps(value).encode() == raw and not (
-            isinstance(value, dict) and _BYTES in value):
+    if isinstance(value, dict | list) and json.dumps(value).encode() == raw:
         return value
-    return {_BYTES: base64.b64encode(raw).decode("ascii")}
+    return raw
 
 
 def _from_store(value: Any) -> bytes:
-    if isinstance(value, dict) and _BYTES in value:
-        return base64.b64decode(value[_BYTES])
+    if isinstance(value, bytes):
+        return value
     return json.dumps(value).encode()
+
+
+def _configure(sim: bg.Simulation, name: str) -> None:
+    """Namespace ``name`` follows the alien KV profile (keys, value size, key order)."""
+    if sim.kv.profile(name) is not _KV:
+        sim.kv.configure(name, profile="alien")
 
 
 @dataclass(frozen=True)
@@ -121,8 +132,13 @@ class _Kv:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def _kv(self) -> Any:
+        sim = _sim()
+        _configure(sim, self.name)
+        return sim.kv
+
     async def get(self, key: str) -> _KvValue | None:
-        found = await _sim().kv.get(self.name, _check_key(key))
+        found = await self._kv().get(self.name, _check_key(key))
         if not found.exists:
             return None
         return _KvValue(key, list(_from_store(found.data)), str(found.version))
@@ -133,8 +149,8 @@ class _Kv:
         raw = bytes(value)
         if len(raw) > MAX_VALUE_BYTES:
             raise _native_error(f"Value exceeds {MAX_VALUE_BYTES} bytes (got {len(raw)}): Alien KV values "
-                                "hold at most 24,576 bytes; store large data in storage and its path here",
-                                key=key)
+                                f"hold at most {MAX_VALUE_BYTES:,} bytes; store large data in storage and "
+                                "its path here", key=key)
         if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int)
                                         or ttl_seconds < 1):
             raise _native_error(f"ttl_seconds must be a whole number of seconds >= 1; got {ttl_seconds!r}")
@@ -149,33 +165,33 @@ class _Kv:
             options["if_version"] = int(version)
         elif condition is not None:
             raise _native_error(f"condition must be 'absent', 'version' or None; got {condition!r}")
-        applied = await _sim().kv.set(self.name, key, _to_store(raw), ttl_seconds, **options)
+        applied = await self._kv().set(self.name, key, _to_store(raw), ttl_seconds, **options)
         return applied is not False
 
     async def delete(self, key: str, if_version: str | None) -> bool:
         _check_key(key)
-        sim = _sim()
+        kv = self._kv()
         if if_version is not None:
             if not str(if_version).isdigit():
                 return False
-            return bool(await sim.kv.delete(self.name, key, if_version=int(if_version)))
-        found = await sim.kv.get(self.name, key)
-        await sim.kv.delete(self.name, key)
-        return found.exists
+            return bool(await kv.delete(self.name, key, if_version=int(if_version)))
+        found = await kv.get(self.name, key)
+        await kv.delete(self.name, key)
+        return bool(found.exists)
 
     async def exists(self, key: str) -> bool:
-        return (await _sim().kv.get(self.name, _check_key(key))).exists
+        return bool((await self._kv().get(self.name, _check_key(key))).exists)
 
     async def scan(self, prefix: str, limit: int | None, cursor: str | None) -> _KvPage:
-        sim = _sim()
-        keys = await sim.kv.keys(self.name, prefix or "")
+        kv = self._kv()
+        keys = await kv.keys(self.name, prefix or "")
         if cursor:
             keys = [k for k in keys if k > cursor]
         size = limit if limit is not None and limit > 0 else len(keys)
         page, rest = keys[:size], keys[size:]
         items = []
         for key in page:
-            found = await sim.kv.get(self.name, key)
+            found = await kv.get(self.name, key)
             if found.exists:
                 items.append(_KvValue(key, list(_from_store(found.data)), str(found.version)))
         return _KvPage(items, page[-1] if rest and page else None)

@@ -533,7 +533,8 @@ def _other_tasks(sim: Simulation) -> list[asyncio.Task[Any]]:
     if _has(sim, "runtime"):
         known |= {rec.task for rec in sim.runtime._live() if rec.task is not None}
     for manager in _managers_of(sim):
-        known |= {rec.task for rec in manager._running() if rec.task is not None}
+        for rec in manager._running():
+            known |= {rec.task, *rec.companions} - {None}
     return [t for t in loop.live_tasks() if t is not me and t not in known]
 
 

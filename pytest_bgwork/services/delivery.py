@@ -26,6 +26,7 @@ from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
 from ..core.faults import suspend
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
+from ..profiles import seconds as profile_seconds
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -42,8 +43,19 @@ __all__ = [
 ]
 
 MAX_DELAY = 900.0
-#: The longest lease ``extend`` grants: 12 hours, SQS's ChangeMessageVisibility limit.
+#: The longest lease ``extend`` grants where the profile sets no bound: 12 hours, SQS's
+#: ChangeMessageVisibility limit.
 MAX_EXTEND = 43_200.0
+
+
+def lease_range(profile: QueueProfile) -> tuple[float, float]:
+    """The seconds ``Delivery.extend`` accepts on a queue of ``profile``.
+
+    The profile's visibility range where it is bounded (SQS 0..43,200, ChangeMessageVisibility;
+    Alien 1..600, ``renew_lease``); otherwise 0..``MAX_EXTEND`` (0: visible again at once).
+    """
+    lo, hi = profile.visibility_range
+    return (lo, hi) if math.isfinite(hi) else (0.0, MAX_EXTEND)
 #: Default retry delay: exponential from 1 s, x2 per retry, at most 60 s, plus up to +50 % jitter.
 BACKOFF_BASE = 1.0
 BACKOFF_FACTOR = 2.0
@@ -220,9 +232,10 @@ class Delivery:
         await self._queues._nack(self, delay)
 
     async def extend(self, seconds: float) -> None:
-        """Renew the lease: the message stays invisible ``seconds`` from now (0..43,200).
+        """Renew the lease: the message stays invisible ``seconds`` from now.
 
-        SQS ``ChangeMessageVisibility``, Alien ``renew_lease``; fault point ``queue.extend``.
+        The queue profile's lease range (``lease_range``): SQS ``ChangeMessageVisibility``
+        0..43,200, Alien ``renew_lease`` 1..600, otherwise 0..43,200; fault point ``queue.extend``.
         Raises ``DeliverySettled`` once the delivery ended or its visibility lapsed.
         """
         await self._queues._extend(self, seconds)
@@ -796,13 +809,11 @@ class DeliveryEngine:
 
     async def _extend(self, d: Delivery, seconds: float) -> None:
         """``Delivery.extend``: the visibility lease ends ``seconds`` from now."""
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
-                math.isfinite(seconds) and 0 <= seconds <= MAX_EXTEND):
-            raise ValueError(f"extend(seconds=...) must be a number of seconds >= 0 and at most "
-                             f"{MAX_EXTEND:,.0f} (12 hours, SQS's limit); got {seconds!r}. Extend "
-                             "again before the lease runs out for longer work.")
-        self._extend_check(d)
         q, msg = d._q, d.message
+        lo, hi = lease_range(q.profile)
+        seconds = profile_seconds("extend", "seconds", seconds, q.profile.name, lo, hi,
+                                  fix="Extend again before the lease runs out for longer work.")
+        self._extend_check(d)
         name = q.config.name
         faults = self._sim.faults
         try:

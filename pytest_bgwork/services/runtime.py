@@ -122,18 +122,66 @@ _watches: weakref.WeakKeyDictionary[Kernel, _CrashWatch] = weakref.WeakKeyDictio
 DEADLINE_EPSILON = 1e-9
 
 
-async def wait_some(sim: Kernel, tasks: Iterable[asyncio.Future[Any]], timeout: float | None) -> None:
-    """Return when one of ``tasks`` finishes, ``timeout`` passes, or a crash freezes a task."""
+class Deadline:
+    """A wait's deadline, armed once when the wait starts (as ``asyncio.wait_for`` arms its timer).
+
+    Its timer wakes the current waiter directly. Re-arming a fresh timer on each wake would
+    move it behind the timers armed since, so a task ending exactly at the deadline would
+    count as finished or cut off depending on how often the wait woke (found by the oracle).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expired = False
+        self.waiter: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._handle = None if seconds is None else loop.call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self.waiter is not None:
+            _wake(self.waiter)
+
+    def cancel(self) -> None:
+        """Disarm the timer (the wait is over)."""
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+async def wait_some(sim: Kernel, tasks: Iterable[asyncio.Future[Any]], timeout: float | None,
+                    deadline: Deadline | None = None) -> None:
+    """Return when one of ``tasks`` finishes, ``timeout`` passes, ``deadline`` expires, or a crash freezes a task."""
     watch = _watches.get(sim)
     if watch is None:
         watch = _watches[sim] = _CrashWatch(sim)
-    wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if deadline is not None and deadline.expired:
+        return
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[None] = loop.create_future()  # set by the crash watch
+    inner: asyncio.Future[None] = loop.create_future()  # what this task awaits
+
+    def release(_: object = None) -> None:
+        _wake(inner)
+
+    # the same callback hops as asyncio.wait(FIRST_COMPLETED, timeout=): a task's end or a
+    # crash wakes via a done callback, the timeout and the deadline directly
+    watched = [*tasks, wake]
+    for fut in watched:
+        fut.add_done_callback(release)
+    handle = None if timeout is None else loop.call_later(timeout, release)
     watch.waiters.add(wake)
+    if deadline is not None:
+        deadline.waiter = inner
     try:
-        await asyncio.wait({*tasks, wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await inner
     finally:
         watch.waiters.discard(wake)
+        for fut in watched:
+            fut.remove_done_callback(release)
         wake.cancel()
+        if handle is not None:
+            handle.cancel()
+        if deadline is not None:
+            deadline.waiter = None
 
 
 def remaining(sim: Kernel, deadline: float | None) -> float | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import context as _context
 from ..core.errors import BgworkError
 from ..core.loop import describe_task
-from .runtime import DEADLINE_EPSILON, check_seconds, close_awaitable, remaining, wait_some
+from .runtime import DEADLINE_EPSILON, Deadline, check_seconds, close_awaitable, remaining, wait_some
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -63,6 +63,9 @@ class ManagedTask:
     seq: int = 0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    #: Tasks that run on this task's behalf (an adapter's wrapper, a real manager's timeout
+    #: timer): ``assert_drained`` counts them under this task, not as other loop tasks.
+    companions: tuple[asyncio.Task[Any], ...] = field(default=(), repr=False)
 
     def info(self) -> dict[str, Any]:
         """The ``get_task_info()`` entry: agentflow's keys plus ``id``, ``status``, ``created_at``."""
@@ -323,28 +326,32 @@ class BackgroundTaskManager:
         if not targets:
             return
         sim = self._resolve()
-        deadline = None if limit is None else sim.clock.monotonic() + limit
-        while True:
-            failed = [r for r in targets if r.status == "failed"]
-            if failed and not return_exceptions:
-                first = min(failed, key=lambda r: r.seq)  # the first to fail, as gather raises it
-                assert first.error is not None
-                raise first.error
-            running = [r for r in self._running() if r in targets]
-            if not running:
-                return
-            left = remaining(sim, deadline)
-            if left is not None and left <= DEADLINE_EPSILON:
-                names = [f"{r.name} [{r.id}]" for r in running]
-                log.warning("wait_for_all(timeout=%g) timed out: cancelled %d task(s) still running: %s",
-                            limit or 0.0, len(running), ", ".join(names))
-                await self._cancel(running, "wait_for_all timeout")
-                raise TimeoutError(
-                    f"wait_for_all(timeout={limit:g}) timed out at t=+{sim.clock.monotonic():.3f}s and "
-                    f"cancelled {len(running)} task(s) still running: {', '.join(names)} (agentflow's "
-                    "real manager cancels them too but logs 'some may still be running')"
-                )
-            await wait_some(sim, [r.task for r in running if r.task is not None], left)
+        # one deadline timer armed now, as asyncio.wait_for arms its own: a task ending at the
+        # deadline instant is ordered against it the same way however often the wait wakes
+        deadline = Deadline(limit)
+        try:
+            while True:
+                failed = [r for r in targets if r.status == "failed"]
+                if failed and not return_exceptions:
+                    first = min(failed, key=lambda r: r.seq)  # the first to fail, as gather raises it
+                    assert first.error is not None
+                    raise first.error
+                running = [r for r in self._running() if r in targets]
+                if not running:
+                    return
+                if deadline.expired:
+                    names = [f"{r.name} [{r.id}]" for r in running]
+                    log.warning("wait_for_all(timeout=%g) timed out: cancelled %d task(s) still running: %s",
+                                limit or 0.0, len(running), ", ".join(names))
+                    await self._cancel(running, "wait_for_all timeout")
+                    raise TimeoutError(
+                        f"wait_for_all(timeout={limit:g}) timed out at t=+{sim.clock.monotonic():.3f}s and "
+                        f"cancelled {len(running)} task(s) still running: {', '.join(names)} (agentflow's "
+                        "real manager cancels them too but logs 'some may still be running')"
+                    )
+                await wait_some(sim, [r.task for r in running if r.task is not None], None, deadline)
+        finally:
+            deadline.cancel()
 
     async def _cancel(self, recs: list[ManagedTask], reason: str) -> None:
         for rec in recs:

@@ -191,6 +191,11 @@ def test_the_fake_differs_from_the_real_class_only_where_documented(program: lis
      ["wait_sees_a_cancelled_task"]),
     ([("create", "fail", 1, None, True), ("create", "finish", 3, 2, False), ("wait", None, True), ("count",)], []),
     ([("create_fn",), ("create", "hang", 0, 2, True), ("info",), ("advance", 5), ("count",)], []),
+    # a task ending at the wait's deadline instant: the deadline was armed first, so it wins
+    # (the fake used to re-arm it on each wake and let the task finish)
+    ([("create", "finish", 0, None, False), ("create", "finish", 1, None, False), ("wait", 1, True)],
+     ["wait_timeout"]),
+    ([("create", "finish", 3, None, False), ("advance", 2), ("wait", 1, False)], []),
 ])
 def test_each_documented_difference_is_met_where_expected(program: list[Any], expected: list[str]) -> None:
     with quiet():
@@ -247,8 +252,10 @@ def test_the_real_class_runs_on_the_simulation_visible_to_history_faults_and_dra
             ends.extend(outcome(t) for t in (a, b, c))
             assert sim.clock.monotonic() == 3.0
             bg.assert_drained(sim)
-            await sim.run_until_idle()  # the real class's timeout canceller sleeps on until t=5
-            assert sim.clock.monotonic() == 5.0
+            # the real class's timeout cancellers ended with their tasks: nothing sleeps on to t=5
+            assert sim.loop.live_tasks() == [asyncio.current_task()]
+            await sim.run_until_idle()
+            assert sim.clock.monotonic() == 3.0
 
     sim.run(main())
     assert ends == ["done", "failed", "cancelled"]

@@ -100,6 +100,23 @@ def test_scan_pages_with_a_cursor() -> None:
     assert pages == [(["job:1", "job:2"], "job:2"), (["job:3"], None)]
 
 
+def test_kv_namespaces_follow_the_alien_profile_and_bytes_up_to_its_limit_round_trip() -> None:
+    """Raw bytes are stored as bytes, so the profile's 24,576-byte limit applies to them exactly
+    (a base64 envelope would have refused values from about 18 KB on)."""
+    seen: list[Any] = []
+    biggest = bytes(range(256)) * 96  # 24,576 bytes, not JSON
+
+    async def main(sim: bg.Simulation) -> None:
+        assert await status.put("blob", biggest, ttl_seconds=30)  # below agentuity's 60 s minimum
+        seen.append(bytes((await status.get("blob")).value) == biggest)
+        seen.append(sim.kv.profile("status").name)
+        await sim.advance(31)
+        seen.append(await status.exists("blob"))
+
+    run(main)
+    assert seen == [True, "alien", False]
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: status.put("a/b", b"x"), "Key contains invalid characters*got 'a/b'"),
     (lambda: status.get(""), "Key cannot be empty"),
