@@ -14,6 +14,9 @@ import pytest
 
 import pytest_bgwork as bg
 
+# loaded once here: pytester's in-process runs would import (and assert-rewrite) it again each run
+import pytest_bgwork.checking.explore
+
 # -- §1 the simulation --------------------------------------------------------------------------
 
 
