@@ -40,3 +40,14 @@ def test_every_public_name_resolves_and_all_lists_exactly_them() -> None:
     assert bg.strategies.fault_plans is not None
     with pytest.raises(AttributeError, match="has no attribute 'Simulatoin'"):
         bg.Simulatoin  # noqa: B018
+
+
+def test_starting_the_wall_clock_loads_no_lazy_module() -> None:
+    """freezegun's start scans every loaded module's attributes (``dir`` + ``getattr``):
+    the lazy packages must not list names they would import on access, or the first
+    ``bgwork`` test imports every adapter's library (and Hypothesis) while datetime is
+    being patched — pydantic models then meet ``FakeDatetime`` and fail."""
+    code = ("import pytest_bgwork, pytest_bgwork.adapters\n"
+            "from pytest_bgwork.core.wallclock import wall_clock\n"
+            "wall_clock.start(); wall_clock.stop()")
+    assert [m for m in _loaded_after(code) if m != "freezegun"] == []

@@ -23,9 +23,13 @@ async def every_done_report_is_complete(sim: bg.Simulation) -> None:
 
 
 async def statuses_terminal_once_the_reaper_ran(sim: bg.Simulation) -> None:
-    """No status stays queued or processing (given the hourly reaper its chance)."""
+    """No status stays queued or processing (given the hourly reaper its chance).
+
+    ``allow_empty``: a plan where every KV write fails refuses both requests, so no status
+    exists at all; that is correct behaviour, and the other checks still judge the run.
+    """
     await sim.advance(STALE_AFTER + 3600)
-    bg.assert_status_terminal(sim, STATUS_NS)
+    bg.assert_status_terminal(sim, STATUS_NS, allow_empty=True)
 
 
 async def two_reports(sim: bg.Simulation) -> None:

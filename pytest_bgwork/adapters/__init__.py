@@ -32,9 +32,3 @@ def __getattr__(name: str) -> ModuleType:
         f"module {__name__!r} has no attribute {name!r}; the adapters are: {', '.join(__all__)}"
     )
 
-
-def __dir__() -> list[str]:
-    # Only adapters already imported: freezegun's start getattr()s every name dir() lists
-    # in every loaded module, which would import each SDK inside the frozen clock (taskiq's
-    # pydantic models then fail on FakeDatetime). ``__all__`` lists them all.
-    return sorted(globals())
