@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 
+# Loaded once for the whole session: pytester's in-process runs forget the modules a run
+# imported, so without this every run that explores imports Hypothesis again (~2 s each).
+import pytest_bgwork.checking.explore  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _pytester_ini(request: pytest.FixtureRequest) -> None:
