@@ -102,7 +102,7 @@ __all__ = [
     "fault_points",
     "register_fault_point",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Where each public name lives. Importing ``pytest_bgwork`` (the plugin does, in every
 #: pytest run of a venv that has it installed) loads none of them: each module is

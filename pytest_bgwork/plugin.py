@@ -95,10 +95,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bgwork_explore_budget", "exploration budget: N / Nx or Ns / Nm / Nh", default="")
 
 
+_OPTIONS_KEY = pytest.StashKey[dict[str, Any]]()
+_MARKER_KEY = pytest.StashKey[dict[str, Any]]()
+
+
 def _option(config: pytest.Config, name: str) -> Any:
+    """The command-line option, else the ini value; read once per run (tests read it often)."""
+    cache = config.stash.setdefault(_OPTIONS_KEY, {})
+    try:
+        return cache[name]
+    except KeyError:
+        pass
     value = config.getoption(name, default=None)
     if value is None or value == "":
         value = config.getini(name)
+    cache[name] = value
     return value
 
 
@@ -219,6 +230,10 @@ def default_seed(nodeid: str) -> int:
 
 # -- marker --------------------------------------------------------------------------------
 def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    """The merged ``@pytest.mark.bgwork(...)`` arguments of ``item`` (checked once per test)."""
+    cached = item.stash.get(_MARKER_KEY, None)
+    if cached is not None:
+        return cached
     kwargs: dict[str, Any] = {}
     for mark in reversed(list(item.iter_markers("bgwork"))):
         if mark.args:
@@ -233,6 +248,7 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
                 f"{', '.join(sorted(unknown))}; valid: {', '.join(sorted(_BGWORK_MARK_KEYS))}"
             )
         kwargs.update(mark.kwargs)
+    item.stash[_MARKER_KEY] = kwargs
     return kwargs
 
 
@@ -523,10 +539,15 @@ _CHAOS_KEY = pytest.StashKey[tuple[str, ...]]()
 
 
 def _chaos_option(config: pytest.Config) -> tuple[str, ...]:
-    try:
-        return chaos.parse(_option(config, "bgwork_chaos"), source="--bgwork-chaos / bgwork_chaos")
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    cache = config.stash.setdefault(_OPTIONS_KEY, {})
+    if "chaos modes" not in cache:
+        try:
+            cache["chaos modes"] = chaos.parse(_option(config, "bgwork_chaos"),
+                                               source="--bgwork-chaos / bgwork_chaos")
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    modes: tuple[str, ...] = cache["chaos modes"]
+    return modes
 
 
 def _chaos_for(item: pytest.Item) -> tuple[str, ...]:

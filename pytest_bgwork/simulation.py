@@ -287,11 +287,13 @@ class Simulation(Kernel):
             self.cancel_leftovers()
         finally:
             self.dispose_frozen()
-            if not self.loop.is_closed() and not self.loop.is_running():
+            loop = self.loop
+            if not loop.is_closed() and not loop.is_running():
                 try:
-                    self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                    if loop._asyncgens:  # type: ignore[attr-defined]  # (a loop run costs)
+                        loop.run_until_complete(loop.shutdown_asyncgens())
                 finally:
-                    self.loop.close()
+                    loop.close()
 
     def __enter__(self) -> Simulation:
         return self

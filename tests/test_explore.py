@@ -365,13 +365,13 @@ def test_the_wall_clock_patch_starts_once_per_explore(monkeypatch: pytest.Monkey
     from pytest_bgwork.core import wallclock
 
     started: list[int] = []
-    real = wallclock._fz.freeze_time
+    real = wallclock._Patcher.start
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def counting(self: Any, factory: Any) -> None:
         started.append(1)
-        return real(*args, **kwargs)
+        real(self, factory)
 
-    monkeypatch.setattr(wallclock._fz, "freeze_time", counting)
+    monkeypatch.setattr(wallclock._Patcher, "start", counting)
     days: list[str] = []
 
     async def scenario(sim: bg.Simulation) -> None:
@@ -622,3 +622,23 @@ def test_a_damaged_replay_token_is_a_usage_error(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*@pytest.mark.bgwork(replay=...): replay= token is damaged*"])
     assert result.ret != 0
+
+
+def test_explore_freezes_the_old_heap_only_while_it_runs_and_leaves_a_frozen_heap_alone() -> None:
+    import gc
+
+    seen: list[int] = []
+
+    async def scenario(sim: bg.Simulation) -> None:
+        seen.append(gc.get_freeze_count())
+
+    assert gc.get_freeze_count() == 0
+    bg.explore(scenario, max_examples=3, seed=1, settings=QUIET)
+    assert seen and min(seen) > 0  # the heap from before the search was frozen during it
+    assert gc.get_freeze_count() == 0  # and given back after
+    gc.freeze()
+    try:
+        bg.explore(scenario, max_examples=3, seed=1, settings=QUIET)
+        assert gc.get_freeze_count() > 0  # someone else's freeze is not undone
+    finally:
+        gc.unfreeze()

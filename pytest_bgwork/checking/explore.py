@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import gc
 import hashlib
 import inspect
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +249,12 @@ class HypothesisChoices:
 
     def __init__(self, data: st.DataObject) -> None:
         self._data = data
+        # ``data.draw`` wraps each draw in a check that the strategy does not use the global
+        # ``random`` (two ``Random.getstate()`` copies) and a description string, about a
+        # third of a draw's cost; these strategies are ours, so draw from the underlying
+        # ConjectureData: the same choices, hence the same examples and shrinking.
+        conjecture = getattr(data, "conjecture_data", None)
+        self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
         #: Hypothesis ended this example (its choices ran out while shrinking): raise this
         #: from the test function once the simulation stops, so Hypothesis sees it.
@@ -259,6 +266,8 @@ class HypothesisChoices:
         if self.stopped is not None:
             return default
         try:
+            if self._draw_fast is not None:
+                return self._draw_fast(strategy)
             return self._data.draw(strategy)
         except (StopTest, Frozen) as exc:
             self.stopped = exc
@@ -536,6 +545,26 @@ def _settings(settings: hypothesis.settings | None, max_examples: int | None) ->
     )
 
 
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep the garbage collector off the heap that existed before the exploration.
+
+    Every example allocates thousands of short-lived objects, so full collections run
+    often, and each one walked the whole process heap (pytest, Hypothesis, the app):
+    ~25% of an exploration's CPU. ``gc.freeze()`` moves that older heap out of the
+    collector's view for the duration; ``gc.unfreeze()`` gives it back. Left alone when
+    the collector is off or something else froze the heap already.
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _check_args(scenario: object, checks: object, faults: object, seed: object) -> list[Check]:
     if not inspect.iscoroutinefunction(scenario):
         raise TypeError(
@@ -626,18 +655,19 @@ def explore(
     started = _fz.real_perf_counter()
     heal_token = _heal_time.set(heal or 0.0)
     try:
-        if token is not None and token.scenario == name:
-            _replay_one(scenario, check_list, token, report)
-        else:
-            token_var = learned_points.set(_learn(scenario, sim_seed, report))
-            try:
-                if _budget.seconds is None:
-                    _search(scenario, check_list, plans, chosen, seed, report)
-                else:
-                    _search_for_a_while(scenario, check_list, plans, chosen, seed, report,
-                                        started)
-            finally:
-                learned_points.reset(token_var)
+        with _heap_frozen():
+            if token is not None and token.scenario == name:
+                _replay_one(scenario, check_list, token, report)
+            else:
+                token_var = learned_points.set(_learn(scenario, sim_seed, report))
+                try:
+                    if _budget.seconds is None:
+                        _search(scenario, check_list, plans, chosen, seed, report)
+                    else:
+                        _search_for_a_while(scenario, check_list, plans, chosen, seed, report,
+                                            started)
+                finally:
+                    learned_points.reset(token_var)
     finally:
         _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
@@ -737,7 +767,8 @@ def explore_test(
         wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
         token_var = learned_points.set(_learn(scenario, report.seed, report))
         try:
-            given()
+            with _heap_frozen():
+                given()
         finally:
             learned_points.reset(token_var)
             wall_clock.stop()

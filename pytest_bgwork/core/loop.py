@@ -51,6 +51,8 @@ _OWN_DIR = os.path.dirname(__file__)
 _DEADLOCK_GRACE = 0.05
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
 _THREAD_SLICE = 0.25
+#: asyncio sweeps cancelled timers out of a heap larger than this when over half are cancelled.
+_MIN_SCHEDULED = 100
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
 #: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
 BUSY_LIMIT = 100_000
@@ -93,6 +95,10 @@ def describe_task(task: asyncio.Task[Any]) -> str:
     return f"task {task.get_name()!r} ({name}) waiting at {where}"
 
 
+_copy_context = contextvars.copy_context
+_Handle = asyncio.Handle
+
+
 class _OrderedTimerHandle(asyncio.TimerHandle):
     """A timer that breaks ties by creation order: timers due at one instant fire FIFO."""
 
@@ -104,6 +110,9 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
             when, other_when = self._when, other._when  # type: ignore[attr-defined]
             return when < other_when or (when == other_when and self._seq < other._seq)
         return super().__lt__(other)  # type: ignore[operator]
+
+
+_new_timer = object.__new__
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -178,6 +187,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     # asyncio.BaseEventLoop internals this loop reads (typeshed does not declare them)
     _scheduled: list[asyncio.TimerHandle]
     _ready: collections.deque[asyncio.Handle]
+    _stopping: bool
+    _debug: bool
+    _closed: bool
+    _timer_cancelled_count: int
 
     def __init__(self, clock: VirtualClock | None = None) -> None:
         super().__init__()
@@ -202,7 +215,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
         self.real_limit = REAL_LIMIT
         self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
-        self._selector = _VirtualSelector(self._selector, self)  # type: ignore[has-type]
+        real = self._selector  # type: ignore[has-type]
+        #: The real selector's fd map (``len > 1``: real I/O besides the self-pipe), if readable.
+        self._fds: dict[int, Any] | None = getattr(real, "_fd_to_key", None)
+        self._selector = _VirtualSelector(real, self)
 
     # -- time -------------------------------------------------------------------
     def time(self) -> float:
@@ -215,15 +231,53 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """``BaseEventLoop.call_at`` with FIFO order among timers due at the same instant."""
         if when is None:
             raise TypeError("when cannot be None")
-        self._check_closed()  # type: ignore[attr-defined]
-        timer = _OrderedTimerHandle(when, callback, args, self, context)
+        timer: Any
+        if self._closed or self._debug:  # the checks and source tracebacks of asyncio's path
+            self._check_closed()  # type: ignore[attr-defined]
+            timer = _OrderedTimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+        else:  # TimerHandle.__init__ inlined (it is on every sleep's path)
+            timer = _new_timer(_OrderedTimerHandle)
+            timer._context = context if context is not None else _copy_context()
+            timer._loop = self
+            timer._callback = callback
+            timer._args = args
+            timer._cancelled = False
+            timer._repr = None
+            timer._source_traceback = None
+            timer._when = when
         self._timer_seq += 1
         timer._seq = self._timer_seq
-        if timer._source_traceback:  # type: ignore[attr-defined]
-            del timer._source_traceback[-1]  # type: ignore[attr-defined]
         heapq.heappush(self._scheduled, timer)
-        timer._scheduled = True  # type: ignore[attr-defined]
-        return timer
+        timer._scheduled = True
+        return timer  # type: ignore[no-any-return]
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        """``BaseEventLoop.call_soon`` with ``Handle.__init__`` inlined (every task wake-up)."""
+        if self._closed or self._debug:
+            return super().call_soon(callback, *args, context=context)
+        handle: Any = _new_timer(_Handle)
+        handle._context = context if context is not None else _copy_context()
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        self._ready.append(handle)
+        return handle  # type: ignore[no-any-return]
+
+    def call_later(  # type: ignore[override]
+        self, delay: float, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """``BaseEventLoop.call_later`` without a frame in between (``asyncio.sleep`` uses it)."""
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self.call_at(self.clock._mono + delay, callback, *args, context=context)
 
     # -- tasks: local names, creation order, outcome exceptions never stored -------
     def create_task(  # type: ignore[override]
@@ -355,6 +409,63 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         listed = "\n".join(f"  - {describe_task(t)}" for t in tasks[:10])
         return Stalled(f"{what}.\nTasks:\n{listed}\nWait for a timer (await asyncio.sleep(seconds)) "
                        "or an event, or give the work a stop condition.")
+
+    # -- the loop's iteration --------------------------------------------------------
+    def _run_once(self) -> None:
+        """``BaseEventLoop._run_once`` minus the selector when there is no real I/O (~2x faster).
+
+        With no thread working and no file descriptor but the loop's own self-pipe, a
+        ``select`` could only return nothing: skip it (and ``_process_events``), and when
+        nothing is ready jump the clock to the next timer directly; the selector's checks
+        (a fatal callback error, the busy limit, the horizon) run here the same way.
+        Anything else (real I/O, threads, debug mode, a heap of
+        cancelled timers to sweep, nothing left at all: the deadlock check) is asyncio's own
+        ``_run_once`` through the virtual selector, as before.
+        """
+        fds = self._fds
+        scheduled = self._scheduled
+        if (fds is None or len(fds) > 1 or self._threads or self._stopping or self._debug or (
+                len(scheduled) > _MIN_SCHEDULED
+                and self._timer_cancelled_count > len(scheduled) // 2)):
+            super()._run_once()  # type: ignore[misc]  # real I/O, threads, or a heap to sweep
+            return
+        if self._fatal is not None:
+            self._raise_fatal()
+        ready = self._ready
+        handle: Any
+        while scheduled and scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1
+            handle = heapq.heappop(scheduled)
+            handle._scheduled = False
+        clock = self.clock
+        if ready:  # the selector's timeout-0 path: count busy iterations at one instant
+            busy = self._busy = self._busy + 1
+            if busy == 1:
+                self._busy_since = _perf()
+            elif busy > BUSY_LIMIT or _perf() - self._busy_since > self.real_limit:
+                raise self._busy_error()
+        elif scheduled:  # the selector's timer path: jump to the next timer, not past the horizon
+            self._busy = 0
+            when = scheduled[0]._when  # type: ignore[attr-defined]
+            if when > self._horizon and when > self.horizon():
+                self._past_horizon(when)
+            if when > clock._mono:
+                clock.advance_to(when)  # refuses a time past the clock's range
+        else:
+            super()._run_once()  # type: ignore[misc]  # nothing left: the deadlock check
+            return
+        if scheduled:
+            end_time = clock._mono + self._clock_resolution
+            while scheduled and scheduled[0]._when < end_time:  # type: ignore[attr-defined]
+                handle = heapq.heappop(scheduled)
+                handle._scheduled = False
+                ready.append(handle)
+        popleft = ready.popleft
+        for _ in range(len(ready)):
+            handle = popleft()
+            if not handle._cancelled:
+                handle._run()
+        handle = None  # break cycles when an exception occurs
 
     # -- threads are real work: count them so the clock waits -------------------
     def run_in_executor(  # type: ignore[override]
