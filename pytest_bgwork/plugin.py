@@ -6,6 +6,7 @@ Thin on purpose: everything it shows comes from ``Simulation`` and its history.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sys
 import warnings
@@ -265,6 +266,28 @@ def _seed_for(item: pytest.Item) -> int:
 
 
 # -- the virtual loop for async tests ------------------------------------------------------
+#: Fixtures that are (or hand out parts of) the simulation: an ``async def`` test asking for one
+#: runs on the virtual loop without ``@pytest.mark.asyncio``, also in pytest-asyncio's strict mode.
+_SIM_FIXTURES = frozenset({"bgwork", "bg_clock", "bg_queues", "bg_kv", "bg_streams", "bg_runtime",
+                           "bg_task_manager", "bg_faults"})
+#: Markers of other async runners: a test carrying one is theirs, not ours.
+_OTHER_ASYNC_MARKERS = frozenset({"asyncio", "anyio", "trio"})
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Generator[None, None, None]:
+    """Mark an unmarked ``async def`` test that asks for ``bgwork`` with ``asyncio`` (DESIGN §1)."""
+    if inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name):
+        try:
+            params = set(inspect.signature(obj).parameters)
+        except (TypeError, ValueError):  # pragma: no cover - a builtin or odd callable
+            params = set()
+        marks = {getattr(m, "name", None) for m in getattr(obj, "pytestmark", ())}
+        if params & _SIM_FIXTURES and not marks & _OTHER_ASYNC_MARKERS:
+            pytest.mark.asyncio(obj)
+    yield
+
+
 def _uses_bgwork(item: Any) -> bool:
     names = getattr(item, "fixturenames", ())
     return "bgwork" in names
@@ -342,13 +365,15 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
-        if sim.unmocked_requests and not item.stash.get(_CALL_FAILED_KEY, False):
-            listed = "\n".join(f"  - {r}" for r in sim.unmocked_requests)
+        swallowed = _swallowed_refusals(sim, item)
+        if swallowed and not item.stash.get(_CALL_FAILED_KEY, False):
+            listed = "\n".join(f"  - {r}" for r in swallowed)
             pytest.fail(
-                f"bgwork refused {len(sim.unmocked_requests)} outbound request(s) that no mock "
+                f"bgwork refused {len(swallowed)} outbound request(s) that no mock "
                 f"answered (bg.UnmockedRequest; the code under test caught the error):\n{listed}\n"
                 "Mock them (respx), route them to an in-process app, or allow the network with "
-                "@pytest.mark.bgwork(allow_network=True).",
+                "@pytest.mark.bgwork(allow_network=True). A test that expects the refusal catches "
+                "it by name: `with pytest.raises(bg.UnmockedRequest): ...`.",
                 pytrace=False,
             )
         leftovers = sim.cancel_leftovers()
@@ -380,6 +405,24 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         finally:
             wall_clock.stop()
             context.pop(sim)
+
+
+def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
+    """The refused requests the code under test swallowed: ``sim.unmocked_requests`` less those
+    the test expected, i.e. caught in the test function itself where it names ``UnmockedRequest``
+    (``with pytest.raises(bg.UnmockedRequest)``, ``except bg.UnmockedRequest``)."""
+    left = list(sim.unmocked_requests)
+    codes: set[object] = set()
+    for fn in (getattr(item, "obj", None), getattr(item, "function", None)):
+        code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        if code is not None and "UnmockedRequest" in code.co_names:
+            codes.add(code)
+    for error in sim.unmocked_errors:
+        tb = error.__traceback__  # its first frame is where the error was caught
+        text = f"{getattr(error, 'method', '')} {getattr(error, 'url', '')}"
+        if tb is not None and tb.tb_frame.f_code in codes and text in left:
+            left.remove(text)
+    return left
 
 
 def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
@@ -574,13 +617,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     test that never awaited a pytest-bgwork coroutine."""
     _unawaited.clear()
     try:
-        with replay.activate(_replay_token(item)):
+        with replay.activate(_replay_token(item)) as token:
             result = yield
+            unreplayed = token is not None and token.scenario is not None and not replay.replayed()
     except BaseException as exc:
         if _unawaited:
             exc.add_note(_unawaited_message())
         raise
     _fail_unawaited()
+    if unreplayed:
+        assert token is not None
+        pytest.fail(
+            f"@pytest.mark.bgwork(replay=...) holds an explored example of scenario "
+            f"{token.scenario!r}, but this test ran no bg.explore({token.scenario}, ...), so nothing "
+            "was replayed. Put the marker on the test that calls bg.explore with that scenario "
+            "(a token without a scenario, replay.encode(seed, plan), applies its seed and plan to "
+            "a plain bgwork test).",
+            pytrace=False,
+        )
     return result
 
 

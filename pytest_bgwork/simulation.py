@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .core import context
 from .core.choices import Choices
 from .core.clock import check_span
-from .core.errors import NotRunning, ProcessCrashed, Stalled
+from .core.errors import NotRunning, ProcessCrashed, Stalled, UnmockedRequest
 from .core.kernel import Kernel
 from .core.loop import VirtualEventLoop, describe_task
 from .core.wallclock import wall_clock
@@ -70,6 +70,8 @@ class Simulation(Kernel):
         self.allow_network = allow_network
         #: ``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``.
         self.unmocked_requests: list[str] = []
+        #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
+        self.unmocked_errors: list[UnmockedRequest] = []
         self._closed = False
         from .core import network
 
@@ -158,7 +160,8 @@ class Simulation(Kernel):
         wall_clock.start()
         self.start_horizon(f"sim.run's max_time={self.max_time:g}s")
         try:
-            return self.loop.run_until_complete(main)
+            result: _T = self.loop.run_until_complete(main)
+            return result
         finally:
             wall_clock.stop()
             context.pop(self)

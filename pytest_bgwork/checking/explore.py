@@ -657,6 +657,7 @@ def explore(
     try:
         with _heap_frozen():
             if token is not None and token.scenario == name:
+                _replay.mark_replayed(name)
                 _replay_one(scenario, check_list, token, report)
             else:
                 token_var = learned_points.set(_learn(scenario, sim_seed, report))

@@ -26,7 +26,8 @@ from ..core.faults import Fault, FaultPlan
 if TYPE_CHECKING:
     from ..simulation import Simulation
 
-__all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "apply", "decode", "encode"]
+__all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "apply", "decode", "encode", "mark_replayed",
+           "replayed"]
 
 PREFIX = "bgwork1:"
 
@@ -185,12 +186,33 @@ def active() -> Replay | None:
     return _active.get()
 
 
+#: The scenarios ``bg.explore`` replayed from the active token (the plugin reports a token
+#: whose scenario never ran: it would otherwise be ignored and the test pass unreplayed).
+_replayed: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "bgwork_replayed", default=None
+)
+
+
+def mark_replayed(scenario: str) -> None:
+    """``bg.explore`` ran the active token's example of ``scenario``."""
+    done = _replayed.get()
+    if done is not None:
+        done.append(scenario)
+
+
+def replayed() -> list[str]:
+    """The scenarios replayed from the active token so far."""
+    return list(_replayed.get() or ())
+
+
 @contextlib.contextmanager
 def activate(token: str | Replay | None) -> Iterator[Replay | None]:
     """Make ``token`` the active replay for the duration (``None``: none)."""
     replay = decode(token) if isinstance(token, str) else token
     reset = _active.set(replay)
+    reset_done = _replayed.set([])
     try:
         yield replay
     finally:
+        _replayed.reset(reset_done)
         _active.reset(reset)

@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .clock import VirtualClock
 from .errors import Deadlock, ProcessCrashed, Stalled
 
+#: The callback ``run_until_complete`` adds to its future: it stops the loop.
+_RUN_UNTIL_COMPLETE_CB = getattr(asyncio.base_events, "_run_until_complete_cb", None)
+
 if TYPE_CHECKING:
     from .kernel import Kernel
 
@@ -278,6 +281,18 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         if delay is None:
             raise TypeError("delay must not be None")
         return self.call_at(self.clock._mono + delay, callback, *args, context=context)
+
+    def run_until_complete(self, future: Any) -> Any:
+        """``BaseEventLoop.run_until_complete``, after dropping a stale stop request.
+
+        When a ``BaseException`` (pytest's ``Failed``, ``KeyboardInterrupt``) escapes a run,
+        asyncio leaves that run's completion callback queued; it stops the next run at once
+        ("Event loop stopped before Future completed", e.g. when teardown cancels leftovers).
+        """
+        for handle in self._ready:
+            if getattr(handle, "_callback", None) is _RUN_UNTIL_COMPLETE_CB:
+                handle.cancel()
+        return super().run_until_complete(future)
 
     # -- tasks: local names, creation order, outcome exceptions never stored -------
     def create_task(  # type: ignore[override]

@@ -101,7 +101,11 @@ def _refuse(request: Any) -> Any:
     unmocked = getattr(sim, "unmocked_requests", None)
     if isinstance(unmocked, list):
         unmocked.append(f"{method} {text}")
-    return UnmockedRequest(method, text)
+    error = UnmockedRequest(method, text)
+    raised = getattr(sim, "unmocked_errors", None)
+    if isinstance(raised, list):
+        raised.append(error)  # teardown tells a refusal the test caught from one the app swallowed
+    return error
 
 
 def _patch_async_connection(module: types.ModuleType) -> None:
