@@ -137,7 +137,8 @@ async def test_a_redelivered_job_mails_once(bgwork: bg.Simulation, sqs: Any, que
     await enqueue_all(queue_url)
     async with httpx.AsyncClient() as http:
         done = await supervise(sqs, queue_url, http)
-    assert done == 2 * len(ORDERS)  # every job was processed twice...
+    # every job was processed at least twice (chaos may add copies: overlap delivers one more)...
+    assert done >= 2 * len(ORDERS)
     bg.assert_effects_once(bgwork, "email")  # ...and every customer got one email
 
 

@@ -683,7 +683,10 @@ class SqsBackend:
         handle = _HANDLE_PREFIX + base64.b64encode(raw * 3).decode()
         first_ms = self._first_receive.setdefault(key, _epoch_ms(self.sim))
         self._receipts[handle] = _Receipt(q.name, msg.id, d, now, now)
-        self._latest[key] = handle
+        if not getattr(d, "_overlap", False):
+            # An overlapping copy (a duplicate delivered at the same time, as a standard queue
+            # may) is another stored copy, not a receive of this one: both handles stay valid.
+            self._latest[key] = handle
         body: str = msg.payload
         out: dict[str, Any] = {"MessageId": self.message_id(q.name, msg.id), "ReceiptHandle": handle,
                                "MD5OfBody": md5_of_body(body), "Body": body}
@@ -717,10 +720,15 @@ class SqsBackend:
                             "valid receipt handle.")
         return receipt
 
+    def _current(self, q: _Queue, receipt: _Receipt, handle: object) -> bool:
+        """Whether ``handle`` is its message's most recent one (an overlapping copy's always is)."""
+        return bool(getattr(receipt.delivery, "_overlap", False)) or \
+            self._latest.get((q.name, receipt.message_id)) == handle
+
     async def _delete(self, q: _Queue, handle: object) -> None:
         receipt = self._receipt(q, handle)
         d = receipt.delivery
-        if self._latest.get((q.name, receipt.message_id)) != handle:
+        if not self._current(q, receipt, handle):
             # AWS: "you must provide the most recently received ReceiptHandle for the message
             # (otherwise, the request succeeds, but the message will not be deleted)"
             self.sim.history.record("sqs", "stale_delete", queue=q.name, id=receipt.message_id,
@@ -757,7 +765,7 @@ class SqsBackend:
         handle = params.get("ReceiptHandle")
         receipt = self._receipt(q, handle)
         d = receipt.delivery
-        if self._latest.get((q.name, receipt.message_id)) != handle:
+        if not self._current(q, receipt, handle):
             raise _invalid("ReceiptHandle", handle, "The receipt handle has expired.")
         if d.settled is not None or d.expired:
             raise _SqsError("MessageNotInflight", f"Message {self.message_id(q.name, receipt.message_id)} "
@@ -851,20 +859,23 @@ def _convert(exc: BaseException, url: str) -> BaseException:
     return converted
 
 
-def _drive(coro: Coroutine[Any, Any, Any], operation: str) -> Any:
-    """Run ``coro`` to the end right here; it may yield to the loop but never wait for it."""
+def _drive(sim: Any, coro: Coroutine[Any, Any, Any], operation: str) -> Any:
+    """Run ``coro`` to the end right here, as a blocking client on the loop's thread does.
+
+    ``sim.faults.run_sync``: a delay or a latency moves the clock as a blocked loop would
+    (nothing else runs meanwhile), a crash raises ``ProcessCrashed``. The answer never
+    waits on the loop (``can_wait=False``: a long poll returns at once when empty).
+    """
     try:
-        while True:
-            yielded = coro.send(None)
-            if yielded is not None:
-                coro.close()
-                raise bg.BgworkError(
-                    f"boto3 {operation} had to wait (a fault's delay or a simulated latency) but "
-                    "runs synchronously on the simulation's loop thread, which cannot wait while "
-                    "it blocks. Call the sync client from a sync test or a worker thread "
-                    "(asyncio.to_thread), or use aiobotocore in async code.")
-    except StopIteration as stop:
-        return stop.value
+        return sim.faults.run_sync(coro)
+    except RuntimeError as exc:
+        if "run_sync()" not in str(exc):
+            raise
+        raise bg.BgworkError(
+            f"boto3 {operation} had to wait on the event loop but runs synchronously on the "
+            "simulation's loop thread, which cannot wait while it blocks. Call the sync client "
+            "from a sync test or a worker thread (asyncio.to_thread), or use aiobotocore in "
+            "async code.") from exc
 
 
 class _Dispatcher:
@@ -898,7 +909,7 @@ class _Dispatcher:
             running = None
         try:
             if running is sim.loop:
-                status, payload = _drive(make(), operation)
+                status, payload = _drive(sim, make(), operation)
             elif running is not None:
                 raise bg.NotRunning(f"boto3 {operation} ran on an event loop that is not the "
                                     "simulation's; run it on the simulation (the bgwork fixture)")
@@ -908,7 +919,7 @@ class _Dispatcher:
 
                 def step() -> None:
                     try:
-                        done.set_result(_drive(make(), operation))
+                        done.set_result(_drive(sim, make(), operation))
                     except BaseException as exc:  # delivered to the thread that asked
                         done.set_exception(exc)
 

@@ -389,14 +389,46 @@ def test_agrees_with_moto_on_checksums_attributes_and_error_codes(
 
 
 @pytest.mark.asyncio
-async def test_sync_boto3_on_the_loop_thread_refuses_to_wait(bgwork: bg.Simulation,
-                                                            bg_sqs: adapters.sqs.SqsBackend) -> None:
+async def test_sync_boto3_on_the_loop_thread_blocks_the_loop_through_a_delay(
+        bgwork: bg.Simulation, bg_sqs: adapters.sqs.SqsBackend) -> None:
+    """A blocking client holds the loop: a delay moves the clock, nothing else runs meanwhile."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.create_queue(QueueName="jobs")["QueueUrl"]  # runs at once, on the loop thread
+    ran: list[float] = []
+    other = asyncio.get_running_loop().call_later(1, lambda: ran.append(bgwork.clock.monotonic()))
     bgwork.faults.delay("queue.publish", seconds=5)
-    with pytest.raises(bg.BgworkError, match="boto3 SendMessage had to wait"):
-        sqs.send_message(QueueUrl=url, MessageBody="job")
-    assert bgwork.queues.stats("jobs")["published"] == 0  # nothing half-done
+    sqs.send_message(QueueUrl=url, MessageBody="job")
+    assert bgwork.clock.monotonic() == 5.0 and ran == []  # the timer due at 1 s waited
+    assert bgwork.queues.stats("jobs")["published"] == 1
+    await asyncio.sleep(0)
+    other.cancel()
+
+
+@pytest.mark.asyncio
+async def test_sync_boto3_on_the_loop_thread_takes_its_latency(bgwork: bg.Simulation,
+                                                               bg_sqs: adapters.sqs.SqsBackend) -> None:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
+    bgwork.faults.apply([bg.Fault("latency", "*", seconds=2.0)])
+    for n in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody=f"job {n}")
+    assert 0 < bgwork.clock.monotonic() <= 5 * 2.0  # five calls, each up to 2 s
+    assert bgwork.queues.stats("jobs")["published"] == 5
+
+
+def test_both_handles_of_overlapping_copies_are_current(bgwork: bg.Simulation, sqs: Any, url: str) -> None:
+    """A copy delivered at the same time (a standard queue's duplicate) does not make the
+    first receive's handle stale: deleting with it deletes the message."""
+    bgwork.faults.duplicate("jobs", overlap=True)
+    sqs.send_message(QueueUrl=url, MessageBody="job")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["job", "job"]
+    for message in got:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert not bgwork.history.filter("sqs", "stale_delete")
+    bgwork.run(bgwork.advance(120))
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    bg.assert_nothing_lost(bgwork)
 
 
 def test_a_sync_test_lets_fault_delays_pass_on_virtual_time(bgwork: bg.Simulation, sqs: Any, url: str) -> None:
