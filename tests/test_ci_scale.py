@@ -177,7 +177,9 @@ test_charge_fuzz = bg.explore_test(charge_order, faults=PLANS, checks=[charged_o
         import sys
         from hypothesis import settings
         from hypothesis.database import InMemoryExampleDatabase
-        settings.register_profile("mem", database=InMemoryExampleDatabase())
+        # derandomize=False: under CI=true Hypothesis loads its "ci" profile (derandomized),
+        # and HypoFuzz skips derandomized tests
+        settings.register_profile("mem", database=InMemoryExampleDatabase(), derandomize=False)
         settings.load_profile("mem")
         from hypofuzz.collection import collect_tests
 
