@@ -356,7 +356,7 @@ async def test_sync_boto3_in_a_worker_thread(bgwork: bg.Simulation, bg_sqs: adap
 # -- agreement with moto where moto follows AWS ------------------------------------------------
 @pytest.fixture
 def moto_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    moto = pytest.importorskip("moto")  # the bench extra installs it
+    import moto  # the test extra installs it
     for key, value in adapters.sqs.DUMMY_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     with moto.mock_aws():
