@@ -161,3 +161,25 @@ def test_freeze_time_inside_a_bgwork_test_nests(bgwork: bg.Simulation) -> None:
         assert dt.date.today() == dt.date(2030, 6, 1)
     assert dt.datetime.now(dt.UTC) == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert wall_clock.active
+
+
+def test_a_patch_that_fails_half_way_leaves_every_real_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error while patching (a module that breaks when scanned) must not leave fake
+    clocks behind for later tests and for pytest's own timing."""
+    from pytest_bgwork.core import wallclock
+
+    real_datetime, real_time = dt.datetime, time.time
+
+    def broken(*args: object) -> list[tuple[object, str]]:
+        raise RuntimeError("a module broke the scan")
+
+    monkeypatch.setattr(wallclock._Patcher, "_find_sites", broken)
+    with pytest.raises(RuntimeError, match="broke the scan"):
+        wall_clock.start()
+    assert not wall_clock.active
+    assert dt.datetime is real_datetime and time.time is real_time
+    assert wallclock._api().freeze_factories == []
+    monkeypatch.undo()
+    with wall_clock:  # and the next start works as usual
+        assert dt.datetime is not real_datetime
+    assert dt.datetime is real_datetime

@@ -285,8 +285,18 @@ class WallClockPatch:
         if self._depth > 1:
             return
         _preimport_date_subclasses()
-        self._factory = _VirtualNow()
-        self._patcher.start(self._factory)
+        factory = self._factory = _VirtualNow()
+        try:
+            self._patcher.start(factory)
+        except BaseException:
+            # a half-done patch would leave fake clocks behind for every later test (and
+            # pytest's own timing): undo what was done, then let the error through
+            self._depth -= 1
+            self._factory = None
+            factories = _api().freeze_factories
+            if factories and factories[-1] is factory:
+                self._patcher.stop()
+            raise
 
     def stop(self) -> None:
         """Undo one ``start``; the last one restores the real clock."""
