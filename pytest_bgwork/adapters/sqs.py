@@ -831,6 +831,17 @@ def _headers(status: int, payload: dict[str, Any], request_id: str) -> tuple[dic
     return headers, data
 
 
+def _respond(request: Any, backend: Any, response_type: Any, raw_type: Any, url: str,
+             status: int, payload: dict[str, Any]) -> Any:
+    """The botocore (or aiobotocore) response for an answer, remembered on the request so a
+    second ``before-send`` handler for the same request returns it again."""
+    headers, data = _headers(status, payload, backend._next_request_id())
+    response = response_type(url, status, headers, raw_type(data))
+    response._content = data
+    setattr(request, _ANSWER, response)
+    return response
+
+
 class _Raw(io.BytesIO):
     """The raw body botocore streams (``stream()``) or aiobotocore reads (``await read()``)."""
 
@@ -929,11 +940,7 @@ class _Dispatcher:
                 status, payload = sim.run(make())
         except (ConnectionError, TimeoutError) as exc:
             raise _convert(exc, url) from exc
-        headers, data = _headers(status, payload, backend._next_request_id())
-        response = AWSResponse(url, status, headers, _Raw(data))
-        response._content = data
-        setattr(request, _ANSWER, response)
-        return response
+        return _respond(request, backend, AWSResponse, _Raw, url, status, payload)
 
     async def aio(self, request: Any, event_name: str, **_: Any) -> Any:
         if not _active:
@@ -946,10 +953,6 @@ class _Dispatcher:
         backend = _active[-1]
         operation, body, base, region = _split(request, event_name)
         url = str(request.url)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aiobotocore always runs on a loop
-            raise
         if asyncio.get_running_loop() is not backend.sim.loop:
             raise bg.NotRunning(f"aiobotocore {operation} ran on an event loop that is not the "
                                 "simulation's; use it in an async test with the bgwork fixture")
@@ -957,11 +960,7 @@ class _Dispatcher:
             status, payload = await backend.answer(operation, body, base, region, can_wait=True)
         except (ConnectionError, TimeoutError) as exc:
             raise _convert(exc, url) from exc
-        headers, data = _headers(status, payload, backend._next_request_id())
-        response = AioAWSResponse(url, status, headers, _AioRaw(data))
-        response._content = data
-        setattr(request, _ANSWER, response)
-        return response
+        return _respond(request, backend, AioAWSResponse, _AioRaw, url, status, payload)
 
 
 _dispatcher = _Dispatcher()
