@@ -99,6 +99,32 @@ def report(label: str, result: Result, verdict: bool) -> None:
           f"{result.cpu * 1000:.0f} ms: the plugin adds {(result.cpu - result.plain) * 1000:.0f} ms")
 
 
+def pytest_runs(env: dict[str, str], runs: int) -> None:
+    """CPU of whole ``pytest`` runs of one test: without the plugin, with it, and with the
+    test using ``bgwork`` (the simulation then loads, on first use), interleaved."""
+    with tempfile.TemporaryDirectory(prefix="bgwork-startup-") as where:
+        Path(where, "test_plain.py").write_text("def test_plain():\n    assert True\n")
+        Path(where, "test_sim.py").write_text("def test_sim(bgwork):\n    assert bgwork.seed >= 0\n")
+        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        cases = {"pytest, plugin off (-p no:bgwork)": [*base, "-p", "no:bgwork", "test_plain.py"],
+                 "pytest with the plugin, a plain test": [*base, "test_plain.py"],
+                 "pytest with the plugin, a bgwork test": [*base, "test_sim.py"]}
+        best = dict.fromkeys(cases, float("inf"))
+        for _ in range(runs):
+            for label, argv in cases.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run(argv, env=env, cwd=where, check=True, capture_output=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                best[label] = min(best[label], cpu)
+    off_label = next(iter(cases))
+    off = best[off_label]
+    print(f"whole pytest runs of one test, CPU best of {runs} (cached bytecode):")
+    for label, cpu in best.items():
+        extra = "" if label == off_label else f"  (+{(cpu - off) * 1000:.0f} ms)"
+        print(f"  {label:<40}{cpu * 1000:>6.0f} ms{extra}")
+
+
 def main() -> None:
     args = sys.argv[1:]
     against = None
@@ -128,6 +154,7 @@ def main() -> None:
         print("bytecode cached (as installed; the verdict):")
         for label, result in measure(copies, runs).items():
             report(label, result, verdict=label == "this checkout")
+        pytest_runs(copies["this checkout"], runs)
         for root in roots.values():  # drop the package's .pyc and write none from now on
             shutil.rmtree(prefix + os.path.join(root, "pytest_bgwork"))
         source = {label: {**env, "PYTHONDONTWRITEBYTECODE": "1"} for label, env in copies.items()}
