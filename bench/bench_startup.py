@@ -148,8 +148,8 @@ def main() -> None:
             importtime(env)
             beyond[label] = beyond_pytest(env)
         print(f"import pytest_bgwork.plugin · -X importtime, per-module best of {runs} runs, "
-              "interleaved · shared 2-core machine · Python "
-              f"{sys.version_info.major}.{sys.version_info.minor}")
+              f"interleaved · shared {os.cpu_count()}-core machine, load average "
+              f"{os.getloadavg()[0]:.1f} · Python {sys.version_info.major}.{sys.version_info.minor}")
         for label, modules in beyond.items():
             print(f"{label}: modules the plugin loads that `import pytest` does not (besides "
                   f"pytest_bgwork*): {' '.join(modules) if modules else 'none'}")
