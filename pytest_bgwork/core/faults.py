@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
+import dis
 import fnmatch
 import re
+import sys
 import types
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from . import loop as _loop
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
+from .loop import _MIN_SCHEDULED, BUSY_LIMIT, VirtualEventLoop
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -53,8 +57,96 @@ CRASH_DEPTH = 6
 
 @types.coroutine
 def suspend() -> Any:
-    """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes)."""
+    """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes).
+
+    Every service call is a suspension point (DESIGN §8). When the yield could not let
+    anything else happen it is skipped: the loop would only count a busy iteration and
+    step this same task again at the same instant, so the call goes on at once with the
+    busy count advanced as the loop would have advanced it (the exact rule:
+    ``_yield_changes_nothing``). Every interleaving and history stays the same.
+    """
+    loop = _get_running_loop()
+    if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(0)):
+        return
     yield
+
+
+@types.coroutine
+def _yield() -> Any:
+    """A bare yield, always (``suspend`` once its rule said no)."""
+    yield
+
+
+_getframe = sys._getframe
+_get_running_loop = asyncio._get_running_loop
+#: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
+_SEND = dis.opmap.get("SEND", -1)
+_HANDLE_RUN = asyncio.Handle._run.__code__
+_RUN_ONCE = (VirtualEventLoop._run_once.__code__,
+             asyncio.BaseEventLoop._run_once.__code__)  # type: ignore[attr-defined]
+
+
+def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bool:
+    """Would the bare yield of the service call running in ``frame`` be a no-op?
+
+    ``frame`` is the frame that would await the yield. The rule holds, and ``suspend``
+    skips the yield, when all of these hold (else the task yields, as before):
+
+    - ``loop`` (a ``VirtualEventLoop``, not a subclass) has no thread or real I/O
+      working, is not stopping, not in debug mode, has no callback error pending and no
+      cancelled-timer sweep due: its next iteration takes ``_run_once``'s fast path;
+    - its ready queue is empty (nothing would run before this task's next step) and no
+      timer, cancelled or not, is due at or before now (none would be made ready first);
+      the clock does not move while work is ready, so the horizon plays no part;
+    - the yield would reach ``loop`` directly: every frame from ``frame``'s caller up to
+      the current task's coroutine is awaiting (at ``SEND``), and that coroutine was
+      stepped by a loop handle run by ``_run_once``. Code that steps a coroutine by hand
+      (``run_sync``, anything calling ``.send()``) gets its yield as before;
+    - the task has no cancellation pending (it would be raised at the yield);
+    - the busy guard would not fire: the skip counts the iteration in ``loop._busy`` (and
+      notes when the run of busy iterations began) as ``_run_once`` would; at the limit
+      the task yields and the loop raises ``Stalled`` as before.
+
+    Then the yield's only effect would be the loop's next iteration stepping this task
+    again at the same virtual instant, with nothing run in between.
+    """
+    if loop._ready or loop._threads or loop._stopping or loop._debug or loop._fatal is not None:
+        return False
+    fds = loop._fds
+    if fds is None or len(fds) > 1:
+        return False
+    scheduled = loop._scheduled
+    if scheduled and (
+            scheduled[0]._when < loop.clock._mono + loop._clock_resolution  # type: ignore[attr-defined]
+            or (len(scheduled) > _MIN_SCHEDULED
+                and loop._timer_cancelled_count > len(scheduled) // 2)):
+        return False
+    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
+    if task is None or task._must_cancel:  # type: ignore[attr-defined]
+        return False
+    top = getattr(task.get_coro(), "cr_frame", None)
+    f: types.FrameType | None = frame
+    while f is not top:
+        f = f.f_back  # type: ignore[union-attr]
+        if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
+            return False
+    handle = f.f_back  # type: ignore[union-attr]
+    if handle is None or handle.f_code is not _HANDLE_RUN:
+        return False
+    caller = handle.f_back
+    if caller is None or caller.f_code not in _RUN_ONCE:
+        return False
+    busy = loop._busy + 1  # the busy guard, as _run_once counts an iteration with work ready
+    if busy == 1:
+        loop._busy_since = _loop._perf()
+    elif busy > BUSY_LIMIT or _loop._perf() - loop._busy_since > loop.real_limit:
+        return False  # the loop raises Stalled on its next iteration
+    loop._busy = busy
+    return True
+
+
 _POINT_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_.:-]+)?$")
 _registered: dict[str, None] = dict.fromkeys(POINTS)
 #: Queue names a queue-scoped rule may name: every profile's charset (``.fifo`` included).
@@ -584,6 +676,29 @@ class FaultInjector:
         calls[point] = calls.get(point, 0) + 1
         return True
 
+    def begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
+        """Start a service call at fault point ``point`` (a suspension point, DESIGN §8).
+
+        ``None`` when the call goes on at once: no rule in force, no watcher, no crash
+        due, and its yield would change nothing (``_yield_changes_nothing``); the call is
+        counted. Otherwise an awaitable the service awaits first: a bare yield, or
+        ``enter(point, queue=queue, call=True)`` when a rule may fire.
+        """
+        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
+                self._sim._disposing):
+            return self.enter(point, queue=queue, call=True)
+        attempt = current_attempt.get()
+        if attempt is not None and attempt.crashed:
+            return self.enter(point, queue=queue, call=True)
+        calls = self._calls
+        calls[point] = calls.get(point, 0) + 1
+        if _sync_call.get():  # run_sync: a blocking client's call does not yield
+            return None
+        loop = self._sim.loop
+        if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(1)):
+            return None
+        return _yield()
+
     async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
         """Called by a service before ``point`` takes effect; may raise, wait or crash.
 
@@ -612,7 +727,10 @@ class FaultInjector:
                 else:
                     await (asyncio.sleep(step * lat / 1000) if step else suspend())
             elif not _sync_call.get():
-                await suspend()
+                loop = self._sim.loop
+                if type(loop) is not VirtualEventLoop or not _yield_changes_nothing(
+                        loop, _getframe(0)):
+                    await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
         if not self._rules or self.healed:
