@@ -20,9 +20,9 @@ import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from time import perf_counter as _perf  # the loop's busy clock (freezegun leaves it real)
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import loop as _loop
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
 from .loop import _MIN_SCHEDULED, BUSY_LIMIT, VirtualEventLoop
@@ -84,8 +84,6 @@ _current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_c
 #: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
 _SEND = dis.opmap.get("SEND", -1)
 _HANDLE_RUN = asyncio.Handle._run.__code__
-_RUN_ONCE = (VirtualEventLoop._run_once.__code__,
-             asyncio.BaseEventLoop._run_once.__code__)  # type: ignore[attr-defined]
 
 
 def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bool:
@@ -102,8 +100,9 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bo
       the clock does not move while work is ready, so the horizon plays no part;
     - the yield would reach ``loop`` directly: every frame from ``frame``'s caller up to
       the current task's coroutine is awaiting (at ``SEND``), and that coroutine was
-      stepped by a loop handle run by ``_run_once``. Code that steps a coroutine by hand
-      (``run_sync``, anything calling ``.send()``) gets its yield as before;
+      stepped by a loop handle (the task's step, which only ``loop``'s ``_run_once`` runs:
+      not an eager start from inside another callback). Code that steps a coroutine by
+      hand (``run_sync``, anything calling ``.send()``) gets its yield as before;
     - the task has no cancellation pending (it would be raised at the yield);
     - the busy guard would not fire: the skip counts the iteration in ``loop._busy`` (and
       notes when the run of busy iterations began) as ``_run_once`` would; at the limit
@@ -126,22 +125,22 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bo
     task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
     if task is None or task._must_cancel:  # type: ignore[attr-defined]
         return False
-    top = getattr(task.get_coro(), "cr_frame", None)
+    try:
+        top = task._coro.cr_frame  # type: ignore[attr-defined]
+    except AttributeError:  # a task of something else than a coroutine
+        return False
     f: types.FrameType | None = frame
     while f is not top:
         f = f.f_back  # type: ignore[union-attr]
         if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
             return False
-    handle = f.f_back  # type: ignore[union-attr]
+    handle = f.f_back
     if handle is None or handle.f_code is not _HANDLE_RUN:
-        return False
-    caller = handle.f_back
-    if caller is None or caller.f_code not in _RUN_ONCE:
         return False
     busy = loop._busy + 1  # the busy guard, as _run_once counts an iteration with work ready
     if busy == 1:
-        loop._busy_since = _loop._perf()
-    elif busy > BUSY_LIMIT or _loop._perf() - loop._busy_since > loop.real_limit:
+        loop._busy_since = _perf()
+    elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
         return False  # the loop raises Stalled on its next iteration
     loop._busy = busy
     return True
