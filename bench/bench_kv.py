@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import fakeredis
 
@@ -78,7 +78,7 @@ def _stubbed(n: int, *, history: bool = False, faults: bool = False,
 class _NoFaults:
     """A fault injector that never fires and never yields (an upper bound only)."""
 
-    _pending_after: dict[str, Any] = {}
+    _pending_after: ClassVar[dict[str, Any]] = {}
 
     def begin(self, point: str, queue: str | None = None) -> None:
         return None

@@ -111,11 +111,11 @@ class History:
 
     def add(self, service: str, op: str, outcome: str, names: tuple[str, ...],
             values: tuple[Any, ...]) -> None:
-        """``record(service, op, outcome, **dict(zip(names, values)))`` for services' hot
+        """``record(service, op, outcome, **dict(zip(names, values, strict=True)))`` for services' hot
         paths, without building the ``Event`` until it is read. ``outcome`` must be one of
         ``OUTCOMES``; the values must not change later (text, numbers, ``None``)."""
         if self._listeners:
-            self.record(service, op, outcome, **dict(zip(names, values)))
+            self.record(service, op, outcome, **dict(zip(names, values, strict=True)))
             return
         attempt = current_attempt.get()
         self._events.append((self._clock(), service, op, outcome, names, values,
@@ -131,7 +131,7 @@ class History:
         for i, row in enumerate(events):
             if type(row) is tuple:
                 t, service, op, outcome, names, values, attempt = row
-                events[i] = Event(i, t, service, op, outcome, dict(zip(names, values)), attempt)
+                events[i] = Event(i, t, service, op, outcome, dict(zip(names, values, strict=True)), attempt)
         return events  # type: ignore[return-value]
 
     @property
@@ -168,7 +168,7 @@ class History:
             if type(e) is tuple:
                 t, service, op, outcome, names, values, attempt = e
                 update(_canonical(seq, t, service, op, outcome, attempt,
-                                  dict(zip(names, values))).encode())
+                                  dict(zip(names, values, strict=True))).encode())
             else:
                 update(e.canonical().encode())  # type: ignore[union-attr]
             update(b"\n")

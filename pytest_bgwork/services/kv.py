@@ -3,9 +3,10 @@
 Values are serialised to JSON text on ``set`` and parsed again on every read, so the
 caller's object and the stored value never share state (and a value a real store
 could not hold fails at once); an immutable value (exact ``str``, ``int``, ``float``,
-``bool``, ``None``, ``bytes``) is its own copy and is handed out without parsing. TTL expiry is lazy: nothing is scheduled on the loop
-(so ``run_until_idle`` never waits for a TTL), and every KV operation first removes
-the keys whose time passed, recording ``kv.expire`` with the instant they expired.
+``bool``, ``None``, ``bytes``) is its own copy and is handed out without parsing. TTL
+expiry is lazy: nothing is scheduled on the loop (so ``run_until_idle`` never waits for
+a TTL), and every KV operation first removes the keys whose time passed, recording
+``kv.expire`` with the instant they expired.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _value(entry: _Entry) -> Any:
     return _decode(entry[0]) if value is _COPY else value
 
 
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _float_repr = float.__repr__
 _int_repr = int.__repr__
 
@@ -377,7 +378,13 @@ class KV:
         # so a later change to the caller's object never reaches the store.
         kind = type(value)
         stored: Any = value
-        if kind is str:
+        if kind is dict or kind is list:
+            stored = _COPY
+            try:
+                text = _encode(value)
+            except (TypeError, ValueError, RecursionError):
+                text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
+        elif kind is str:
             text = _encode_str(value)
         elif kind is int:
             text = _int_repr(value)
@@ -438,7 +445,7 @@ class KV:
                 self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have,
                              **cond)
                 return False
-        now = self._clock.monotonic()
+        now = self._clock._mono
         expires = None if ttl is None else now + ttl
         version = 1 if prev is None else prev[2] + 1
         if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
@@ -512,7 +519,7 @@ class KV:
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
-        data = _decode(text) if value is _COPY else value
+        data = _scan(text, 0)[0] if value is _COPY else value  # bytes are never _COPY
         if expires is not None and self._due:
             expires = self._due.get((ns, key), expires)
         at = None if expires is None else self._wall(expires)
