@@ -414,7 +414,7 @@ class FaultInjector:
         self._calls: dict[str, int] = {}
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
-        self.healed = False
+        self._healed = False
         self.injected = 0
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
@@ -422,9 +422,36 @@ class FaultInjector:
         self._latency = 0.0
         #: queue -> most fault points an attempt of it passed (chaos ``crash`` draws among them).
         self._depth: dict[str, int] = {}
-        #: ``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
-        #: even when healed (``assert_idempotent`` records and crashes attempts with it).
-        self.watch: Callable[[str, Attempt], bool] | None = None
+        self._watch: Callable[[str, Attempt], bool] | None = None
+        #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
+        self._open = True
+        #: The simulation's loop when it is exactly a ``VirtualEventLoop`` (the skip's rule).
+        self._loop: VirtualEventLoop | None = sim.loop if type(sim.loop) is VirtualEventLoop else None
+
+    @property
+    def healed(self) -> bool:
+        """True once ``heal()`` stopped injecting (rules stay, none fires)."""
+        return self._healed
+
+    @healed.setter
+    def healed(self, value: bool) -> None:
+        self._healed = value
+        self._reopen()
+
+    @property
+    def watch(self) -> Callable[[str, Attempt], bool] | None:
+        """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
+        even when healed (``assert_idempotent`` records and crashes attempts with it)."""
+        return self._watch
+
+    @watch.setter
+    def watch(self, value: Callable[[str, Attempt], bool] | None) -> None:
+        self._watch = value
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
+        self._open = (not (self._rules or self._latency) or self._healed) and self._watch is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -561,6 +588,7 @@ class FaultInjector:
         self._reported.clear()
         self._pending_after.clear()
         self._latency = 0.0
+        self._reopen()
 
     def heal(self) -> None:
         """Stop injecting: the second phase of an explored example."""
@@ -587,8 +615,10 @@ class FaultInjector:
     def _add(self, fault: Fault, *, report: bool = True) -> Fault:
         if fault.kind == "latency":  # not a rule that fires: every call draws its latency
             self._latency = max(self._latency, fault.seconds)
+            self._reopen()
             return fault
         self._rules.append(fault)
+        self._reopen()
         if report:
             self._reported.append(fault)
         if fault.point == "http" and self._router is None:
@@ -665,8 +695,7 @@ class FaultInjector:
     def passes(self, point: str) -> bool:
         """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
         count the call and return True; else return False and the caller awaits ``enter``."""
-        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
-                self._sim._disposing):
+        if not self._open or self._sim._disposing:
             return False
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
@@ -683,18 +712,15 @@ class FaultInjector:
         counted. Otherwise an awaitable the service awaits first: a bare yield, or
         ``enter(point, queue=queue, call=True)`` when a rule may fire.
         """
-        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
-                self._sim._disposing):
+        if not self._open or self._sim._disposing:
             return self.enter(point, queue=queue, call=True)
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
             return self.enter(point, queue=queue, call=True)
         calls = self._calls
         calls[point] = calls.get(point, 0) + 1
-        if _sync_call.get():  # run_sync: a blocking client's call does not yield
-            return None
-        loop = self._sim.loop
-        if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(1)):
+        loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
+        if loop is not None and _yield_changes_nothing(loop, _getframe(1)):
             return None
         return _yield()
 
@@ -726,9 +752,8 @@ class FaultInjector:
                 else:
                     await (asyncio.sleep(step * lat / 1000) if step else suspend())
             elif not _sync_call.get():
-                loop = self._sim.loop
-                if type(loop) is not VirtualEventLoop or not _yield_changes_nothing(
-                        loop, _getframe(0)):
+                loop = self._loop
+                if loop is None or not _yield_changes_nothing(loop, _getframe(0)):
                     await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
