@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clock import VirtualClock
 from .context import current_attempt
 
 __all__ = ["Event", "History"]
@@ -85,10 +86,14 @@ class History:
     first pass (a dict would keep it tracked): a long history costs no collection time.
     """
 
-    __slots__ = ("_clock", "_events", "_listeners")
+    __slots__ = ("_clock", "_events", "_listeners", "_virtual")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        #: the ``VirtualClock`` when ``clock`` is its ``monotonic`` (read directly by ``add``)
+        owner = getattr(clock, "__self__", None)
+        self._virtual = owner if type(owner) is VirtualClock and getattr(
+            clock, "__func__", None) is VirtualClock.monotonic else None
         #: ``Event``, or a row not read yet; the index is the event's ``seq``
         self._events: list[Event | _Row] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -118,8 +123,9 @@ class History:
             self.record(service, op, outcome, **dict(zip(names, values, strict=True)))
             return
         attempt = current_attempt.get()
-        self._events.append((self._clock(), service, op, outcome, names, values,
-                             attempt.label if attempt is not None else None))
+        virtual = self._virtual
+        self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
+                             outcome, names, values, attempt.label if attempt is not None else None))
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
