@@ -10,7 +10,8 @@ rounds (each round runs every entry once, so load from elsewhere on a shared mac
 slows one round of each rather than all rounds of one), timed inside the loop: the
 one-off cost of starting a simulation (freezegun's module scan) is left out. fakeredis
 is timed on N/10 pairs and scaled. The stubbed rows are upper bounds, not products:
-they show what the history and the fault/suspension checks cost, i.e. what bounds a miss.
+they show what the history and the fault/suspension checks cost, and the floor row what
+the loop and the JSON copies alone cost (no KV at all): what bounds a miss.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import fakeredis
 
 import pytest_bgwork as bg
 from pytest_bgwork.core import faults as _faults
+from pytest_bgwork.services.kv import _decode, _encode
 
 _cpu = time.process_time  # bound before any freezegun patching
 VALUE = {"kind": "running", "progress": 42, "steps": ["fetch", "render"]}
@@ -84,6 +86,38 @@ class _NoFaults:
         return None
 
 
+class _JsonOnly:
+    """Only what the KV contract requires of set+get: a JSON copy in, a fresh copy out
+    (with ``sim.kv``'s own encoder and scanner, the fastest the C accelerator offers)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    async def set(self, ns: str, key: str, value: Any) -> bool:
+        self._data[key] = _encode(value)
+        return True
+
+    async def get(self, ns: str, key: str) -> Any:
+        return _Result(_decode(self._data[key]))
+
+
+class _Result:
+    __slots__ = ("data",)
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+
+def bench_floor(n: int) -> float:
+    """The same loop on ``_JsonOnly``: no history, faults, checks or suspension at all."""
+    sim = bg.Simulation(seed=1)
+    fake: Any = _JsonOnly()
+    shell: Any = type("Sim", (), {"kv": fake})()
+    elapsed = sim.run(_set_get_pairs(shell, n))
+    sim.close()
+    return elapsed
+
+
 def bench_fakeredis(n: int) -> float:
     async def main() -> float:
         r = fakeredis.FakeAsyncRedis()
@@ -119,6 +153,7 @@ def main() -> None:
         "  every call yields (no skip)": lambda: _stubbed(n, always_yield=True),
         "  history stubbed": lambda: _stubbed(n, history=True),
         "  history + faults stubbed": lambda: _stubbed(n, history=True, faults=True),
+        "  floor: JSON copy in+out only": lambda: bench_floor(n),
     }
     best = interleaved_best(runs, rounds)
     base = best["fakeredis FakeAsyncRedis"]
