@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
-import dis
 import fnmatch
+import opcode
 import re
 import sys
 import types
@@ -82,7 +82,7 @@ _get_running_loop = asyncio._get_running_loop
 #: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
 _current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
 #: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
-_SEND = dis.opmap.get("SEND", -1)
+_SEND = opcode.opmap.get("SEND", -1)
 _HANDLE_RUN = asyncio.Handle._run.__code__
 
 
