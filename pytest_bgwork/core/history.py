@@ -86,7 +86,7 @@ class History:
     first pass (a dict would keep it tracked): a long history costs no collection time.
     """
 
-    __slots__ = ("_clock", "_events", "_listeners", "_virtual")
+    __slots__ = ("_clock", "_events", "_listeners", "_read", "_virtual")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -96,6 +96,8 @@ class History:
             clock, "__func__", None) is VirtualClock.monotonic else None
         #: ``Event``, or a row not read yet; the index is the event's ``seq``
         self._events: list[Event | _Row] = []
+        #: every entry before this index is an ``Event`` already
+        self._read = 0
         self._listeners: list[Callable[[Event], None]] = []
 
     def record(self, service: str, op: str, outcome: str = "ok", **detail: Any) -> Event:
@@ -134,10 +136,13 @@ class History:
     def _all(self) -> list[Event]:
         """Every event, oldest first: rows not read yet become events, in place."""
         events = self._events
-        for i, row in enumerate(events):
+        for i in range(self._read, len(events)):
+            row = events[i]
             if type(row) is tuple:
                 t, service, op, outcome, names, values, attempt = row
-                events[i] = Event(i, t, service, op, outcome, dict(zip(names, values, strict=True)), attempt)
+                events[i] = Event(i, t, service, op, outcome,
+                                  dict(zip(names, values, strict=True)), attempt)
+        self._read = len(events)
         return events  # type: ignore[return-value]
 
     @property
