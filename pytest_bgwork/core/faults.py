@@ -89,8 +89,9 @@ _HANDLE_RUN = asyncio.Handle._run.__code__
 def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bool:
     """Would the bare yield of the service call running in ``frame`` be a no-op?
 
-    ``frame`` is the frame that would await the yield. The rule holds, and ``suspend``
-    skips the yield, when all of these hold (else the task yields, as before):
+    ``frame`` is where the yield would come from: ``suspend``'s own frame, or the frame
+    of the service call that would await it (its callers must all be awaiting). The rule
+    holds, and the yield is skipped, when all of these hold (else it yields, as before):
 
     - ``loop`` (a ``VirtualEventLoop``, not a subclass) has no thread or real I/O
       working, is not stopping, not in debug mode, has no callback error pending and no
