@@ -130,7 +130,9 @@ def pop_due(heap: list[_Due], now: float) -> Iterator[_Due]:
 class KVResult:
     """What ``get`` returns: ``exists``, a fresh copy of ``data``, ``expires_at``, ``version``.
 
-    ``data`` is ``None`` for a missing key; ``expires_at`` is the virtual wall-clock
+    ``data`` is ``None`` for a missing key; a dict or list is parsed afresh from the stored
+    JSON on every read, so changing it changes nothing stored (a ``str``, number, bool or
+    ``bytes`` is immutable: it is its own copy). ``expires_at`` is the virtual wall-clock
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
     is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
     missing key, 1 after its first write and +1 per write; after a delete or expiry the
