@@ -97,11 +97,15 @@ class _Tag(str):
     pass
 
 
+class _Blob(bytes):
+    pass
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("value, expected", [
     ("text ☕", "text ☕"), (7, 7), (2**70, 2**70), (-0.0, -0.0), (0.1, 0.1), (True, True),
     (False, False), (None, None), (b"\x00\xff", b"\x00\xff"), (bytearray(b"ab"), b"ab"),
-    (_Level.HIGH, 3), (_Tag("t"), "t"), ((1, "a"), [1, "a"]),
+    (_Level.HIGH, 3), (_Tag("t"), "t"), ((1, "a"), [1, "a"]), (_Blob(b"z"), b"z"),
 ], ids=repr)
 async def test_immutable_values_come_back_equal_and_of_the_json_type(
         bgwork: bg.Simulation, value: Any, expected: Any) -> None:

@@ -399,6 +399,9 @@ class KV:
         elif kind is bytes or kind is bytearray:
             stored = bytes(value)
             text = _BYTES + stored.decode("latin-1")
+        elif isinstance(value, bytes | bytearray):  # a subclass: stored as plain bytes
+            stored = bytes(value)
+            text = _BYTES + stored.decode("latin-1")
         else:
             stored = _COPY
             try:
