@@ -396,10 +396,7 @@ class KV:
             text = "null"
         elif kind is float and value - value == 0.0:  # finite: NaN and infinity are refused below
             text = _float_repr(value)
-        elif kind is bytes or kind is bytearray:
-            stored = bytes(value)
-            text = _BYTES + stored.decode("latin-1")
-        elif isinstance(value, bytes | bytearray):  # a subclass: stored as plain bytes
+        elif isinstance(value, bytes | bytearray):  # a subclass too: stored as plain bytes
             stored = bytes(value)
             text = _BYTES + stored.decode("latin-1")
         else:
