@@ -180,3 +180,17 @@ def test_histories_are_identical_with_and_without_the_skip(monkeypatch: pytest.M
     without_skip = _scenario(3)
     assert with_skip == without_skip
     assert len(with_skip[1]) > 12
+
+
+def test_a_service_call_that_is_the_task_itself_still_runs_in_order() -> None:
+    with bg.Simulation(seed=1) as sim:
+        async def main() -> list[str]:
+            order: list[str] = []
+            first = asyncio.ensure_future(sim.kv.set("ns", "k", "task"))  # the call is the task
+            first.add_done_callback(lambda _: order.append("set done"))
+            order.append("created")
+            await first
+            order.append((await sim.kv.get("ns", "k")).data)
+            return order
+
+        assert sim.run(main()) == ["created", "set done", "task"]

@@ -66,7 +66,7 @@ def suspend() -> Any:
     ``_yield_changes_nothing``). Every interleaving and history stays the same.
     """
     loop = _get_running_loop()
-    if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(0)):
+    if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(1)):
         return
     yield
 
@@ -86,12 +86,13 @@ _SEND = opcode.opmap.get("SEND", -1)
 _HANDLE_RUN = asyncio.Handle._run.__code__
 
 
-def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bool:
-    """Would the bare yield of the service call running in ``frame`` be a no-op?
+def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType | None) -> bool:
+    """Would a service call's bare yield be a no-op, ``frame`` being the first frame that
+    must be awaiting it (the caller of ``suspend()``, of ``enter``, of a service method
+    that calls ``begin``)?
 
-    ``frame`` is where the yield would come from: ``suspend``'s own frame, or the frame
-    of the service call that would await it (its callers must all be awaiting). The rule
-    holds, and the yield is skipped, when all of these hold (else it yields, as before):
+    The rule holds, and the yield is skipped, when all of these hold (else it yields, as
+    before):
 
     - ``loop`` (a ``VirtualEventLoop``, not a subclass) has no thread or real I/O
       working, is not stopping, not in debug mode, has no callback error pending and no
@@ -99,8 +100,8 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bo
     - its ready queue is empty (nothing would run before this task's next step) and no
       timer, cancelled or not, is due at or before now (none would be made ready first);
       the clock does not move while work is ready, so the horizon plays no part;
-    - the yield would reach ``loop`` directly: every frame from ``frame``'s caller up to
-      the current task's coroutine is awaiting (at ``SEND``), and that coroutine was
+    - the yield would reach ``loop`` directly: every frame from ``frame`` up to the
+      current task's coroutine is awaiting (at ``SEND``), and that coroutine was
       stepped by a loop handle (the task's step, which only ``loop``'s ``_run_once`` runs:
       not an eager start from inside another callback). Code that steps a coroutine by
       hand (``run_sync``, anything calling ``.send()``) gets its yield as before;
@@ -130,11 +131,13 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType) -> bo
         top = task._coro.cr_frame  # type: ignore[attr-defined]
     except AttributeError:  # a task of something else than a coroutine
         return False
-    f: types.FrameType | None = frame
-    while f is not top:
-        f = f.f_back  # type: ignore[union-attr]
+    f = frame
+    while True:
         if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
             return False
+        if f is top:
+            break
+        f = f.f_back
     handle = f.f_back
     if handle is None or handle.f_code is not _HANDLE_RUN:
         return False
@@ -721,8 +724,13 @@ class FaultInjector:
         calls = self._calls
         calls[point] = calls.get(point, 0) + 1
         loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
-        if loop is not None and _yield_changes_nothing(loop, _getframe(1)):
-            return None
+        if loop is not None:
+            try:
+                caller = _getframe(2)  # the service method's caller: it must await the method
+            except ValueError:  # no Python frame below the service method
+                return _yield()
+            if _yield_changes_nothing(loop, caller):
+                return None
         return _yield()
 
     async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
@@ -754,7 +762,7 @@ class FaultInjector:
                     await (asyncio.sleep(step * lat / 1000) if step else suspend())
             elif not _sync_call.get():
                 loop = self._loop
-                if loop is None or not _yield_changes_nothing(loop, _getframe(0)):
+                if loop is None or not _yield_changes_nothing(loop, _getframe(1)):
                     await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
