@@ -39,6 +39,7 @@ from .delivery import (
     QueueConfig,
     UnknownQueue,
     _Queue,
+    _result,
     _scope,
     _seconds,
     _to_json,
@@ -382,7 +383,7 @@ class Queues(DeliveryEngine):
                                    id=first.id, key=key, duplicate=True)
                 if err is not None:
                     raise err
-                return PublishResult(first.id, first.offset, first.published_at, True)
+                return _result(first.id, first.offset, first.published_at, True)
         clock = sim.clock
         seconds = clock.start + now
         stamp = self._stamp
@@ -414,7 +415,7 @@ class Queues(DeliveryEngine):
             self._make_ready(q, msg)
         if err is not None:
             raise err
-        return PublishResult(msg.id, msg.offset, msg.published_at, False)
+        return _result(msg.id, msg.offset, msg.published_at, False)
 
     async def receive(self, name: str) -> Delivery | None:
         """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
