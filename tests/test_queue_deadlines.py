@@ -142,3 +142,20 @@ async def test_a_nacked_lease_does_not_expire_later(bgwork: bg.Simulation) -> No
     assert seen == [(0.0, 1), (0.0, 2)]  # nack(delay=0): again at once, never at 10 or 30
     assert expiries(bgwork) == []
     assert bgwork.clock.monotonic() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_stalled_counts_each_lease_as_a_pending_timer(bgwork: bg.Simulation) -> None:
+    bgwork.queues.create("jobs", visibility_timeout=30)
+    bgwork.queues.route("jobs", hang)
+    for _ in range(3):
+        await bgwork.queues.publish("jobs", {})
+    with pytest.raises(bg.Stalled, match=r"3 timer\(s\) pending, the next at t=\+30\.000s"):
+        await bgwork.run_until_idle(max_time=10)
+    for task in bgwork.loop.live_tasks():
+        if task is not asyncio.current_task():
+            task.cancel()
+
+
+async def hang(payload: Any, delivery: Delivery) -> None:
+    await asyncio.get_running_loop().create_future()  # never acks

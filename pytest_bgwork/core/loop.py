@@ -740,7 +740,11 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """Live timers that keep the simulation busy (recurring ones left out)."""
         self._sync_deadlines()
         self._recurring = {h for h in self._recurring if not h.cancelled() and h in self._scheduled}
-        return [h for h in self._scheduled if not h.cancelled() and h not in self._recurring]
+        timers = [h for h in self._scheduled if not h.cancelled() and h not in self._recurring]
+        for h in self._scheduled:  # a DeadlineTimer stands for each deadline it keeps
+            if type(h) is DeadlineTimer and not h._cancelled:
+                timers += [h] * (h._owner.live - 1)
+        return timers
 
     def live_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks on this loop that are not done, crashed attempts left out."""

@@ -219,7 +219,8 @@ class Delivery:
         self.expired = False
         self._settled: str | None = None
         #: The visibility lease: ends at virtual ``_deadline``; ``_seq`` orders it among timers
-        #: due at that instant and names its entry in the queue's ``_Deadlines`` (0: no lease).
+        #: due at that instant and names its entry in the queue's ``_Deadlines`` (0: no lease;
+        #: ``-seq``: due, its ``_expire`` queued to run).
         self._seq = 0
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -313,14 +314,16 @@ class _Deadlines:
     Entries are ``(when, seq, delivery)``; one is live while ``delivery._seq == seq`` (a
     settled, expired or extended lease leaves its entry stale, dropped when it comes up).
     A queue's timeout is constant, so leases mostly end in the order they start: those go
-    to ``fifo``; the rest (``extend``, a restore) to the heap ``late``.
+    to ``fifo``; the rest (``extend``, a restore) to the heap ``late``. ``live`` counts the
+    leases not yet due (what a timer each would count in ``loop.pending_timers()``).
     """
 
-    __slots__ = ("fifo", "late", "timer")
+    __slots__ = ("fifo", "late", "live", "timer")
 
     def __init__(self) -> None:
         self.fifo: deque[tuple[float, int, Delivery]] = deque()
         self.late: list[tuple[float, int, Delivery]] = []
+        self.live = 0
         self.timer: asyncio.TimerHandle | None = None
 
     def head(self) -> tuple[float, int] | None:
@@ -344,6 +347,8 @@ class _Deadlines:
             _, seq, d = fifo.popleft()
         else:
             _, seq, d = heapq.heappop(late)
+        d._seq = -seq  # due: its ``_expire`` is queued (a release or extend now voids it)
+        self.live -= 1
         return d, seq
 
 
@@ -602,9 +607,11 @@ class DeliveryEngine:
         """
         loop = self._sim.loop
         loop._timer_seq += 1  # ``loop.reserve_seq()``, inlined
+        dl = q.deadlines
+        if d._seq <= 0:  # a new lease (not an extend of one still running)
+            dl.live += 1
         seq = d._seq = loop._timer_seq
         d._deadline = when
-        dl = q.deadlines
         fifo = dl.fifo
         if not fifo or fifo[-1][0] <= when:
             fifo.append((when, seq, d))
@@ -690,6 +697,8 @@ class DeliveryEngine:
     def _release(self, d: Delivery) -> None:
         """Drop ``d``'s visibility lease (the attempt ended)."""
         if d._seq:
+            if d._seq > 0:
+                d._q.deadlines.live -= 1
             d._seq = 0  # its deadline entry is stale now: drop the stale ones at the front
             fifo = d._q.deadlines.fifo
             while fifo and fifo[0][2]._seq != fifo[0][1]:
@@ -783,7 +792,7 @@ class DeliveryEngine:
 
     def _expire(self, d: Delivery, seq: int) -> None:
         """The visibility timeout lapsed: the message is visible again (or dead, budget spent)."""
-        if d._seq != seq:
+        if d._seq != -seq:
             return  # released or extended since (the lease's timer would have been cancelled)
         d._seq = 0
         msg, q = d.message, d._q
@@ -846,9 +855,12 @@ class DeliveryEngine:
             return
         if current:
             # ``_release(d)``, inlined: d holds the lease (current), so it has its entry
+            dl = q.deadlines
+            if d._seq > 0:
+                dl.live -= 1
             d._seq = 0
             msg._delivery = None
-            fifo = q.deadlines.fifo
+            fifo = dl.fifo
             while fifo and fifo[0][2]._seq != fifo[0][1]:
                 fifo.popleft()
             if msg._copies_left:  # a duplicate fault: the next copy follows this ack
