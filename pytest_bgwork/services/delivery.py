@@ -285,7 +285,7 @@ class _QueueAttempt(Attempt):
         self._future: asyncio.Future[None] | None = None
         #: What the crash future's callback needs; None once the attempt ended.
         self._d: Delivery | None = d
-        self._ctx = ctx
+        self._ctx: contextvars.Context | None = ctx
 
     @property
     def crash_future(self) -> asyncio.Future[None] | None:
@@ -687,7 +687,8 @@ class DeliveryEngine:
             self._running.discard(task)
             self._sim.loop._own_order.pop(task, None)  # type: ignore[arg-type]  # loop.task_ended
             d._task = None
-            attempt._future = attempt._d = None  # ``attempt.crash_future = None``, inlined
+            # ``attempt.crash_future = None``, inlined, and the attempt <-> context cycle
+            attempt._future = attempt._d = attempt._ctx = None
 
     def _is_current(self, d: Delivery) -> bool:
         msg = d.message
