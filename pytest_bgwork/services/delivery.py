@@ -606,11 +606,10 @@ class DeliveryEngine:
         ``DeadlineTimer``, so a delivery costs a tuple rather than a ``TimerHandle``.
         """
         loop = self._sim.loop
-        loop._timer_seq += 1  # ``loop.reserve_seq()``, inlined
         dl = q.deadlines
         if d._seq <= 0:  # a new lease (not an extend of one still running)
             dl.live += 1
-        seq = d._seq = loop._timer_seq
+        seq = d._seq = loop.reserve_seq()
         d._deadline = when
         fifo = dl.fifo
         if not fifo or fifo[-1][0] <= when:
@@ -685,7 +684,7 @@ class DeliveryEngine:
             # <-> task) so a finished attempt is freed at once, not by the cyclic GC.
             task = d._task
             self._running.discard(task)
-            self._sim.loop._own_order.pop(task, None)  # type: ignore[arg-type]  # loop.task_ended
+            self._sim.loop.task_ended(task)
             d._task = None
             # ``attempt.crash_future = None``, inlined, and the attempt <-> context cycle
             attempt._future = attempt._d = attempt._ctx = None
