@@ -350,17 +350,22 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._timer_seq += 1
         return self._timer_seq
 
-    def arm_deadlines(self, owner: Any, when: float, seq: int, callback: Callable[..., object],
+    def arm_deadlines(self, owner: Any, callback: Callable[..., object],
                       context: contextvars.Context) -> None:
-        """Make sure ``owner``'s ``DeadlineTimer`` is in the heap no later than ``(when, seq)``.
+        """Make sure ``owner``'s ``DeadlineTimer`` is in the heap no later than its head.
 
-        ``owner.timer`` is its timer or ``None``; ``callback(*owner.take())`` runs in
-        ``context`` for each deadline as it falls due.
+        Call it after adding a deadline that may be earlier than the timer's key (or when
+        ``owner.timer`` is ``None``); ``callback(*owner.take())`` runs in ``context`` for
+        each deadline as it falls due.
         """
+        head = owner.head()
+        if head is None:
+            return
+        when, seq = head
         old: Any = owner.timer
-        if old is not None:
-            if (old._when, old._seq) <= (when, seq):
-                return  # due no later than the new deadline: it re-keys when it gets there
+        if old is not None and not old._cancelled:
+            if (old._when, old._seq) <= head:
+                return  # due no later than the head: it re-keys when it gets there
             old._cancelled = True  # an earlier deadline (a shortened lease): a new entry
             self._timer_cancelled_count += 1
         timer: Any = _new_timer(DeadlineTimer)

@@ -617,8 +617,8 @@ class DeliveryEngine:
         else:
             heapq.heappush(dl.late, (when, seq, d))
         timer = dl.timer
-        if timer is None or timer._when > when:  # type: ignore[attr-defined]  # (seq is the newest)
-            loop.arm_deadlines(dl, when, seq, self._expire, self._quiet)
+        if timer is None or timer._when > when or timer._cancelled:  # type: ignore[attr-defined]
+            loop.arm_deadlines(dl, self._expire, self._quiet)
 
     def _start_copy(self, q: _Queue, msg: Message, copy: int) -> Delivery:
         """An overlapping copy of ``msg``: a delivery of its own next to the one in flight."""
