@@ -585,10 +585,9 @@ class DeliveryEngine:
         stats["delivered"] += 1
         if number > 1:
             stats["redelivered"] += 1
-        name = q.config.name
-        detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
-        if msg._copy > 1:
-            detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
+        detail: dict[str, Any] | None = None  # None: the usual queue, id and attempt
+        if msg._copy > 1:  # the Nth delivery a duplicate fault asked for
+            detail = {"queue": q.config.name, "id": msg.id, "attempt": number, "copy": msg._copy}
         d = self._launch(q, d, detail)
         if msg._overlap_left:  # overlapping copies start at this same instant
             n, msg._overlap_left = msg._overlap_left, 0
@@ -630,16 +629,27 @@ class DeliveryEngine:
         return self._launch(q, d, {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
                                    "copy": copy, "overlap": True})
 
-    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any]) -> Delivery:
-        """Record the delivery and, on a routed queue, run its handler in a task of its own."""
+    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any] | None) -> Delivery:
+        """Record the delivery and, on a routed queue, run its handler in a task of its own.
+
+        ``detail`` is what ``queue.deliver`` records; ``None``: queue, id and attempt.
+        """
         route = q.route
+        record = self._sim.history.record
         if route is None:
-            self._sim.history.record("queue", "deliver", **detail)
+            if detail is None:
+                record("queue", "deliver", queue=q.config.name, id=d.message.id, attempt=d.attempt)
+            else:
+                record("queue", "deliver", **detail)
             return d
         ctx = contextvars.Context()
         attempt = _QueueAttempt(d, ctx, q.config.name, d.message.id, d.attempt)
         ctx.run(current_attempt.set, attempt)  # inside the attempt's fresh context: it is current
-        ctx.run(self._sim.history.record, "queue", "deliver", **detail)
+        if detail is None:
+            ctx.run(record, "queue", "deliver", queue=attempt.queue, id=attempt.message_id,
+                    attempt=attempt.number)
+        else:
+            ctx.run(record, "queue", "deliver", **detail)
         # named after the attempt (deterministic), counted and ordered by the virtual loop;
         # ``_run`` ends it itself (no done callback)
         task: asyncio.Task[None] = self._sim.loop.start_task(self._run(route, d, attempt),
