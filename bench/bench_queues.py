@@ -17,6 +17,8 @@ system once, so a burst of load from elsewhere on the machine slows one round of
 4. Growth: N = 10k, 100k, 1M jobs, each size in a fresh process: published and drained by a
    routed handler, and published as a backlog first, then drained by ``receive``/``ack``;
    CPU time and peak RSS over the process's start, per message.
+5. Upper bounds in the same rounds: run 1 with ``History.record`` stubbed to nothing, and
+   also ``FaultInjector.passes`` to True (stubs, not behaviour: what the rest costs).
 
 After the imports the heap is frozen (``gc.freeze()``) for every system alike, so full
 garbage collections do not rescan the modules loaded before the run; ``gc.collect()`` runs
@@ -36,7 +38,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest_bgwork as bg
@@ -186,6 +189,30 @@ def bytes_per_message(n: int, in_flight: bool) -> tuple[float, dict[str, float]]
     return total / n, shares
 
 
+@contextmanager
+def stubbed(history: bool, faults: bool) -> Iterator[None]:
+    """Upper bounds, not behaviour: ``History.record`` appending nothing, and/or
+    ``FaultInjector.passes`` answering True without counting (what the rest of the path
+    costs if recording events, or the fault fast path, cost nothing)."""
+    from pytest_bgwork.core.faults import FaultInjector
+    from pytest_bgwork.core.history import History
+
+    real = History.record, FaultInjector.passes
+    if history:
+        History.record = lambda self, *args, **kwargs: None  # type: ignore[assignment,method-assign]
+    if faults:
+        FaultInjector.passes = lambda self, point: True  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        History.record, FaultInjector.passes = real  # type: ignore[method-assign]
+
+
+def bgwork_bound(n: int, history: bool, faults: bool) -> None:
+    with stubbed(history, faults):
+        bgwork_throughput(n)
+
+
 # -- dramatiq -----------------------------------------------------------------------------------
 def dramatiq_throughput(n: int, threads: int) -> None:
     import dramatiq
@@ -306,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "dramatiq8": lambda: dramatiq_throughput(n, 8),
         "taskiq": lambda: taskiq_throughput(n),
         "redelivery": lambda: bgwork_redelivery(args.redeliver),
+        "no history": lambda: bgwork_bound(n, True, False),
+        "no history, no fault count": lambda: bgwork_bound(n, True, True),
     })
     ours = best["bgwork"]
     dq = {1: best["dramatiq1"], 8: best["dramatiq8"]}
@@ -331,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if met else 'NO'}")
     other = 9 - dq_threads
     print(f"  (dramatiq with {other} thread(s): {dq[other]:.3f} s; the faster setting is compared)")
+    print("  upper bounds, same run (stubs, not behaviour): bgwork with")
+    for name, text in (("no history", "History.record a no-op"),
+                       ("no history, no fault count", "... and FaultInjector.passes -> True")):
+        cpu = best[name]
+        print(f"    {text:<42}{cpu:>8.3f}{cpu / n * 1e6:>9.2f}"
+              f"   dramatiq {dq[dq_threads] / cpu:.1f}x, taskiq {best['taskiq'] / cpu:.1f}x")
 
     virtual = bgwork_redelivery(args.redeliver)
     redo = best["redelivery"]
