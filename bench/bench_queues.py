@@ -266,6 +266,29 @@ def taskiq_throughput(n: int) -> None:
         raise SystemExit(f"taskiq: {count} of {n} ran")
 
 
+# -- an anchor: the same run on another checkout ----------------------------------------------
+_ANCHOR = r"""
+import gc, sys, time
+sys.path.insert(0, sys.argv[1])
+import bench_queues
+bench_queues.bgwork_throughput(100)
+gc.collect()
+gc.freeze()
+started = time.process_time()
+bench_queues.bgwork_throughput(int(sys.argv[2]))
+print(time.process_time() - started)
+"""
+
+
+def anchor_cpu(checkout: str, n: int) -> float:
+    """CPU seconds of ``bgwork_throughput(n)`` with ``pytest_bgwork`` imported from ``checkout``
+    (a fresh process; its own clock, so start-up is not counted)."""
+    env = {**os.environ, "PYTHONPATH": checkout}
+    out = subprocess.run([sys.executable, "-c", _ANCHOR, os.path.dirname(os.path.abspath(__file__)),
+                          str(n)], env=env, cwd=checkout, check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
 # -- growth: one size per fresh process -------------------------------------------------------
 def _growth_child(kind: str, n: int) -> None:
     """In a fresh process: CPU seconds and peak RSS growth (bytes) of one run, on one line."""
@@ -312,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=int, default=10_000, help="messages per memory run")
     parser.add_argument("--growth", default="10000,100000,1000000",
                         help="sizes of the growth runs, comma-separated ('' skips them)")
+    parser.add_argument("--against", metavar="DIR", help="an anchor: a checkout whose "
+                        "pytest_bgwork runs the same throughput in each round (e.g. the last "
+                        "release: git archive v0.2.0 pytest_bgwork | tar -x -C DIR)")
     parser.add_argument("--growth-child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.growth_child:
@@ -327,7 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
 
+    anchor: dict[str, Callable[[], object]] = {}
+    anchor_best = [float("inf")]
+    if args.against:
+        def run_anchor() -> None:
+            anchor_best[0] = min(anchor_best[0], anchor_cpu(args.against, n))
+
+        anchor["anchor"] = run_anchor
     best = best_cpu(rounds, {
+        **anchor,
         "bgwork": lambda: bgwork_throughput(n),
         "dramatiq1": lambda: dramatiq_throughput(n, 1),
         "dramatiq8": lambda: dramatiq_throughput(n, 8),
@@ -341,8 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     dq_threads = min(dq, key=dq.__getitem__)
     misses = []
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"queue benchmark · Python {platform.python_version()} · {n} jobs · CPU time "
-          f"(process_time, all threads) · best of {rounds} interleaved rounds · import heap frozen")
+          f"(process_time, all threads) · best of {rounds} interleaved rounds · import heap frozen"
+          f" · load average {load} on {os.cpu_count()} CPUs")
     print(f"{'system':<46}{'CPU s':>8}{'µs/job':>9}{'bgwork is':>11}{'aim':>7}  met")
     us = ours / n * 1e6
     met = us <= AIM_US_PER_JOB
@@ -350,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         misses.append(f"{us:.1f} µs/job, aim <= {AIM_US_PER_JOB:g}")
     print(f"{'pytest-bgwork sim.queues (routed handler)':<46}{ours:>8.3f}{us:>9.2f}{'':>11}"
           f"{'<=' + format(AIM_US_PER_JOB, 'g'):>7}  {'yes' if met else 'NO'}")
+    if args.against:
+        cpu = anchor_best[0]
+        print(f"{'  the same at ' + os.path.basename(args.against.rstrip('/')):<46}{cpu:>8.3f}"
+              f"{cpu / n * 1e6:>9.2f}{cpu / ours:>10.2f}x")
     for name, cpu, aim in ((f"dramatiq StubBroker + Worker ({dq_threads} thread(s))", dq[dq_threads],
                             AIM_DRAMATIQ), ("taskiq InMemoryBroker", best["taskiq"], AIM_TASKIQ)):
         ratio = cpu / ours
