@@ -1,9 +1,9 @@
 """The queue delivery engine: attempts, visibility leases, retries, dead letters.
 
 ``Queues`` (``services/queues.py``, the public API) inherits this engine; it holds the
-message life cycle (ready heap, partitions, the attempt task, visibility timers, ack/nack,
-backoff) and the data classes a delivery hands to user code. HTTP destinations live in
-``services/http.py``.
+message life cycle (ready heap, partitions, the attempt task, visibility leases: one
+deadline timer per queue, ack/nack, backoff) and the data classes a delivery hands to user
+code. HTTP destinations live in ``services/http.py``.
 """
 
 from __future__ import annotations
