@@ -23,7 +23,7 @@ import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import hypothesis
 from freezegun import api as _fz
@@ -248,7 +248,7 @@ def _integer_draw(lo: int, hi: int) -> tuple[int, Callable[[Any], int]] | None:
     try:
         from hypothesis.strategies._internal.lazy import unwrap_strategies
 
-        inner = unwrap_strategies(_integers(lo, hi))
+        inner: Any = cast(Any, unwrap_strategies)(_integers(lo, hi))
         inner.validate()
         return inner.label, inner.do_draw
     except Exception:  # another Hypothesis inside: take the public path
@@ -918,13 +918,17 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             del failures[:-1]
             raise out.error
 
-    test = hypothesis.given(st.data())(run)
-    test = settings(test)
-    if seed is not None:
-        test = hypothesis.seed(seed)(test)
-    test._hypothesis_internal_database_key = database_key(scenario, checks)  # type: ignore[attr-defined]
+    key = database_key(scenario, checks)
     try:
-        test()
+        if _engine_ok(settings):
+            _run_engine(run, settings, seed, key)
+        else:
+            test = hypothesis.given(st.data())(run)
+            test = settings(test)
+            if seed is not None:
+                test = hypothesis.seed(seed)(test)
+            test._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
+            test()
     except Flaky:
         if failures:
             plan, out = failures[-1]
@@ -935,6 +939,32 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             raise
         plan, out = failures[-1]
         _fail(scenario, checks, report, plan, out, replayed=False)
+
+
+def _engine_ok(settings: hypothesis.settings) -> bool:
+    """Whether ``_run_engine`` may drive this search (else ``@given`` does, for its output).
+
+    Verbose runs print each example, observability and other backends need ``@given``'s
+    own bookkeeping; any Hypothesis without the internals ``_run_engine`` uses falls back.
+    """
+    if settings.verbosity > hypothesis.Verbosity.normal or settings.backend != "hypothesis":
+        return False
+    try:
+        from hypothesis.internal.observability import observability_enabled
+
+        from . import _engine  # noqa: F401  (the internals it needs are importable)
+    except ImportError:
+        return False
+    return not observability_enabled()
+
+
+def _run_engine(run: Callable[[st.DataObject], None], settings: hypothesis.settings,
+                seed: int | None, key: bytes) -> None:
+    """Run ``run`` as ``@given(st.data())`` would, on Hypothesis's engine directly."""
+    __tracebackhide__ = True
+    from . import _engine
+
+    _engine.run(run, settings, seed, key)
 
 
 def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
