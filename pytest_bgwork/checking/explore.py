@@ -34,6 +34,7 @@ from hypothesis.errors import Flaky, Frozen, StopTest
 
 from ..core import context as _context
 from ..core.choices import Choices
+from ..core.clock import parse_start
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import LATENCY_MAX, Fault, FaultPlan
 from ..core.history import Event
@@ -460,11 +461,15 @@ def _has_schedules(sim: Simulation) -> bool:
     return any(not h.cancelled() for h in loop._recurring) and bool(loop._scheduled)
 
 
+#: The default start instant, parsed once (every example's simulation starts there).
+_START = parse_start(None)
+
+
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
                  latency: bool = True, platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
-    sim = Simulation(seed=seed, choices=chooser, platform=platform)
+    sim = Simulation(seed=seed, start=_START, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
