@@ -174,7 +174,7 @@ def record(explore: Callable[[int], bg.ExploreReport], examples: int) -> Recorde
         shapes.append(None)
         return real_fraction(self, label)
 
-    ex._run_example = run  # type: ignore[assignment]
+    ex._run_example = run
     ex.HypothesisChoices.integer = integer  # type: ignore[method-assign]
     ex.HypothesisChoices.fraction = fraction  # type: ignore[method-assign]
     try:
@@ -227,12 +227,51 @@ def hypothesis_alone(explore: Callable[[int], bg.ExploreReport], rec: Recorded) 
                 choices.integer(shape[0], shape[1], "latency")
         return ex._Outcome(None, "scenario", [], set(), list(choices.values), False, False)
 
-    ex._run_example = run  # type: ignore[assignment]
+    ex._run_example = run
     try:
         explore(rec.max_examples)
     finally:
         ex._run_example = real_run
     return differ
+
+
+def split_alone(explore: Callable[[int], bg.ExploreReport], rec: Recorded) -> dict[str, float]:
+    """One instrumented 'Hypothesis alone' pass: CPU seconds in the plan strategy, in the
+    per-call draws, and in all the rest (Hypothesis's engine and explore's driver). The
+    timers add their own cost, so read shares, not totals."""
+    from pytest_bgwork.checking import explore as ex
+
+    spent = {"plan": 0.0, "draws": 0.0}
+    real_plan, real_integer = ex._draw_plan, ex.HypothesisChoices.integer
+
+    def plan(data: Any, plans: Any) -> Any:
+        started = _CPU()
+        try:
+            return real_plan(data, plans)
+        finally:
+            spent["plan"] += _CPU() - started
+
+    def integer(self: Any, lo: int, hi: int, label: str = "") -> int:
+        started = _CPU()
+        try:
+            return real_integer(self, lo, hi, label)
+        finally:
+            spent["draws"] += _CPU() - started
+
+    ex._draw_plan = plan
+    ex.HypothesisChoices.integer = integer  # type: ignore[method-assign]
+    try:
+        started = _CPU()
+        hypothesis_alone(explore, rec)
+        total = _CPU() - started
+    finally:
+        ex._draw_plan = real_plan
+        ex.HypothesisChoices.integer = real_integer  # type: ignore[method-assign]
+    return {"plan strategy": spent["plan"] / total, "per-call draws": spent["draws"] / total,
+            "engine and driver": 1 - (spent["plan"] + spent["draws"]) / total}
+
+
+_CPU = time.process_time
 
 
 def _alone(differ: dict[str, int], name: str, explore: Callable[[int], bg.ExploreReport],
@@ -271,6 +310,10 @@ def main() -> None:
               f"{n / (alone + sim):>7.0f}/s"
               + (f"   (aim out of reach by {1 - n / (alone + sim) / aim:.0%})"
                  if n / (alone + sim) < aim else ""))
+        shares = split_alone(explorations[name], recorded[name])
+        draws = sum(len(shapes) for _, _, shapes in recorded[name].examples) / max(1, n)
+        print(f"    (Hypothesis alone: {', '.join(f'{k} {v:.0%}' for k, v in shares.items())}; "
+              f"{draws:.1f} per-call draws per example)")
         if differ.get(name):
             print(f"    ({differ[name]} examples of 'Hypothesis alone' drew another plan: not the "
                   "same search)")

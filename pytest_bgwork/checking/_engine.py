@@ -39,6 +39,7 @@ from hypothesis.internal.conjecture.engine import ConjectureRunner
 from hypothesis.internal.conjecture.shrinker import sort_key
 from hypothesis.internal.escalation import InterestingOrigin
 from hypothesis.internal.healthcheck import fail_health_check
+from hypothesis.internal.reflection import get_pretty_function_description
 from hypothesis.reporting import with_reporter
 
 __all__ = ["run"]
@@ -113,15 +114,38 @@ class _SeededRandoms:
         self._seeded.clear()
 
 
+def _unsatisfiable(runner: ConjectureRunner, test: Callable[..., Any]) -> str:
+    """``@given``'s message when no example could run."""
+    calls, why = runner.call_count, []
+    if runner.invalid_examples > min(20, calls // 5):
+        why.append(f"{runner.invalid_examples} of {calls} examples failed a .filter() or assume() "
+                   "condition. Try making your filters or assumes less strict, or rewrite using "
+                   "strategy parameters: st.integers().filter(lambda x: x > 0) fails less often "
+                   "(that is, never) when rewritten as st.integers(min_value=1).")
+    if runner.overrun_examples > min(20, calls // 5):
+        why.append(f"{runner.overrun_examples} of {calls} examples were too large to finish "
+                   "generating; try reducing the typical size of your inputs?")
+    name = get_pretty_function_description(test)
+    return f"Unable to satisfy assumptions of {name}. {' Also, '.join(why)}"
+
+
 def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
         seed: int | None, key: bytes) -> None:
     """Search with ``test(data)`` as ``@given(st.data())`` + ``settings`` + ``@seed(seed)``."""
     __tracebackhide__ = True
     if currently_in_test_context():
-        fail_health_check(
+        fail_health_check(  # @given's own words
             hypothesis.settings(),
-            "bg.explore() runs inside another Hypothesis test: nesting them makes generation and "
-            "shrinking quadratic; call it from a plain test function.",
+            "Nesting @given tests results in quadratic generation and shrinking "
+            "behavior, and can usually be more cleanly expressed by replacing the "
+            "inner function with an st.data() parameter on the outer @given."
+            "\n\n"
+            "If it is difficult or impossible to refactor this test to remove the "
+            "nested @given, you can disable this health check with "
+            "@settings(suppress_health_check=[HealthCheck.nested_given]) on the "
+            "outer @given. See "
+            "https://hypothesis.readthedocs.io/en/latest/reference/api.html#hypothesis.HealthCheck "
+            "for details.",
             hypothesis.HealthCheck.nested_given,
         )
     if seed is not None:  # as @seed: a fixed search replays nothing from the database
@@ -171,8 +195,7 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
         raise unittest.SkipTest("Hypothesis has been told to run no examples for this test.")
     if not runner.interesting_examples:
         if runner.valid_examples == 0:
-            raise Unsatisfiable(f"bg.explore: none of the {runner.call_count} examples tried "
-                                "could run (every plan drawn was invalid)")
+            raise Unsatisfiable(_unsatisfiable(runner, test))
         return
     # The smallest failure, replayed as @given's final example: its error is the one raised.
     failing = sorted(runner.interesting_examples.values(), key=lambda d: sort_key(d.nodes))[0]
