@@ -7,10 +7,19 @@ streams a CSV, closes it and writes "done". Fault plans come from
 runs the checks that matter.
 
 Run: ``python bench/bench_explore.py [EXAMPLES] [ROUNDS]`` (defaults 200, 5). Prints
-examples per CPU second (``time.process_time``, best of ROUNDS interleaved rounds) for
-the report-job exploration and a one-message exploration (generation, shrinking and
-Hypothesis overhead included), for bare report-job runs (one simulation per example, no
-Hypothesis), and for Hypothesis alone drawing the same plans with nothing to run.
+examples per CPU second (``time.process_time``, best of ROUNDS interleaved rounds) of the
+report-job exploration and of a one-message exploration (generation, shrinking and
+Hypothesis overhead included), and for each, in the same run, what bounds it:
+
+- Hypothesis alone: the same search with nothing run. A first exploration records each
+  example's plan and the draws its simulation made (one latency draw per service call);
+  then each example draws its plan and exactly those draws, so Hypothesis's engine makes
+  the same examples; the line under it splits that time into the plan strategy, the
+  per-call draws and the rest (the engine and explore's driver).
+- Simulation alone: the same examples (plans and choices) replayed without Hypothesis.
+- Their sum: the ceiling of an explorer on Hypothesis's engine with this simulation.
+
+``bare_runs`` (the clean scenario without Hypothesis) is kept for ``bench/digests.py``.
 """
 
 from __future__ import annotations
@@ -274,6 +283,19 @@ def split_alone(explore: Callable[[int], bg.ExploreReport], rec: Recorded) -> di
 _CPU = time.process_time
 
 
+def through_given(explore: Callable[[int], bg.ExploreReport], examples: int) -> None:
+    """The exploration with Hypothesis driven through ``@given(st.data())``, as before 0.2's
+    engine path (``explore`` still uses it for verbose runs and observability)."""
+    from pytest_bgwork.checking import explore as ex
+
+    real = ex._engine_ok
+    ex._engine_ok = lambda settings: False
+    try:
+        explore(examples)
+    finally:
+        ex._engine_ok = real
+
+
 def _alone(differ: dict[str, int], name: str, explore: Callable[[int], bg.ExploreReport],
            rec: Recorded) -> None:
     differ[name] = hypothesis_alone(explore, rec)
@@ -292,6 +314,7 @@ def main() -> None:
     for name, fn in explorations.items():
         rec = recorded[name]
         runs[name] = functools.partial(fn, examples)
+        runs[f"{name}: through @given"] = functools.partial(through_given, fn, examples)
         runs[f"{name}: Hypothesis alone"] = functools.partial(_alone, differ, name, fn, rec)
         runs[f"{name}: simulation alone"] = functools.partial(simulation_alone, rec)
     best = interleaved(runs, rounds)
@@ -304,6 +327,8 @@ def main() -> None:
         aim = aims[name]
         print(f"  {name:<34}{n:>5} examples {best[name]:>7.3f} s CPU {rate:>7.0f}/s   aim >= "
               f"{aim}/s: {'met' if rate >= aim else f'MISSED by {1 - rate / aim:.0%}'}")
+        given = best[f"{name}: through @given"]
+        print(f"    {'the same search through @given':<32}{given:>19.3f} s CPU {n / given:>7.0f}/s")
         print(f"    {'Hypothesis alone (same draws)':<32}{alone:>19.3f} s CPU {n / alone:>7.0f}/s")
         print(f"    {'simulation alone (same examples)':<32}{sim:>19.3f} s CPU {n / sim:>7.0f}/s")
         print(f"    {'ceiling: the two, nothing else':<32}{alone + sim:>19.3f} s CPU "
@@ -320,7 +345,8 @@ def main() -> None:
     print("  Hypothesis alone: the same search (each example draws its plan and then exactly the\n"
           "  draws its simulation made) with nothing run. Simulation alone: the same examples\n"
           "  (plans and choices) replayed with no Hypothesis. Their sum is the ceiling of an\n"
-          "  explorer on Hypothesis's engine with this simulation; the rest is explore's glue.")
+          "  explorer on Hypothesis's engine with this simulation; the rest is explore's glue\n"
+          "  and the cost of running both in one process (caches, garbage collection).")
     print(f"(python {sys.version.split()[0]}, hypothesis {hypothesis.__version__}, "
           f"measured {time.strftime('%Y-%m-%d')})")
 
