@@ -44,6 +44,10 @@ from hypothesis.reporting import with_reporter
 
 __all__ = ["run"]
 
+if not hasattr(ConjectureData, "start_span"):
+    # an older engine (examples, not spans): explore takes the @given path there
+    raise ImportError("bg.explore's engine path needs a Hypothesis whose ConjectureData has spans")
+
 _DATA = st.data()
 # Hypothesis's internals are untyped: reach them through ``Any``.
 _failures: Any = _core.failure_exceptions_to_catch

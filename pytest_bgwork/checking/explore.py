@@ -952,7 +952,8 @@ def _engine_ok(settings: hypothesis.settings) -> bool:
     Verbose runs print each example, observability and other backends need ``@given``'s
     own bookkeeping; any Hypothesis without the internals ``_run_engine`` uses falls back.
     """
-    if settings.verbosity > hypothesis.Verbosity.normal or settings.backend != "hypothesis":
+    if (settings.verbosity > hypothesis.Verbosity.normal
+            or getattr(settings, "backend", "hypothesis") != "hypothesis"):
         return False
     try:
         from hypothesis.internal.observability import observability_enabled
