@@ -21,6 +21,7 @@ falls back to ``@given`` when verbosity, observability or another backend asks f
 
 from __future__ import annotations
 
+import traceback
 import unittest
 from collections.abc import Callable
 from random import Random
@@ -32,12 +33,18 @@ from hypothesis import errors as _errors
 from hypothesis import strategies as st
 from hypothesis._settings import local_settings
 from hypothesis.control import BuildContext, currently_in_test_context
-from hypothesis.errors import FlakyReplay, StopTest, Unsatisfiable, UnsatisfiedAssumption
+from hypothesis.errors import (
+    FlakyReplay,
+    HypothesisException,
+    StopTest,
+    Unsatisfiable,
+    UnsatisfiedAssumption,
+)
 from hypothesis.internal import entropy as _entropy
 from hypothesis.internal.conjecture.data import ConjectureData
 from hypothesis.internal.conjecture.engine import ConjectureRunner
 from hypothesis.internal.conjecture.shrinker import sort_key
-from hypothesis.internal.escalation import InterestingOrigin
+from hypothesis.internal.escalation import InterestingOrigin, is_hypothesis_file
 from hypothesis.internal.healthcheck import fail_health_check
 from hypothesis.internal.reflection import get_pretty_function_description
 from hypothesis.reporting import with_reporter
@@ -118,6 +125,17 @@ class _SeededRandoms:
         self._seeded.clear()
 
 
+def _internal(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of Hypothesis's own code (not a failure of the example)."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        tb = exc.exceptions[0].__traceback__ or exc.__traceback__
+    else:
+        tb = exc.__traceback__
+    frames = traceback.extract_tb(tb)
+    return (bool(frames) and is_hypothesis_file(frames[-1][0])
+            and not isinstance(exc, HypothesisException))
+
+
 def _unsatisfiable(runner: ConjectureRunner, test: Callable[..., Any]) -> str:
     """``@given``'s message when no example could run."""
     calls, why = runner.call_count, []
@@ -181,6 +199,8 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
         except _skips():
             raise
         except _failures() as exc:
+            if _internal(exc):  # a bug inside Hypothesis stops the search, as under @given
+                raise
             if data.frozen:  # an error in a finally block swallowed our StopTest
                 raise StopTest(data.testcounter) from exc
             data.expected_exception = exc
