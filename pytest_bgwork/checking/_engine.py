@@ -47,7 +47,7 @@ from hypothesis.internal.conjecture.shrinker import sort_key
 from hypothesis.internal.escalation import InterestingOrigin, is_hypothesis_file
 from hypothesis.internal.healthcheck import fail_health_check
 from hypothesis.internal.reflection import get_pretty_function_description
-from hypothesis.reporting import with_reporter
+from hypothesis.reporting import report, with_reporter
 
 __all__ = ["run"]
 
@@ -75,11 +75,6 @@ class _Wrapped:
         self._hypothesis_internal_use_settings = settings
         self._hypothesis_internal_use_seed = seed
         self._hypothesis_internal_use_generated_seed: int | None = None
-
-
-def _random(test: Callable[..., Any], settings: hypothesis.settings, seed: int | None) -> Random:
-    random: Random = _random_for(test, _Wrapped(settings, seed))
-    return random
 
 
 class _SeededRandoms:
@@ -175,7 +170,8 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
     phases = settings.phases
     if hypothesis.Phase.reuse not in phases and hypothesis.Phase.generate not in phases:
         raise unittest.SkipTest("Hypothesis has been told to run no examples for this test.")
-    random = _random(test, settings, seed)
+    wrapped = _Wrapped(settings, seed)
+    random: Random = _random_for(test, wrapped)
 
     prng = _SeededRandoms()
 
@@ -213,13 +209,21 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
     runner = ConjectureRunner(for_engine, settings=settings, random=random, database_key=key)
     try:
         runner.run()
+        if runner.call_count and not runner.interesting_examples and not runner.valid_examples:
+            raise Unsatisfiable(_unsatisfiable(runner, test))
+    except BaseException:
+        generated = wrapped._hypothesis_internal_use_generated_seed
+        if generated is not None and not runner.interesting_examples:  # as @given says it
+            with local_settings(settings):
+                report(f"You can reproduce this failure by adding @seed({generated}) to this "
+                       "test" + (f", or by running pytest with --hypothesis-seed={generated}"
+                                 if getattr(_core, "running_under_pytest", False) else "") + ".")
+        raise
     finally:
         prng.restore()
     if runner.call_count == 0:
         raise unittest.SkipTest("Hypothesis has been told to run no examples for this test.")
     if not runner.interesting_examples:
-        if runner.valid_examples == 0:
-            raise Unsatisfiable(_unsatisfiable(runner, test))
         return
     # The smallest failure, replayed as @given's final example: its error is the one raised.
     failing = sorted(runner.interesting_examples.values(), key=lambda d: sort_key(d.nodes))[0]
