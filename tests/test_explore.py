@@ -671,10 +671,15 @@ def _explore_via(engine: bool, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -
 
 
 @pytest.mark.parametrize("scenario", [retry_then_email, email_after_write])
+@pytest.mark.parametrize("how", ["seed", "derandomize"])
 def test_the_engine_path_runs_the_examples_given_runs(
-        scenario: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    kwargs = dict(scenario=scenario, faults=KV_FAULTS, checks=[emails_once], seed=5,
-                  max_examples=60, settings=QUIET)
+        scenario: Any, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs: dict[str, Any] = dict(scenario=scenario, faults=KV_FAULTS, checks=[emails_once],
+                                  max_examples=60)
+    if how == "seed":
+        kwargs.update(seed=5, settings=QUIET)
+    else:  # the search's random comes from the test function's digest, as under @given
+        kwargs.update(settings=hypothesis.settings(database=None, derandomize=True))
     engine = _explore_via(True, monkeypatch, **kwargs)
     given = _explore_via(False, monkeypatch, **kwargs)
     assert len(engine[0]) >= 5 and engine[1] != "passed" if scenario is retry_then_email \
