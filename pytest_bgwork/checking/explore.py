@@ -959,7 +959,7 @@ def _engine_ok(settings: hypothesis.settings) -> bool:
         from hypothesis.internal.observability import observability_enabled
 
         from . import _engine  # noqa: F401  (the internals it needs are importable)
-    except ImportError:
+    except (ImportError, AttributeError):  # a Hypothesis that renamed an internal
         return False
     return not observability_enabled()
 
