@@ -687,6 +687,33 @@ def test_the_engine_path_runs_the_examples_given_runs(
     assert engine == given  # same plans and choices in the same order, same failure text
 
 
+@pytest.mark.parametrize("version, engine", [
+    ("low", True), ("high", True), ("below", False), ("above", False), ("next_major", False)])
+def test_the_engine_path_runs_only_on_the_hypothesis_versions_it_was_tested_on(
+        version: str, engine: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hypothesis.version
+
+    from pytest_bgwork.checking import explore as ex
+
+    low, high = ex.ENGINE_TESTED
+    info = {"low": low, "high": high, "below": (low[0], low[1], low[2] - 1) if low[2]
+            else (low[0], low[1] - 1, 99), "above": (high[0], high[1], high[2] + 1),
+            "next_major": (high[0] + 1, 0, 0)}[version]
+    monkeypatch.setattr(hypothesis.version, "__version_info__", info)
+    assert ex._engine_ok(QUIET) is engine
+    used: list[str] = []
+    real_engine, real_given = ex._run_engine, hypothesis.given
+    monkeypatch.setattr(ex, "_run_engine", lambda *a: used.append("engine") or real_engine(*a))
+    monkeypatch.setattr(hypothesis, "given",
+                        lambda *a, **k: used.append("given") or real_given(*a, **k))
+
+    async def scenario(sim: bg.Simulation) -> None:
+        await sim.kv.set("ns", "k", "v")
+
+    bg.explore(scenario, max_examples=5, seed=1, settings=QUIET)
+    assert used == ["engine" if engine else "given"]
+
+
 def test_every_example_starts_with_the_global_random_seeded_as_under_given() -> None:
     import random
 

@@ -17,6 +17,14 @@ engine makes the same choices, finds the same examples and shrinks them the same
 Only the reporting ``@given`` adds (its "Falsifying example" text, verbose output,
 observability, statistics) is left out: explore replaces it with its own report, and
 falls back to ``@given`` when verbosity, observability or another backend asks for it.
+
+Everything here is Hypothesis's private API, which changes between releases without a
+deprecation (6.170 renamed ``ConjectureRunner.interesting_examples``). So explore takes
+this path only on the Hypothesis versions it was tested on, ``explore.ENGINE_TESTED``
+(inclusive: the whole suite and the examples were run on the lowest and the highest, and
+the engine path ran the very examples ``@given`` runs on both); any other version takes
+``@given``, which is correct on every version, only slower. Widen the range only after
+running the suite on the new bound.
 """
 
 from __future__ import annotations
