@@ -687,6 +687,72 @@ def test_the_engine_path_runs_the_examples_given_runs(
     assert engine == given  # same plans and choices in the same order, same failure text
 
 
+def test_the_fault_plan_drawn_is_kept_for_the_shrinker_whatever_the_garbage_collector_does(
+        ) -> None:
+    """Hypothesis 6.170 records drawn values by weak reference (a shrink pass uses them while
+    they live): explore records them strongly, so its search does not depend on when the
+    collector ran. A Hypothesis without that record is left alone."""
+    import weakref
+
+    from hypothesis.internal.conjecture import data as conjecture
+
+    from pytest_bgwork.checking import explore as ex
+
+    recorded: list[list[Any]] = []
+
+    @hypothesis.settings(QUIET, max_examples=3)
+    @hypothesis.given(st.data())
+    def draw(data: st.DataObject) -> None:
+        ex._record_drawn_values_strongly(data)
+        plan = data.draw(bgst.fault_plans(max_faults=1, points=["kv.set"]))
+        record: Any = data.conjecture_data._ConjectureData__span_record  # type: ignore[attr-defined]
+        values = list(getattr(record, "span_values", {}).values())
+        recorded.append([v for v in values if v is plan
+                         or (isinstance(v, weakref.ref) and v() is plan)])
+
+    draw()
+    assert len(recorded) == 3
+    if hasattr(conjecture.SpanRecord, "record_value_for_span"):
+        assert all(len(r) == 1 and isinstance(r[0], FaultPlan) for r in recorded), recorded
+    else:
+        assert recorded == [[], [], []]
+
+
+@pytest.mark.parametrize("how", ["unsatisfiable", "no_phases"])
+def test_the_engine_path_stops_as_given_does_with_the_same_words(
+        how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever this Hypothesis's words are ("examples" before 6.170, "test cases" after)."""
+    import unittest
+
+    from hypothesis.control import currently_in_test_context
+
+    async def rejects(sim: bg.Simulation) -> None:
+        if sim.choices.integer(0, 1) >= 0 and currently_in_test_context():
+            hypothesis.reject()  # not in explore's first, clean run
+
+    async def writes(sim: bg.Simulation) -> None:
+        await sim.kv.set("ns", "k", "v", sim.choices.integer(0, 1))
+
+    kwargs: dict[str, Any] = dict(max_examples=10, seed=1)
+    if how == "unsatisfiable":
+        kwargs.update(scenario=rejects, settings=QUIET)
+        expected: type[BaseException] = hypothesis.errors.Unsatisfiable
+    else:
+        kwargs.update(scenario=writes, settings=hypothesis.settings(QUIET, phases=[]))
+        expected = unittest.SkipTest
+    texts = []
+    for engine in (True, False):
+        from pytest_bgwork.checking import explore as ex
+
+        monkeypatch.setattr(ex, "_engine_ok", lambda s, engine=engine: engine)
+        with pytest.raises(expected) as caught:
+            bg.explore(**kwargs)
+        texts.append(str(caught.value))
+    assert texts[0] == texts[1], texts
+    assert ("Unable to satisfy assumptions of run." if how == "unsatisfiable"
+            else "Hypothesis has been told to run no ") in texts[0]
+
+
 @pytest.mark.parametrize("version, engine", [
     ("low", True), ("high", True), ("below", False), ("above", False), ("next_major", False)])
 def test_the_engine_path_runs_only_on_the_hypothesis_versions_it_was_tested_on(
@@ -703,9 +769,17 @@ def test_the_engine_path_runs_only_on_the_hypothesis_versions_it_was_tested_on(
     assert ex._engine_ok(QUIET) is engine
     used: list[str] = []
     real_engine, real_given = ex._run_engine, hypothesis.given
-    monkeypatch.setattr(ex, "_run_engine", lambda *a: used.append("engine") or real_engine(*a))
-    monkeypatch.setattr(hypothesis, "given",
-                        lambda *a, **k: used.append("given") or real_given(*a, **k))
+
+    def engine_path(*args: Any) -> None:
+        used.append("engine")
+        real_engine(*args)
+
+    def given(*args: Any, **kwargs: Any) -> Any:
+        used.append("given")
+        return real_given(*args, **kwargs)
+
+    monkeypatch.setattr(ex, "_run_engine", engine_path)
+    monkeypatch.setattr(hypothesis, "given", given)
 
     async def scenario(sim: bg.Simulation) -> None:
         await sim.kv.set("ns", "k", "v")

@@ -19,12 +19,13 @@ observability, statistics) is left out: explore replaces it with its own report,
 falls back to ``@given`` when verbosity, observability or another backend asks for it.
 
 Everything here is Hypothesis's private API, which changes between releases without a
-deprecation (6.170 renamed ``ConjectureRunner.interesting_examples``). So explore takes
-this path only on the Hypothesis versions it was tested on, ``explore.ENGINE_TESTED``
-(inclusive: the whole suite and the examples were run on the lowest and the highest, and
-the engine path ran the very examples ``@given`` runs on both); any other version takes
-``@given``, which is correct on every version, only slower. Widen the range only after
-running the suite on the new bound.
+deprecation (6.170 renamed ``ConjectureRunner.interesting_examples`` and the other
+counters to ``*_test_cases``, and gave ``mark_invalid`` a ``location=``: both are read by
+feature, not by version). So explore takes this path only on the Hypothesis versions it
+was tested on, ``explore.ENGINE_TESTED``, 6.157.0 to 6.170.17 inclusive: the explore tests
+and the examples ran on both bounds, and the engine path ran the very examples ``@given``
+runs on both. Any other version takes ``@given``, correct on every version, only slower.
+Widen the range only after running those tests on the new bound.
 """
 
 from __future__ import annotations
@@ -62,6 +63,23 @@ __all__ = ["run"]
 if not hasattr(ConjectureData, "start_span"):
     # an older engine (examples, not spans): explore takes the @given path there
     raise ImportError("bg.explore's engine path needs a Hypothesis whose ConjectureData has spans")
+
+# Hypothesis 6.170 renamed the engine's ``interesting_examples``, ``valid_examples``,
+# ``invalid_examples`` and ``overrun_examples`` to ``*_test_cases`` (and "examples" to
+# "test cases" in its messages): read whichever names this engine sets.
+_RUNNER_NAMES = ConjectureRunner.__init__.__code__.co_names
+_SUFFIX = next((suffix for suffix in ("_test_cases", "_examples")
+                if all(f"{what}{suffix}" in _RUNNER_NAMES
+                       for what in ("interesting", "valid", "invalid", "overrun"))), None)
+if _SUFFIX is None:
+    raise ImportError("bg.explore's engine path does not know this ConjectureRunner's counters")
+_INTERESTING, _VALID, _INVALID, _OVERRUN = (
+    f"{what}{_SUFFIX}" for what in ("interesting", "valid", "invalid", "overrun"))
+_NOUN = _SUFFIX[1:].replace("_", " ")  # "test cases" or "examples", as @given words it
+_NOTHING_TO_RUN = f"Hypothesis has been told to run no {_NOUN} for this test."
+_A_TEST_CASE = "A test case" if _SUFFIX == "_test_cases" else "An example"
+#: whether ``mark_invalid`` records the ``assume()``'s location (6.170 added ``location=``)
+_INVALID_AT = "location" in ConjectureData.mark_invalid.__code__.co_varnames
 
 _DATA = st.data()
 # Hypothesis's internals are untyped: reach them through ``Any``.
@@ -142,14 +160,20 @@ def _internal(exc: BaseException) -> bool:
 def _unsatisfiable(runner: ConjectureRunner, test: Callable[..., Any]) -> str:
     """``@given``'s message when no example could run."""
     calls, why = runner.call_count, []
-    if runner.invalid_examples > min(20, calls // 5):
-        why.append(f"{runner.invalid_examples} of {calls} examples failed a .filter() or assume() "
+    invalid, overrun = getattr(runner, _INVALID), getattr(runner, _OVERRUN)
+    if invalid > min(20, calls // 5):
+        why.append(f"{invalid} of {calls} {_NOUN} failed a .filter() or assume() "
                    "condition. Try making your filters or assumes less strict, or rewrite using "
                    "strategy parameters: st.integers().filter(lambda x: x > 0) fails less often "
                    "(that is, never) when rewritten as st.integers(min_value=1).")
-    if runner.overrun_examples > min(20, calls // 5):
-        why.append(f"{runner.overrun_examples} of {calls} examples were too large to finish "
+    if overrun > min(20, calls // 5):
+        why.append(f"{overrun} of {calls} {_NOUN} were too large to finish "
                    "generating; try reducing the typical size of your inputs?")
+    exit_reason = getattr(_core, "ExitReason", None)  # @given explains it since 6.170
+    if exit_reason is not None and runner.exit_reason is exit_reason.finished:
+        why.insert(0, "Hypothesis tried every possible input, so the assumptions of this test "
+                      "are impossible to satisfy - not merely unlikely - and running more "
+                      "test cases cannot help.")
     name = get_pretty_function_description(test)
     return f"Unable to satisfy assumptions of {name}. {' Also, '.join(why)}"
 
@@ -177,7 +201,7 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
         settings = hypothesis.settings(settings, database=None)
     phases = settings.phases
     if hypothesis.Phase.reuse not in phases and hypothesis.Phase.generate not in phases:
-        raise unittest.SkipTest("Hypothesis has been told to run no examples for this test.")
+        raise unittest.SkipTest(_NOTHING_TO_RUN)
     wrapped = _Wrapped(settings, seed)
     random: Random = _random_for(test, wrapped)
 
@@ -195,7 +219,11 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
             execute(data)
         except UnsatisfiedAssumption as exc:
             try:
-                data.mark_invalid(exc.reason)
+                if _INVALID_AT:  # where the assume() was, since 6.170
+                    mark_invalid: Any = data.mark_invalid
+                    mark_invalid(exc.reason, location=getattr(exc, "location", None))
+                else:
+                    data.mark_invalid(exc.reason)
             except FlakyReplay as err:
                 raise FlakyFailure(err.reason, [exc]) from None
         except StopTest:
@@ -217,11 +245,11 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
     runner = ConjectureRunner(for_engine, settings=settings, random=random, database_key=key)
     try:
         runner.run()
-        if runner.call_count and not runner.interesting_examples and not runner.valid_examples:
+        if runner.call_count and not getattr(runner, _INTERESTING) and not getattr(runner, _VALID):
             raise Unsatisfiable(_unsatisfiable(runner, test))
     except BaseException:
         generated = wrapped._hypothesis_internal_use_generated_seed
-        if generated is not None and not runner.interesting_examples:  # as @given says it
+        if generated is not None and not getattr(runner, _INTERESTING):  # as @given says it
             with local_settings(settings):
                 report(f"You can reproduce this failure by adding @seed({generated}) to this "
                        "test" + (f", or by running pytest with --hypothesis-seed={generated}"
@@ -230,11 +258,12 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
     finally:
         prng.restore()
     if runner.call_count == 0:
-        raise unittest.SkipTest("Hypothesis has been told to run no examples for this test.")
-    if not runner.interesting_examples:
+        raise unittest.SkipTest(_NOTHING_TO_RUN)
+    interesting: dict[Any, Any] = getattr(runner, _INTERESTING)
+    if not interesting:
         return
     # The smallest failure, replayed as @given's final example: its error is the one raised.
-    failing = sorted(runner.interesting_examples.values(), key=lambda d: sort_key(d.nodes))[0]
+    failing = sorted(interesting.values(), key=lambda d: sort_key(d.nodes))[0]
     data = runner.new_conjecture_data(failing.choices, max_choices=len(failing.choices))
     expected = failing.expected_exception
     notes: list[object] = []
@@ -243,11 +272,11 @@ def run(test: Callable[[st.DataObject], None], settings: hypothesis.settings,
         with with_reporter(notes.append):
             execute(data, is_final=True)
     except StopTest:
-        raise FlakyFailure("Inconsistent results: An example failed on the first run but now "
+        raise FlakyFailure(f"Inconsistent results: {_A_TEST_CASE} failed on the first run but now "
                            "succeeds (or fails with another error, or is for some reason not "
                            "runnable).", [expected or StopTest(0)]) from None
     except UnsatisfiedAssumption as exc:
-        raise FlakyFailure("Unreliable assumption: An example which satisfied assumptions on "
+        raise FlakyFailure(f"Unreliable assumption: {_A_TEST_CASE} which satisfied assumptions on "
                            "the first run now fails it.", [exc]) from None
     except BaseException as exc:
         for note in notes:
