@@ -98,57 +98,68 @@ def fault_plans(
     if unknown:
         raise ValueError(f"kinds= may hold {', '.join(KINDS)}; got unknown {unknown!r}")
     hang_max, delay_max = int(max_hang), int(max_delay)
-    cache: dict[tuple[str, ...], list[list[tuple[str, str, str | None]]]] = {}
+    cache: dict[tuple[str, ...], list[tuple[str, str, str | None]]] = {}
 
-    def targets_for(point_list: tuple[str, ...]) -> list[list[tuple[str, str, str | None]]]:
-        """Per kind, every (kind, point, queue) a fault can have: earlier points, queues first."""
+    def cells_for(point_list: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+        """Every (kind, point, queue) a fault can have, in ``kinds`` order, then points, queues."""
         found = cache.get(point_list)
-        if found is not None:
-            return found
-        by_kind: list[list[tuple[str, str, str | None]]] = []
-        for kind in kind_list:
-            if kind in ("fail", "delay"):
-                by_kind.append([(kind, p, None) for p in point_list])
-            elif kind == "crash":
-                by_kind.append([(kind, p, q) for p in point_list for q in queue_list])
-            elif kind == "duplicate":
-                by_kind.append([(kind, "queue.publish", q) for q in queue_list])
-            else:
-                by_kind.append([(kind, "queue.deliver", q) for q in queue_list])
-        cache[point_list] = by_kind
-        return by_kind
+        if found is None:
+            found = []
+            for kind in kind_list:
+                if kind in ("fail", "delay"):
+                    found += [(kind, p, None) for p in point_list]
+                elif kind == "crash":
+                    found += [(kind, p, q) for p in point_list for q in queue_list]
+                elif kind == "duplicate":
+                    found += [(kind, "queue.publish", q) for q in queue_list]
+                else:
+                    found += [(kind, "queue.deliver", q) for q in queue_list]
+            cache[point_list] = found
+        return found
 
-    def build(target: tuple[str, str, str | None], on_call: int, flags: int, size: int) -> Fault:
-        kind, point, queue = target
-        every, after, timeout = flags & 1, flags & 2, flags & 4
-        call = None if every and kind in ("fail", "delay", "duplicate") else on_call
+    def build(cell: tuple[str, str, str | None], call: int, w: int) -> Fault:
+        """The fault of ``cell`` on call ``call``; ``w`` (0 when the kind has no options) holds
+        its options, each 0 when ``w`` is: one call, the error before the write, a
+        ConnectionError, copies one after the other, 2 copies, 1 s."""
+        kind, point, queue = cell
+        every = w & 1
         if kind == "fail":
-            return Fault("fail", point, None, call, _ERRORS[1] if timeout else _ERRORS[0],
-                         bool(after) and point in _WRITES)
+            # at a write, 3 in 4 errors come after the write applied (a timeout that hid a
+            # success: what makes at-least-once systems do work twice); 0 is "before"
+            after = point in _WRITES and (w >> 2) % 4 != 0
+            return Fault("fail", point, None, None if every else call,
+                         _ERRORS[(w >> 1) & 1], after)
         if kind == "crash":
             return Fault("crash", point, queue, call)
         if kind == "duplicate":
-            return Fault("duplicate", point, queue, call, times=2 + size % 2, overlap=bool(after))
+            return Fault("duplicate", point, queue, None if every else call,
+                         times=2 + (w >> 2) % 2, overlap=bool(w & 2))
         if kind == "hang":
-            return Fault("hang", point, queue, call, seconds=float(1 + size % hang_max))
-        return Fault("delay", point, None, call, seconds=float(1 + size % delay_max))
+            return Fault("hang", point, queue, call, seconds=float(1 + w % hang_max))
+        return Fault("delay", point, None, None if every else call,
+                     seconds=float(1 + (w >> 1) % delay_max))
 
     @st.composite
     def fault(draw: st.DrawFn) -> Fault:
-        # The kind is drawn uniformly, then its point uniformly among the points in force
-        # (the scenario's, when exploring); then call, flags and size. Each draw shrinks to
-        # its low end: the first kind and point, call 1, no flags (one call, the error before the
-        # write, ConnectionError, copies one after the other), 1 s.
+        # One draw picks the cell (kind, point, queue) uniformly among all cells, one the call
+        # number (only when more than one call happens), one the kind's options (none for a
+        # crash). Each shrinks to 0: the first kind at the first point, call 1, no option.
         learned = learned_points.get()
         point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
-        kinds_targets = targets_for(point_list)
-        targets = kinds_targets[draw(_WIDE) % len(kinds_targets)]
-        target = targets[draw(_WIDE) % len(targets)]
-        calls = max_on_call if not learned else min(max_on_call, learned.get(target[1], max_on_call))
-        return build(target, 1 + draw(_WIDE) % max(1, calls), draw(_WIDE) % 8,
-                     draw(_WIDE) % max(hang_max, delay_max))
+        cells = cells_for(point_list)
+        cell = cells[draw(_WIDE) % len(cells)]
+        calls = max_on_call if not learned else min(max_on_call, learned.get(cell[1], max_on_call))
+        call = 1 + draw(_WIDE) % calls if calls > 1 else 1
+        return build(cell, call, 0 if cell[0] == "crash" else draw(_WIDE))
 
-    return st.lists(fault(), max_size=max_faults).map(FaultPlan)
+    @st.composite
+    def plans(draw: st.DrawFn) -> FaultPlan:
+        # The number of faults is uniform in 0..max_faults (st.lists would make 40% of plans
+        # empty); shrinking lowers it and deletes faults, down to FaultPlan([]).
+        count = draw(_WIDE) % (max_faults + 1) if max_faults else 0
+        return FaultPlan([draw(fault()) for _ in range(count)])
+
+    return plans()
 
 
 def retry_schedules(

@@ -1,0 +1,117 @@
+"""What ``bgst.fault_plans()`` draws: the distribution the default search relies on (issue 11).
+
+A bug is found only if its cell (kind, point, options) is drawn often enough: these tests pin
+that every cell of a small plan space is reachable and shrinks to itself, that few plans are
+empty, that a write's errors mostly come after the write applied, and that shrinking still
+ends at no fault or at the plainest fault. No timing: counts over seeded Hypothesis runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+
+import hypothesis
+import pytest
+from hypothesis import strategies as st
+
+import pytest_bgwork as bg
+from pytest_bgwork import strategies as bgst
+from pytest_bgwork.core.faults import Fault, FaultPlan
+
+QUIET = hypothesis.settings(database=None, max_examples=2000,
+                            suppress_health_check=list(hypothesis.HealthCheck))
+CONN, TIMEOUT = "ConnectionError('injected fault')", "TimeoutError('injected timeout')"
+
+
+def _sample(strategy: st.SearchStrategy[FaultPlan], n: int) -> list[FaultPlan]:
+    """``n`` plans as a seeded search draws them (generation, mutations and all)."""
+    seen: list[FaultPlan] = []
+
+    @hypothesis.seed(1)
+    @hypothesis.settings(database=None, max_examples=n, phases=[hypothesis.Phase.generate],
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(strategy)
+    def draw(plan: FaultPlan) -> None:
+        seen.append(plan)
+
+    draw()
+    return seen
+
+
+def test_every_cell_of_a_small_space_is_reachable_and_shrinks_to_itself() -> None:
+    plans = bgst.fault_plans(max_faults=1, points=["kv.get", "queue.publish"], kinds=["fail"],
+                             max_on_call=2)
+    cells = [FaultPlan()]
+    for point, call, error, after in itertools.product(
+            ("kv.get", "queue.publish"), (1, 2, None), (CONN, TIMEOUT), (False, True)):
+        if after and point == "kv.get":
+            continue  # a read cannot apply before it fails
+        cells.append(FaultPlan([Fault("fail", point, None, call, error, after)]))
+    assert len(cells) == 1 + 6 + 12
+    for cell in cells:
+        assert hypothesis.find(plans, lambda p, cell=cell: p == cell, settings=QUIET) == cell
+
+
+def test_few_plans_are_empty() -> None:
+    sizes = collections.Counter(len(p) for p in _sample(bgst.fault_plans(), 400))
+    # the count is drawn uniform in 0..3 (st.lists made 40% of plans empty); Hypothesis's
+    # mutations copy values between draws, so the sizes come out uneven, but every size comes
+    assert set(sizes) == {0, 1, 2, 3}
+    assert sizes[0] < 400 * 0.3, sizes
+    assert min(sizes.values()) > 400 * 0.05, sizes
+
+
+def test_cells_not_kinds_are_uniform_and_a_write_mostly_fails_after_applying() -> None:
+    points = ["kv.set", "queue.ack", "queue.deliver", "queue.publish"]
+    faults = [f for p in _sample(bgst.fault_plans(points=points), 400) for f in p]
+    kinds = collections.Counter(f.kind for f in faults)
+    # 14 cells: 4 fail, 4 crash, 4 delay, 1 duplicate, 1 hang
+    assert kinds["fail"] > 2 * kinds["duplicate"] and kinds["fail"] > 2 * kinds["hang"], kinds
+    writes = [f for f in faults if f.kind == "fail" and f.point != "queue.deliver"]
+    after = sum(f.after_apply for f in writes)
+    assert len(writes) > 50 and after > 0.6 * len(writes), (after, len(writes))
+    publish_after = [f for f in writes if f.point == "queue.publish" and f.after_apply]
+    assert len(publish_after) > 0.03 * len(faults), (len(publish_after), len(faults))
+
+
+def test_plans_shrink_to_no_fault_and_to_the_plainest_fault() -> None:
+    plans = bgst.fault_plans(points=["kv.get", "kv.set"])
+    assert hypothesis.find(plans, lambda p: True, settings=QUIET) == FaultPlan([])
+    assert hypothesis.find(plans, lambda p: len(p) >= 2, settings=QUIET) == FaultPlan(
+        [Fault("fail", "kv.get", None, 1, CONN)] * 2)
+    assert hypothesis.find(plans, lambda p: any(f.after_apply for f in p), settings=QUIET) == \
+        FaultPlan([Fault("fail", "kv.set", None, 1, CONN, True)])
+    assert hypothesis.find(plans, lambda p: any(f.kind == "hang" for f in p), settings=QUIET) == \
+        FaultPlan([Fault("hang", "queue.deliver", "*", 1, seconds=1.0)])
+    # the fault that matters is kept, the one that does not is deleted
+    assert hypothesis.find(
+        plans, lambda p: len(p) >= 2 and p.faults[-1].kind == "crash", settings=QUIET
+    ) == FaultPlan([Fault("fail", "kv.get", None, 1, CONN), Fault("crash", "kv.get", "*", 1)])
+    assert hypothesis.find(plans, lambda p: any(f.kind == "crash" for f in p),
+                           settings=QUIET) == FaultPlan([Fault("crash", "kv.get", "*", 1)])
+
+
+def test_max_faults_zero_draws_only_the_empty_plan() -> None:
+    assert {len(p) for p in _sample(bgst.fault_plans(max_faults=0), 20)} == {0}
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_explore_draws_among_the_points_the_scenario_passes(fixed: bool) -> None:
+    seen: collections.Counter[str] = collections.Counter()
+
+    def note(plan: FaultPlan) -> FaultPlan:
+        seen.update(f.point for f in plan if f.kind in ("fail", "crash", "delay"))
+        return plan
+
+    async def scenario(sim: bg.Simulation) -> None:
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await sim.kv.set("ns", "k", 1)
+            await sim.kv.get("ns", "k")
+
+    points = ["kv.get", "kv.set"] if fixed else None
+    report = bg.explore(scenario, faults=bgst.fault_plans(points=points).map(note), seed=3,
+                        max_examples=40)
+    assert report.points == ("kv.get", "kv.set")
+    assert set(seen) == {"kv.get", "kv.set"}
