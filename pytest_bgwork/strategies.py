@@ -38,6 +38,8 @@ _WIDE = st.integers(0, 2**32 - 1)
 #: each had (set while it searches): a fault's call number is drawn among calls that happen.
 learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "bgwork_learned_points", default=None)
+#: A fault's target: kind, point, queue, and whether an error comes after the write applied.
+_Cell = tuple[str, str, str | None, bool]
 _ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")
 
 
@@ -72,14 +74,20 @@ def fault_plans(
 
     ``points`` are the fault points ``fail``/``crash``/``delay`` target (default: inside
     ``bg.explore``, the points a clean run of the scenario passed; elsewhere
-    ``DEFAULT_POINTS``); each fault's target is drawn uniformly among them; ``queues``
-    scope ``crash``/``duplicate``/``hang`` (default
-    ``["*"]``, every queue); ``kinds`` chooses among ``fail``, ``crash``,
-    ``duplicate``, ``hang``, ``delay`` (default all; earlier kinds are the ones
-    shrinking prefers; a duplicate may overlap). ``on_call`` is drawn from 1 to ``max_on_call`` (``fail`` and
-    ``delay`` may also hit every call, which can exhaust retries); hangs last up
-    to ``max_hang`` seconds (enough to pass a visibility timeout), delays up to
-    ``max_delay``.
+    ``DEFAULT_POINTS``); ``queues`` scope ``crash``/``duplicate``/``hang`` (default
+    ``["*"]``, every queue); ``kinds`` chooses among ``fail``, ``crash``, ``duplicate``,
+    ``hang``, ``delay`` (default all; earlier kinds are the ones shrinking prefers).
+    ``on_call`` is drawn from 1 to ``max_on_call`` (inside ``bg.explore``, among the calls
+    the clean run made; ``fail``, ``delay`` and ``duplicate`` may also hit every call, which
+    can exhaust retries); hangs last up to ``max_hang`` seconds (enough to pass a
+    visibility timeout), delays up to ``max_delay``.
+
+    The distribution: the number of faults is uniform in ``0..max_faults``; each fault's
+    *mode* is uniform among the kinds plus "fail after the write applied" (when ``fail`` is
+    a kind and a write is among the points: a timeout that hid a success, what makes
+    at-least-once systems do work twice), then its point (a write, for that mode) and queue
+    uniformly; 3 in 4 duplicates overlap. Each draw shrinks to 0: no fault, else the first
+    kind at the first point, call 1, a ConnectionError before the write, copies in turn, 1 s.
     """
     if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
         raise ValueError(f"fault_plans(max_faults=...) expects an int >= 0; got {max_faults!r}")
@@ -98,42 +106,48 @@ def fault_plans(
     if unknown:
         raise ValueError(f"kinds= may hold {', '.join(KINDS)}; got unknown {unknown!r}")
     hang_max, delay_max = int(max_hang), int(max_delay)
-    cache: dict[tuple[str, ...], list[tuple[str, str, str | None]]] = {}
+    cache: dict[tuple[str, ...], list[list[_Cell]]] = {}
 
-    def cells_for(point_list: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
-        """Every (kind, point, queue) a fault can have, in ``kinds`` order, then points, queues."""
+    def modes_for(point_list: tuple[str, ...]) -> list[list[_Cell]]:
+        """Per failure mode, every (kind, point, queue, after_apply) it can take.
+
+        The modes are the ``kinds`` in order, then "fail after the write applied" (when
+        ``fail`` is a kind and a write is among the points): the error that hides a success
+        is a mode of its own, as a crash is, rather than one fail in two at one point in n.
+        """
         found = cache.get(point_list)
         if found is None:
             found = []
             for kind in kind_list:
                 if kind in ("fail", "delay"):
-                    found += [(kind, p, None) for p in point_list]
+                    found.append([(kind, p, None, False) for p in point_list])
                 elif kind == "crash":
-                    found += [(kind, p, q) for p in point_list for q in queue_list]
+                    found.append([(kind, p, q, False) for p in point_list for q in queue_list])
                 elif kind == "duplicate":
-                    found += [(kind, "queue.publish", q) for q in queue_list]
+                    found.append([(kind, "queue.publish", q, False) for q in queue_list])
                 else:
-                    found += [(kind, "queue.deliver", q) for q in queue_list]
+                    found.append([(kind, "queue.deliver", q, False) for q in queue_list])
+            writes: list[_Cell] = [("fail", p, None, True) for p in point_list if p in _WRITES]
+            if "fail" in kind_list and writes:
+                found.append(writes)
             cache[point_list] = found
         return found
 
-    def build(cell: tuple[str, str, str | None], call: int, w: int) -> Fault:
-        """The fault of ``cell`` on call ``call``; ``w`` (0 when the kind has no options) holds
-        its options, each 0 when ``w`` is: one call, the error before the write, a
-        ConnectionError, copies one after the other, 2 copies, 1 s."""
-        kind, point, queue = cell
+    def build(cell: _Cell, call: int, w: int) -> Fault:
+        """The fault of ``cell`` on call ``call``; ``w`` (0 for a crash) holds its options,
+        each off when ``w`` is 0: one call, a ConnectionError, 2 copies one after the
+        other (3 in 4 duplicates overlap), 1 s."""
+        kind, point, queue, after = cell
         every = w & 1
         if kind == "fail":
-            # at a write, 3 in 4 errors come after the write applied (a timeout that hid a
-            # success: what makes at-least-once systems do work twice); 0 is "before"
-            after = point in _WRITES and (w >> 2) % 4 != 0
             return Fault("fail", point, None, None if every else call,
                          _ERRORS[(w >> 1) & 1], after)
         if kind == "crash":
             return Fault("crash", point, queue, call)
         if kind == "duplicate":
+            # overlapping copies are what concurrent consumers of at-least-once queues see
             return Fault("duplicate", point, queue, None if every else call,
-                         times=2 + (w >> 2) % 2, overlap=bool(w & 2))
+                         times=2 + (w >> 3) % 2, overlap=(w >> 1) % 4 != 0)
         if kind == "hang":
             return Fault("hang", point, queue, call, seconds=float(1 + w % hang_max))
         return Fault("delay", point, None, None if every else call,
@@ -141,13 +155,14 @@ def fault_plans(
 
     @st.composite
     def fault(draw: st.DrawFn) -> Fault:
-        # One draw picks the cell (kind, point, queue) uniformly among all cells, one the call
-        # number (only when more than one call happens), one the kind's options (none for a
+        # One draw picks the mode uniformly, one its cell (point, queue) uniformly, one the
+        # call number (only when more than one call happens), one the options (none for a
         # crash). Each shrinks to 0: the first kind at the first point, call 1, no option.
         learned = learned_points.get()
         point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
-        cells = cells_for(point_list)
-        cell = cells[draw(_WIDE) % len(cells)]
+        modes = modes_for(point_list)
+        cells = modes[draw(_WIDE) % len(modes)]
+        cell = cells[draw(_WIDE) % len(cells)] if len(cells) > 1 else cells[0]
         calls = max_on_call if not learned else min(max_on_call, learned.get(cell[1], max_on_call))
         call = 1 + draw(_WIDE) % calls if calls > 1 else 1
         return build(cell, call, 0 if cell[0] == "crash" else draw(_WIDE))

@@ -256,6 +256,12 @@ class HypothesisChoices:
         conjecture = getattr(data, "conjecture_data", None)
         self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
+        # Latencies are drawn for as many service calls as the clean run passed points; later
+        # calls (the retries a fault caused) take none. So a plan that causes more calls draws no
+        # more choices than its neighbour: Hypothesis's mutations, which copy one example's
+        # choices into another's, do not run out on exactly the plans that matter.
+        learned = learned_points.get()
+        self._latencies_left = sum(learned.values()) if learned else None
         #: Hypothesis ended this example (its choices ran out while shrinking): raise this
         #: from the test function once the simulation stops, so Hypothesis sees it.
         self.stopped: BaseException | None = None
@@ -276,6 +282,11 @@ class HypothesisChoices:
     def integer(self, lo: int, hi: int, label: str = "") -> int:
         if hi < lo:
             raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
+        if label == "latency" and self._latencies_left is not None:
+            if self._latencies_left <= 0:
+                self.values.append(lo)
+                return lo
+            self._latencies_left -= 1
         value: int = lo if lo == hi else self._draw(_integers(lo, hi), lo)
         self.values.append(value)
         return value
@@ -624,7 +635,9 @@ def explore(
 
     Before the search a clean run (no fault, no latency) learns the fault points the
     scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
-    example draws a latency for each service call (up to ``LATENCY_MAX``, shrinking to 0).
+    example draws a latency (up to ``LATENCY_MAX``, shrinking to 0) for each service call,
+    as many as the fault points the clean run passed; later calls (retries a fault caused)
+    take none.
     ``ExploreCoverageWarning`` names the interesting states never reached that some example
     came close to (their ingredients seen); ``expect_states=[...]`` (keys of ``STATES``)
     declares which the scenario must reach instead, and warns for exactly those.
