@@ -5,7 +5,6 @@ Thin on purpose: everything it shows comes from ``Simulation`` and its history.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import sys
@@ -16,27 +15,30 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import budget
 from .adapters._fixtures import bg_agentflow, bg_agentuity, bg_alien
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .adapters._web_fixtures import bg_sqs
-from .checking import chaos, replay
-from .core import context
-from .core.errors import LeftoverWork, UnusedFaultRule
-from .core.loop import VirtualEventLoop
+from .checking import chaos
 from .profiles import PLATFORMS
-from .simulation import Simulation
 
+# Start-up: pytest imports this module in every run of a venv that has the plugin, so it
+# loads only what options, markers and fixture definitions need. The simulation (loop,
+# services, faults, replay, wall clock) is imported inside the fixtures and hooks that
+# run for a test using it.
 if TYPE_CHECKING:
+    import asyncio
+
     from . import report_html
+    from .checking import replay
     from .core.clock import VirtualClock
     from .core.faults import FaultInjector
+    from .core.loop import VirtualEventLoop
     from .services.kv import KV
     from .services.queues import Queues
     from .services.runtime import Runtime
     from .services.streams import Streams
     from .services.task_manager import BackgroundTaskManager
-from .core.wallclock import wall_clock
+    from .simulation import Simulation
 
 __all__ = ["SimulationFactory", "bg_agentflow", "bg_agentuity", "bg_alien", "bg_celery", "bg_dramatiq", "bg_sqs",
            "bg_taskiq"]
@@ -49,8 +51,7 @@ def _report_html() -> Any:
     return report_html
 
 TIMELINE_CHOICES = ("failure", "always", "never")
-_SIM_KEY = pytest.StashKey[Simulation]()
-_LOOP_KEY = pytest.StashKey[VirtualEventLoop]()
+_SIM_KEY = pytest.StashKey["Simulation"]()
 _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
@@ -181,6 +182,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _platform_option(config)
     raw_budget = _option(config, "bgwork_explore_budget")
     if raw_budget:
+        from . import budget
+
         config._bgwork_budget = budget.parse_budget(str(raw_budget))  # type: ignore[attr-defined]
     html_path = _option(config, "bgwork_html")
     if html_path and not hasattr(config, "workerinput"):  # xdist workers send their reports
@@ -194,6 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     parsed = getattr(session.config, "_bgwork_budget", None)
     if parsed is not None:  # only then: the explorer imports Hypothesis
+        from . import budget
         from .checking.explore import set_budget
 
         set_budget(parsed[0], parsed[1], budget.count_explorations(session.items))
@@ -294,6 +298,8 @@ def _uses_bgwork(item: Any) -> bool:
 
 
 def _default_loop() -> asyncio.AbstractEventLoop:
+    import asyncio
+
     return asyncio.get_event_loop_policy().new_event_loop()
 
 
@@ -303,6 +309,8 @@ def pytest_asyncio_loop_factories(
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Give tests that use ``bgwork`` a virtual loop; everyone else the usual one."""
     if _uses_bgwork(item):
+        from .core.loop import VirtualEventLoop
+
         return {"bgwork": VirtualEventLoop}
     return {"asyncio": _default_loop}
 
@@ -324,6 +332,8 @@ def _async_loop_for(request: pytest.FixtureRequest) -> VirtualEventLoop | None:
             "loop_scope= from its asyncio marker (or set asyncio_default_test_loop_scope = "
             "function), and give shared async fixtures their own wider loop_scope."
         )
+    from .core.loop import VirtualEventLoop
+
     runner = request.getfixturevalue("_function_scoped_runner")
     loop = runner.get_loop()
     if not isinstance(loop, VirtualEventLoop):
@@ -343,6 +353,11 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
 
     ``async def`` tests run on its virtual loop; sync tests drive it with ``sim.run(...)``.
     """
+    from .core import context
+    from .core.errors import LeftoverWork
+    from .core.wallclock import wall_clock
+    from .simulation import Simulation
+
     item = request.node
     kwargs = _marker_kwargs(item)
     loop = _async_loop_for(request)
@@ -440,6 +455,8 @@ def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> No
             "numbers, or remove the rule.")
     if strict:
         pytest.fail(f"bgwork strict mode: {text}", pytrace=False)
+    from .core.errors import UnusedFaultRule
+
     warnings.warn(UnusedFaultRule(text), stacklevel=1)
 
 
@@ -457,6 +474,8 @@ class SimulationFactory:
 
     def __call__(self, seed: int | None = None, start: Any = None,
                  platform: str | None = None) -> Simulation:
+        from .simulation import Simulation
+
         if seed is None:
             seed = self._base_seed + len(self._made)
         sim = Simulation(seed=seed, start=start,
@@ -498,6 +517,8 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
     if "bgwork_factory" not in request.fixturenames:
         yield
         return
+    from .core.wallclock import wall_clock
+
     factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
     factory.reset(_seed_for(request.node), _platform_for(request.node))
     wall_clock.start()
@@ -561,6 +582,8 @@ def _replay_token(item: pytest.Item) -> replay.Replay | None:
     token = _marker_kwargs(item).get("replay")
     if token is None:
         return None
+    from .checking import replay
+
     try:
         return replay.decode(token)
     except ValueError as exc:
@@ -571,6 +594,8 @@ def _replay_setup(sim: Simulation, item: pytest.Item) -> None:
     """A plain test's token (no scenario) gives its simulation the seed, choices and plan."""
     token = _replay_token(item)
     if token is not None and token.scenario is None:
+        from .checking import replay
+
         replay.apply(sim, token)
 
 
@@ -611,15 +636,26 @@ def _chaos_setup(sim: Simulation, item: pytest.Item) -> None:
 _SETUP_HOOKS.append(_chaos_setup)
 
 
+#: Loaded by a replay token or ``bg.explore``; until then no test can have a replay active.
+_REPLAY_MODULE = f"{__package__}.checking.replay"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Make the test's replay token visible to ``bg.explore`` while the test runs; fail a
     test that never awaited a pytest-bgwork coroutine."""
     _unawaited.clear()
     try:
-        with replay.activate(_replay_token(item)) as token:
+        token = _replay_token(item)
+        if token is None and _REPLAY_MODULE not in sys.modules:  # nothing can be active
             result = yield
-            unreplayed = token is not None and token.scenario is not None and not replay.replayed()
+            unreplayed = False
+        else:
+            from .checking import replay
+
+            with replay.activate(token):
+                result = yield
+                unreplayed = token is not None and token.scenario is not None and not replay.replayed()
     except BaseException as exc:
         if _unawaited:
             exc.add_note(_unawaited_message())

@@ -74,3 +74,58 @@ def test_timeline_renders_and_truncates() -> None:
     short = h.timeline(limit=2).splitlines()
     assert short[0] == "... 3 earlier event(s) not shown"
     assert short[-1].endswith("key=k4")
+
+
+def test_rows_added_by_services_read_as_events_in_order() -> None:
+    h, now = make()
+    h.record("queue", "publish", queue="jobs")
+    now[0] = 1.5
+    h.add("kv", "set", "ok", ("ns", "key", "value"), ("s", "k", '{"a":1}'))
+    h.add("kv", "get", "unknown", ("ns", "key"), ("s", "k"))
+    events = h.events
+    assert [(e.seq, e.t, e.name, e.outcome, e.detail) for e in events] == [
+        (0, 0.0, "queue.publish", "ok", {"queue": "jobs"}),
+        (1, 1.5, "kv.set", "ok", {"ns": "s", "key": "k", "value": '{"a":1}'}),
+        (2, 1.5, "kv.get", "unknown", {"ns": "s", "key": "k"}),
+    ]
+    assert h.events[1] is events[1]  # built once, then the same object on every read
+    assert list(h)[2] is events[2] and h.filter("kv", key="k") == events[1:]
+    assert events[1].render() == '+      1.500s kv.set                 ns=s key=k value={"a":1}'
+
+
+def test_a_row_carries_the_running_attempt_and_its_time() -> None:
+    h, now = make()
+    token = current_attempt.set(Attempt("jobs", "msg_3", 2))
+    try:
+        h.add("kv", "get", "ok", ("ns",), ("s",))
+    finally:
+        current_attempt.reset(token)
+    now[0] = 9.0  # read later: the row kept the time it was added at
+    assert (h.events[0].t, h.events[0].attempt) == (0.0, "jobs/msg_3#2")
+
+
+def test_rows_and_records_give_the_same_digest_read_or_not() -> None:
+    def fill(h: History, rows: bool) -> None:
+        for i in range(3):
+            if rows:
+                h.add("kv", "set", "ok", ("ns", "key", "ttl"), ("s", f"k{i}", None))
+            else:
+                h.record("kv", "set", ns="s", key=f"k{i}", ttl=None)
+
+    a, _ = make()
+    b, _ = make()
+    fill(a, rows=True)
+    fill(b, rows=False)
+    unread = a.digest()
+    assert unread == b.digest()
+    assert a.timeline() == b.timeline()
+    assert a.digest() == unread  # reading built the events; the digest is the same text
+
+
+def test_listeners_get_events_for_rows_too() -> None:
+    h, _ = make()
+    seen: list[str] = []
+    h.subscribe(lambda e: seen.append(f"{e.seq} {e.name} {e.detail}"))
+    h.add("kv", "get", "ok", ("ns", "exists"), ("s", False))
+    assert seen == ["0 kv.get {'ns': 's', 'exists': False}"]
+    assert h.events[0].detail == {"ns": "s", "exists": False}

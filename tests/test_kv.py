@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
+import json
 import math
 from typing import Any
 
@@ -74,6 +76,62 @@ async def test_mutating_returned_data_changes_nothing_stored(bgwork: bg.Simulati
     bgwork.kv.history("s", "k")[0].data["kind"] = "and this"
     assert bgwork.kv.items("s") == {"k": {"kind": "queued", "steps": ["a"]}}
     assert bgwork.kv.history("s", "k")[0].data == {"kind": "queued", "steps": ["a"]}
+
+
+@pytest.mark.asyncio
+async def test_a_list_mutated_after_set_is_not_seen_by_get(bgwork: bg.Simulation) -> None:
+    steps = ["fetch"]
+    await bgwork.kv.set("s", "k", steps)
+    steps.append("render")
+    got = (await bgwork.kv.get("s", "k")).data
+    assert got == ["fetch"]
+    got.append("mine")
+    assert (await bgwork.kv.get("s", "k")).data == ["fetch"]
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Tag(str):
+    pass
+
+
+class _Blob(bytes):
+    pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("value, expected", [
+    ("text ☕", "text ☕"), (7, 7), (2**70, 2**70), (-0.0, -0.0), (0.1, 0.1), (True, True),
+    (False, False), (None, None), (b"\x00\xff", b"\x00\xff"), (bytearray(b"ab"), b"ab"),
+    (_Level.HIGH, 3), (_Tag("t"), "t"), ((1, "a"), [1, "a"]), (_Blob(b"z"), b"z"),
+], ids=repr)
+async def test_immutable_values_come_back_equal_and_of_the_json_type(
+        bgwork: bg.Simulation, value: Any, expected: Any) -> None:
+    # exact str/int/float/bool/None/bytes are handed out as stored; subclasses and tuples
+    # become what JSON gives (int, str, list), as before
+    await bgwork.kv.set("s", "k", value)
+    got = (await bgwork.kv.get("s", "k")).data
+    assert (got, type(got)) == (expected, type(expected))
+    if isinstance(got, float):  # -0.0 stays negative
+        assert math.copysign(1, got) == math.copysign(1, expected)
+    assert bgwork.kv.items("s") == {"k": expected}
+    assert bgwork.kv.history("s", "k")[0].data == expected
+
+
+@pytest.mark.asyncio
+async def test_immutable_values_record_the_json_text_the_encoder_writes(
+        bgwork: bg.Simulation) -> None:
+    values = ["é\n\"x\"", 12, 1e16, 0.5, True, None]
+    for i, value in enumerate(values):
+        await bgwork.kv.set("s", f"k{i}", value)
+    recorded = [e.detail["value"] for e in bgwork.history.filter("kv", "set")]
+    assert recorded == [json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values]
+    with pytest.raises(ValueError, match="NaN"):
+        await bgwork.kv.set("s", "nan", math.nan)
+    with pytest.raises(ValueError, match="infinity"):
+        await bgwork.kv.set("s", "inf", -math.inf)
 
 
 @pytest.mark.asyncio

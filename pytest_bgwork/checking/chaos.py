@@ -32,9 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..core.faults import LATENCY_MAX, Fault
-
 if TYPE_CHECKING:
+    from ..core.faults import Fault
     from ..simulation import Simulation
 
 __all__ = ["MODES", "REORDER_MAX_SECONDS", "apply", "faults_for", "parse"]
@@ -80,6 +79,8 @@ def parse(value: str | Iterable[str] | None, *, source: str = "chaos") -> tuple[
 
 def faults_for(modes: Iterable[str]) -> list[Fault]:
     """The fault rules that implement ``modes`` (already parsed), in ``MODES`` order."""
+    from ..core.faults import LATENCY_MAX, Fault  # here: the plugin parses modes at start-up
+
     chosen = set(modes)
     rules: list[Fault] = []
     if "duplicate" in chosen:

@@ -17,7 +17,7 @@ __all__ = ["Attempt", "current", "current_attempt"]
 _active: list[Kernel] = []
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     """One delivery attempt of a queue message; service calls made inside it carry its name."""
 

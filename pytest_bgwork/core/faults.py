@@ -14,14 +14,18 @@ import asyncio
 import builtins
 import contextvars
 import fnmatch
+import opcode
 import re
+import sys
 import types
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from time import perf_counter as _perf  # the loop's busy clock (freezegun leaves it real)
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
+from .loop import _MIN_SCHEDULED, BUSY_LIMIT, VirtualEventLoop
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -53,8 +57,99 @@ CRASH_DEPTH = 6
 
 @types.coroutine
 def suspend() -> Any:
-    """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes)."""
+    """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes).
+
+    Every service call is a suspension point (DESIGN §8). When the yield could not let
+    anything else happen it is skipped: the loop would only count a busy iteration and
+    step this same task again at the same instant, so the call goes on at once with the
+    busy count advanced as the loop would have advanced it (the exact rule:
+    ``_yield_changes_nothing``). Every interleaving and history stays the same.
+    """
+    loop = _get_running_loop()
+    if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(1)):
+        return
     yield
+
+
+@types.coroutine
+def _yield() -> Any:
+    """A bare yield, always (``suspend`` once its rule said no)."""
+    yield
+
+
+_getframe = sys._getframe
+_get_running_loop = asyncio._get_running_loop
+#: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
+_SEND = opcode.opmap.get("SEND", -1)
+_HANDLE_RUN = asyncio.Handle._run.__code__
+
+
+def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType | None) -> bool:
+    """Would a service call's bare yield be a no-op, ``frame`` being the first frame that
+    must be awaiting it (the caller of ``suspend()``, of ``enter``, of a service method
+    that calls ``begin``)?
+
+    The rule holds, and the yield is skipped, when all of these hold (else it yields, as
+    before):
+
+    - ``loop`` (a ``VirtualEventLoop``, not a subclass) has no thread or real I/O
+      working, is not stopping, not in debug mode, has no callback error pending and no
+      cancelled-timer sweep due: its next iteration takes ``_run_once``'s fast path;
+    - its ready queue is empty (nothing would run before this task's next step) and no
+      timer, cancelled or not, is due at or before now (none would be made ready first);
+      the clock does not move while work is ready, so the horizon plays no part;
+    - the yield would reach ``loop`` directly: every frame from ``frame`` up to the
+      current task's coroutine is awaiting (at ``SEND``), and that coroutine was
+      stepped by a loop handle (the task's step, which only ``loop``'s ``_run_once`` runs:
+      not an eager start from inside another callback). Code that steps a coroutine by
+      hand (``run_sync``, anything calling ``.send()``) gets its yield as before;
+    - the task has no cancellation pending (it would be raised at the yield);
+    - the busy guard would not fire: the skip counts the iteration in ``loop._busy`` (and
+      notes when the run of busy iterations began) as ``_run_once`` would; at the limit
+      the task yields and the loop raises ``Stalled`` as before.
+
+    Then the yield's only effect would be the loop's next iteration stepping this task
+    again at the same virtual instant, with nothing run in between.
+    """
+    if loop._ready or loop._threads or loop._stopping or loop._debug or loop._fatal is not None:
+        return False
+    fds = loop._fds
+    if fds is None or len(fds) > 1:
+        return False
+    scheduled = loop._scheduled
+    if scheduled and (
+            scheduled[0]._when < loop.clock._mono + loop._clock_resolution  # type: ignore[attr-defined]
+            or (len(scheduled) > _MIN_SCHEDULED
+                and loop._timer_cancelled_count > len(scheduled) // 2)):
+        return False
+    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
+    if task is None or task._must_cancel:  # type: ignore[attr-defined]
+        return False
+    try:
+        top = task._coro.cr_frame  # type: ignore[attr-defined]
+    except AttributeError:  # a task of something else than a coroutine
+        return False
+    f = frame
+    while True:
+        if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
+            return False
+        if f is top:
+            break
+        f = f.f_back
+    handle = f.f_back
+    if handle is None or handle.f_code is not _HANDLE_RUN:
+        return False
+    busy = loop._busy + 1  # the busy guard, as _run_once counts an iteration with work ready
+    if busy == 1:
+        loop._busy_since = _perf()
+    elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
+        return False  # the loop raises Stalled on its next iteration
+    loop._busy = busy
+    return True
+
+
 _POINT_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_.:-]+)?$")
 _registered: dict[str, None] = dict.fromkeys(POINTS)
 #: Queue names a queue-scoped rule may name: every profile's charset (``.fifo`` included).
@@ -323,7 +418,7 @@ class FaultInjector:
         self._calls: dict[str, int] = {}
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
-        self.healed = False
+        self._healed = False
         self.injected = 0
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
@@ -331,9 +426,36 @@ class FaultInjector:
         self._latency = 0.0
         #: queue -> most fault points an attempt of it passed (chaos ``crash`` draws among them).
         self._depth: dict[str, int] = {}
-        #: ``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
-        #: even when healed (``assert_idempotent`` records and crashes attempts with it).
-        self.watch: Callable[[str, Attempt], bool] | None = None
+        self._watch: Callable[[str, Attempt], bool] | None = None
+        #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
+        self._open = True
+        #: The simulation's loop when it is exactly a ``VirtualEventLoop`` (the skip's rule).
+        self._loop: VirtualEventLoop | None = sim.loop if type(sim.loop) is VirtualEventLoop else None
+
+    @property
+    def healed(self) -> bool:
+        """True once ``heal()`` stopped injecting (rules stay, none fires)."""
+        return self._healed
+
+    @healed.setter
+    def healed(self, value: bool) -> None:
+        self._healed = value
+        self._reopen()
+
+    @property
+    def watch(self) -> Callable[[str, Attempt], bool] | None:
+        """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
+        even when healed (``assert_idempotent`` records and crashes attempts with it)."""
+        return self._watch
+
+    @watch.setter
+    def watch(self, value: Callable[[str, Attempt], bool] | None) -> None:
+        self._watch = value
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
+        self._open = (not (self._rules or self._latency) or self._healed) and self._watch is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -470,6 +592,7 @@ class FaultInjector:
         self._reported.clear()
         self._pending_after.clear()
         self._latency = 0.0
+        self._reopen()
 
     def heal(self) -> None:
         """Stop injecting: the second phase of an explored example."""
@@ -496,8 +619,10 @@ class FaultInjector:
     def _add(self, fault: Fault, *, report: bool = True) -> Fault:
         if fault.kind == "latency":  # not a rule that fires: every call draws its latency
             self._latency = max(self._latency, fault.seconds)
+            self._reopen()
             return fault
         self._rules.append(fault)
+        self._reopen()
         if report:
             self._reported.append(fault)
         if fault.point == "http" and self._router is None:
@@ -574,8 +699,7 @@ class FaultInjector:
     def passes(self, point: str) -> bool:
         """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
         count the call and return True; else return False and the caller awaits ``enter``."""
-        if ((self._rules or self._latency) and not self.healed) or self.watch is not None or (
-                self._sim._disposing):
+        if not self._open or self._sim._disposing:
             return False
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
@@ -583,6 +707,31 @@ class FaultInjector:
         calls = self._calls
         calls[point] = calls.get(point, 0) + 1
         return True
+
+    def begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
+        """Start a service call at fault point ``point`` (a suspension point, DESIGN §8).
+
+        ``None`` when the call goes on at once: no rule in force, no watcher, no crash
+        due, and its yield would change nothing (``_yield_changes_nothing``); the call is
+        counted. Otherwise an awaitable the service awaits first: a bare yield, or
+        ``enter(point, queue=queue, call=True)`` when a rule may fire.
+        """
+        if not self._open or self._sim._disposing:
+            return self.enter(point, queue=queue, call=True)
+        attempt = current_attempt.get()
+        if attempt is not None and attempt.crashed:
+            return self.enter(point, queue=queue, call=True)
+        calls = self._calls
+        calls[point] = calls.get(point, 0) + 1
+        loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
+        if loop is not None:
+            try:
+                caller = _getframe(2)  # the service method's caller: it must await the method
+            except ValueError:  # no Python frame below the service method
+                return _yield()
+            if _yield_changes_nothing(loop, caller):
+                return None
+        return _yield()
 
     async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
         """Called by a service before ``point`` takes effect; may raise, wait or crash.
@@ -612,7 +761,9 @@ class FaultInjector:
                 else:
                     await (asyncio.sleep(step * lat / 1000) if step else suspend())
             elif not _sync_call.get():
-                await suspend()
+                loop = self._loop
+                if loop is None or not _yield_changes_nothing(loop, _getframe(1)):
+                    await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
         if not self._rules or self.healed:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clock import VirtualClock
 from .context import current_attempt
 
 __all__ = ["Event", "History"]
@@ -43,13 +44,8 @@ class Event:
 
     def canonical(self) -> str:
         """Stable text for hashing: sorted keys, times to the microsecond."""
-        return json.dumps(
-            [self.seq, round(self.t, 6), self.service, self.op, self.outcome, self.attempt,
-             self.detail],
-            sort_keys=True,
-            separators=(",", ":"),
-            default=repr,
-        )
+        return _canonical(self.seq, self.t, self.service, self.op, self.outcome, self.attempt,
+                          self.detail)
 
     def render(self) -> str:
         """One timeline line, e.g. ``+   120.000s queue.deliver      report-jobs id=msg_1``."""
@@ -65,12 +61,43 @@ class Event:
         return f"+{self.t:>11.3f}s {self.name:<22}{flag} {' '.join(parts)}".rstrip()
 
 
+#: One stored event before anything reads it:
+#: ``(t, service, op, outcome, detail names, detail values, attempt)``.
+_Row = tuple[float, str, str, str, tuple[str, ...], tuple[Any, ...], str | None]
+
+
+def _canonical(seq: int, t: float, service: str, op: str, outcome: str, attempt: str | None,
+               detail: dict[str, Any]) -> str:
+    """``Event.canonical`` of these fields (the digest hashes rows without building events)."""
+    return _dumps([seq, round(t, 6), service, op, outcome, attempt, detail], sort_keys=True,
+                  separators=(",", ":"), default=repr)
+
+
+_dumps = json.dumps
+
+
 class History:
-    """Append-only list of ``Event``; ``clock`` gives the virtual time of each record."""
+    """Append-only list of ``Event``; ``clock`` gives the virtual time of each record.
+
+    Services append positional rows (``add``), and an ``Event`` is built from a row the
+    first time something reads it (iteration, ``events``, ``filter``, ``timeline``), then
+    kept in its place, so the same event is always the same object. A row of text and
+    numbers is a tuple of tuples, which the garbage collector stops tracking after its
+    first pass (a dict would keep it tracked): a long history costs no collection time.
+    """
+
+    __slots__ = ("_clock", "_events", "_listeners", "_read", "_virtual")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._events: list[Event] = []
+        #: the ``VirtualClock`` when ``clock`` is its ``monotonic`` (read directly by ``add``)
+        owner = getattr(clock, "__self__", None)
+        self._virtual = owner if type(owner) is VirtualClock and getattr(
+            clock, "__func__", None) is VirtualClock.monotonic else None
+        #: ``Event``, or a row not read yet; the index is the event's ``seq``
+        self._events: list[Event | _Row] = []
+        #: every entry before this index is an ``Event`` already
+        self._read = 0
         self._listeners: list[Callable[[Event], None]] = []
 
     def record(self, service: str, op: str, outcome: str = "ok", **detail: Any) -> Event:
@@ -89,17 +116,42 @@ class History:
                 listener(event)
         return event
 
+    def add(self, service: str, op: str, outcome: str, names: tuple[str, ...],
+            values: tuple[Any, ...]) -> None:
+        """``record(service, op, outcome, **dict(zip(names, values, strict=True)))`` for services' hot
+        paths, without building the ``Event`` until it is read. ``outcome`` must be one of
+        ``OUTCOMES``; the values must not change later (text, numbers, ``None``)."""
+        if self._listeners:
+            self.record(service, op, outcome, **dict(zip(names, values, strict=True)))
+            return
+        attempt = current_attempt.get()
+        virtual = self._virtual
+        self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
+                             outcome, names, values, attempt.label if attempt is not None else None))
+
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
         self._listeners.append(listener)
 
+    def _all(self) -> list[Event]:
+        """Every event, oldest first: rows not read yet become events, in place."""
+        events = self._events
+        for i in range(self._read, len(events)):
+            row = events[i]
+            if type(row) is tuple:
+                t, service, op, outcome, names, values, attempt = row
+                events[i] = Event(i, t, service, op, outcome,
+                                  dict(zip(names, values, strict=True)), attempt)
+        self._read = len(events)
+        return events  # type: ignore[return-value]
+
     @property
     def events(self) -> list[Event]:
         """A copy of all events, oldest first."""
-        return list(self._events)
+        return list(self._all())
 
     def __iter__(self) -> Iterator[Event]:
-        return iter(list(self._events))
+        return iter(list(self._all()))
 
     def __len__(self) -> int:
         return len(self._events)
@@ -109,7 +161,7 @@ class History:
     ) -> list[Event]:
         """Events matching ``service``, ``op`` and every given detail value."""
         return [
-            e for e in self._events
+            e for e in self._all()
             if (service is None or e.service == service)
             and (op is None or e.op == op)
             and all(e.detail.get(k) == v for k, v in detail.items())
@@ -122,9 +174,15 @@ class History:
     def digest(self) -> str:
         """SHA-256 over every event's canonical text: equal digests mean identical runs."""
         h = hashlib.sha256()
-        for event in self._events:
-            h.update(event.canonical().encode())
-            h.update(b"\n")
+        update = h.update
+        for seq, e in enumerate(self._events):
+            if type(e) is tuple:
+                t, service, op, outcome, names, values, attempt = e
+                update(_canonical(seq, t, service, op, outcome, attempt,
+                                  dict(zip(names, values, strict=True))).encode())
+            else:
+                update(e.canonical().encode())  # type: ignore[union-attr]
+            update(b"\n")
         return h.hexdigest()
 
     def timeline(
@@ -134,7 +192,7 @@ class History:
         limit: int | None = None,
     ) -> str:
         """The events as text, one per line, in virtual time; ``limit`` keeps the last N."""
-        chosen = list(self._events if events is None else events)
+        chosen = list(self._all() if events is None else events)
         skipped = 0
         if limit is not None and len(chosen) > limit:
             skipped = len(chosen) - limit

@@ -26,6 +26,7 @@ import contextvars
 import heapq
 import itertools
 import linecache
+import logging
 import math
 import os
 import selectors
@@ -56,6 +57,8 @@ _DEADLOCK_GRACE = 0.05
 _THREAD_SLICE = 0.25
 #: asyncio sweeps cancelled timers out of a heap larger than this when over half are cancelled.
 _MIN_SCHEDULED = 100
+#: asyncio's longest single select (``base_events.MAXIMUM_SELECT_TIMEOUT``).
+_MAX_SELECT = 24 * 3600
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
 #: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
 BUSY_LIMIT = 100_000
@@ -99,6 +102,8 @@ def describe_task(task: asyncio.Task[Any]) -> str:
 
 
 _copy_context = contextvars.copy_context
+_asyncio_log = logging.getLogger("asyncio")  # asyncio.log.logger
+_Task = asyncio.Task
 _Handle = asyncio.Handle
 
 
@@ -116,6 +121,59 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
 
 
 _new_timer = object.__new__
+
+
+class DeadlineTimer(_OrderedTimerHandle):
+    """One heap entry standing for many deadlines: the earliest live one of its ``owner``.
+
+    A queue keeps its visibility deadlines itself (``owner.head()``: the earliest live
+    ``(when, seq)`` or ``None``; ``owner.take()``: pop it, return the arguments of
+    ``callback``) and arms one of these instead of a ``TimerHandle`` per delivery. Its
+    key may lag behind (an acked head is dropped lazily): the loop re-keys it whenever it
+    reaches the top of the heap, before the key decides anything, and hands out one
+    ``Handle`` per due deadline, each at the place its own timer would have had.
+    """
+
+    __slots__ = ("_owner",)
+    _owner: Any
+
+    def _sync(self, heap: list[asyncio.TimerHandle]) -> bool:
+        """At the top of ``heap``: re-key to the owner's head or leave; False if nothing changed."""
+        head = self._owner.head()
+        if head is None:
+            heapq.heappop(heap)
+            self._scheduled = False
+            self._owner.timer = None
+            return True
+        when, seq = head
+        if when == self._when and seq == self._seq:  # type: ignore[has-type]
+            return False
+        self._when, self._seq = when, seq
+        heapq.heapreplace(heap, self)
+        return True
+
+    def _take(self, heap: list[asyncio.TimerHandle]) -> asyncio.Handle:
+        """Popped as due: a handle for the head's deadline; back into ``heap`` at the next one."""
+        args = self._owner.take()
+        handle: Any = _new_timer(_Handle)
+        handle._context = self._context  # type: ignore[attr-defined]
+        handle._loop = self._loop  # type: ignore[attr-defined]
+        handle._callback = self._callback  # type: ignore[attr-defined]
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        head = self._owner.head()
+        if head is None:
+            self._owner.timer = None
+        else:
+            self._when, self._seq = head
+            heapq.heappush(heap, self)
+            self._scheduled = True
+        return handle  # type: ignore[no-any-return]
+
+    def _run(self) -> None:  # pragma: no cover - the loop never queues the timer itself
+        self._take(self._loop._scheduled)._run()  # type: ignore[attr-defined]
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -188,6 +246,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     """
 
     # asyncio.BaseEventLoop internals this loop reads (typeshed does not declare them)
+    _task_factory: Any
+    _current_handle: asyncio.Handle | None
     _scheduled: list[asyncio.TimerHandle]
     _ready: collections.deque[asyncio.Handle]
     _stopping: bool
@@ -218,6 +278,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
         self.real_limit = REAL_LIMIT
         self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+        #: Creation numbers of ``start_task`` tasks, held until they end (``task_ended``).
+        self._own_order: dict[asyncio.Task[Any], int] = {}
         real = self._selector  # type: ignore[has-type]
         #: The real selector's fd map (``len > 1``: real I/O besides the self-pipe), if readable.
         self._fds: dict[int, Any] | None = getattr(real, "_fd_to_key", None)
@@ -282,6 +344,63 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             raise TypeError("delay must not be None")
         return self.call_at(self.clock._mono + delay, callback, *args, context=context)
 
+    def reserve_seq(self) -> int:
+        """The creation number a timer made now would get (ties at one instant fire in this
+        order); a deadline kept by a ``DeadlineTimer`` owner takes one instead of a timer."""
+        self._timer_seq += 1
+        return self._timer_seq
+
+    def arm_deadlines(self, owner: Any, callback: Callable[..., object],
+                      context: contextvars.Context) -> None:
+        """Make sure ``owner``'s ``DeadlineTimer`` is in the heap no later than its head.
+
+        Call it after adding a deadline that may be earlier than the timer's key (or when
+        ``owner.timer`` is ``None``); ``callback(*owner.take())`` runs in ``context`` for
+        each deadline as it falls due.
+        """
+        head = owner.head()
+        if head is None:
+            return
+        when, seq = head
+        old: Any = owner.timer
+        if old is not None and not old._cancelled:
+            if (old._when, old._seq) <= head:
+                return  # due no later than the head: it re-keys when it gets there
+            old._cancelled = True  # an earlier deadline (a shortened lease): a new entry
+            self._timer_cancelled_count += 1
+        timer: Any = _new_timer(DeadlineTimer)
+        timer._context = context
+        timer._loop = self
+        timer._callback = callback
+        timer._args = ()
+        timer._cancelled = False
+        timer._repr = None
+        timer._source_traceback = None
+        timer._when = when
+        timer._seq = seq
+        timer._owner = owner
+        owner.timer = timer
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True
+
+    def _sync_deadlines(self) -> None:
+        """Re-key every ``DeadlineTimer`` in the heap to its owner's earliest live deadline."""
+        scheduled = self._scheduled
+        changed = False
+        timer: Any
+        for timer in scheduled:
+            if type(timer) is DeadlineTimer and not timer._cancelled:
+                head = timer._owner.head()
+                if head is None:
+                    timer._cancelled = True
+                    self._timer_cancelled_count += 1
+                    timer._owner.timer = None
+                elif head != (timer._when, timer._seq):
+                    timer._when, timer._seq = head
+                    changed = True
+        if changed:
+            heapq.heapify(scheduled)
+
     def run_until_complete(self, future: Any) -> Any:
         """``BaseEventLoop.run_until_complete``, after dropping a stale stop request.
 
@@ -300,14 +419,46 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     ) -> asyncio.Task[Any]:
         """``BaseEventLoop.create_task``; an unnamed task is ``sim-task-<n>`` (n: creation order)."""
         n = next(self._task_ids)
-        task = super().create_task(coro, name=name if name is not None else f"sim-task-{n}",
-                                   context=context)
+        if name is None:
+            name = f"sim-task-{n}"
+        if self._task_factory is None and not self._closed:  # asyncio's create_task, inlined
+            task = _Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:  # type: ignore[attr-defined]
+                del task._source_traceback[-1]  # type: ignore[attr-defined]
+        else:
+            task = super().create_task(coro, name=name, context=context)
         self._task_order[task] = n
         task.add_done_callback(self._task_finished)
         if not n & 255 and self._busy and self._fatal is None and (
                 _perf() - self._busy_since > self.real_limit):
             self._fatal = self._busy_error()  # runaway work inside one loop iteration
         return task
+
+    def start_task(self, coro: Any, name: str, context: contextvars.Context) -> asyncio.Task[Any]:
+        """``create_task`` for a service that ends its own tasks (queue attempts).
+
+        The caller catches what its coroutine raises and calls ``task_ended(task)`` as it
+        finishes; an outcome exception that is not ours it hands to ``reraise_later``. So the
+        task needs no done callback and its creation number no weak reference.
+        """
+        if self._task_factory is not None or self._closed or self._debug:
+            return self.create_task(coro, name=name, context=context)
+        n = next(self._task_ids)
+        task = _Task(coro, loop=self, name=name, context=context)
+        self._own_order[task] = n
+        if not n & 255 and self._busy and self._fatal is None and (
+                _perf() - self._busy_since > self.real_limit):
+            self._fatal = self._busy_error()  # runaway work inside one loop iteration
+        return task
+
+    def task_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """A ``start_task`` task is finishing: forget its creation number."""
+        self._own_order.pop(task, None)  # type: ignore[arg-type]
+
+    def reraise_later(self, task: asyncio.Task[Any]) -> None:
+        """A ``start_task`` task is about to end with an exception that is not ours: re-raise it
+        from the loop once it ended, as ``create_task``'s tasks do."""
+        task.add_done_callback(self._task_finished)
 
     def _task_finished(self, task: asyncio.Task[Any]) -> None:
         """A task ended with an outcome exception that is not ours (pytest's ``Failed``): re-raise it."""
@@ -339,7 +490,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def task_order(self, task: asyncio.Task[Any]) -> int:
         """Creation number of a task made on this loop (tasks from elsewhere sort last)."""
-        return self._task_order.get(task, sys.maxsize)
+        n = self._own_order.get(task)
+        return self._task_order.get(task, sys.maxsize) if n is None else n
 
     # -- horizon: how far auto-advance may move the clock ----------------------------
     def set_horizon(self, when: float, reason: str) -> None:
@@ -427,60 +579,124 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     # -- the loop's iteration --------------------------------------------------------
     def _run_once(self) -> None:
-        """``BaseEventLoop._run_once`` minus the selector when there is no real I/O (~2x faster).
+        """``BaseEventLoop._run_once``, minus the selector when there is no real I/O (~2x faster).
 
         With no thread working and no file descriptor but the loop's own self-pipe, a
         ``select`` could only return nothing: skip it (and ``_process_events``), and when
         nothing is ready jump the clock to the next timer directly; the selector's checks
-        (a fatal callback error, the busy limit, the horizon) run here the same way.
-        Anything else (real I/O, threads, debug mode, a heap of
-        cancelled timers to sweep, nothing left at all: the deadlock check) is asyncio's own
-        ``_run_once`` through the virtual selector, as before.
+        (a fatal callback error, the busy limit, the horizon) run here the same way. Real
+        I/O, threads and debug mode go through the (virtual) selector as asyncio does.
+        A ``DeadlineTimer`` at the top of the heap is re-keyed before its key is read, and
+        gives one handle per due deadline, so deadlines fire exactly as timers of their own.
         """
-        fds = self._fds
         scheduled = self._scheduled
-        if (fds is None or len(fds) > 1 or self._threads or self._stopping or self._debug or (
-                len(scheduled) > _MIN_SCHEDULED
-                and self._timer_cancelled_count > len(scheduled) // 2)):
-            super()._run_once()  # type: ignore[misc]  # real I/O, threads, or a heap to sweep
-            return
-        if self._fatal is not None:
-            self._raise_fatal()
-        ready = self._ready
         handle: Any
+        if len(scheduled) > _MIN_SCHEDULED and self._timer_cancelled_count > len(scheduled) // 2:
+            kept = []  # asyncio's sweep of cancelled timers, in place
+            for handle in scheduled:
+                if handle._cancelled:
+                    handle._scheduled = False
+                else:
+                    kept.append(handle)
+            scheduled[:] = kept
+            heapq.heapify(scheduled)
+            self._timer_cancelled_count = 0
         while scheduled and scheduled[0]._cancelled:
             self._timer_cancelled_count -= 1
             handle = heapq.heappop(scheduled)
             handle._scheduled = False
+        ready = self._ready
         clock = self.clock
-        if ready:  # the selector's timeout-0 path: count busy iterations at one instant
-            busy = self._busy = self._busy + 1
-            if busy == 1:
-                self._busy_since = _perf()
-            elif busy > BUSY_LIMIT or _perf() - self._busy_since > self.real_limit:
-                raise self._busy_error()
-        elif scheduled:  # the selector's timer path: jump to the next timer, not past the horizon
-            self._busy = 0
-            when = scheduled[0]._when  # type: ignore[attr-defined]
-            if when > self._horizon and when > self.horizon():
-                self._past_horizon(when)
-            if when > clock._mono:
-                clock.advance_to(when)  # refuses a time past the clock's range
+        fds = self._fds
+        if fds is None or len(fds) > 1 or self._threads or self._debug:
+            timeout = None  # asyncio's way: the (virtual) selector waits, or jumps the clock
+            if ready or self._stopping:
+                timeout = 0.0
+            elif scheduled and self._exact_top():
+                timeout = min(max(0.0, scheduled[0]._when - clock._mono),  # type: ignore[attr-defined]
+                              _MAX_SELECT)
+            self._process_events(self._selector.select(timeout))  # type: ignore[attr-defined]
         else:
-            super()._run_once()  # type: ignore[misc]  # nothing left: the deadlock check
-            return
+            if self._fatal is not None:
+                self._raise_fatal()
+            if ready or self._stopping:  # the selector's timeout-0 path: count busy iterations
+                busy = self._busy = self._busy + 1
+                if busy == 1:
+                    self._busy_since = _perf()
+                elif busy > BUSY_LIMIT or (not busy & 15  # the real clock: every 16th
+                                           and _perf() - self._busy_since > self.real_limit):
+                    raise self._busy_error()
+            elif scheduled and self._exact_top():  # the selector's timer path: jump to the next
+                self._busy = 0                         # timer, not past the horizon
+                when = scheduled[0]._when  # type: ignore[attr-defined]
+                if when > self._horizon and when > self.horizon():
+                    self._past_horizon(when)
+                if when > clock._mono:
+                    clock.advance_to(when)  # refuses a time past the clock's range
+            else:
+                super()._run_once()  # type: ignore[misc]  # nothing left: the deadlock check
+                return
         if scheduled:
             end_time = clock._mono + self._clock_resolution
-            while scheduled and scheduled[0]._when < end_time:  # type: ignore[attr-defined]
-                handle = heapq.heappop(scheduled)
-                handle._scheduled = False
-                ready.append(handle)
+            while scheduled:
+                handle = scheduled[0]
+                if handle._when >= end_time:
+                    break
+                if type(handle) is DeadlineTimer:
+                    if handle._cancelled:
+                        self._timer_cancelled_count -= 1
+                        heapq.heappop(scheduled)
+                        handle._scheduled = False
+                        continue
+                    if handle._sync(scheduled):
+                        continue  # re-keyed (maybe no longer due) or gone: look again
+                    heapq.heappop(scheduled)
+                    handle._scheduled = False
+                    ready.append(handle._take(scheduled))
+                else:
+                    heapq.heappop(scheduled)
+                    handle._scheduled = False
+                    ready.append(handle)
         popleft = ready.popleft
-        for _ in range(len(ready)):
-            handle = popleft()
-            if not handle._cancelled:
-                handle._run()
+        if self._debug:
+            for _ in range(len(ready)):
+                handle = popleft()
+                if not handle._cancelled:
+                    self._run_debug(handle)
+        else:
+            for _ in range(len(ready)):
+                handle = popleft()
+                if not handle._cancelled:
+                    handle._run()
         handle = None  # break cycles when an exception occurs
+
+    def _exact_top(self) -> bool:
+        """Before the next timer's time is used: drop cancelled timers and re-key a lagging
+        ``DeadlineTimer`` at the top of the heap; False when no timer is left."""
+        scheduled = self._scheduled
+        handle: Any
+        while scheduled:
+            handle = scheduled[0]
+            if handle._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)
+                handle._scheduled = False
+            elif type(handle) is not DeadlineTimer or not handle._sync(scheduled):
+                return True
+        return False
+
+    def _run_debug(self, handle: asyncio.Handle) -> None:
+        """Run ``handle`` as asyncio's debug mode does: warn about a slow callback."""
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                _asyncio_log.warning("Executing %s took %.3f seconds",
+                                     asyncio.base_events._format_handle(handle), dt)  # type: ignore[attr-defined]
+        finally:
+            self._current_handle = None
 
     # -- threads are real work: count them so the clock waits -------------------
     def run_in_executor(  # type: ignore[override]
@@ -528,23 +744,28 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def pending_timers(self) -> list[asyncio.TimerHandle]:
         """Live timers that keep the simulation busy (recurring ones left out)."""
+        self._sync_deadlines()
         self._recurring = {h for h in self._recurring if not h.cancelled() and h in self._scheduled}
-        return [h for h in self._scheduled if not h.cancelled() and h not in self._recurring]
+        timers = [h for h in self._scheduled if not h.cancelled() and h not in self._recurring]
+        for h in self._scheduled:  # a DeadlineTimer stands for each deadline it keeps
+            if type(h) is DeadlineTimer and not h._cancelled:
+                timers += [h] * (h._owner.live - 1)
+        return timers
 
     def live_tasks(self) -> list[asyncio.Task[Any]]:
         """Tasks on this loop that are not done, crashed attempts left out."""
-        order = self._task_order.get
+        order = self.task_order
         tasks = [t for t in asyncio.all_tasks(self) if not t.done() and t not in self._ignored_tasks]
-        tasks.sort(key=lambda t: (order(t, sys.maxsize), t.get_name()))
+        tasks.sort(key=lambda t: (order(t), t.get_name()))
         return tasks
 
     def _deadlocked(self) -> None:
         tasks = self.live_tasks()
         if not tasks:
             # Only frozen (crashed) work remains, or run_forever with nothing to do.
-            order = self._task_order.get
+            order = self.task_order
             stuck = sorted((t for t in asyncio.all_tasks(self) if not t.done()),
-                           key=lambda t: (order(t, sys.maxsize), t.get_name()))
+                           key=lambda t: (order(t), t.get_name()))
             if not stuck:
                 raise Deadlock(
                     "the virtual loop has nothing to run, no timer and no task: "

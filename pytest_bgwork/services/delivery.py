@@ -1,9 +1,9 @@
 """The queue delivery engine: attempts, visibility leases, retries, dead letters.
 
 ``Queues`` (``services/queues.py``, the public API) inherits this engine; it holds the
-message life cycle (ready heap, partitions, the attempt task, visibility timers, ack/nack,
-backoff) and the data classes a delivery hands to user code. HTTP destinations live in
-``services/http.py``.
+message life cycle (ready heap, partitions, the attempt task, visibility leases: one
+deadline timer per queue, ack/nack, backoff) and the data classes a delivery hands to user
+code. HTTP destinations live in ``services/http.py``.
 """
 
 from __future__ import annotations
@@ -127,6 +127,22 @@ class PublishResult:
     duplicate: bool
 
 
+_SET_RESULT = tuple(PublishResult.__dict__[f].__set__
+                    for f in ("id", "offset", "published_at", "duplicate"))
+
+
+def _result(id: str, offset: int, published_at: datetime, duplicate: bool) -> PublishResult:
+    """``PublishResult(...)`` at half the cost: the slots set directly (a frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` per field); equal in every way after."""
+    result: PublishResult = object.__new__(PublishResult)
+    set_id, set_offset, set_at, set_duplicate = _SET_RESULT
+    set_id(result, id)
+    set_offset(result, offset)
+    set_at(result, published_at)
+    set_duplicate(result, duplicate)
+    return result
+
+
 class Message:
     """One published message. ``payload`` and ``metadata`` decode a fresh JSON copy on each read.
 
@@ -191,7 +207,7 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_overlap", "_q", "_queues", "_settled", "_task", "_timer", "attempt",
+    __slots__ = ("_deadline", "_overlap", "_q", "_queues", "_seq", "_settled", "_task", "attempt",
                  "expired", "message", "payload")
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
@@ -202,7 +218,11 @@ class Delivery:
         self.payload: Any = _decode(message._body)
         self.expired = False
         self._settled: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: The visibility lease: ends at virtual ``_deadline``; ``_seq`` orders it among timers
+        #: due at that instant and names its entry in the queue's ``_Deadlines`` (0: no lease;
+        #: ``-seq``: due, its ``_expire`` queued to run).
+        self._seq = 0
+        self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
         #: An overlapping copy (``duplicate(..., overlap=True)``): it holds no lease of the
         #: message; its ack deletes nothing and its failure is not retried.
@@ -248,42 +268,96 @@ class _QueueAttempt(Attempt):
     """A routed attempt that makes its crash future on first use (only a crash reads it, so
     attempts that never crash skip the future and its callback) and builds its label once."""
 
-    label = ""  # shadows ``Attempt.label``: set per instance, read by every event it records
+    __slots__ = ("_ctx", "_d", "_future", "label")
 
-    def __init__(self, queues: DeliveryEngine, d: Delivery, ctx: contextvars.Context, queue: str,
-                 message_id: str, number: int) -> None:
+    def __init__(self, d: Delivery, ctx: contextvars.Context, queue: str, message_id: str,
+                 number: int) -> None:
+        # Attempt's fields, set directly (its generated __init__ would go through the
+        # crash_future property below)
+        self.queue = queue
+        self.message_id = message_id
+        self.number = number
+        self.crashed = False
+        self.passed = 0
+        self.crash_at = None
+        self.returning = False
+        self.label = f"{queue}/{message_id}#{number}"  # type: ignore[misc]  # a slot here
         self._future: asyncio.Future[None] | None = None
-        super().__init__(queue, message_id, number)
-        self.label = f"{queue}/{message_id}#{number}"
         #: What the crash future's callback needs; None once the attempt ended.
-        self._crash_to: tuple[DeliveryEngine, Delivery, contextvars.Context] | None = (queues, d, ctx)
+        self._d: Delivery | None = d
+        self._ctx: contextvars.Context | None = ctx
 
     @property
     def crash_future(self) -> asyncio.Future[None] | None:
         """Resolved when the worker dies in this attempt; ``DeliveryEngine._crashed`` records it."""
-        if self._future is None and self._crash_to is not None:
-            queues, d, ctx = self._crash_to
+        d = self._d
+        if self._future is None and d is not None:
+            queues = d._queues
             self._future = queues._sim.loop.create_future()
-            self._future.add_done_callback(lambda _f: queues._crashed(d, self), context=ctx)
+            self._future.add_done_callback(lambda _f: queues._crashed(d, self), context=self._ctx)
         return self._future
 
     @crash_future.setter
     def crash_future(self, value: asyncio.Future[None] | None) -> None:
         self._future = value
         if value is None:
-            self._crash_to = None  # the attempt ended: break the reference cycles
+            self._d = None  # the attempt ended: break the reference cycles
 
     def __repr__(self) -> str:  # what ``Attempt``'s dataclass repr shows
         return (f"Attempt(queue={self.queue!r}, message_id={self.message_id!r}, "
                 f"number={self.number!r}, crashed={self.crashed!r})")
 
 
+class _Deadlines:
+    """The visibility deadlines of one queue's deliveries, owner of one ``DeadlineTimer``.
+
+    Entries are ``(when, seq, delivery)``; one is live while ``delivery._seq == seq`` (a
+    settled, expired or extended lease leaves its entry stale, dropped when it comes up).
+    A queue's timeout is constant, so leases mostly end in the order they start: those go
+    to ``fifo``; the rest (``extend``, a restore) to the heap ``late``. ``live`` counts the
+    leases not yet due (what a timer each would count in ``loop.pending_timers()``).
+    """
+
+    __slots__ = ("fifo", "late", "live", "timer")
+
+    def __init__(self) -> None:
+        self.fifo: deque[tuple[float, int, Delivery]] = deque()
+        self.late: list[tuple[float, int, Delivery]] = []
+        self.live = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def head(self) -> tuple[float, int] | None:
+        """The earliest live deadline as ``(when, seq)``, stale entries dropped on the way."""
+        fifo, late = self.fifo, self.late
+        while fifo and fifo[0][2]._seq != fifo[0][1]:
+            fifo.popleft()
+        while late and late[0][2]._seq != late[0][1]:
+            heapq.heappop(late)
+        if fifo:
+            when, seq, _ = fifo[0]
+            if late and late[0][:2] < (when, seq):
+                return late[0][:2]
+            return when, seq
+        return late[0][:2] if late else None
+
+    def take(self) -> tuple[Delivery, int]:
+        """Pop the earliest live deadline (``head()`` just returned it): the ``_expire`` args."""
+        fifo, late = self.fifo, self.late
+        if fifo and not (late and late[0][:2] < fifo[0][:2]):
+            _, seq, d = fifo.popleft()
+        else:
+            _, seq, d = heapq.heappop(late)
+        d._seq = -seq  # due: its ``_expire`` is queued (a release or extend now voids it)
+        self.live -= 1
+        return d, seq
+
+
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "copies", "dead", "dedup", "dlq_on_receive", "messages", "next_offset",
-                 "ordered", "partitions", "profile", "publishes", "ready", "retention", "route",
-                 "route_text", "stats")
+    __slots__ = ("config", "copies", "dead", "deadlines", "dedup", "dlq_on_receive", "messages",
+                 "next_offset", "ordered", "partitions", "profile", "publishes", "ready", "retention",
+                 "route", "route_text", "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
@@ -299,6 +373,7 @@ class _Queue:
         self.dedup: dict[str, tuple[Message, float]] = {}  # key -> (first message, published t)
         self.dead: list[Message] = []
         self.copies: deque[tuple[Message, int]] = deque()  # overlapping copies a pull consumer has yet to take
+        self.deadlines = _Deadlines()  # visibility leases of its deliveries
         self.next_offset = 0
         self.publishes = 0
         self.stats = dict.fromkeys(_COUNTERS, 0)
@@ -351,7 +426,14 @@ def _decode(body: str) -> Any:
 
 def _to_json(call: str, arg: str, value: object) -> str:
     try:
-        text = _encode(value)
+        if _C_ENCODE is None:  # pragma: no cover - CPython always has the accelerator
+            text = _ENCODER.encode(value)
+        else:  # ``_encode``, inlined
+            try:
+                text = "".join(_C_ENCODE(value, 0))
+            except BaseException:
+                _MARKERS.clear()  # an error leaves the containers it was inside marked
+                raise
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
                         f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "
@@ -498,17 +580,14 @@ class DeliveryEngine:
         number = msg.attempts
         d = Delivery(self, q, msg, number)
         msg._delivery = d
-        loop = self._sim.loop
-        d._timer = loop.call_at(loop.time() + q.config.visibility_timeout, self._expire, d,
-                                context=self._quiet)
+        self._lease(q, d, self._sim.clock._mono + q.config.visibility_timeout)
         stats = q.stats
         stats["delivered"] += 1
         if number > 1:
             stats["redelivered"] += 1
-        name = q.config.name
-        detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": number}
-        if msg._copy > 1:
-            detail["copy"] = msg._copy  # the Nth delivery a duplicate fault asked for
+        detail: dict[str, Any] | None = None  # None: the usual queue, id and attempt
+        if msg._copy > 1:  # the Nth delivery a duplicate fault asked for
+            detail = {"queue": q.config.name, "id": msg.id, "attempt": number, "copy": msg._copy}
         d = self._launch(q, d, detail)
         if msg._overlap_left:  # overlapping copies start at this same instant
             n, msg._overlap_left = msg._overlap_left, 0
@@ -518,6 +597,27 @@ class DeliveryEngine:
                 else:
                     q.copies.append((msg, msg._copy + k))
         return d
+
+    def _lease(self, q: _Queue, d: Delivery, when: float) -> None:
+        """Hold ``d``'s visibility lease until ``when``: ``_expire`` runs then unless released.
+
+        It fires where a timer made now would (``reserve_seq``), through the queue's one
+        ``DeadlineTimer``, so a delivery costs a tuple rather than a ``TimerHandle``.
+        """
+        loop = self._sim.loop
+        dl = q.deadlines
+        if d._seq <= 0:  # a new lease (not an extend of one still running)
+            dl.live += 1
+        seq = d._seq = loop.reserve_seq()
+        d._deadline = when
+        fifo = dl.fifo
+        if not fifo or fifo[-1][0] <= when:
+            fifo.append((when, seq, d))
+        else:
+            heapq.heappush(dl.late, (when, seq, d))
+        timer = dl.timer
+        if timer is None or timer._when > when or timer._cancelled:  # type: ignore[attr-defined]
+            loop.arm_deadlines(dl, self._expire, self._quiet)
 
     def _start_copy(self, q: _Queue, msg: Message, copy: int) -> Delivery:
         """An overlapping copy of ``msg``: a delivery of its own next to the one in flight."""
@@ -529,31 +629,36 @@ class DeliveryEngine:
         return self._launch(q, d, {"queue": q.config.name, "id": msg.id, "attempt": d.attempt,
                                    "copy": copy, "overlap": True})
 
-    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any]) -> Delivery:
-        """Record the delivery and, on a routed queue, run its handler in a task of its own."""
+    def _launch(self, q: _Queue, d: Delivery, detail: dict[str, Any] | None) -> Delivery:
+        """Record the delivery and, on a routed queue, run its handler in a task of its own.
+
+        ``detail`` is what ``queue.deliver`` records; ``None``: queue, id and attempt.
+        """
         route = q.route
+        record = self._sim.history.record
         if route is None:
-            self._sim.history.record("queue", "deliver", **detail)
+            if detail is None:
+                record("queue", "deliver", queue=q.config.name, id=d.message.id, attempt=d.attempt)
+            else:
+                record("queue", "deliver", **detail)
             return d
-        loop = self._sim.loop
-        name, msg, number = q.config.name, d.message, d.attempt
         ctx = contextvars.Context()
-        attempt = _QueueAttempt(self, d, ctx, name, msg.id, number)
-        ctx.run(self._begin, attempt, detail)
-        # the loop holds tasks weakly: keep running attempts alive until they finish
-        coro = self._run(route, d, attempt)
-        # named after the attempt (deterministic), counted and ordered by the virtual loop
-        task: asyncio.Task[None] = loop.create_task(coro, name=attempt.label, context=ctx)
+        attempt = _QueueAttempt(d, ctx, q.config.name, d.message.id, d.attempt)
+        ctx.run(current_attempt.set, attempt)  # inside the attempt's fresh context: it is current
+        if detail is None:
+            ctx.run(record, "queue", "deliver", queue=attempt.queue, id=attempt.message_id,
+                    attempt=attempt.number)
+        else:
+            ctx.run(record, "queue", "deliver", **detail)
+        # named after the attempt (deterministic), counted and ordered by the virtual loop;
+        # ``_run`` ends it itself (no done callback)
+        task: asyncio.Task[None] = self._sim.loop.start_task(self._run(route, d, attempt),
+                                                            attempt.label, ctx)
         d._task = task
-        self._running.add(task)
+        self._running.add(task)  # the loop holds tasks weakly: keep running attempts alive
         return d
 
-    def _begin(self, attempt: Attempt, detail: dict[str, Any]) -> None:
-        """Inside the attempt's fresh context: mark it current and record ``queue.deliver``."""
-        current_attempt.set(attempt)
-        self._sim.history.record("queue", "deliver", **detail)
-
-    async def _run(self, route: Handler, d: Delivery, attempt: Attempt) -> None:
+    async def _run(self, route: Handler, d: Delivery, attempt: _QueueAttempt) -> None:
         """One routed attempt, in its own task with ``current_attempt`` set."""
         faults = self._sim.faults
         try:
@@ -561,7 +666,8 @@ class DeliveryEngine:
                 if not faults.passes("queue.deliver"):
                     await faults.enter("queue.deliver", queue=attempt.queue)
                 await route(d.payload, d)
-                faults.leave("queue.deliver")
+                if faults._pending_after:  # an after-apply error is due (``faults.leave``)
+                    faults.leave("queue.deliver")
             except ProcessCrashed:
                 self._crashed(d, attempt)
                 return
@@ -579,12 +685,19 @@ class DeliveryEngine:
                     self._crashed(d, attempt)
                 except Exception:  # recorded as a failed queue.ack; the visibility lapses
                     pass
+        except BaseException:  # pytest's Failed, a cancellation: what a plain task would do
+            if d._task is not None:
+                self._sim.loop.reraise_later(d._task)
+            raise
         finally:
             # Break the reference cycles (future -> callback -> attempt -> future, delivery
             # <-> task) so a finished attempt is freed at once, not by the cyclic GC.
-            self._running.discard(d._task)
+            task = d._task
+            self._running.discard(task)
+            self._sim.loop.task_ended(task)
             d._task = None
-            attempt.crash_future = None
+            # ``attempt.crash_future = None``, inlined, and the attempt <-> context cycle
+            attempt._future = attempt._d = attempt._ctx = None
 
     def _is_current(self, d: Delivery) -> bool:
         msg = d.message
@@ -593,9 +706,13 @@ class DeliveryEngine:
 
     def _release(self, d: Delivery) -> None:
         """Drop ``d``'s visibility lease (the attempt ended)."""
-        if d._timer is not None:
-            d._timer.cancel()
-            d._timer = None
+        if d._seq:
+            if d._seq > 0:
+                d._q.deadlines.live -= 1
+            d._seq = 0  # its deadline entry is stale now: drop the stale ones at the front
+            fifo = d._q.deadlines.fifo
+            while fifo and fifo[0][2]._seq != fifo[0][1]:
+                fifo.popleft()
         if d.message._delivery is d:
             d.message._delivery = None
 
@@ -633,9 +750,9 @@ class DeliveryEngine:
         msg.last_error = error
         d._settled = "failed"
         delay = None
-        if q.profile.uses_visibility_retry and d._timer is not None:
+        if q.profile.uses_visibility_retry and d._seq:
             # SQS: a failed receive is not deleted; it is visible again when the lease ends
-            delay = max(0.0, d._timer.when() - self._sim.loop.time())
+            delay = max(0.0, d._deadline - self._sim.loop.time())
         self._release(d)
         self._retry_or_dead(q, msg, delay)
 
@@ -683,9 +800,11 @@ class DeliveryEngine:
         elif q.route is not None and part[0].state == READY:
             self._pump(q)
 
-    def _expire(self, d: Delivery) -> None:
+    def _expire(self, d: Delivery, seq: int) -> None:
         """The visibility timeout lapsed: the message is visible again (or dead, budget spent)."""
-        d._timer = None
+        if d._seq != -seq:
+            return  # released or extended since (the lease's timer would have been cancelled)
+        d._seq = 0
         msg, q = d.message, d._q
         if msg._delivery is not d:
             return
@@ -727,11 +846,13 @@ class DeliveryEngine:
     def _acked(self, d: Delivery) -> None:
         """The rest of ``_ack`` once ``queue.ack`` was entered (the routed ack calls it directly
         when the fault point has nothing to do, saving a coroutine per attempt)."""
-        self._settle_check(d, "ack()")
+        if d._settled is not None and d._settled in ("acked", "nacked"):
+            self._settle_check(d, "ack()")
         q, msg = d._q, d.message
         if q.retention:
             self._sweep_retention(q)
-        current = self._is_current(d)
+        current = (msg._delivery is d and not d.expired  # ``_is_current``, inlined
+                   and q.messages.get(msg.id) is msg)
         d._settled = "acked"
         deleted = copy = False
         if d._overlap:  # an overlapping copy's ack: the message's own delivery settles it
@@ -743,7 +864,15 @@ class DeliveryEngine:
                 raise err
             return
         if current:
-            self._release(d)
+            # ``_release(d)``, inlined: d holds the lease (current), so it has its entry
+            dl = q.deadlines
+            if d._seq > 0:
+                dl.live -= 1
+            d._seq = 0
+            msg._delivery = None
+            fifo = dl.fifo
+            while fifo and fifo[0][2]._seq != fifo[0][1]:
+                fifo.popleft()
             if msg._copies_left:  # a duplicate fault: the next copy follows this ack
                 msg._copies_left -= 1
                 msg._copy += 1
@@ -759,13 +888,14 @@ class DeliveryEngine:
                     and q.messages.get(msg.id) is msg):
                 msg.state = ACKED
                 deleted = True
-        err = self._leave("queue.ack")
+        err = self._leave("queue.ack") if self._sim.faults._pending_after else None
         self._sim.history.record("queue", "ack", "unknown" if err else "ok", queue=q.config.name,
                                  id=msg.id, attempt=d.attempt, stale=not current, deleted=deleted)
         if copy:
             self._make_ready(q, msg)
-        elif deleted:
-            self._finish(q, msg)
+        elif deleted and not (msg._timer is None and msg._delivery is None
+                              and msg.partition_key is None):
+            self._finish(q, msg)  # (nothing to cancel or pass on otherwise)
         if err is not None:
             raise err
 
@@ -827,10 +957,7 @@ class DeliveryEngine:
             raise
         self._extend_check(d)
         if not d._overlap:
-            if d._timer is not None:
-                d._timer.cancel()
-            loop = self._sim.loop
-            d._timer = loop.call_at(loop.time() + seconds, self._expire, d, context=self._quiet)
+            self._lease(q, d, self._sim.loop.time() + seconds)
         q.stats["extended"] += 1
         err = self._leave("queue.extend")
         self._record("extend", "unknown" if err else "ok", queue=name, id=msg.id,

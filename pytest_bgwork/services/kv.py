@@ -2,9 +2,11 @@
 
 Values are serialised to JSON text on ``set`` and parsed again on every read, so the
 caller's object and the stored value never share state (and a value a real store
-could not hold fails at once). TTL expiry is lazy: nothing is scheduled on the loop
-(so ``run_until_idle`` never waits for a TTL), and every KV operation first removes
-the keys whose time passed, recording ``kv.expire`` with the instant they expired.
+could not hold fails at once); an immutable value (exact ``str``, ``int``, ``float``,
+``bool``, ``None``, ``bytes``) is its own copy and is handed out without parsing. TTL
+expiry is lazy: nothing is scheduled on the loop (so ``run_until_idle`` never waits for
+a TTL), and every KV operation first removes the keys whose time passed, recording
+``kv.expire`` with the instant they expired.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ __all__ = ["KV", "KVResult", "KVVersion"]
 
 _SCALARS = (str, int, float, bool)
 
-_Entry = tuple[str, float | None, int]  # (JSON text, expiry in virtual seconds or None, version)
+#: (JSON text, expiry in virtual seconds or None, version, the value itself when it is immutable
+#: (str, int, float, bool, None, bytes) and can be handed out as is, else ``_COPY``)
+_Entry = tuple[str, float | None, int, Any]
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
     dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]],
@@ -71,6 +75,25 @@ def _decode(text: str) -> Any:
     return _scan(text, 0)[0]
 
 
+#: The detail names of the ``kv.set`` and ``kv.get`` events the hot paths record.
+_SET = ("ns", "key", "ttl", "value")
+_GET = ("ns", "key", "exists")
+
+#: An entry whose value must be copied on every read: parse its JSON text again.
+_COPY: Any = object()
+
+
+def _value(entry: _Entry) -> Any:
+    """A fresh copy of an entry's value (an immutable value is its own copy)."""
+    value = entry[3]
+    return _decode(entry[0]) if value is _COPY else value
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+_float_repr = float.__repr__
+_int_repr = int.__repr__
+
+
 def _content_type(value: object) -> str:
     """The content type Agentuity's SDK gives a value set without one."""
     if isinstance(value, bytes | bytearray):
@@ -107,7 +130,9 @@ def pop_due(heap: list[_Due], now: float) -> Iterator[_Due]:
 class KVResult:
     """What ``get`` returns: ``exists``, a fresh copy of ``data``, ``expires_at``, ``version``.
 
-    ``data`` is ``None`` for a missing key; ``expires_at`` is the virtual wall-clock
+    ``data`` is ``None`` for a missing key; a dict or list is parsed afresh from the stored
+    JSON on every read, so changing it changes nothing stored (a ``str``, number, bool or
+    ``bytes`` is immutable: it is its own copy). ``expires_at`` is the virtual wall-clock
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
     is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
     missing key, 1 after its first write and +1 per write; after a delete or expiry the
@@ -238,6 +263,7 @@ class KV:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
+        self._add = sim.history.add
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
@@ -331,7 +357,7 @@ class KV:
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
             key = check_name("key", key, "kv.set()")
-        prof = self._profiles.get(ns, self._default)
+        prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
         if ttl is not None:
@@ -348,16 +374,41 @@ class KV:
                 raise ValueError(f"{where}: give if_absent=True or if_version=n, not both (a key "
                                  "with a version is never absent)")
             cond = {"if_absent": True} if if_absent else {"if_version": if_version}
-        try:
-            text = _encode(value)
-        except (TypeError, ValueError, RecursionError):
-            if isinstance(value, bytes | bytearray):
-                text = _BYTES + bytes(value).decode("latin-1")
-            else:
+        # An immutable JSON value (exact str, int, float, bool, None) is its own copy: its
+        # text is what the JSON encoder writes, and reads hand it out without parsing.
+        # Anything else (a dict, a list) is stored as JSON text and parsed on every read,
+        # so a later change to the caller's object never reaches the store.
+        kind = type(value)
+        stored: Any = value
+        if kind is dict or kind is list:
+            stored = _COPY
+            try:
+                text = _encode(value)
+            except (TypeError, ValueError, RecursionError):
+                text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
+        elif kind is str:
+            text = _encode_str(value)
+        elif kind is int:
+            text = _int_repr(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif value is None:
+            text = "null"
+        elif kind is float and value - value == 0.0:  # finite: NaN and infinity are refused below
+            text = _float_repr(value)
+        elif isinstance(value, bytes | bytearray):  # a subclass too: stored as plain bytes
+            stored = bytes(value)
+            text = _BYTES + stored.decode("latin-1")
+        else:
+            stored = _COPY
+            try:
+                text = _encode(value)
+            except (TypeError, ValueError, RecursionError):
                 text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
         if not text.isascii() and text[:1] != _BYTES:
             validate.utf8(text, f"kv.set(ns={ns!r}, key={key!r})", "value", inside=True)
-        if prof.max_value is not None:
+        limit = prof.max_value
+        if limit is not None and (len(text) + len(key)) * 4 > limit:
             self._check_size(prof, key, text, f"kv.set(ns={ns!r}, key={key!r})")
         if content_type is not None:
             if not prof.content_types:
@@ -368,15 +419,14 @@ class KV:
                 raise TypeError(f"kv.set(ns={ns!r}, key={key!r}): content_type= must be a "
                                 f"non-empty string such as 'text/csv'; got {content_type!r}")
         faults = self._faults
-        try:
-            if faults.passes("kv.set"):
-                await suspend()
-            else:
-                await faults.enter("kv.set", call=True)
-        except Exception as exc:
-            self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl, error=_error_text(exc),
-                         **(cond or {}))
-            raise
+        step = faults.begin("kv.set")
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                self._record("kv", "set", "fail", ns=ns, key=key, ttl=ttl,
+                             error=_error_text(exc), **(cond or {}))
+                raise
         if self._expiries:
             self._sweep()
         space = self._data.get(ns)
@@ -397,7 +447,7 @@ class KV:
                 self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have,
                              **cond)
                 return False
-        now = self._clock.monotonic()
+        now = self._clock._mono
         expires = None if ttl is None else now + ttl
         version = 1 if prev is None else prev[2] + 1
         if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
@@ -413,24 +463,30 @@ class KV:
             self._types[(ns, key)] = content_type
         elif self._types:
             self._types.pop((ns, key), None)
-        space[key] = (text, expires, version)
+        space[key] = (text, expires, version, stored)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, ns, key))
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
-        log = self._log.get((ns, key))
+        slot = (ns, key)
+        log = self._log.get(slot)
         if log is None:
-            log = self._log[(ns, key)] = []
-        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True, "version": version}
-        try:
-            faults.leave("kv.set")
-        except Exception as exc:
-            log.append((now, "set", text, ttl, label, "unknown"))
-            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
-                         error=_error_text(exc), **extra)
-            raise
+            log = self._log[slot] = []
+        if faults._pending_after or cond is not None:
+            extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
+                                                             "version": version}
+            try:
+                faults.leave("kv.set")
+            except Exception as exc:
+                log.append((now, "set", text, ttl, label, "unknown"))
+                self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
+                             error=_error_text(exc), **extra)
+                raise
+            log.append((now, "set", text, ttl, label, "ok"))
+            self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
+            return True
         log.append((now, "set", text, ttl, label, "ok"))
-        self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
+        self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
         return True
 
     async def get(self, ns: str, key: str) -> KVResult:
@@ -439,42 +495,43 @@ class KV:
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.get()")
             key = check_name("key", key, "kv.get()")
-        prof = self._profiles.get(ns, self._default)
+        prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
-        try:
-            if faults.passes("kv.get"):
-                await suspend()
-            else:
-                await faults.enter("kv.get", call=True)
-        except Exception as exc:
-            self._record("kv", "get", "fail", ns=ns, key=key, error=_error_text(exc))
-            raise
+        step = faults.begin("kv.get")
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                self._record("kv", "get", "fail", ns=ns, key=key, error=_error_text(exc))
+                raise
         if self._expiries:
             self._sweep()
         space = self._data.get(ns)
         entry = space.get(key) if space is not None else None
-        try:
-            faults.leave("kv.get")
-        except Exception as exc:
-            self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
-                         error=_error_text(exc))
-            raise
-        self._record("kv", "get", ns=ns, key=key, exists=entry is not None)
+        if faults._pending_after:
+            try:
+                faults.leave("kv.get")
+            except Exception as exc:
+                self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
+                             error=_error_text(exc))
+                raise
+        self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
-        text, expires, version = entry
+        text, expires, version, value = entry
+        data = _scan(text, 0)[0] if value is _COPY else value  # bytes are never _COPY
         if expires is not None and self._due:
             expires = self._due.get((ns, key), expires)
         at = None if expires is None else self._wall(expires)
         if not prof.content_types:
-            return KVResult(True, _decode(text), at, version=version)
+            return KVResult(True, data, at, None, version)
         kind = self._types.get((ns, key)) if self._types else None
         if kind is None:
             kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
                     if text[:1] in "{[" else "text/plain")
-        return KVResult(True, _decode(text), at, kind, version)
+        return KVResult(True, data, at, kind, version)
 
     async def delete(self, ns: str, key: str, if_version: int | None = None) -> bool:
         """Remove ``key`` (a missing key is fine; the event says ``existed=False``).
@@ -585,7 +642,7 @@ class KV:
         check_name("ns", ns, "kv.items()")
         self._sweep()
         space = self._data.get(ns, {})
-        return {k: _decode(space[k][0]) for k in sorted(space)}
+        return {k: _value(space[k]) for k in sorted(space)}
 
     def namespaces(self) -> list[str]:
         """The namespaces that hold at least one live key, sorted."""

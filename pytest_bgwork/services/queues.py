@@ -39,6 +39,7 @@ from .delivery import (
     QueueConfig,
     UnknownQueue,
     _Queue,
+    _result,
     _scope,
     _seconds,
     _to_json,
@@ -359,10 +360,10 @@ class Queues(DeliveryEngine):
         sim = self._sim
         q.publishes += 1
         number = q.publishes
+        faults = sim.faults
         try:
             # scoped by the attempt publishing (a queue-scoped rule means "that queue's
             # workers"), so the test's own publishes do not use up a rule's on_call
-            faults = sim.faults
             if faults.passes("queue.publish"):
                 await suspend()
             else:
@@ -377,12 +378,12 @@ class Queues(DeliveryEngine):
             if hit is not None and now - hit[1] < q.config.dedup_window:
                 first = hit[0]
                 q.stats["duplicates"] += 1
-                err = self._leave("queue.publish")
+                err = self._leave("queue.publish") if faults._pending_after else None
                 sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name,
                                    id=first.id, key=key, duplicate=True)
                 if err is not None:
                     raise err
-                return PublishResult(first.id, first.offset, first.published_at, True)
+                return _result(first.id, first.offset, first.published_at, True)
         clock = sim.clock
         seconds = clock.start + now
         stamp = self._stamp
@@ -402,18 +403,19 @@ class Queues(DeliveryEngine):
             if part is None:
                 part = q.partitions[pkey] = deque()
             part.append(msg)
-        err = self._leave("queue.publish")
+        err = self._leave("queue.publish") if faults._pending_after else None
         sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
                            key=key, duplicate=False)
-        msg._copies_left = sim.faults.deliveries(name, number) - 1
-        msg._overlap_left = sim.faults.deliveries(name, number, overlap=True) - 1
+        if faults._rules:  # a duplicate rule may ask for more deliveries
+            msg._copies_left = faults.deliveries(name, number) - 1
+            msg._overlap_left = faults.deliveries(name, number, overlap=True) - 1
         if delay:
             self._schedule(q, msg, delay)
         else:
             self._make_ready(q, msg)
         if err is not None:
             raise err
-        return PublishResult(msg.id, msg.offset, msg.published_at, False)
+        return _result(msg.id, msg.offset, msg.published_at, False)
 
     async def receive(self, name: str) -> Delivery | None:
         """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
@@ -476,8 +478,8 @@ class Queues(DeliveryEngine):
                 due = None
                 if m.state == DELAYED and m._timer is not None:
                     due = m._timer.when()
-                elif m.state == IN_FLIGHT and m._delivery is not None and m._delivery._timer:
-                    due = m._delivery._timer.when()
+                elif m.state == IN_FLIGHT and m._delivery is not None and m._delivery._seq:
+                    due = m._delivery._deadline
                 msgs.append({
                     "id": m.id, "offset": m.offset, "body": m._body, "meta": m._meta,
                     "published_at": m.published_at, "key": m.idempotency_key,
@@ -540,7 +542,7 @@ class Queues(DeliveryEngine):
                 if m.state == IN_FLIGHT:  # its worker is gone: visible again when the lease ends
                     d = Delivery(self, q, m, m.attempts)
                     m._delivery = d
-                    d._timer = loop.call_later(due, self._expire, d, context=self._quiet)
+                    self._lease(q, d, loop.time() + due)
                 elif m.state == DELAYED:
                     m._timer = loop.call_later(due, self._due, q, m, context=self._quiet)
                 elif m.state == READY:
