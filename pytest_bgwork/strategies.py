@@ -31,9 +31,16 @@ _WRITES = frozenset({
     "queue.publish", "queue.ack", "queue.extend", "kv.set", "kv.delete",
     "stream.create", "stream.write", "stream.close", "http", "webhook.deliver",
 })
+#: Where the integers explore draws start. Hypothesis now and then draws an integer from the
+#: constants in the source of the loaded modules, a pool that differs from process to
+#: process and shifts every later draw: a seeded search found a bug at example 11 alone and
+#: at 98 once one more module was imported. No module holds a constant this large, so
+#: integers drawn from ``_OFFSET + lo .. _OFFSET + hi`` (and the offset taken away) come out
+#: the same in every process, and still shrink to ``lo``.
+_OFFSET = 2**80
 #: A wide integer taken modulo a small range: Hypothesis leans to the low end of a small
 #: range (the first targets, short hangs), far less of a wide one; it still shrinks to 0.
-_WIDE = st.integers(0, 2**32 - 1)
+_WIDE = st.integers(_OFFSET, _OFFSET + 2**32 - 1)
 #: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
 #: each had (set while it searches): a fault's call number is drawn among calls that happen.
 learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
@@ -161,17 +168,17 @@ def fault_plans(
         learned = learned_points.get()
         point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
         modes = modes_for(point_list)
-        cells = modes[draw(_WIDE) % len(modes)]
-        cell = cells[draw(_WIDE) % len(cells)] if len(cells) > 1 else cells[0]
+        cells = modes[(draw(_WIDE) - _OFFSET) % len(modes)]
+        cell = cells[(draw(_WIDE) - _OFFSET) % len(cells)] if len(cells) > 1 else cells[0]
         calls = max_on_call if not learned else min(max_on_call, learned.get(cell[1], max_on_call))
-        call = 1 + draw(_WIDE) % calls if calls > 1 else 1
-        return build(cell, call, 0 if cell[0] == "crash" else draw(_WIDE))
+        call = 1 + (draw(_WIDE) - _OFFSET) % calls if calls > 1 else 1
+        return build(cell, call, 0 if cell[0] == "crash" else (draw(_WIDE) - _OFFSET))
 
     @st.composite
     def plans(draw: st.DrawFn) -> FaultPlan:
         # The number of faults is uniform in 0..max_faults (st.lists would make 40% of plans
         # empty); shrinking lowers it and deletes faults, down to FaultPlan([]).
-        count = draw(_WIDE) % (max_faults + 1) if max_faults else 0
+        count = (draw(_WIDE) - _OFFSET) % (max_faults + 1) if max_faults else 0
         return FaultPlan([draw(fault()) for _ in range(count)])
 
     return plans()

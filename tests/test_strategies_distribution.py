@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import sys
 
 import hypothesis
 import pytest
@@ -141,3 +142,40 @@ def test_latencies_are_drawn_for_as_many_calls_as_the_clean_run_made(data: st.Da
         assert choices.values[3:7] == [0, 0, 0, 0]  # and recorded, so a replay repeats them
     finally:
         learned_points.reset(token)
+
+
+SAMPLE_PLANS = """
+import hashlib
+import sys
+import hypothesis
+from pytest_bgwork import strategies as bgst
+
+if sys.argv[1] == "with-constants":
+    import many_constants  # noqa: F401  (a local module: Hypothesis mines its constants)
+seen = []
+
+
+@hypothesis.seed(1)
+@hypothesis.settings(database=None, max_examples=60, phases=[hypothesis.Phase.generate])
+@hypothesis.given(bgst.fault_plans())
+def sample(plan):
+    seen.append(plan.describe())
+
+
+sample()
+print(len(seen), hashlib.sha256(repr(seen).encode()).hexdigest())
+"""
+
+
+def test_a_seeded_search_draws_the_same_plans_whatever_modules_are_loaded(
+        pytester: pytest.Pytester) -> None:
+    # Hypothesis draws some integers from the constants of the loaded modules' source, a pool
+    # that differs between processes (a test run alone or in the whole suite); the plans
+    # must not depend on it, or a seeded search finds a bug in one process and not another
+    pytester.makepyfile(many_constants="INTS = [" + ", ".join(map(str, range(0, 4000, 7))) + "]",
+                        sample_plans=SAMPLE_PLANS)
+    script = str(pytester.path / "sample_plans.py")
+    plain = pytester.run(sys.executable, script, "plain")
+    loaded = pytester.run(sys.executable, script, "with-constants")
+    assert plain.ret == 0 and loaded.ret == 0, (plain.stderr.str(), loaded.stderr.str())
+    assert plain.outlines[-1] == loaded.outlines[-1]

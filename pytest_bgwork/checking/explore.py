@@ -40,7 +40,7 @@ from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..profiles import check_platform
 from ..simulation import Simulation
-from ..strategies import learned_points
+from ..strategies import _OFFSET, learned_points
 from . import replay as _replay
 from .checks import assert_no_task_errors
 from .replay import ReplayChoices
@@ -238,7 +238,8 @@ _FLOATS = st.floats(0.0, 1.0, exclude_max=True)
 
 @functools.lru_cache(maxsize=256)
 def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.integers(lo, hi)
+    # offset past any constant in the loaded modules' source: see ``strategies._OFFSET``
+    return st.integers(_OFFSET + lo, _OFFSET + hi)
 
 
 class HypothesisChoices:
@@ -287,7 +288,7 @@ class HypothesisChoices:
                 self.values.append(lo)
                 return lo
             self._latencies_left -= 1
-        value: int = lo if lo == hi else self._draw(_integers(lo, hi), lo)
+        value: int = lo if lo == hi else self._draw(_integers(lo, hi), _OFFSET + lo) - _OFFSET
         self.values.append(value)
         return value
 
