@@ -40,7 +40,10 @@ _WRITES = frozenset({
 _OFFSET = 2**80
 #: A wide integer taken modulo a small range: Hypothesis leans to the low end of a small
 #: range (the first targets, short hangs), far less of a wide one; it still shrinks to 0.
-_WIDE = st.integers(_OFFSET, _OFFSET + 2**32 - 1)
+_WIDE: st.SearchStrategy[int] = st.integers(_OFFSET, _OFFSET + 2**32 - 1)
+# ``st.integers`` is a lazy wrapper that every draw unwraps again; draw from what it wraps
+# (the same choices and labels, ~8% less of Hypothesis's time per plan).
+_WIDE = getattr(_WIDE, "wrapped_strategy", _WIDE)
 #: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
 #: each had (set while it searches): a fault's call number is drawn among calls that happen.
 learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
