@@ -687,37 +687,6 @@ def test_the_engine_path_runs_the_examples_given_runs(
     assert engine == given  # same plans and choices in the same order, same failure text
 
 
-def test_the_fault_plan_drawn_is_kept_for_the_shrinker_whatever_the_garbage_collector_does(
-        ) -> None:
-    """Hypothesis 6.170 records drawn values by weak reference (a shrink pass uses them while
-    they live): explore records them strongly, so its search does not depend on when the
-    collector ran. A Hypothesis without that record is left alone."""
-    import weakref
-
-    from hypothesis.internal.conjecture import data as conjecture
-
-    from pytest_bgwork.checking import explore as ex
-
-    recorded: list[list[Any]] = []
-
-    @hypothesis.settings(QUIET, max_examples=3)
-    @hypothesis.given(st.data())
-    def draw(data: st.DataObject) -> None:
-        ex._record_drawn_values_strongly(data)
-        plan = data.draw(bgst.fault_plans(max_faults=1, points=["kv.set"]))
-        record: Any = data.conjecture_data._ConjectureData__span_record  # type: ignore[attr-defined]
-        values = list(getattr(record, "span_values", {}).values())
-        recorded.append([v for v in values if v is plan
-                         or (isinstance(v, weakref.ref) and v() is plan)])
-
-    draw()
-    assert len(recorded) == 3
-    if hasattr(conjecture.SpanRecord, "record_value_for_span"):
-        assert all(len(r) == 1 and isinstance(r[0], FaultPlan) for r in recorded), recorded
-    else:
-        assert recorded == [[], [], []]
-
-
 @pytest.mark.parametrize("how", ["unsatisfiable", "no_phases"])
 def test_the_engine_path_stops_as_given_does_with_the_same_words(
         how: str, monkeypatch: pytest.MonkeyPatch) -> None:

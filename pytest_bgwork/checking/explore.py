@@ -911,24 +911,6 @@ def _draw_plan(data: st.DataObject, plans: st.SearchStrategy[FaultPlan]) -> Faul
     return plan
 
 
-def _record_drawn_values_strongly(data: st.DataObject) -> None:
-    """Keep the values this example draws (its fault plan) for Hypothesis's shrinker, always.
-
-    Hypothesis 6.170 records each drawn value by weak reference for a shrink pass
-    (``widen_to_span_with_recorded_value``) that runs only while the value is still alive,
-    so which examples a search runs came to depend on when the garbage collector ran: the
-    same seed gave other examples from one process to the next, and ``@given`` and the
-    engine path (which allocate differently) other examples from each other. Recording
-    them strongly, as Hypothesis already does for ints and strings, makes the search
-    depend on the seed alone. Hypothesis versions without that record are left alone.
-    """
-    conjecture = getattr(data, "conjecture_data", None)
-    record: Any = getattr(conjecture, "_ConjectureData__span_record", None)
-    values = getattr(record, "span_values", None)
-    if isinstance(values, dict) and hasattr(record, "record_value_for_span"):
-        record.record_value_for_span = values.__setitem__
-
-
 def _final() -> bool:
     """Whether Hypothesis is replaying its final (reported) example."""
     try:
@@ -943,7 +925,6 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     failures: list[tuple[FaultPlan, _Outcome]] = []
 
     def run(data: st.DataObject) -> None:
-        _record_drawn_values_strongly(data)
         plan = _draw_plan(data, plans)
         choices = HypothesisChoices(data)
         out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False,
