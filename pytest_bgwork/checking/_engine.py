@@ -22,10 +22,11 @@ Everything here is Hypothesis's private API, which changes between releases with
 deprecation (6.170 renamed ``ConjectureRunner.interesting_examples`` and the other
 counters to ``*_test_cases``, and gave ``mark_invalid`` a ``location=``: both are read by
 feature, not by version). So explore takes this path only on the Hypothesis versions it
-was tested on, ``explore.ENGINE_TESTED``, 6.157.0 to 6.170.17 inclusive: the explore tests
+was tested on, ``explore.ENGINE_TESTED``, 6.157.0 to 6.170.17 inclusive: the test suite
 and the examples ran on both bounds, and the engine path ran the very examples ``@given``
-runs on both. Any other version takes ``@given``, correct on every version, only slower.
-Widen the range only after running those tests on the new bound.
+runs on both (``bench/digests.py`` printed the same lines through either path). Any other
+version takes ``@given``, correct on every version, only slower. Widen the range only
+after doing the same on the new bound.
 """
 
 from __future__ import annotations

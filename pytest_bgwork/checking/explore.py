@@ -961,9 +961,10 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
         _fail(scenario, checks, report, plan, out, replayed=False)
 
 
-#: The Hypothesis versions the engine path was run on, whole test suite and examples
-#: (inclusive). It drives private internals that change without notice, so any other
-#: version, older or newer, takes ``@given``: correct, only slower. See ``_engine``.
+#: The Hypothesis versions the engine path was run on (inclusive): the test suite, the
+#: examples and ``bench/digests.py`` through both paths, on each bound. It drives private
+#: internals that change without notice, so any other version, older or newer, takes
+#: ``@given``: correct, only slower. See ``_engine``.
 ENGINE_TESTED = ((6, 157, 0), (6, 170, 17))
 
 
