@@ -19,7 +19,6 @@ from collections import deque
 from typing import Any
 
 from ..core import validate
-from ..core.faults import suspend
 from ..profiles import QueueProfile, limit_error, queue_profile
 from ..profiles import seconds as profile_seconds
 from .delivery import (
@@ -65,6 +64,8 @@ MAX_PAYLOAD = 1024 * 1024
 DEFAULT_VISIBILITY = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_DEDUP_WINDOW = 300.0
+#: the detail names of a ``queue.publish`` event (``History.add`` rows)
+_PUBLISH = ("queue", "id", "key", "duplicate")
 
 
 def _key(call: str, arg: str, value: object, prof: QueueProfile) -> str | None:
@@ -361,17 +362,16 @@ class Queues(DeliveryEngine):
         q.publishes += 1
         number = q.publishes
         faults = sim.faults
-        try:
-            # scoped by the attempt publishing (a queue-scoped rule means "that queue's
-            # workers"), so the test's own publishes do not use up a rule's on_call
-            if faults.passes("queue.publish"):
-                await suspend()
-            else:
-                await faults.enter("queue.publish", call=True)
-        except Exception as exc:
-            sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
-                               duplicate=False, error=repr(exc))
-            raise
+        # scoped by the attempt publishing (a queue-scoped rule means "that queue's
+        # workers"), so the test's own publishes do not use up a rule's on_call
+        step = faults.begin("queue.publish")
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                sim.history.record("queue", "publish", "fail", queue=name, id=None, key=key,
+                                   duplicate=False, error=repr(exc))
+                raise
         now = sim.clock._mono
         if dkey is not None:
             hit = q.dedup.get(dkey)
@@ -404,8 +404,8 @@ class Queues(DeliveryEngine):
                 part = q.partitions[pkey] = deque()
             part.append(msg)
         err = self._leave("queue.publish") if faults._pending_after else None
-        sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name, id=msg.id,
-                           key=key, duplicate=False)
+        sim.history.add("queue", "publish", "unknown" if err else "ok", _PUBLISH,
+                        (name, msg.id, key, False))
         if faults._rules:  # a duplicate rule may ask for more deliveries
             msg._copies_left = faults.deliveries(name, number) - 1
             msg._overlap_left = faults.deliveries(name, number, overlap=True) - 1
@@ -430,7 +430,9 @@ class Queues(DeliveryEngine):
             self._sweep_retention(q)
         if self._take(q, remove=False) is None:
             return None
-        await self._sim.faults.enter("queue.deliver", queue=_scope(name), call=True)
+        step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
+        if step is not None:
+            await step
         while True:
             if q.retention:
                 self._sweep_retention(q)
