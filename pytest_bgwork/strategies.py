@@ -41,9 +41,18 @@ _OFFSET = 2**80
 #: A wide integer taken modulo a small range: Hypothesis leans to the low end of a small
 #: range (the first targets, short hangs), far less of a wide one; it still shrinks to 0.
 _WIDE: st.SearchStrategy[int] = st.integers(_OFFSET, _OFFSET + 2**32 - 1)
-# ``st.integers`` is a lazy wrapper that every draw unwraps again; draw from what it wraps
-# (the same choices and labels, ~8% less of Hypothesis's time per plan).
-_WIDE = getattr(_WIDE, "wrapped_strategy", _WIDE)
+
+
+def _wide() -> st.SearchStrategy[int]:
+    """``_WIDE`` unwrapped: ``st.integers`` is a lazy wrapper every draw unwraps again.
+
+    Drawing from what it wraps gives the same choices and labels for ~8% less of
+    Hypothesis's time per plan; done at the first draw, not at import (Hypothesis warns
+    about a strategy evaluated while pytest loads plugins).
+    """
+    global _WIDE
+    _WIDE = getattr(_WIDE, "wrapped_strategy", _WIDE)
+    return _WIDE
 #: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
 #: each had (set while it searches): a fault's call number is drawn among calls that happen.
 learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
@@ -168,20 +177,21 @@ def fault_plans(
         # One draw picks the mode uniformly, one its cell (point, queue) uniformly, one the
         # call number (only when more than one call happens), one the options (none for a
         # crash). Each shrinks to 0: the first kind at the first point, call 1, no option.
+        wide = _wide()
         learned = learned_points.get()
         point_list = fixed if fixed is not None else (tuple(learned) if learned else DEFAULT_POINTS)
         modes = modes_for(point_list)
-        cells = modes[(draw(_WIDE) - _OFFSET) % len(modes)]
-        cell = cells[(draw(_WIDE) - _OFFSET) % len(cells)] if len(cells) > 1 else cells[0]
+        cells = modes[(draw(wide) - _OFFSET) % len(modes)]
+        cell = cells[(draw(wide) - _OFFSET) % len(cells)] if len(cells) > 1 else cells[0]
         calls = max_on_call if not learned else min(max_on_call, learned.get(cell[1], max_on_call))
-        call = 1 + (draw(_WIDE) - _OFFSET) % calls if calls > 1 else 1
-        return build(cell, call, 0 if cell[0] == "crash" else (draw(_WIDE) - _OFFSET))
+        call = 1 + (draw(wide) - _OFFSET) % calls if calls > 1 else 1
+        return build(cell, call, 0 if cell[0] == "crash" else (draw(wide) - _OFFSET))
 
     @st.composite
     def plans(draw: st.DrawFn) -> FaultPlan:
         # The number of faults is uniform in 0..max_faults (st.lists would make 40% of plans
         # empty); shrinking lowers it and deletes faults, down to FaultPlan([]).
-        count = (draw(_WIDE) - _OFFSET) % (max_faults + 1) if max_faults else 0
+        count = (draw(_wide()) - _OFFSET) % (max_faults + 1) if max_faults else 0
         return FaultPlan([draw(fault()) for _ in range(count)])
 
     return plans()
