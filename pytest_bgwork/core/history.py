@@ -129,6 +129,16 @@ class History:
         self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
                              outcome, names, values, attempt.label if attempt is not None else None))
 
+    def rows(self, clock: VirtualClock) -> tuple[list[Any], list[Callable[[Event], None]]] | None:
+        """For a service's hottest path: the row list and the listener list, when this
+        history's time is ``clock``'s (else ``None``: use ``add``).
+
+        While the listener list is empty, appending ``(clock's time, service, op, outcome,
+        names, values, attempt label)`` to the rows is exactly ``add``; with listeners,
+        call ``add``. Both lists stay the same objects for the history's whole life.
+        """
+        return (self._events, self._listeners) if self._virtual is clock else None
+
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
         self._listeners.append(listener)

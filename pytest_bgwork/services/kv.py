@@ -89,6 +89,7 @@ def _value(entry: _Entry) -> Any:
     return _decode(entry[0]) if value is _COPY else value
 
 
+_new = object.__new__
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _float_repr = float.__repr__
 _int_repr = int.__repr__
@@ -264,6 +265,12 @@ class KV:
         self._faults = sim.faults
         self._record = sim.history.record
         self._add = sim.history.add
+        #: the history's rows and listeners: with no listener, the hot paths append their
+        #: row themselves (exactly what ``add`` appends); else, or when the history's time is
+        #: not this clock's, they call ``add`` (``_listeners`` then holds a stand-in)
+        direct = sim.history.rows(sim.clock)
+        self._rows: list[Any] = direct[0] if direct is not None else []
+        self._listeners: list[Any] = direct[1] if direct is not None else [None]
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
@@ -486,7 +493,10 @@ class KV:
             self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
             return True
         log.append((now, "set", text, ttl, label, "ok"))
-        self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
+        if self._listeners:
+            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
+        else:
+            self._rows.append((now, "kv", "set", "ok", _SET, (ns, key, ttl, text), label))
         return True
 
     async def get(self, ns: str, key: str) -> KVResult:
@@ -517,16 +527,30 @@ class KV:
                 self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
                              error=_error_text(exc))
                 raise
-        self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
+        if self._listeners:
+            self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
+        else:
+            attempt = current_attempt.get()
+            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET, (ns, key, entry is not None),
+                               attempt.label if attempt is not None else None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
         data = _scan(text, 0)[0] if value is _COPY else value  # bytes are never _COPY
-        if expires is not None and self._due:
-            expires = self._due.get((ns, key), expires)
-        at = None if expires is None else self._wall(expires)
-        if not prof.content_types:
-            return KVResult(True, data, at, None, version)
+        if expires is None:
+            at = None
+        else:
+            if self._due:
+                expires = self._due.get((ns, key), expires)
+            at = self._wall(expires)
+        if not prof.content_types:  # KVResult(True, data, at, None, version), minus its __init__
+            result = _new(KVResult)
+            result.exists = True
+            result.data = data
+            result.expires_at = at
+            result.content_type = None
+            result.version = version
+            return result
         kind = self._types.get((ns, key)) if self._types else None
         if kind is None:
             kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
