@@ -2,7 +2,7 @@
 
 Run ``python bench/digests.py > bench/digests.out`` before and after an optimisation and
 ``git diff bench/digests.out``: an optimisation must leave every line unchanged (or
-``changes/perf.md`` says what changed and why).
+``changes/<you>.md`` says what changed and why).
 
 Each line is ``name  digest  (simulations)``. A test's or scenario's digest is the
 SHA-256 over the history digests (and final virtual times) of every simulation it
@@ -10,19 +10,28 @@ made, in order: the ``bgwork`` fixture's, the ``bgwork_factory``'s and each exam
 ``bg.explore`` alike (``sim.cancelled_at_teardown`` events left out: they name asyncio's
 process-wide task counter, so they are not reproducible across runs).
 The example tests run in-process through ``pytest.main``.
+
+Two runs print the same lines. A ``bg.explore`` without ``seed=`` searches with
+Hypothesis's own randomness and first replays what the example database holds, so each
+test and scenario runs with a fresh, empty, private Hypothesis directory (never the
+repository's ``.hypothesis/``, which this tool neither reads nor writes) and the example
+tests run with ``--hypothesis-seed=0``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import pytest_bgwork as bg
 from pytest_bgwork import plugin
@@ -30,6 +39,22 @@ from pytest_bgwork.simulation import Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
 _seen: list[Simulation] = []
+_private: list[Path] = []  # the run's temporary directory, once made
+_homes = itertools.count(1)
+
+
+@contextmanager
+def fresh_hypothesis_home() -> Iterator[None]:
+    """Point Hypothesis at a new, empty directory (database, caches) for the block.
+
+    The default settings' database follows the home directory from one access to the next, so
+    nothing one test or scenario saved can be replayed by another, or by the next run.
+    """
+    set_hypothesis_home_dir(_private[0] / f"{next(_homes):04d}")
+    try:
+        yield
+    finally:
+        set_hypothesis_home_dir(_private[0] / "between")
 
 
 def _fingerprint(sim: Simulation) -> str:
@@ -80,7 +105,7 @@ class _PerTest:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
-        with recording() as sims:
+        with fresh_hypothesis_home(), recording() as sims:
             result = yield
             made = list(sims)
         if made:
@@ -94,14 +119,15 @@ def example_tests() -> list[str]:
     out = io.StringIO()
     with redirect_stdout(out):
         code = pytest.main(["examples", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                            "-p", "no:xdist", "--rootdir", str(ROOT)], plugins=[collector])
+                            "-p", "no:xdist", "--hypothesis-seed=0", "--rootdir", str(ROOT)],
+                           plugins=[collector])
     if code not in (0, 1):  # 1: some test failed; its line says so and the rest still count
         raise SystemExit(f"the example tests did not run ({code}):\n{out.getvalue()[-3000:]}")
     return collector.lines
 
 
 def scenario(name: str, run: Callable[[], object]) -> str:
-    with recording() as sims:
+    with fresh_hypothesis_home(), recording() as sims:
         run()
         made = list(sims)
     return f"bench:{name}  {combined(made)}  ({len(made)})"
@@ -128,7 +154,13 @@ def bench_scenarios() -> list[str]:
 
 def main() -> None:
     assert bg.Simulation is Simulation and plugin is not None
-    lines = example_tests() + bench_scenarios()
+    with tempfile.TemporaryDirectory(prefix="bgwork-digests-") as private:
+        _private[:] = [Path(private)]
+        set_hypothesis_home_dir(Path(private) / "between")
+        try:
+            lines = example_tests() + bench_scenarios()
+        finally:
+            set_hypothesis_home_dir(None)
     print("\n".join(lines))
 
 

@@ -374,9 +374,14 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     strict = kwargs.get("strict")
     if strict is None:
         strict = bool(_option(request.config, "bgwork_strict"))
+    # Everything from here is undone in ``finally``, also when pytest-timeout's ``Failed`` (or
+    # a KeyboardInterrupt) arrives from a signal handler half-way through the set-up: a
+    # simulation left current would answer every later ``time.time()`` and ``bg.current()``.
     context.push(sim)
-    wall_clock.start()
+    patched = False
     try:
+        wall_clock.start()  # undoes itself if interrupted
+        patched = True
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
@@ -418,7 +423,8 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                 sim.cancel_leftovers()
                 sim.dispose_frozen()
         finally:
-            wall_clock.stop()
+            if patched:
+                wall_clock.stop()
             context.pop(sim)
 
 

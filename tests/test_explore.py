@@ -642,3 +642,64 @@ def test_explore_freezes_the_old_heap_only_while_it_runs_and_leaves_a_frozen_hea
         assert gc.get_freeze_count() > 0  # someone else's freeze is not undone
     finally:
         gc.unfreeze()
+
+
+# -- the engine path: what @given(st.data()) would do, without its per-example wrapper -------------
+def _explore_via(engine: bool, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> tuple[
+        list[tuple[Any, ...]], str]:
+    """Run ``bg.explore`` through the engine path or through ``@given``: every example's
+    plan and choices, in order, and the failure text (or "passed")."""
+    from pytest_bgwork.checking import explore as ex
+
+    seen: list[tuple[Any, ...]] = []
+    real = ex._run_example
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        out = real(*args, **kw)
+        seen.append((args[3], tuple(out.choices)))
+        return out
+
+    monkeypatch.setattr(ex, "_run_example", spy)
+    monkeypatch.setattr(ex, "_engine_ok", (lambda s: True) if engine else (lambda s: False))
+    try:
+        bg.explore(**kwargs)
+        text = "passed"
+    except bg.ExplorationFailed as failure:
+        text = str(failure)
+    monkeypatch.undo()
+    return seen, text
+
+
+@pytest.mark.parametrize("scenario", [retry_then_email, email_after_write])
+@pytest.mark.parametrize("how", ["seed", "derandomize"])
+def test_the_engine_path_runs_the_examples_given_runs(
+        scenario: Any, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs: dict[str, Any] = dict(scenario=scenario, faults=KV_FAULTS, checks=[emails_once],
+                                  max_examples=60)
+    if how == "seed":
+        kwargs.update(seed=5, settings=QUIET)
+    else:  # the search's random comes from the test function's digest, as under @given
+        kwargs.update(settings=hypothesis.settings(database=None, derandomize=True))
+    engine = _explore_via(True, monkeypatch, **kwargs)
+    given = _explore_via(False, monkeypatch, **kwargs)
+    assert len(engine[0]) >= 5 and engine[1] != "passed" if scenario is retry_then_email \
+        else len(engine[0]) > 60 and engine[1] == "passed"
+    assert engine == given  # same plans and choices in the same order, same failure text
+
+
+def test_every_example_starts_with_the_global_random_seeded_as_under_given() -> None:
+    import random
+
+    firsts: list[float] = []
+
+    async def scenario(sim: bg.Simulation) -> None:
+        firsts.append(random.random())
+        await sim.kv.set("k", "v", sim.choices.integer(0, 9))
+
+    random.seed(123)
+    after_learning = random.Random(123)
+    after_learning.random()  # explore's clean run (not under Hypothesis) draws once
+    bg.explore(scenario, max_examples=20, seed=1, settings=QUIET)
+    # the search leaves the global random where it found it
+    assert random.getstate() == after_learning.getstate()
+    assert len(firsts) > 20 and set(firsts[1:]) == {random.Random(0).random()}  # [0]: clean run

@@ -23,16 +23,18 @@ import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import hypothesis
 from freezegun import api as _fz
 from hypothesis import strategies as st
+from hypothesis.control import current_build_context
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import Flaky, Frozen, StopTest
 
 from ..core import context as _context
 from ..core.choices import Choices
+from ..core.clock import parse_start
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
 from ..core.faults import LATENCY_MAX, Fault, FaultPlan
 from ..core.history import Event
@@ -241,6 +243,19 @@ def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
     return st.integers(lo, hi)
 
 
+@functools.lru_cache(maxsize=256)
+def _integer_draw(lo: int, hi: int) -> tuple[int, Callable[[Any], int]] | None:
+    """The span label and ``do_draw`` of ``st.integers(lo, hi)``, for ``HypothesisChoices``."""
+    try:
+        from hypothesis.strategies._internal.lazy import unwrap_strategies
+
+        inner: Any = cast(Any, unwrap_strategies)(_integers(lo, hi))
+        inner.validate()
+        return inner.label, inner.do_draw
+    except Exception:  # another Hypothesis inside: take the public path
+        return None
+
+
 class HypothesisChoices:
     """Choices drawn from Hypothesis (``data.draw``): they shrink to the low end.
 
@@ -254,6 +269,7 @@ class HypothesisChoices:
         # third of a draw's cost; these strategies are ours, so draw from the underlying
         # ConjectureData: the same choices, hence the same examples and shrinking.
         conjecture = getattr(data, "conjecture_data", None)
+        self._conjecture = conjecture if hasattr(conjecture, "start_span") else None
         self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
         #: Hypothesis ended this example (its choices ran out while shrinking): raise this
@@ -276,7 +292,26 @@ class HypothesisChoices:
     def integer(self, lo: int, hi: int, label: str = "") -> int:
         if hi < lo:
             raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
-        value: int = lo if lo == hi else self._draw(_integers(lo, hi), lo)
+        value: int = lo
+        if lo != hi and self.stopped is None:
+            data, how = self._conjecture, _integer_draw(lo, hi)
+            if data is None or how is None:
+                value = self._draw(_integers(lo, hi), lo)
+            else:
+                # What ``ConjectureData.draw(st.integers(lo, hi))`` does for an unwrapped,
+                # validated strategy: one span with its label around its ``do_draw``. The
+                # same choices and spans, so the same examples and shrinking, without the
+                # per-draw validation, unwrapping and timing (about 0.5 ms per example on a
+                # scenario that draws a latency for each of ~35 service calls).
+                span, do_draw = how
+                try:
+                    data.start_span(span)
+                    try:
+                        value = do_draw(data)
+                    finally:
+                        data.stop_span()
+                except (StopTest, Frozen) as exc:
+                    self.stopped, value = exc, lo
         self.values.append(value)
         return value
 
@@ -426,11 +461,15 @@ def _has_schedules(sim: Simulation) -> bool:
     return any(not h.cancelled() for h in loop._recurring) and bool(loop._scheduled)
 
 
+#: The default start instant, parsed once (every example's simulation starts there).
+_START = parse_start(None)
+
+
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
                  latency: bool = True, platform: str = "agentuity") -> _Outcome:
     chooser: Choices = choices
-    sim = Simulation(seed=seed, choices=chooser, platform=platform)
+    sim = Simulation(seed=seed, start=_START, choices=chooser, platform=platform)
     where = ["set-up"]
     error: BaseException | None = None
     try:
@@ -443,11 +482,11 @@ def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: F
     finally:
         sim.close()
     events = sim.history.events
+    ingredients = _ingredients(events)
     return _Outcome(error, where[0], events if (error is not None or keep_events) else [],
-                    interesting_states(events), list(choices.values),
-                    any(e.service == "queue" for e in events),
-                    any(e.service == "effect" and e.attempt for e in events),
-                    dict(sorted(sim.faults._calls.items())), _ingredients(events))
+                    interesting_states(events) if "queue" in ingredients else set(),
+                    list(choices.values), "queue" in ingredients, _AFTER_EFFECT in ingredients,
+                    dict(sorted(sim.faults._calls.items())), ingredients)
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -460,14 +499,27 @@ _REACHABLE: dict[str, frozenset[str]] = {
 }
 
 
+_AFTER_EFFECT = "attempt_effect"
+_NONE: frozenset[str] = frozenset()
+_QUEUE_ONLY = frozenset({"queue"})
+_BOTH = frozenset({"queue", _AFTER_EFFECT})
+_EFFECT_ONLY = frozenset({_AFTER_EFFECT})
+
+
 def _ingredients(events: Iterable[Event]) -> frozenset[str]:
-    found: set[str] = set()
+    """``queue`` if any queue event, ``attempt_effect`` if an effect recorded in an attempt."""
+    queue = effect = False
     for e in events:
-        if e.service == "queue":
-            found.add("queue")
-        elif e.service == "effect" and e.attempt:
-            found.add("attempt_effect")
-    return frozenset(found)
+        service = e.service
+        if service == "queue":
+            queue = True
+            if effect:
+                break
+        elif service == "effect" and e.attempt:
+            effect = True
+            if queue:
+                break
+    return (_BOTH if effect else _QUEUE_ONLY) if queue else (_EFFECT_ONLY if effect else _NONE)
 
 
 def _digest(events: list[Event]) -> str:
@@ -828,13 +880,37 @@ def _tally(report: ExploreReport, out: _Outcome) -> None:
         report.states[state] += 1
 
 
+def _draw_plan(data: st.DataObject, plans: st.SearchStrategy[FaultPlan]) -> FaultPlan:
+    """``data.draw(plans)``, without its global-``random`` audit except on the final replay.
+
+    The audit copies the global ``random`` state twice per draw; every example runs under
+    Hypothesis's seeded global ``random`` either way. The final replay of a failure takes
+    the public path, so the failure's notes still say which plan it drew. The same
+    choices either way, hence the same examples.
+    """
+    conjecture = getattr(data, "conjecture_data", None)
+    if conjecture is None or _final():
+        plan: FaultPlan = data.draw(plans, label="fault plan")
+    else:
+        plan = conjecture.draw(plans, observe_as="generate:Draw 1 (fault plan)")
+    return plan
+
+
+def _final() -> bool:
+    """Whether Hypothesis is replaying its final (reported) example."""
+    try:
+        return bool(current_build_context().is_final)
+    except hypothesis.errors.InvalidArgument:  # no build context: not under Hypothesis
+        return True
+
+
 def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[FaultPlan],
             settings: hypothesis.settings, seed: int | None, report: ExploreReport) -> None:
     __tracebackhide__ = True
     failures: list[tuple[FaultPlan, _Outcome]] = []
 
     def run(data: st.DataObject) -> None:
-        plan = data.draw(plans, label="fault plan")
+        plan = _draw_plan(data, plans)
         choices = HypothesisChoices(data)
         out = _run_example(scenario, checks, report.seed, plan, choices, keep_events=False,
                            platform=report.platform)
@@ -847,13 +923,17 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             del failures[:-1]
             raise out.error
 
-    test = hypothesis.given(st.data())(run)
-    test = settings(test)
-    if seed is not None:
-        test = hypothesis.seed(seed)(test)
-    test._hypothesis_internal_database_key = database_key(scenario, checks)  # type: ignore[attr-defined]
+    key = database_key(scenario, checks)
     try:
-        test()
+        if _engine_ok(settings):
+            _run_engine(run, settings, seed, key)
+        else:
+            test = hypothesis.given(st.data())(run)
+            test = settings(test)
+            if seed is not None:
+                test = hypothesis.seed(seed)(test)
+            test._hypothesis_internal_database_key = key  # type: ignore[attr-defined]
+            test()
     except Flaky:
         if failures:
             plan, out = failures[-1]
@@ -864,6 +944,33 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             raise
         plan, out = failures[-1]
         _fail(scenario, checks, report, plan, out, replayed=False)
+
+
+def _engine_ok(settings: hypothesis.settings) -> bool:
+    """Whether ``_run_engine`` may drive this search (else ``@given`` does, for its output).
+
+    Verbose runs print each example, observability and other backends need ``@given``'s
+    own bookkeeping; any Hypothesis without the internals ``_run_engine`` uses falls back.
+    """
+    if (settings.verbosity > hypothesis.Verbosity.normal
+            or getattr(settings, "backend", "hypothesis") != "hypothesis"):
+        return False
+    try:
+        from hypothesis.internal.observability import observability_enabled
+
+        from . import _engine  # noqa: F401  (the internals it needs are importable)
+    except (ImportError, AttributeError):  # a Hypothesis that renamed an internal
+        return False
+    return not observability_enabled()
+
+
+def _run_engine(run: Callable[[st.DataObject], None], settings: hypothesis.settings,
+                seed: int | None, key: bytes) -> None:
+    """Run ``run`` as ``@given(st.data())`` would, on Hypothesis's engine directly."""
+    __tracebackhide__ = True
+    from . import _engine
+
+    _engine.run(run, settings, seed, key)
 
 
 def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,

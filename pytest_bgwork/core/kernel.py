@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import random
 from typing import Any
 
@@ -58,8 +59,6 @@ class Kernel:
         self.clock: VirtualClock = loop.clock
         self.history = History(self.clock.monotonic)
         self.choices: Choices = choices if choices is not None else SeededChoices(self.seed)
-        #: A seeded ``random.Random`` for your own code's randomness.
-        self.random = random.Random(self.seed)
         self.effects = Effects(self.history, self.clock.monotonic)
         self.faults = FaultInjector(self)
         self._frozen: list[asyncio.Task[Any]] = []
@@ -67,6 +66,11 @@ class Kernel:
         self._disposing = False
         #: The platform whose profiles the services default to ("agentuity", "aws", "alien").
         self.platform = "agentuity"
+
+    @functools.cached_property
+    def random(self) -> random.Random:
+        """A ``random.Random(seed)`` for your own code's randomness (built on first use)."""
+        return random.Random(self.seed)
 
     def next_id(self, prefix: str) -> str:
         """Deterministic ids: ``msg_1``, ``msg_2``... per prefix, per simulation."""
