@@ -276,9 +276,10 @@ class KV:
         self._data: dict[str, dict[str, _Entry]] = {}
         #: heap of (expiry, ns, key); stale entries are skipped when popped
         self._expiries: list[tuple[float, str, str]] = []
-        #: every write, deletion and expiry, in order: a ``kv.set`` event's history row
-        #: ``(t, "kv", "set", "ok", _SET, (ns, key, ttl, text), label)`` (the same tuple the
-        #: history holds) or ``(ns, key, _LogRow)``; indexed per key when read (``_log``)
+        #: every write, deletion and expiry, in order, as flat tuples: a ``kv.set`` event's
+        #: history row ``(t, "kv", "set", "ok", _SET, label, ns, key, ttl, text)`` (the same
+        #: tuple the history holds) or ``(ns, key, *_LogRow)``; indexed per key when read
+        #: (``_log``)
         self._writes: list[tuple[Any, ...]] = []
         self._index: dict[tuple[str, str], list[_LogRow]] = {}
         self._indexed = 0
@@ -299,11 +300,12 @@ class KV:
         writes, index = self._writes, self._index
         for i in range(self._indexed, len(writes)):
             entry = writes[i]
-            if len(entry) == 7:  # a kv.set history row
-                ns, key, ttl, text = entry[5]
-                row: _LogRow = (entry[0], "set", text, ttl, entry[6], "ok")
-            else:
-                ns, key, row = entry
+            if len(entry) == 10:  # a kv.set history row: (t, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
+                ns, key = entry[6], entry[7]
+                row: _LogRow = (entry[0], "set", entry[9], entry[8], entry[5], "ok")
+            else:  # (ns, key, *_LogRow)
+                ns, key = entry[0], entry[1]
+                row = entry[2:]
             log = index.get((ns, key))
             if log is None:
                 index[(ns, key)] = [row]
@@ -505,18 +507,18 @@ class KV:
             try:
                 faults.leave("kv.set")
             except Exception as exc:
-                self._writes.append((ns, key, (now, "set", text, ttl, label, "unknown")))
+                self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
                 self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
                              error=_error_text(exc), **extra)
                 raise
-            self._writes.append((ns, key, (now, "set", text, ttl, label, "ok")))
+            self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
             self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
             return True
-        # the event's row is also the write log's entry (one tuple for both)
-        row = (now, "kv", "set", "ok", _SET, (ns, key, ttl, text), label)
+        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
+        row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
         self._writes.append(row)
         if self._listeners:
-            self._add("kv", "set", "ok", _SET, row[5])
+            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
         else:
             self._rows.append(row)
         return True
@@ -553,8 +555,9 @@ class KV:
             self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
         else:
             attempt = current_attempt.get()
-            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET, (ns, key, entry is not None),
-                               attempt.label if attempt is not None else None))
+            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET,
+                               attempt.label if attempt is not None else None,
+                               ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
@@ -630,12 +633,12 @@ class KV:
             faults.leave("kv.delete")
         except Exception as exc:
             if existed:
-                self._writes.append((ns, key, (now, "delete", None, None, label, "unknown")))
+                self._writes.append((ns, key, now, "delete", None, None, label, "unknown"))
             self._record("kv", "delete", "unknown", ns=ns, key=key, existed=existed,
                          error=_error_text(exc), **extra)
             raise
         if existed:
-            self._writes.append((ns, key, (now, "delete", None, None, label, "ok")))
+            self._writes.append((ns, key, now, "delete", None, None, label, "ok"))
         self._record("kv", "delete", ns=ns, key=key, existed=existed, **extra)
         return True
 
@@ -733,11 +736,11 @@ class KV:
             due = self._due.pop((ns, key), None) if self._due else None
             if due is not None and self._profiles.get(ns, self._default).ttl_lag:
                 # DynamoDB: deleted at ``when``, its TTL ran out at ``due``
-                self._writes.append((ns, key, (when, "expire", None, None, None, "ok")))
+                self._writes.append((ns, key, when, "expire", None, None, None, "ok"))
                 self._record("kv", "expire", ns=ns, key=key, expired_at=when, ttl_due=due)
             else:
                 at = when if due is None else due  # Redis: gone just after the instant
-                self._writes.append((ns, key, (at, "expire", None, None, None, "ok")))
+                self._writes.append((ns, key, at, "expire", None, None, None, "ok"))
                 self._record("kv", "expire", ns=ns, key=key, expired_at=at)
             if self._types:
                 self._types.pop((ns, key), None)
