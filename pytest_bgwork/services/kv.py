@@ -568,19 +568,19 @@ class KV:
             if self._due:
                 expires = self._due.get((ns, key), expires)
             at = self._wall(expires)
-        if not prof.content_types:  # KVResult(True, data, at, None, version), minus its __init__
-            result = _new(KVResult)
-            result.exists = True
-            result.data = data
-            result.expires_at = at
-            result.content_type = None
-            result.version = version
-            return result
-        kind = self._types.get((ns, key)) if self._types else None
-        if kind is None:
-            kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
-                    if text[:1] in "{[" else "text/plain")
-        return KVResult(True, data, at, kind, version)
+        kind = None
+        if prof.content_types:
+            kind = self._types.get((ns, key)) if self._types else None
+            if kind is None:
+                kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
+                        if text[:1] in "{[" else "text/plain")
+        result = _new(KVResult)  # KVResult(True, data, at, kind, version), minus its __init__
+        result.exists = True
+        result.data = data
+        result.expires_at = at
+        result.content_type = kind
+        result.version = version
+        return result
 
     async def delete(self, ns: str, key: str, if_version: int | None = None) -> bool:
         """Remove ``key`` (a missing key is fine; the event says ``existed=False``).
