@@ -42,7 +42,7 @@ from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..profiles import check_platform
 from ..simulation import Simulation
-from ..strategies import learned_points
+from ..strategies import _OFFSET, learned_points
 from . import replay as _replay
 from .checks import assert_no_task_errors
 from .replay import ReplayChoices
@@ -240,7 +240,8 @@ _FLOATS = st.floats(0.0, 1.0, exclude_max=True)
 
 @functools.lru_cache(maxsize=256)
 def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.integers(lo, hi)
+    # offset past any constant in the loaded modules' source: see ``strategies._OFFSET``
+    return st.integers(_OFFSET + lo, _OFFSET + hi)
 
 
 @functools.lru_cache(maxsize=256)
@@ -272,6 +273,12 @@ class HypothesisChoices:
         self._conjecture = conjecture if hasattr(conjecture, "start_span") else None
         self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
+        # Latencies are drawn for as many service calls as the clean run passed points; later
+        # calls (the retries a fault caused) take none. So a plan that causes more calls draws no
+        # more choices than its neighbour: Hypothesis's mutations, which copy one example's
+        # choices into another's, do not run out on exactly the plans that matter.
+        learned = learned_points.get()
+        self._latencies_left = sum(learned.values()) if learned else None
         #: Hypothesis ended this example (its choices ran out while shrinking): raise this
         #: from the test function once the simulation stops, so Hypothesis sees it.
         self.stopped: BaseException | None = None
@@ -292,11 +299,16 @@ class HypothesisChoices:
     def integer(self, lo: int, hi: int, label: str = "") -> int:
         if hi < lo:
             raise ValueError(f"integer(lo={lo}, hi={hi}): hi must be >= lo")
+        if label == "latency" and self._latencies_left is not None:
+            if self._latencies_left <= 0:
+                self.values.append(lo)
+                return lo
+            self._latencies_left -= 1
         value: int = lo
         if lo != hi and self.stopped is None:
             data, how = self._conjecture, _integer_draw(lo, hi)
             if data is None or how is None:
-                value = self._draw(_integers(lo, hi), lo)
+                value = self._draw(_integers(lo, hi), _OFFSET + lo) - _OFFSET
             else:
                 # What ``ConjectureData.draw(st.integers(lo, hi))`` does for an unwrapped,
                 # validated strategy: one span with its label around its ``do_draw``. The
@@ -307,7 +319,7 @@ class HypothesisChoices:
                 try:
                     data.start_span(span)
                     try:
-                        value = do_draw(data)
+                        value = do_draw(data) - _OFFSET
                     finally:
                         data.stop_span()
                 except (StopTest, Frozen) as exc:
@@ -676,7 +688,9 @@ def explore(
 
     Before the search a clean run (no fault, no latency) learns the fault points the
     scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
-    example draws a latency for each service call (up to ``LATENCY_MAX``, shrinking to 0).
+    example draws a latency (up to ``LATENCY_MAX``, shrinking to 0) for each service call,
+    as many as the fault points the clean run passed; later calls (retries a fault caused)
+    take none.
     ``ExploreCoverageWarning`` names the interesting states never reached that some example
     came close to (their ingredients seen); ``expect_states=[...]`` (keys of ``STATES``)
     declares which the scenario must reach instead, and warns for exactly those.
