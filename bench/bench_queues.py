@@ -17,8 +17,9 @@ system once, so a burst of load from elsewhere on the machine slows one round of
 4. Growth: N = 10k, 100k, 1M jobs, each size in a fresh process: published and drained by a
    routed handler, and published as a backlog first, then drained by ``receive``/``ack``;
    CPU time and peak RSS over the process's start, per message.
-5. Upper bounds in the same rounds: run 1 with ``History.record`` stubbed to nothing, and
-   also ``FaultInjector.passes`` to True (stubs, not behaviour: what the rest costs).
+5. Upper bounds in the same rounds: run 1 with ``History.record``/``add`` stubbed to nothing,
+   and also the fault fast path (``FaultInjector.passes``/``begin``) reduced to the suspension
+   rule, nothing counted (stubs, not behaviour: what the rest costs).
 
 After the imports the heap is frozen (``gc.freeze()``) for every system alike, so full
 garbage collections do not rescan the modules loaded before the run; ``gc.collect()`` runs
@@ -191,21 +192,40 @@ def bytes_per_message(n: int, in_flight: bool) -> tuple[float, dict[str, float]]
 
 @contextmanager
 def stubbed(history: bool, faults: bool) -> Iterator[None]:
-    """Upper bounds, not behaviour: ``History.record`` appending nothing, and/or
-    ``FaultInjector.passes`` answering True without counting (what the rest of the path
-    costs if recording events, or the fault fast path, cost nothing)."""
+    """Upper bounds, not behaviour: ``History.record`` and ``History.add`` appending nothing,
+    and/or ``FaultInjector.passes`` answering True and ``FaultInjector.begin`` only applying
+    the suspension rule, neither counting nor looking at rules (what the rest of the path
+    costs if recording events, or the fault fast path, cost nothing). On a checkout
+    without ``add``/``begin`` only what it has is stubbed."""
+    from pytest_bgwork.core import faults as faults_mod
     from pytest_bgwork.core.faults import FaultInjector
     from pytest_bgwork.core.history import History
 
-    real = History.record, FaultInjector.passes
+    names = [("record", History), ("add", History), ("passes", FaultInjector),
+             ("begin", FaultInjector)]
+    real = {name: getattr(owner, name) for name, owner in names if hasattr(owner, name)}
+    rule = getattr(faults_mod, "_yield_changes_nothing", None)
+
+    def begin(self: Any, point: str, queue: str | None = None) -> Any:
+        loop = self._loop
+        if loop is not None and rule is not None and rule(loop, sys._getframe(2)):
+            return None
+        return faults_mod._yield()
+
     if history:
         History.record = lambda self, *args, **kwargs: None  # type: ignore[assignment,method-assign]
+        if "add" in real:
+            History.add = lambda self, *args: None  # type: ignore[method-assign]
     if faults:
         FaultInjector.passes = lambda self, point: True  # type: ignore[method-assign]
+        if "begin" in real:
+            FaultInjector.begin = begin  # type: ignore[method-assign]
     try:
         yield
     finally:
-        History.record, FaultInjector.passes = real  # type: ignore[method-assign]
+        for name, owner in names:
+            if name in real:
+                setattr(owner, name, real[name])
 
 
 def bgwork_bound(n: int, history: bool, faults: bool) -> None:
@@ -401,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     other = 9 - dq_threads
     print(f"  (dramatiq with {other} thread(s): {dq[other]:.3f} s; the faster setting is compared)")
     print("  upper bounds, same run (stubs, not behaviour): bgwork with")
-    for name, text in (("no history", "History.record a no-op"),
-                       ("no history, no fault count", "... and FaultInjector.passes -> True")):
+    for name, text in (("no history", "History.record/add a no-op"),
+                       ("no history, no fault count", "... and faults: suspension rule only")):
         cpu = best[name]
         print(f"    {text:<42}{cpu:>8.3f}{cpu / n * 1e6:>9.2f}"
               f"   dramatiq {dq[dq_threads] / cpu:.1f}x, taskiq {best['taskiq'] / cpu:.1f}x")

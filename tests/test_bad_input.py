@@ -157,3 +157,25 @@ def test_negative_seed_option_is_a_usage_error(pytester: pytest.Pytester) -> Non
         "*--bgwork-seed / bgwork_seed expects an integer such as 1234; got '-5' (a seed is "
         ">= 0: random.Random(-n) is random.Random(n))",
     ])
+
+
+def test_route_check_remembers_only_handlers_that_passed() -> None:
+    """The route check caches a plain function's code once it passed; a closure of the
+    same code with a different shape of defaults is checked again, a refusal never cached."""
+
+    def make(with_defaults: bool) -> Any:
+        async def h(payload: Any, delivery: Any = None, extra: Any = 1) -> None: ...
+
+        if not with_defaults:
+            h.__defaults__ = None  # same code, no defaults: three required arguments
+        return h
+
+    assert make(True).__code__ is make(False).__code__
+    sim = bg.Simulation()
+    for n in range(4):
+        sim.queues.create(f"jobs{n}")
+    sim.queues.route("jobs0", make(True))  # passes, cached
+    sim.queues.route("jobs1", make(True))  # same shape: still fine
+    for n in (2, 3):  # a refusal is never cached
+        with pytest.raises(TypeError, match="cannot take those two arguments"):
+            sim.queues.route(f"jobs{n}", make(False))

@@ -8,8 +8,6 @@ import pytest
 
 import pytest_bgwork as bg
 
-pytestmark = pytest.mark.asyncio
-
 DAY = 86400
 
 
@@ -60,6 +58,7 @@ def test_bad_queue_profile_lists_valid_ones() -> None:
 # -- queues ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_agentuity_is_the_default_queue_profile(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     a = await bgwork.queues.publish("jobs", {"n": 1}, idempotency_key="k")
@@ -67,6 +66,7 @@ async def test_agentuity_is_the_default_queue_profile(bgwork: bg.Simulation) -> 
     assert b.duplicate and b.id == a.id
 
 
+@pytest.mark.asyncio
 async def test_sqs_standard_has_no_dedup(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("Jobs", profile="sqs-standard")
     a = await bgwork.queues.publish("Jobs", {"n": 1}, idempotency_key="k")
@@ -74,6 +74,7 @@ async def test_sqs_standard_has_no_dedup(bgwork: bg.Simulation) -> None:
     assert not b.duplicate and b.id != a.id
 
 
+@pytest.mark.asyncio
 async def test_sqs_standard_failed_attempt_returns_after_visibility_timeout(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", profile="sqs-standard", visibility_timeout=45)
     at: list[float] = []
@@ -90,6 +91,7 @@ async def test_sqs_standard_failed_attempt_returns_after_visibility_timeout(bgwo
     assert at[1] - at[0] == pytest.approx(45, abs=1)
 
 
+@pytest.mark.asyncio
 async def test_sqs_standard_retention_expires_and_is_named(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", profile="sqs-standard")
     await bgwork.queues.publish("jobs", {"n": 1})
@@ -117,6 +119,7 @@ def test_sqs_standard_limits() -> None:
         sim.queues.create("frac", profile="sqs-standard", visibility_timeout=1.5)
 
 
+@pytest.mark.asyncio
 async def test_sqs_standard_payload_limit_counts_attributes(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", profile="sqs-standard")
     body = "x" * (1024 * 1024 - 100)
@@ -124,6 +127,7 @@ async def test_sqs_standard_payload_limit_counts_attributes(bgwork: bg.Simulatio
         await bgwork.queues.publish("jobs", body, metadata={"attr": "y" * 200})
 
 
+@pytest.mark.asyncio
 async def test_sqs_fifo_rules(bgwork: bg.Simulation) -> None:
     with pytest.raises(ValueError):
         bgwork.queues.create("orders", profile="sqs-fifo")  # needs .fifo
@@ -135,6 +139,7 @@ async def test_sqs_fifo_rules(bgwork: bg.Simulation) -> None:
         await bgwork.queues.publish("orders.fifo", {"order": 2}, partition_key="g1", delay=5)
 
 
+@pytest.mark.asyncio
 async def test_sqs_fifo_group_order(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("orders.fifo", profile="sqs-fifo")
     seen: list[int] = []
@@ -161,6 +166,7 @@ def test_alien_lease_range() -> None:
 # -- KV ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_agentuity_kv_ttl_at_least_60_and_bytes(bgwork: bg.Simulation) -> None:
     with pytest.raises(ValueError) as info:
         await bgwork.kv.set("ns", "k", 1, ttl=30)
@@ -169,6 +175,7 @@ async def test_agentuity_kv_ttl_at_least_60_and_bytes(bgwork: bg.Simulation) -> 
     assert (await bgwork.kv.get("ns", "k")).data == b"\x00\x01raw"
 
 
+@pytest.mark.asyncio
 async def test_redis_profile_short_ttls_allowed(bgwork: bg.Simulation) -> None:
     bgwork.kv.configure("cache", profile="redis")
     await bgwork.kv.set("cache", "k", 1, ttl=0.5)
@@ -176,12 +183,14 @@ async def test_redis_profile_short_ttls_allowed(bgwork: bg.Simulation) -> None:
     assert not (await bgwork.kv.get("cache", "k")).exists
 
 
+@pytest.mark.asyncio
 async def test_dynamodb_item_limit(bgwork: bg.Simulation) -> None:
     bgwork.kv.configure("items", profile="dynamodb")
     with pytest.raises(ValueError):
         await bgwork.kv.set("items", "k", "x" * (400 * 1024 + 1))
 
 
+@pytest.mark.asyncio
 async def test_alien_value_limit(bgwork: bg.Simulation) -> None:
     bgwork.kv.configure("state", profile="alien")
     await bgwork.kv.set("state", "k", "x" * 1000)

@@ -10,9 +10,8 @@ import pytest
 
 import pytest_bgwork as bg
 
-pytestmark = pytest.mark.asyncio
 
-
+@pytest.mark.asyncio
 async def test_every_service_call_is_a_suspension_point(bgwork: bg.Simulation) -> None:
     winners: list[str] = []
 
@@ -26,6 +25,7 @@ async def test_every_service_call_is_a_suspension_point(bgwork: bg.Simulation) -
     assert sorted(winners) == ["a", "b"]
 
 
+@pytest.mark.asyncio
 async def test_if_absent_lets_one_worker_win(bgwork: bg.Simulation) -> None:
     winners: list[str] = []
 
@@ -38,6 +38,7 @@ async def test_if_absent_lets_one_worker_win(bgwork: bg.Simulation) -> None:
     assert (await bgwork.kv.get("locks", "job-1")).data == winners[0]
 
 
+@pytest.mark.asyncio
 async def test_versions_start_at_one_and_count_writes(bgwork: bg.Simulation) -> None:
     assert (await bgwork.kv.get("ns", "k")).version is None
     await bgwork.kv.set("ns", "k", {"n": 1})
@@ -51,6 +52,7 @@ async def test_versions_start_at_one_and_count_writes(bgwork: bg.Simulation) -> 
     assert (await bgwork.kv.get("ns", "k")).version == 1
 
 
+@pytest.mark.asyncio
 async def test_version_restarts_after_expiry(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("ns", "k", 1, ttl=60)
     await bgwork.kv.set("ns", "k", 2, ttl=60)
@@ -59,12 +61,14 @@ async def test_version_restarts_after_expiry(bgwork: bg.Simulation) -> None:
     assert (await bgwork.kv.get("ns", "k")).version == 1
 
 
+@pytest.mark.asyncio
 async def test_set_returns_true_when_applied(bgwork: bg.Simulation) -> None:
     assert await bgwork.kv.set("ns", "k", 1) is True
     assert await bgwork.kv.set("ns", "k", 2, if_absent=True) is False
     assert (await bgwork.kv.get("ns", "k")).data == 1
 
 
+@pytest.mark.asyncio
 async def test_if_version_compare_and_set(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("ns", "k", {"n": 1})
     r = await bgwork.kv.get("ns", "k")
@@ -73,6 +77,7 @@ async def test_if_version_compare_and_set(bgwork: bg.Simulation) -> None:
     assert (await bgwork.kv.get("ns", "k")).data == {"n": 2}
 
 
+@pytest.mark.asyncio
 async def test_delete_if_version(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("ns", "k", 1)
     await bgwork.kv.set("ns", "k", 2)
@@ -82,6 +87,7 @@ async def test_delete_if_version(bgwork: bg.Simulation) -> None:
     assert not (await bgwork.kv.get("ns", "k")).exists
 
 
+@pytest.mark.asyncio
 async def test_kv_result_version_on_the_type(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("ns", "k", 1)
     r = await bgwork.kv.get("ns", "k")
@@ -89,6 +95,7 @@ async def test_kv_result_version_on_the_type(bgwork: bg.Simulation) -> None:
     assert r.version == 1
 
 
+@pytest.mark.asyncio
 async def test_extend_keeps_the_lease(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", visibility_timeout=30)
     await bgwork.queues.publish("jobs", {"n": 1})
@@ -103,6 +110,7 @@ async def test_extend_keeps_the_lease(bgwork: bg.Simulation) -> None:
     assert d2 is not None and d2.attempt == 2
 
 
+@pytest.mark.asyncio
 async def test_extend_refused_on_settled_delivery(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     await bgwork.queues.publish("jobs", {"n": 1})
@@ -114,6 +122,7 @@ async def test_extend_refused_on_settled_delivery(bgwork: bg.Simulation) -> None
     assert not isinstance(info.value, AssertionError)
 
 
+@pytest.mark.asyncio
 async def test_queue_extend_is_a_fault_point(bgwork: bg.Simulation) -> None:
     assert "queue.extend" in set(bg.fault_points())
     bgwork.queues.create("jobs")
@@ -126,6 +135,7 @@ async def test_queue_extend_is_a_fault_point(bgwork: bg.Simulation) -> None:
     await d.ack()
 
 
+@pytest.mark.asyncio
 async def test_duplicate_overlap_starts_copies_at_the_same_instant(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     starts: list[float] = []

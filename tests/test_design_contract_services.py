@@ -14,11 +14,10 @@ import respx
 
 import pytest_bgwork as bg
 
-pytestmark = pytest.mark.asyncio
-
 # -- queues --------------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_publish_returns_id_offset_time_duplicate(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("report-jobs", max_retries=3, visibility_timeout=120, retry_delay=0, dedup_window=300)
     res = await bgwork.queues.publish("report-jobs", {"job": "j1"}, idempotency_key="j1",
@@ -33,6 +32,7 @@ async def test_publish_returns_id_offset_time_duplicate(bgwork: bg.Simulation) -
     assert bgwork.queues.stats("report-jobs")  # a dict of counts
 
 
+@pytest.mark.asyncio
 async def test_dedup_window_holds_after_ack_and_expires(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", dedup_window=300)
     first = await bgwork.queues.publish("jobs", {"n": 1}, idempotency_key="k")
@@ -47,6 +47,7 @@ async def test_dedup_window_holds_after_ack_and_expires(bgwork: bg.Simulation) -
     assert later.duplicate is False and later.id != first.id
 
 
+@pytest.mark.asyncio
 async def test_route_handler_receives_payload_and_delivery(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("report-jobs")
     got: list[tuple[Any, int]] = []
@@ -61,6 +62,7 @@ async def test_route_handler_receives_payload_and_delivery(bgwork: bg.Simulation
     bg.assert_nothing_lost(bgwork)
 
 
+@pytest.mark.asyncio
 async def test_receive_ack_nack_attempt_message(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", retry_delay=0)
     assert await bgwork.queues.receive("jobs") is None
@@ -75,6 +77,8 @@ async def test_receive_ack_nack_attempt_message(bgwork: bg.Simulation) -> None:
     assert await bgwork.queues.receive("jobs") is None
 
 
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.LeftoverWork")  # the slow attempts are the point
 async def test_visibility_timeout_redelivers_while_first_still_running(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", visibility_timeout=30)
     running: list[int] = []
@@ -92,6 +96,7 @@ async def test_visibility_timeout_redelivers_while_first_still_running(bgwork: b
     assert any(overlap)  # attempt 2 started while attempt 1 was still running
 
 
+@pytest.mark.asyncio
 async def test_max_retries_then_dead_letter(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", max_retries=3, retry_delay=0)
     attempts: list[int] = []
@@ -109,6 +114,7 @@ async def test_max_retries_then_dead_letter(bgwork: bg.Simulation) -> None:
     bg.assert_nothing_lost(bgwork)  # dead-lettered counts as accounted for
 
 
+@pytest.mark.asyncio
 async def test_default_queue_settings(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs")
     attempts: list[float] = []
@@ -126,6 +132,7 @@ async def test_default_queue_settings(bgwork: bg.Simulation) -> None:
     assert gaps[-1] > gaps[0]  # exponential
 
 
+@pytest.mark.asyncio
 async def test_app_destination_posts_and_2xx_acks(bgwork: bg.Simulation) -> None:
     seen: list[bytes] = []
 
@@ -152,6 +159,7 @@ async def test_app_destination_posts_and_2xx_acks(bgwork: bg.Simulation) -> None
     bg.assert_nothing_lost(bgwork)
 
 
+@pytest.mark.asyncio
 async def test_url_destination_through_respx(bgwork: bg.Simulation) -> None:
     with respx.mock:
         route = respx.post("https://app.example/api/workers/report-jobs").mock(return_value=httpx.Response(204))
@@ -175,6 +183,7 @@ async def test_url_destination_through_respx(bgwork: bg.Simulation) -> None:
         (lambda q: q.publish("jobs", {"a": 1}, partition_key="k" * 257), ["256"]),
     ],
 )
+@pytest.mark.asyncio
 async def test_publish_refusals_name_the_limit(bgwork: bg.Simulation, call: Any, words: list[str]) -> None:
     bgwork.queues.create("jobs")
     with pytest.raises(Exception) as info:
@@ -184,6 +193,7 @@ async def test_publish_refusals_name_the_limit(bgwork: bg.Simulation, call: Any,
         assert word.lower() in str(info.value).lower(), (word, str(info.value))
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("name", ["Bad-Name", "1jobs", "a" * 257, "has space"])
 async def test_queue_names_are_checked(bgwork: bg.Simulation, name: str) -> None:
     with pytest.raises(ValueError):
@@ -192,6 +202,7 @@ async def test_queue_names_are_checked(bgwork: bg.Simulation, name: str) -> None
     bgwork.queues.create("a" * 256)
 
 
+@pytest.mark.asyncio
 async def test_unknown_queue_error_is_exported(bgwork: bg.Simulation) -> None:
     with pytest.raises(bg.UnknownQueue):
         await bgwork.queues.publish("missing", {"a": 1})
@@ -200,6 +211,7 @@ async def test_unknown_queue_error_is_exported(bgwork: bg.Simulation) -> None:
 # -- KV ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_kv_set_get_delete_keys_history(bgwork: bg.Simulation) -> None:
     value = {"kind": "queued"}
     await bgwork.kv.set("report-status", "job-1", value, ttl=None)
@@ -222,6 +234,7 @@ async def test_kv_set_get_delete_keys_history(bgwork: bg.Simulation) -> None:
     assert not missing.exists and missing.data is None
 
 
+@pytest.mark.asyncio
 async def test_kv_ttl_expires_in_virtual_time(bgwork: bg.Simulation) -> None:
     await bgwork.kv.set("cache", "k", {"v": 1}, ttl=120)
     await bgwork.advance(119)
@@ -230,6 +243,7 @@ async def test_kv_ttl_expires_in_virtual_time(bgwork: bg.Simulation) -> None:
     assert not (await bgwork.kv.get("cache", "k")).exists
 
 
+@pytest.mark.asyncio
 async def test_kv_result_type_is_exported(bgwork: bg.Simulation) -> None:
     r = await bgwork.kv.get("ns", "nothing")
     assert isinstance(r, bg.KVResult)
@@ -238,6 +252,7 @@ async def test_kv_result_type_is_exported(bgwork: bg.Simulation) -> None:
 # -- streams -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_stream_write_close_read(bgwork: bg.Simulation) -> None:
     s = await bgwork.streams.create("monthly-reports", content_type="text/csv", metadata={"m": "1"}, ttl=90 * 86400)
     assert s.id and s.url
@@ -252,6 +267,7 @@ async def test_stream_write_close_read(bgwork: bg.Simulation) -> None:
     bg.assert_streams_closed(bgwork)
 
 
+@pytest.mark.asyncio
 async def test_reading_an_open_stream_is_partial(bgwork: bg.Simulation) -> None:
     s = await bgwork.streams.create("exports")
     await s.write("half")
@@ -260,6 +276,7 @@ async def test_reading_an_open_stream_is_partial(bgwork: bg.Simulation) -> None:
     await s.close()
 
 
+@pytest.mark.asyncio
 async def test_stream_async_with_closes(bgwork: bg.Simulation) -> None:
     async with await bgwork.streams.create("exports", content_type="text/plain") as s:
         await s.write(b"hello")
@@ -267,6 +284,7 @@ async def test_stream_async_with_closes(bgwork: bg.Simulation) -> None:
     assert await bgwork.streams.read(s.url) == b"hello"
 
 
+@pytest.mark.asyncio
 async def test_stream_after_close_drop_records_the_bytes(bgwork: bg.Simulation) -> None:
     s = await bgwork.streams.create("exports", after_close="drop")
     await s.close()
@@ -275,6 +293,7 @@ async def test_stream_after_close_drop_records_the_bytes(bgwork: bg.Simulation) 
     assert "drop" in bgwork.history.timeline().lower()
 
 
+@pytest.mark.asyncio
 async def test_stream_default_ttl_is_30_days(bgwork: bg.Simulation) -> None:
     s = await bgwork.streams.create("exports")
     await s.write("x")
@@ -289,6 +308,7 @@ async def test_stream_default_ttl_is_30_days(bgwork: bg.Simulation) -> None:
 # -- waitUntil runtime ---------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_wait_until_starts_at_once_and_drains(bgwork: bg.Simulation) -> None:
     started: list[float] = []
 
@@ -307,6 +327,7 @@ async def test_wait_until_starts_at_once_and_drains(bgwork: bg.Simulation) -> No
     bg.assert_drained(bgwork)
 
 
+@pytest.mark.asyncio
 async def test_request_response_time_excludes_wait_until(bgwork: bg.Simulation) -> None:
     async def send_email() -> None:
         await asyncio.sleep(50)
@@ -319,6 +340,7 @@ async def test_request_response_time_excludes_wait_until(bgwork: bg.Simulation) 
     await bgwork.runtime.drain()
 
 
+@pytest.mark.asyncio
 async def test_failing_task_recorded_not_raised(bgwork: bg.Simulation) -> None:
     async def bad() -> None:
         raise ValueError("smtp down")
@@ -333,6 +355,7 @@ async def test_failing_task_recorded_not_raised(bgwork: bg.Simulation) -> None:
     assert "smtp down" in repr(bgwork.runtime.errors[0])
 
 
+@pytest.mark.asyncio
 async def test_wait_until_after_shutdown_raises(bgwork: bg.Simulation) -> None:
     async def slow() -> None:
         await asyncio.sleep(100)
@@ -348,6 +371,7 @@ async def test_wait_until_after_shutdown_raises(bgwork: bg.Simulation) -> None:
     assert "slow" in bgwork.history.timeline()  # what was cut off is recorded
 
 
+@pytest.mark.asyncio
 async def test_shutdown_late_drop(bgwork: bg.Simulation) -> None:
     async def slow() -> None:
         await asyncio.sleep(1)
@@ -361,6 +385,7 @@ async def test_shutdown_late_drop(bgwork: bg.Simulation) -> None:
 # -- BackgroundTaskManager -----------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_task_manager_shape(bgwork: bg.Simulation) -> None:
     m = bg.BackgroundTaskManager(default_shutdown_timeout=30.0, max_pending_tasks=1000)
 
@@ -385,6 +410,7 @@ async def test_task_manager_shape(bgwork: bg.Simulation) -> None:
     assert again["status"] == "already_shutdown"
 
 
+@pytest.mark.asyncio
 async def test_task_manager_on_sim(bgwork: bg.Simulation) -> None:
     m = bgwork.task_manager
     m.create_task(asyncio.sleep(1), name="one")
@@ -392,6 +418,7 @@ async def test_task_manager_on_sim(bgwork: bg.Simulation) -> None:
     await m.wait_for_all()
 
 
+@pytest.mark.asyncio
 async def test_task_manager_cap_drops_and_closes(bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
     m = bg.BackgroundTaskManager(max_pending_tasks=1)
     m.create_task(asyncio.sleep(10))
@@ -402,6 +429,7 @@ async def test_task_manager_cap_drops_and_closes(bgwork: bg.Simulation, caplog: 
     await m.cancel_all()
 
 
+@pytest.mark.asyncio
 async def test_task_manager_timeout_cancels_and_warns(bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
     m = bg.BackgroundTaskManager()
     t = m.create_task(asyncio.sleep(100), name="slow", timeout=5, context={"order": "o9"})
@@ -411,6 +439,7 @@ async def test_task_manager_timeout_cancels_and_warns(bgwork: bg.Simulation, cap
     assert any("o9" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
+@pytest.mark.asyncio
 async def test_task_manager_truths(bgwork: bg.Simulation) -> None:
     m = bg.BackgroundTaskManager()
 
@@ -426,6 +455,7 @@ async def test_task_manager_truths(bgwork: bg.Simulation) -> None:
     coro.close()
 
 
+@pytest.mark.asyncio
 async def test_task_manager_async_with_and_timeout_status(bgwork: bg.Simulation) -> None:
     async with bg.BackgroundTaskManager() as m:
         m.create_task(asyncio.sleep(1))
@@ -437,6 +467,7 @@ async def test_task_manager_async_with_and_timeout_status(bgwork: bg.Simulation)
     assert res["remaining_tasks"] >= 1 or res["initial_tasks"] == 1
 
 
+@pytest.mark.asyncio
 async def test_wait_for_all_timeout_records_cancelled(bgwork: bg.Simulation) -> None:
     m = bg.BackgroundTaskManager()
     m.create_task(asyncio.sleep(1000), name="forever-ish")
@@ -448,6 +479,7 @@ async def test_wait_for_all_timeout_records_cancelled(bgwork: bg.Simulation) -> 
 # -- schedules, webhooks, tasks ----------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 @pytest.mark.bgwork(start="2026-01-01T00:00:00Z")
 async def test_schedule_fires_on_virtual_time(bgwork: bg.Simulation) -> None:
     fired: list[int] = []
@@ -461,6 +493,7 @@ async def test_schedule_fires_on_virtual_time(bgwork: bg.Simulation) -> None:
     assert len(bgwork.schedules.runs("nightly")) == 3
 
 
+@pytest.mark.asyncio
 @pytest.mark.bgwork(start="2026-01-01T00:00:00Z")
 async def test_schedule_to_an_app_path(bgwork: bg.Simulation) -> None:
     paths: list[str] = []
@@ -483,6 +516,7 @@ def test_webhook_sign_depends_on_body_and_secret(bgwork: bg.Simulation) -> None:
     assert sig != bgwork.webhooks.sign(b'{"a":1}', "other")
 
 
+@pytest.mark.asyncio
 async def test_webhook_deliver_to_app_signed(bgwork: bg.Simulation) -> None:
     calls: list[dict[str, Any]] = []
 
@@ -500,6 +534,7 @@ async def test_webhook_deliver_to_app_signed(bgwork: bg.Simulation) -> None:
     assert expected in calls[0]["headers"].values()
 
 
+@pytest.mark.asyncio
 async def test_tasks_create_and_list(bgwork: bg.Simulation) -> None:
     await bgwork.tasks.create(title="Fix it", description="the report", tags=["ops"])
     await bgwork.tasks.create(title="Other", description="", tags=[])

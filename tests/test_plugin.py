@@ -295,6 +295,38 @@ def test_strict_mode_fails_on_leftover_work(pytester: pytest.Pytester) -> None:
     ])
 
 
+def test_dropped_async_generator_is_closed_not_reported_as_leftover(pytester: pytest.Pytester) -> None:
+    """An async generator the test dropped is closed by the loop's finalizer (a task running
+    ``aclose()``): clean-up, which runs its ``finally`` and is not the user's leftover work."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        closed = []
+
+        @pytest.mark.asyncio
+        @pytest.mark.bgwork(strict=True)
+        async def test_drops_a_generator(bgwork):
+            async def rows():
+                try:
+                    yield 1
+                    yield 2
+                finally:
+                    closed.append("finally ran")
+            it = rows()
+            await it.__anext__()
+            del it
+
+        def test_generator_was_closed():
+            assert closed == ["finally ran"]
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*LeftoverWork*")
+    result.stdout.no_fnmatch_line("*strict mode*")
+
+
 def test_wider_loop_scope_fails_at_setup_naming_the_fix(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -139,10 +139,40 @@ def test_a_lone_poll_of_a_service_still_ends_in_stalled() -> None:
             sim.run(main())
 
 
-def _scenario(seed: int) -> tuple[str, list[str]]:
+def _polls_until_runaway(monkeypatch: pytest.MonkeyPatch, skip: bool) -> tuple[int, str]:
+    """A lone poll with no real-time budget: how many calls it made before ``Stalled``."""
+    if not skip:
+        monkeypatch.setattr(faults_module, "_yield_changes_nothing", lambda loop, frame: False)
+    with bg.Simulation(seed=1) as sim:
+        loop: Any = sim.loop
+        loop.real_limit = 0.0  # the loop reads the real clock every 16th busy iteration
+        calls = [0]
+
+        async def main() -> None:
+            await asyncio.sleep(1)  # a fresh run of busy iterations
+            while True:
+                calls[0] += 1
+                await sim.kv.get("ns", "never")
+
+        with pytest.raises(bg.Stalled) as info:
+            sim.run(main())
+        monkeypatch.undo()
+        return calls[0], str(info.value).split(".")[0]
+
+
+def test_the_real_time_guard_stops_a_poll_at_the_same_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    skipped = _polls_until_runaway(monkeypatch, skip=True)
+    assert skipped == _polls_until_runaway(monkeypatch, skip=False)
+    # the iteration that ends the sleep is busy iteration 1; the 15th call's is the 16th
+    assert skipped[0] == 15 and "runaway work" in skipped[1]
+
+
+def _scenario(seed: int, listen: bool = False) -> tuple[str, list[str]]:
     """Queues, KV, streams, timers and concurrent tasks: its digest and its order of steps."""
     with bg.Simulation(seed=seed) as sim:
         steps: list[str] = []
+        if listen:  # a listener makes services record through History.record, not rows
+            sim.history.subscribe(lambda e: steps.append(f"event {e.name}"))
         sim.queues.create("jobs", visibility_timeout=5)
 
         async def handler(payload: Any, delivery: Any) -> None:
@@ -194,3 +224,11 @@ def test_a_service_call_that_is_the_task_itself_still_runs_in_order() -> None:
             return order
 
         assert sim.run(main()) == ["created", "set done", "task"]
+
+
+def test_histories_are_identical_with_a_listener() -> None:
+    digest, steps = _scenario(3)
+    heard, heard_steps = _scenario(3, listen=True)
+    assert heard == digest
+    assert [s for s in heard_steps if not s.startswith("event ")] == steps
+    assert sum(s.startswith("event kv.") for s in heard_steps) > 12

@@ -81,6 +81,8 @@ _getframe = sys._getframe
 _get_running_loop = asyncio._get_running_loop
 #: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
 _current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[Any], asyncio.Task[Any] | None] = (
+    asyncio.current_task if _current_tasks is None else _current_tasks.get)
 #: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
 _SEND = opcode.opmap.get("SEND", -1)
 _HANDLE_RUN = asyncio.Handle._run.__code__
@@ -124,7 +126,7 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType | None
             or (len(scheduled) > _MIN_SCHEDULED
                 and loop._timer_cancelled_count > len(scheduled) // 2)):
         return False
-    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
+    task = _current_task(loop)
     if task is None or task._must_cancel:  # type: ignore[attr-defined]
         return False
     try:
@@ -132,20 +134,23 @@ def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType | None
     except AttributeError:  # a task of something else than a coroutine
         return False
     f = frame
-    while True:
+    while f is not top:  # the frames between the call and the task's coroutine
         if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
             return False
-        if f is top:
-            break
         f = f.f_back
-    handle = f.f_back
+    if top is None or top.f_code.co_code[top.f_lasti] != _SEND:
+        return False
+    handle = top.f_back
     if handle is None or handle.f_code is not _HANDLE_RUN:
         return False
-    busy = loop._busy + 1  # the busy guard, as _run_once counts an iteration with work ready
-    if busy == 1:
-        loop._busy_since = _perf()
+    busy = loop._busy + 1  # the busy guard, exactly as _run_once counts an iteration with work ready
+    if busy & 15:  # the loop reads the real clock on every 16th iteration only
+        if busy > BUSY_LIMIT:
+            return False  # the loop raises Stalled on its next iteration
+        if busy == 1:
+            loop._busy_since = _perf()
     elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
-        return False  # the loop raises Stalled on its next iteration
+        return False
     loop._busy = busy
     return True
 

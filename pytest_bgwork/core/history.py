@@ -61,9 +61,11 @@ class Event:
         return f"+{self.t:>11.3f}s {self.name:<22}{flag} {' '.join(parts)}".rstrip()
 
 
-#: One stored event before anything reads it:
-#: ``(t, service, op, outcome, detail names, detail values, attempt)``.
-_Row = tuple[float, str, str, str, tuple[str, ...], tuple[Any, ...], str | None]
+#: One stored event before anything reads it, flat:
+#: ``(t, service, op, outcome, detail names, attempt, *detail values)``. Flat, so a row of
+#: text and numbers holds no tracked object and the garbage collector stops tracking it
+#: on its first pass (a nested values tuple would keep it tracked into an older generation).
+_Row = tuple[Any, ...]
 
 
 def _canonical(seq: int, t: float, service: str, op: str, outcome: str, attempt: str | None,
@@ -82,8 +84,9 @@ class History:
     Services append positional rows (``add``), and an ``Event`` is built from a row the
     first time something reads it (iteration, ``events``, ``filter``, ``timeline``), then
     kept in its place, so the same event is always the same object. A row of text and
-    numbers is a tuple of tuples, which the garbage collector stops tracking after its
-    first pass (a dict would keep it tracked): a long history costs no collection time.
+    numbers is one flat tuple, which the garbage collector stops tracking on its first
+    pass (a dict or a nested tuple would keep it tracked): a long history costs little
+    collection time.
     """
 
     __slots__ = ("_clock", "_events", "_listeners", "_read", "_virtual")
@@ -127,7 +130,18 @@ class History:
         attempt = current_attempt.get()
         virtual = self._virtual
         self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
-                             outcome, names, values, attempt.label if attempt is not None else None))
+                             outcome, names, attempt.label if attempt is not None else None,
+                             *values))
+
+    def rows(self, clock: VirtualClock) -> tuple[list[Any], list[Callable[[Event], None]]] | None:
+        """For a service's hottest path: the row list and the listener list, when this
+        history's time is ``clock``'s (else ``None``: use ``add``).
+
+        While the listener list is empty, appending ``(clock's time, service, op, outcome,
+        names, attempt label, *values)`` to the rows is exactly ``add``; with listeners,
+        call ``add``. Both lists stay the same objects for the history's whole life.
+        """
+        return (self._events, self._listeners) if self._virtual is clock else None
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
@@ -139,9 +153,8 @@ class History:
         for i in range(self._read, len(events)):
             row = events[i]
             if type(row) is tuple:
-                t, service, op, outcome, names, values, attempt = row
-                events[i] = Event(i, t, service, op, outcome,
-                                  dict(zip(names, values, strict=True)), attempt)
+                events[i] = Event(i, row[0], row[1], row[2], row[3],
+                                  dict(zip(row[4], row[6:], strict=True)), row[5])
         self._read = len(events)
         return events  # type: ignore[return-value]
 
@@ -177,9 +190,8 @@ class History:
         update = h.update
         for seq, e in enumerate(self._events):
             if type(e) is tuple:
-                t, service, op, outcome, names, values, attempt = e
-                update(_canonical(seq, t, service, op, outcome, attempt,
-                                  dict(zip(names, values, strict=True))).encode())
+                update(_canonical(seq, e[0], e[1], e[2], e[3], e[5],
+                                  dict(zip(e[4], e[6:], strict=True))).encode())
             else:
                 update(e.canonical().encode())  # type: ignore[union-attr]
             update(b"\n")

@@ -51,6 +51,7 @@ __all__ = ["BUSY_LIMIT", "REAL_LIMIT", "VirtualEventLoop", "describe_task"]
 _T = TypeVar("_T")
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 _OWN_DIR = os.path.dirname(__file__)
+_PACKAGE_DIR = os.path.dirname(_OWN_DIR) + os.sep
 #: Real seconds to listen for a stray thread-safe wake-up before declaring a deadlock.
 _DEADLOCK_GRACE = 0.05
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
@@ -69,8 +70,11 @@ REAL_LIMIT = 10.0
 
 
 def _innermost_frame(coro: Any) -> types.FrameType | None:
-    """Follow a coroutine's ``await`` chain to the innermost user frame."""
+    """Follow a coroutine's ``await`` chain to the innermost user frame: outside asyncio,
+    and outside this plugin when there is one (a service call's suspension point names
+    the caller's line, not the plugin's ``yield``)."""
     frame = None
+    user = False
     seen = 0
     while coro is not None and seen < 100:
         seen += 1
@@ -80,7 +84,9 @@ def _innermost_frame(coro: Any) -> types.FrameType | None:
         if f is not None:
             fname = f.f_code.co_filename
             if not fname.startswith(_ASYNCIO_DIR):
-                frame = f
+                ours = fname.startswith(_PACKAGE_DIR)
+                if not (ours and user):
+                    frame, user = f, not ours
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(
             coro, "ag_await", None
         )
@@ -566,16 +572,23 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             what = (f"the loop ran {busy} iterations ({spent:.1f}s of real time) at virtual "
                     f"t=+{self.clock._mono:.3f}s without time moving or a thread working: code "
                     "that polls without waiting, e.g. `while True: await asyncio.sleep(0)` or a "
-                    "receive()/nack() loop")
+                    "receive()/nack() loop, or bulk work done at one instant (the limit is "
+                    f"{BUSY_LIMIT:,} loop iterations at one virtual instant, and each service "
+                    "call, such as a publish() or a kv.set(), counts as one)")
+            fix = ("Wait for a timer (await asyncio.sleep(seconds)) or an event, or give the "
+                   "work a stop condition. Bulk work (say 100,000 publishes) must let virtual "
+                   "time move between batches, e.g. `await asyncio.sleep(0.001)` after every "
+                   "10,000 calls.")
         else:
             what = (f"runaway work: more than {self.real_limit:g}s of real time at virtual "
                     f"t=+{self.clock._mono:.3f}s without time moving or a thread working, "
                     f"{len(tasks)} tasks alive ({most}): "
                     "work that makes more work than it finishes, e.g. a handler that re-publishes "
                     "its own message (under duplicate chaos each delivery doubles it)")
+            fix = ("Wait for a timer (await asyncio.sleep(seconds)) or an event, or give the "
+                   "work a stop condition (sim.loop.real_limit sets the limit).")
         listed = "\n".join(f"  - {describe_task(t)}" for t in tasks[:10])
-        return Stalled(f"{what}.\nTasks:\n{listed}\nWait for a timer (await asyncio.sleep(seconds)) "
-                       "or an event, or give the work a stop condition.")
+        return Stalled(f"{what}.\nTasks:\n{listed}\n{fix}")
 
     # -- the loop's iteration --------------------------------------------------------
     def _run_once(self) -> None:

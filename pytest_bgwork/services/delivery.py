@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
-from ..core.faults import suspend
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
 from ..profiles import seconds as profile_seconds
 
@@ -441,6 +440,15 @@ def _to_json(call: str, arg: str, value: object) -> str:
     return text if text.isascii() else validate.utf8(text, call, arg, inside=True)
 
 
+#: detail names of the hot ``queue`` events (``History.add`` rows)
+_DELIVER = ("queue", "id", "attempt")
+_ACK = ("queue", "id", "attempt", "stale", "deleted")
+_NACK = ("queue", "id", "attempt", "delay")
+_NACK_OVERLAP = (*_NACK, "overlap")
+_NACK_STALE = (*_NACK, "stale")
+_EXTEND = ("queue", "id", "attempt", "seconds")
+
+
 def _scope(name: str) -> str | None:
     """The queue a fault rule is matched against: inside an attempt, the attempt's own queue
     (a queue-scoped rule is about that queue's workers); outside, the queue operated on."""
@@ -635,21 +643,22 @@ class DeliveryEngine:
         ``detail`` is what ``queue.deliver`` records; ``None``: queue, id and attempt.
         """
         route = q.route
-        record = self._sim.history.record
+        history = self._sim.history
         if route is None:
             if detail is None:
-                record("queue", "deliver", queue=q.config.name, id=d.message.id, attempt=d.attempt)
+                history.add("queue", "deliver", "ok", _DELIVER,
+                            (q.config.name, d.message.id, d.attempt))
             else:
-                record("queue", "deliver", **detail)
+                history.record("queue", "deliver", **detail)
             return d
         ctx = contextvars.Context()
         attempt = _QueueAttempt(d, ctx, q.config.name, d.message.id, d.attempt)
         ctx.run(current_attempt.set, attempt)  # inside the attempt's fresh context: it is current
         if detail is None:
-            ctx.run(record, "queue", "deliver", queue=attempt.queue, id=attempt.message_id,
-                    attempt=attempt.number)
+            ctx.run(history.add, "queue", "deliver", "ok", _DELIVER,
+                    (attempt.queue, attempt.message_id, attempt.number))
         else:
-            ctx.run(record, "queue", "deliver", **detail)
+            ctx.run(history.record, "queue", "deliver", **detail)
         # named after the attempt (deterministic), counted and ordered by the virtual loop;
         # ``_run`` ends it itself (no done callback)
         task: asyncio.Task[None] = self._sim.loop.start_task(self._run(route, d, attempt),
@@ -825,17 +834,20 @@ class DeliveryEngine:
 
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
-        if self._sim.faults.passes("queue.ack"):
-            await suspend()
+        step = self._sim.faults.begin("queue.ack", queue=_scope(d._q.config.name))
+        if step is None:
             self._acked(d)
         else:
-            await self._enter_ack(d, call=True)
+            await self._enter_ack(d, step)
 
-    async def _enter_ack(self, d: Delivery, call: bool = False) -> None:
-        """``_ack`` when fault point ``queue.ack`` may raise, wait or crash."""
+    async def _enter_ack(self, d: Delivery, step: Awaitable[None] | None = None) -> None:
+        """``_ack`` when fault point ``queue.ack`` may raise, wait or crash: await ``step``
+        (``faults.begin``'s), or without one ``enter`` the point (the routed ack's, no call)."""
         name = d._q.config.name
         try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=call)
+            if step is None:
+                step = self._sim.faults.enter("queue.ack", queue=_scope(name))
+            await step
         except Exception as exc:
             self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
                                      attempt=d.attempt, stale=not self._is_current(d),
@@ -889,8 +901,8 @@ class DeliveryEngine:
                 msg.state = ACKED
                 deleted = True
         err = self._leave("queue.ack") if self._sim.faults._pending_after else None
-        self._sim.history.record("queue", "ack", "unknown" if err else "ok", queue=q.config.name,
-                                 id=msg.id, attempt=d.attempt, stale=not current, deleted=deleted)
+        self._sim.history.add("queue", "ack", "unknown" if err else "ok", _ACK,
+                              (q.config.name, msg.id, d.attempt, not current, deleted))
         if copy:
             self._make_ready(q, msg)
         elif deleted and not (msg._timer is None and msg._delivery is None
@@ -911,12 +923,14 @@ class DeliveryEngine:
         self._settle_check(d, "nack()")
         q, msg = d._q, d.message
         name = q.config.name
-        try:
-            await self._sim.faults.enter("queue.ack", queue=_scope(name), call=True)
-        except Exception as exc:
-            self._record("nack", "fail", queue=name, id=msg.id, attempt=d.attempt, delay=delay,
-                         error=repr(exc))
-            raise
+        step = self._sim.faults.begin("queue.ack", queue=_scope(name))
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                self._record("nack", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                             delay=delay, error=repr(exc))
+                raise
         self._settle_check(d, "nack()")
         current = self._is_current(d) and not d._overlap
         d._settled = "nacked"
@@ -924,13 +938,14 @@ class DeliveryEngine:
             self._release(d)
             q.stats["nacked"] += 1
         err = self._leave("queue.ack")
-        detail: dict[str, Any] = {"queue": name, "id": msg.id, "attempt": d.attempt,
-                                  "delay": delay}
-        if d._overlap:
-            detail["overlap"] = True
-        elif not current:
-            detail["stale"] = True
-        self._record("nack", "unknown" if err else "ok", **detail)
+        names: tuple[str, ...]
+        values: tuple[Any, ...]
+        if current:
+            names, values = _NACK, (name, msg.id, d.attempt, delay)
+        else:  # an overlapping copy's nack, or a stale one: flagged
+            names = _NACK_OVERLAP if d._overlap else _NACK_STALE
+            values = (name, msg.id, d.attempt, delay, True)
+        self._sim.history.add("queue", "nack", "unknown" if err else "ok", names, values)
         if current:
             self._retry_or_dead(q, msg, delay)
         if err is not None:
@@ -945,23 +960,21 @@ class DeliveryEngine:
                                   fix="Extend again before the lease runs out for longer work.")
         self._extend_check(d)
         name = q.config.name
-        faults = self._sim.faults
-        try:
-            if faults.passes("queue.extend"):
-                await suspend()
-            else:
-                await faults.enter("queue.extend", queue=_scope(name), call=True)
-        except Exception as exc:
-            self._record("extend", "fail", queue=name, id=msg.id, attempt=d.attempt,
-                         seconds=float(seconds), error=repr(exc))
-            raise
+        step = self._sim.faults.begin("queue.extend", queue=_scope(name))
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                self._record("extend", "fail", queue=name, id=msg.id, attempt=d.attempt,
+                             seconds=float(seconds), error=repr(exc))
+                raise
         self._extend_check(d)
         if not d._overlap:
             self._lease(q, d, self._sim.loop.time() + seconds)
         q.stats["extended"] += 1
         err = self._leave("queue.extend")
-        self._record("extend", "unknown" if err else "ok", queue=name, id=msg.id,
-                     attempt=d.attempt, seconds=float(seconds))
+        self._sim.history.add("queue", "extend", "unknown" if err else "ok", _EXTEND,
+                              (name, msg.id, d.attempt, float(seconds)))
         if err is not None:
             raise err
 

@@ -39,7 +39,7 @@ _SCALARS = (str, int, float, bool)
 _Entry = tuple[str, float | None, int, Any]
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
-    dict[str, dict[str, _Entry]], list[tuple[float, str, str]], dict[tuple[str, str], list[_LogRow]],
+    dict[str, dict[str, _Entry]], list[tuple[float, str, str]], list[tuple[Any, ...]],
     dict[tuple[str, str], str], dict[tuple[str, str], float],
 ]
 
@@ -89,6 +89,7 @@ def _value(entry: _Entry) -> Any:
     return _decode(entry[0]) if value is _COPY else value
 
 
+_new = object.__new__
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _float_repr = float.__repr__
 _int_repr = int.__repr__
@@ -264,13 +265,24 @@ class KV:
         self._faults = sim.faults
         self._record = sim.history.record
         self._add = sim.history.add
+        #: the history's rows and listeners: with no listener, the hot paths append their
+        #: row themselves (exactly what ``add`` appends); else, or when the history's time is
+        #: not this clock's, they call ``add`` (``_listeners`` then holds a stand-in)
+        direct = sim.history.rows(sim.clock)
+        self._rows: list[Any] = direct[0] if direct is not None else []
+        self._listeners: list[Any] = direct[1] if direct is not None else [None]
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
         #: heap of (expiry, ns, key); stale entries are skipped when popped
         self._expiries: list[tuple[float, str, str]] = []
-        #: (ns, key) -> [(t, op, JSON text or None, ttl, attempt label, outcome)]
-        self._log: dict[tuple[str, str], list[_LogRow]] = {}
+        #: every write, deletion and expiry, in order, as flat tuples: a ``kv.set`` event's
+        #: history row ``(t, "kv", "set", "ok", _SET, label, ns, key, ttl, text)`` (the same
+        #: tuple the history holds) or ``(ns, key, *_LogRow)``; indexed per key when read
+        #: (``_log``)
+        self._writes: list[tuple[Any, ...]] = []
+        self._index: dict[tuple[str, str], list[_LogRow]] = {}
+        self._indexed = 0
         self._choices = sim.choices
         #: the profile of namespaces never configured: the simulation's platform's
         self._default: KVProfile = KV_PROFILES[PLATFORMS[sim.platform][1]]
@@ -280,6 +292,27 @@ class KV:
         #: (ns, key) -> the TTL's instant, where deletion happens later (Redis: just after
         #: it; DynamoDB: up to 48 h after it); the entry holds the deletion instant
         self._due: dict[tuple[str, str], float] = {}
+
+    @property
+    def _log(self) -> dict[tuple[str, str], list[_LogRow]]:
+        """(ns, key) -> ``[(t, op, JSON text or None, ttl, attempt label, outcome)]``, oldest
+        first, keys in the order of their first entry: ``_writes`` indexed up to date."""
+        writes, index = self._writes, self._index
+        for i in range(self._indexed, len(writes)):
+            entry = writes[i]
+            if len(entry) == 10:  # a kv.set history row: (t, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
+                ns, key = entry[6], entry[7]
+                row: _LogRow = (entry[0], "set", entry[9], entry[8], entry[5], "ok")
+            else:  # (ns, key, *_LogRow)
+                ns, key = entry[0], entry[1]
+                row = entry[2:]
+            log = index.get((ns, key))
+            if log is None:
+                index[(ns, key)] = [row]
+            else:
+                log.append(row)
+        self._indexed = len(writes)
+        return index
 
     # -- profiles ------------------------------------------------------------------------
     def configure(self, ns: str, *, profile: str) -> KVProfile:
@@ -468,25 +501,26 @@ class KV:
             heapq.heappush(self._expiries, (expires, ns, key))
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
-        slot = (ns, key)
-        log = self._log.get(slot)
-        if log is None:
-            log = self._log[slot] = []
         if faults._pending_after or cond is not None:
             extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
                                                              "version": version}
             try:
                 faults.leave("kv.set")
             except Exception as exc:
-                log.append((now, "set", text, ttl, label, "unknown"))
+                self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
                 self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
                              error=_error_text(exc), **extra)
                 raise
-            log.append((now, "set", text, ttl, label, "ok"))
+            self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
             self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
             return True
-        log.append((now, "set", text, ttl, label, "ok"))
-        self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
+        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
+        row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
+        self._writes.append(row)
+        if self._listeners:
+            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
+        else:
+            self._rows.append(row)
         return True
 
     async def get(self, ns: str, key: str) -> KVResult:
@@ -517,21 +551,36 @@ class KV:
                 self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
                              error=_error_text(exc))
                 raise
-        self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
+        if self._listeners:
+            self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
+        else:
+            attempt = current_attempt.get()
+            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET,
+                               attempt.label if attempt is not None else None,
+                               ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
         data = _scan(text, 0)[0] if value is _COPY else value  # bytes are never _COPY
-        if expires is not None and self._due:
-            expires = self._due.get((ns, key), expires)
-        at = None if expires is None else self._wall(expires)
-        if not prof.content_types:
-            return KVResult(True, data, at, None, version)
-        kind = self._types.get((ns, key)) if self._types else None
-        if kind is None:
-            kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
-                    if text[:1] in "{[" else "text/plain")
-        return KVResult(True, data, at, kind, version)
+        if expires is None:
+            at = None
+        else:
+            if self._due:
+                expires = self._due.get((ns, key), expires)
+            at = self._wall(expires)
+        kind = None
+        if prof.content_types:
+            kind = self._types.get((ns, key)) if self._types else None
+            if kind is None:
+                kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
+                        if text[:1] in "{[" else "text/plain")
+        result = _new(KVResult)  # KVResult(True, data, at, kind, version), minus its __init__
+        result.exists = True
+        result.data = data
+        result.expires_at = at
+        result.content_type = kind
+        result.version = version
+        return result
 
     async def delete(self, ns: str, key: str, if_version: int | None = None) -> bool:
         """Remove ``key`` (a missing key is fine; the event says ``existed=False``).
@@ -579,18 +628,17 @@ class KV:
         now = self._clock.monotonic()
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
-        log = self._log.setdefault((ns, key), []) if existed else None
         extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True}
         try:
             faults.leave("kv.delete")
         except Exception as exc:
-            if log is not None:
-                log.append((now, "delete", None, None, label, "unknown"))
+            if existed:
+                self._writes.append((ns, key, now, "delete", None, None, label, "unknown"))
             self._record("kv", "delete", "unknown", ns=ns, key=key, existed=existed,
                          error=_error_text(exc), **extra)
             raise
-        if log is not None:
-            log.append((now, "delete", None, None, label, "ok"))
+        if existed:
+            self._writes.append((ns, key, now, "delete", None, None, label, "ok"))
         self._record("kv", "delete", ns=ns, key=key, existed=existed, **extra)
         return True
 
@@ -655,17 +703,19 @@ class KV:
         return (
             {ns: dict(space) for ns, space in self._data.items()},
             list(self._expiries),
-            {k: list(v) for k, v in self._log.items()},
+            list(self._writes),
             dict(self._types),
             dict(self._due),
         )
 
     def _restore(self, state: object) -> None:
         """Put back a ``_snapshot()``; the snapshot stays reusable."""
-        data, expiries, log, types, due = cast(_State, state)
+        data, expiries, writes, types, due = cast(_State, state)
         self._data = {ns: dict(space) for ns, space in data.items()}
         self._expiries = list(expiries)
-        self._log = {k: list(v) for k, v in log.items()}
+        self._writes = list(writes)
+        self._index = {}
+        self._indexed = 0
         self._types = dict(types)
         self._due = dict(due)
 
@@ -686,11 +736,11 @@ class KV:
             due = self._due.pop((ns, key), None) if self._due else None
             if due is not None and self._profiles.get(ns, self._default).ttl_lag:
                 # DynamoDB: deleted at ``when``, its TTL ran out at ``due``
-                self._log.setdefault((ns, key), []).append((when, "expire", None, None, None, "ok"))
+                self._writes.append((ns, key, when, "expire", None, None, None, "ok"))
                 self._record("kv", "expire", ns=ns, key=key, expired_at=when, ttl_due=due)
             else:
                 at = when if due is None else due  # Redis: gone just after the instant
-                self._log.setdefault((ns, key), []).append((at, "expire", None, None, None, "ok"))
+                self._writes.append((ns, key, at, "expire", None, None, None, "ok"))
                 self._record("kv", "expire", ns=ns, key=key, expired_at=at)
             if self._types:
                 self._types.pop((ns, key), None)

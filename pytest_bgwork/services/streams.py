@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import heapq
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, StreamClosed
-from ..core.faults import suspend
 from .kv import check_name, check_ttl, pop_due, to_json_text
 
 if TYPE_CHECKING:
@@ -31,6 +31,11 @@ __all__ = ["BASE_URL", "Stream", "StreamExpired", "StreamNotFound", "StreamRead"
 BASE_URL = "https://streams.bgwork.test/"
 DEFAULT_TTL = 30 * 86400.0
 AFTER_CLOSE = ("raise", "drop")
+#: detail names of the ``stream`` events an operation records (``History.add`` rows)
+_CREATE = ("id", "name", "content_type", "ttl")
+_READ = ("id", "name", "bytes", "partial")
+_WRITE = ("id", "name", "bytes")
+_CLOSE = ("id", "name", "bytes")
 
 
 class StreamNotFound(BgworkError, KeyError):
@@ -149,6 +154,7 @@ class Streams:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
+        self._add = sim.history.add
         self._clock = sim.clock
         self._streams: dict[str, Stream] = {}
         self._created = 0
@@ -184,14 +190,13 @@ class Streams:
                 f"{where}: after_close= must be 'raise' (a write after close raises "
                 f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
             )
-        try:
-            if self._faults.passes("stream.create"):
-                await suspend()
-            else:
-                await self._faults.enter("stream.create", call=True)
-        except Exception as exc:
-            self._record("stream", "create", "fail", name=name, error=_error_text(exc))
-            raise
+        step = self._faults.begin("stream.create")
+        if step is not None:
+            try:
+                await step
+            except Exception as exc:
+                self._record("stream", "create", "fail", name=name, error=_error_text(exc))
+                raise
         self._sweep()
         sid = self._sim.next_id("stream")
         stream = Stream(self, sid, name, content_type, meta, ttl, after_close,
@@ -200,9 +205,10 @@ class Streams:
         self._created += 1
         if stream.expires_at is not None:
             heapq.heappush(self._expiries, (stream.expires_at, self._created, sid))
-        self._leave("stream.create", "create", id=sid, name=name, content_type=content_type,
-                    ttl=ttl)
-        self._record("stream", "create", id=sid, name=name, content_type=content_type, ttl=ttl)
+        if self._faults._pending_after:
+            self._leave("stream.create", "create", id=sid, name=name, content_type=content_type,
+                        ttl=ttl)
+        self._add("stream", "create", "ok", _CREATE, (sid, name, content_type, ttl))
         return stream
 
     async def read(self, url: str | Stream) -> bytes:
@@ -212,13 +218,18 @@ class Streams:
     async def read_result(self, url: str | Stream) -> StreamRead:
         """Like ``read``, with ``partial`` (still open) and ``content_type``."""
         stream = self.get(url)
-        await self._enter_live(stream, "read", "read", id=stream.id, name=stream.name)
+        step = self._faults.begin("stream.read")
+        if step is not None:
+            await self._step(step, "read", id=stream.id, name=stream.name)
+        self._sweep()
+        if stream._expired:
+            self._expired(stream, "read", "read", id=stream.id, name=stream.name)
         data = b"".join(stream._chunks)
         partial = not stream._closed
-        self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
-                    partial=partial)
-        self._record("stream", "read", id=stream.id, name=stream.name, bytes=len(data),
-                     partial=partial)
+        if self._faults._pending_after:
+            self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
+                        partial=partial)
+        self._add("stream", "read", "ok", _READ, (stream.id, stream.name, len(data), partial))
         return StreamRead(data, partial, stream.content_type)
 
     async def _write(self, stream: Stream, data: str | bytes) -> None:
@@ -233,9 +244,14 @@ class Streams:
                 f"{type(data).__name__}. Encode it first, e.g. json.dumps(x) or str(x)."
             )
         n = len(raw)
-        detail: dict[str, Any] = {"id": stream.id, "name": stream.name, "bytes": n}
-        await self._enter_live(stream, "write", "write to", **detail)
+        step = self._faults.begin("stream.write")
+        if step is not None:
+            await self._step(step, "write", id=stream.id, name=stream.name, bytes=n)
+        self._sweep()
+        if stream._expired:
+            self._expired(stream, "write", "write to", id=stream.id, name=stream.name, bytes=n)
         if stream._closed:
+            detail: dict[str, Any] = {"id": stream.id, "name": stream.name, "bytes": n}
             if stream.after_close == "drop":
                 stream.dropped_bytes += n
                 self._leave("stream.write", "dropped_write", **detail)
@@ -252,18 +268,26 @@ class Streams:
             )
         stream._chunks.append(raw)
         stream._size += n
-        self._leave("stream.write", "write", **detail)
-        self._record("stream", "write", **detail)
+        if self._faults._pending_after:
+            self._leave("stream.write", "write", id=stream.id, name=stream.name, bytes=n)
+        self._add("stream", "write", "ok", _WRITE, (stream.id, stream.name, n))
 
     async def _close(self, stream: Stream) -> None:
-        await self._enter_live(stream, "close", "close", id=stream.id, name=stream.name)
+        step = self._faults.begin("stream.close")
+        if step is not None:
+            await self._step(step, "close", id=stream.id, name=stream.name)
+        self._sweep()
+        if stream._expired:
+            self._expired(stream, "close", "close", id=stream.id, name=stream.name)
         if stream._closed:
             self._faults.leave("stream.close")
             return  # closing twice is a no-op: the first close was recorded
         stream._closed = True
         stream.closed_at = self._clock.monotonic()
-        self._leave("stream.close", "close", id=stream.id, name=stream.name, bytes=stream._size)
-        self._record("stream", "close", id=stream.id, name=stream.name, bytes=stream._size)
+        if self._faults._pending_after:
+            self._leave("stream.close", "close", id=stream.id, name=stream.name,
+                        bytes=stream._size)
+        self._add("stream", "close", "ok", _CLOSE, (stream.id, stream.name, stream._size))
 
     # -- sync lookups ------------------------------------------------------------------
     def get(self, id_or_url: str | Stream) -> Stream:
@@ -321,26 +345,23 @@ class Streams:
         self._expiries = list(expiries)
 
     # -- internals -----------------------------------------------------------------------
-    async def _enter_live(self, stream: Stream, op: str, verb: str, **detail: Any) -> None:
-        """Pass fault point ``stream.<op>`` and make sure ``stream`` has not expired.
-
-        A fault there is recorded as a failed ``op``; an expired stream still passes
-        ``leave`` (the point was reached), is recorded as failed, and raises ``StreamExpired``.
-        """
-        point = f"stream.{op}"
+    # Each operation passes fault point ``stream.<op>`` (``faults.begin``, then ``_step``
+    # when it hands back an awaitable) and then makes sure the stream has not expired
+    # (``_sweep``, then ``_expired`` when it has).
+    async def _step(self, step: Awaitable[None], op: str, **detail: Any) -> None:
+        """Await ``faults.begin``'s ``step``; a fault there is recorded as a failed ``op``."""
         try:
-            if self._faults.passes(point):
-                await suspend()
-            else:
-                await self._faults.enter(point, call=True)
+            await step
         except Exception as exc:
             self._record("stream", op, "fail", **detail, error=_error_text(exc))
             raise
-        self._sweep()
-        if stream._expired:
-            self._leave(point, op, **detail)
-            self._record("stream", op, "fail", **detail, error="expired")
-            raise self._expired_error(stream, verb)
+
+    def _expired(self, stream: Stream, op: str, verb: str, **detail: Any) -> NoReturn:
+        """``stream`` expired: it still passes ``leave`` (the point was reached), is recorded
+        as a failed ``op``, and raises ``StreamExpired``."""
+        self._leave(f"stream.{op}", op, **detail)
+        self._record("stream", op, "fail", **detail, error="expired")
+        raise self._expired_error(stream, verb)
 
     def _leave(self, point: str, op: str, **detail: Any) -> None:
         """``faults.leave``; when it raises, the effect happened: record outcome unknown."""
@@ -359,6 +380,9 @@ class Streams:
 
     def _sweep(self) -> None:
         """Expire every stream whose TTL ran out, recording ``stream.expire``."""
+        due = self._expiries
+        if not due or due[0][0] > self._clock.monotonic():
+            return
         for when, _, sid in pop_due(self._expiries, self._clock.monotonic()):
             stream = self._streams.get(sid)
             if stream is None or stream._expired:
