@@ -216,8 +216,11 @@ class Simulation(Kernel):
                 return
             await asyncio.sleep(0)
         raise Stalled(
-            f"work kept the loop busy for {_BUSY_LIMIT} iterations at one virtual instant "
-            "(a loop that never awaits a timer, e.g. `while True: await asyncio.sleep(0)`)"
+            f"work kept the loop busy for {_BUSY_LIMIT:,} iterations at one virtual instant "
+            "(a loop that never awaits a timer, e.g. `while True: await asyncio.sleep(0)`, "
+            "or bulk work at one instant: each service call counts as one). Poll with a "
+            "timer (`await asyncio.sleep(1)`), or let virtual time move between batches of "
+            "bulk work (`await asyncio.sleep(0.001)` after every 10,000 calls)."
         )
 
     def _stalled_message(self, max_time: float, timers: list[asyncio.TimerHandle]) -> str:
