@@ -97,12 +97,14 @@ def emails_once(sim: bg.Simulation) -> None:
 def test_explore_finds_the_double_email_and_clears_the_fix() -> None:
     from pytest_bgwork import strategies as bgst
 
+    # seeded, so every run searches the same examples; 200 (the default) finds it on
+    # every seed 0-9 checked, on the Hypothesis versions CI installs
     with pytest.raises(bg.ExplorationFailed, match="email"):
         bg.explore(scenario(handle_job_buggy), faults=bgst.fault_plans(max_faults=2),
-                   checks=[emails_once], max_examples=20)
+                   checks=[emails_once], seed=1)
     # a crash after the email is pinned below (test_a_crash_after_the_email...), so expect no state here
     bg.explore(scenario(handle_job), faults=bgst.fault_plans(max_faults=2), checks=[emails_once],
-               max_examples=20, expect_states=[])
+               seed=1, expect_states=[])
 
 
 @pytest.mark.asyncio
