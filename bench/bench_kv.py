@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import fakeredis
 
 import pytest_bgwork as bg
-from pytest_bgwork.core import faults as _faults
+from pytest_bgwork.core.loop import VirtualEventLoop
 from pytest_bgwork.services.kv import _decode, _encode
 
 _cpu = time.process_time  # bound before any freezegun patching
@@ -68,13 +68,13 @@ def _stubbed(n: int, *, history: bool = False, faults: bool = False,
         kv._rows = []
     if faults:  # no fault point, no suspension point: the call goes straight through
         kv._faults = _NoFaults()
-    rule = _faults._yield_changes_nothing
+    rule = VirtualEventLoop._yield_changes_nothing
     if always_yield:  # every call yields to the loop (no skip of a yield that changes nothing)
-        _faults._yield_changes_nothing = lambda loop, frame: False  # type: ignore[assignment]
+        VirtualEventLoop._yield_changes_nothing = lambda self, frame: False  # type: ignore[method-assign]
     try:
         elapsed = sim.run(_set_get_pairs(sim, n))
     finally:
-        _faults._yield_changes_nothing = rule  # type: ignore[assignment]
+        VirtualEventLoop._yield_changes_nothing = rule  # type: ignore[method-assign]
         sim.close()
     return elapsed
 

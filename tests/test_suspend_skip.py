@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import pytest_bgwork as bg
-from pytest_bgwork.core import faults as faults_module
+from pytest_bgwork.core.loop import VirtualEventLoop
 
 
 def _iterations(sim: bg.Simulation) -> list[int]:
@@ -96,7 +96,7 @@ def test_a_timer_due_now_keeps_its_place(monkeypatch: pytest.MonkeyPatch) -> Non
     # the loop makes a due timer ready behind the yielding task, so it fires during the
     # task's next step: skipping the first yield would let a second call in before it
     with_skip = _timer_due_now()
-    monkeypatch.setattr(faults_module, "_yield_changes_nothing", lambda loop, frame: False)
+    monkeypatch.setattr(VirtualEventLoop, "_yield_changes_nothing", lambda loop, frame: False)
     assert with_skip == _timer_due_now() == ["set 0", "timer", "set 1", "set 2"]
 
 
@@ -142,7 +142,7 @@ def test_a_lone_poll_of_a_service_still_ends_in_stalled() -> None:
 def _polls_until_runaway(monkeypatch: pytest.MonkeyPatch, skip: bool) -> tuple[int, str]:
     """A lone poll with no real-time budget: how many calls it made before ``Stalled``."""
     if not skip:
-        monkeypatch.setattr(faults_module, "_yield_changes_nothing", lambda loop, frame: False)
+        monkeypatch.setattr(VirtualEventLoop, "_yield_changes_nothing", lambda loop, frame: False)
     with bg.Simulation(seed=1) as sim:
         loop: Any = sim.loop
         loop.real_limit = 0.0  # the loop reads the real clock every 16th busy iteration
@@ -206,7 +206,7 @@ def _scenario(seed: int, listen: bool = False) -> tuple[str, list[str]]:
 
 def test_histories_are_identical_with_and_without_the_skip(monkeypatch: pytest.MonkeyPatch) -> None:
     with_skip = _scenario(3)
-    monkeypatch.setattr(faults_module, "_yield_changes_nothing", lambda loop, frame: False)
+    monkeypatch.setattr(VirtualEventLoop, "_yield_changes_nothing", lambda loop, frame: False)
     without_skip = _scenario(3)
     assert with_skip == without_skip
     assert len(with_skip[1]) > 12

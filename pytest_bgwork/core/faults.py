@@ -14,18 +14,16 @@ import asyncio
 import builtins
 import contextvars
 import fnmatch
-import opcode
 import re
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from time import perf_counter as _perf  # the loop's busy clock (freezegun leaves it real)
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .context import Attempt, current_attempt
 from .errors import ProcessCrashed
-from .loop import _MIN_SCHEDULED, BUSY_LIMIT, VirtualEventLoop
+from .loop import VirtualEventLoop
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -63,10 +61,10 @@ def suspend() -> Any:
     anything else happen it is skipped: the loop would only count a busy iteration and
     step this same task again at the same instant, so the call goes on at once with the
     busy count advanced as the loop would have advanced it (the exact rule:
-    ``_yield_changes_nothing``). Every interleaving and history stays the same.
+    ``VirtualEventLoop._yield_changes_nothing``). Every interleaving and history stays the same.
     """
     loop = _get_running_loop()
-    if type(loop) is VirtualEventLoop and _yield_changes_nothing(loop, _getframe(1)):
+    if type(loop) is VirtualEventLoop and loop._yield_changes_nothing(_getframe(1)):
         return
     yield
 
@@ -79,80 +77,6 @@ def _yield() -> Any:
 
 _getframe = sys._getframe
 _get_running_loop = asyncio._get_running_loop
-#: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
-_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
-_current_task: Callable[[Any], asyncio.Task[Any] | None] = (
-    asyncio.current_task if _current_tasks is None else _current_tasks.get)
-#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
-_SEND = opcode.opmap.get("SEND", -1)
-_HANDLE_RUN = asyncio.Handle._run.__code__
-
-
-def _yield_changes_nothing(loop: VirtualEventLoop, frame: types.FrameType | None) -> bool:
-    """Would a service call's bare yield be a no-op, ``frame`` being the first frame that
-    must be awaiting it (the caller of ``suspend()``, of ``enter``, of a service method
-    that calls ``begin``)?
-
-    The rule holds, and the yield is skipped, when all of these hold (else it yields, as
-    before):
-
-    - ``loop`` (a ``VirtualEventLoop``, not a subclass) has no thread or real I/O
-      working, is not stopping, not in debug mode, has no callback error pending and no
-      cancelled-timer sweep due: its next iteration takes ``_run_once``'s fast path;
-    - its ready queue is empty (nothing would run before this task's next step) and no
-      timer, cancelled or not, is due at or before now (none would be made ready first);
-      the clock does not move while work is ready, so the horizon plays no part;
-    - the yield would reach ``loop`` directly: every frame from ``frame`` up to the
-      current task's coroutine is awaiting (at ``SEND``), and that coroutine was
-      stepped by a loop handle (the task's step, which only ``loop``'s ``_run_once`` runs:
-      not an eager start from inside another callback). Code that steps a coroutine by
-      hand (``run_sync``, anything calling ``.send()``) gets its yield as before;
-    - the task has no cancellation pending (it would be raised at the yield);
-    - the busy guard would not fire: the skip counts the iteration in ``loop._busy`` (and
-      notes when the run of busy iterations began) as ``_run_once`` would; at the limit
-      the task yields and the loop raises ``Stalled`` as before.
-
-    Then the yield's only effect would be the loop's next iteration stepping this task
-    again at the same virtual instant, with nothing run in between.
-    """
-    if loop._ready or loop._threads or loop._stopping or loop._debug or loop._fatal is not None:
-        return False
-    fds = loop._fds
-    if fds is None or len(fds) > 1:
-        return False
-    scheduled = loop._scheduled
-    if scheduled and (
-            scheduled[0]._when < loop.clock._mono + loop._clock_resolution  # type: ignore[attr-defined]
-            or (len(scheduled) > _MIN_SCHEDULED
-                and loop._timer_cancelled_count > len(scheduled) // 2)):
-        return False
-    task = _current_task(loop)
-    if task is None or task._must_cancel:  # type: ignore[attr-defined]
-        return False
-    try:
-        top = task._coro.cr_frame  # type: ignore[attr-defined]
-    except AttributeError:  # a task of something else than a coroutine
-        return False
-    f = frame
-    while f is not top:  # the frames between the call and the task's coroutine
-        if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
-            return False
-        f = f.f_back
-    if top is None or top.f_code.co_code[top.f_lasti] != _SEND:
-        return False
-    handle = top.f_back
-    if handle is None or handle.f_code is not _HANDLE_RUN:
-        return False
-    busy = loop._busy + 1  # the busy guard, exactly as _run_once counts an iteration with work ready
-    if busy & 15:  # the loop reads the real clock on every 16th iteration only
-        if busy > BUSY_LIMIT:
-            return False  # the loop raises Stalled on its next iteration
-        if busy == 1:
-            loop._busy_since = _perf()
-    elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
-        return False
-    loop._busy = busy
-    return True
 
 
 _POINT_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_.:-]+)?$")
@@ -717,7 +641,7 @@ class FaultInjector:
         """Start a service call at fault point ``point`` (a suspension point, DESIGN §8).
 
         ``None`` when the call goes on at once: no rule in force, no watcher, no crash
-        due, and its yield would change nothing (``_yield_changes_nothing``); the call is
+        due, and its yield would change nothing (``VirtualEventLoop._yield_changes_nothing``); the call is
         counted. Otherwise an awaitable the service awaits first: a bare yield, or
         ``enter(point, queue=queue, call=True)`` when a rule may fire.
         """
@@ -734,7 +658,7 @@ class FaultInjector:
                 caller = _getframe(2)  # the service method's caller: it must await the method
             except ValueError:  # no Python frame below the service method
                 return _yield()
-            if _yield_changes_nothing(loop, caller):
+            if loop._yield_changes_nothing(caller):
                 return None
         return _yield()
 
@@ -767,7 +691,7 @@ class FaultInjector:
                     await (asyncio.sleep(step * lat / 1000) if step else suspend())
             elif not _sync_call.get():
                 loop = self._loop
-                if loop is None or not _yield_changes_nothing(loop, _getframe(1)):
+                if loop is None or not loop._yield_changes_nothing(_getframe(1)):
                     await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()

@@ -28,6 +28,7 @@ import itertools
 import linecache
 import logging
 import math
+import opcode
 import os
 import selectors
 import sys
@@ -63,6 +64,13 @@ _MAX_SELECT = 24 * 3600
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
 #: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
 BUSY_LIMIT = 100_000
+#: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
+_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[Any], asyncio.Task[Any] | None] = (
+    asyncio.current_task if _current_tasks is None else _current_tasks.get)
+#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
+_SEND = opcode.opmap.get("SEND", -1)
+_HANDLE_RUN = asyncio.Handle._run.__code__
 #: Real seconds the loop may work at one virtual instant (no thread working) before the run
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
 #: doubles its work with every delivery without ever moving time or spinning idle.
@@ -557,6 +565,73 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             "If this much virtual time is intended, raise max_time= "
             "(@pytest.mark.bgwork(max_time=...), Simulation(max_time=...)) or advance explicitly."
         )
+
+    def _yield_changes_nothing(self, frame: types.FrameType | None) -> bool:
+        """Would a service call's bare yield be a no-op (``core.faults.suspend`` and
+        ``FaultInjector.begin``/``enter`` ask), ``frame`` being the first frame that
+        must be awaiting it (the caller of ``suspend()``, of ``enter``, of a service method
+        that calls ``begin``)?
+
+        The rule holds, and the yield is skipped, when all of these hold (else it yields, as
+        before):
+
+        - this loop (a ``VirtualEventLoop``, not a subclass: callers check) has no thread or real I/O
+          working, is not stopping, not in debug mode, has no callback error pending and no
+          cancelled-timer sweep due: its next iteration takes ``_run_once``'s fast path;
+        - its ready queue is empty (nothing would run before this task's next step) and no
+          timer, cancelled or not, is due at or before now (none would be made ready first);
+          the clock does not move while work is ready, so the horizon plays no part;
+        - the yield would reach this loop directly: every frame from ``frame`` up to the
+          current task's coroutine is awaiting (at ``SEND``), and that coroutine was
+          stepped by a loop handle (the task's step, which only this loop's ``_run_once`` runs:
+          not an eager start from inside another callback). Code that steps a coroutine by
+          hand (``run_sync``, anything calling ``.send()``) gets its yield as before;
+        - the task has no cancellation pending (it would be raised at the yield);
+        - the busy guard would not fire: the skip counts the iteration in ``self._busy`` (and
+          notes when the run of busy iterations began) as ``_run_once`` would; at the limit
+          the task yields and the loop raises ``Stalled`` as before.
+
+        Then the yield's only effect would be the loop's next iteration stepping this task
+        again at the same virtual instant, with nothing run in between.
+        """
+        if self._ready or self._threads or self._stopping or self._debug or self._fatal is not None:
+            return False
+        fds = self._fds
+        if fds is None or len(fds) > 1:
+            return False
+        scheduled = self._scheduled
+        if scheduled and (
+                scheduled[0]._when < self.clock._mono + self._clock_resolution  # type: ignore[attr-defined]
+                or (len(scheduled) > _MIN_SCHEDULED
+                    and self._timer_cancelled_count > len(scheduled) // 2)):
+            return False
+        task = _current_task(self)
+        if task is None or task._must_cancel:  # type: ignore[attr-defined]
+            return False
+        try:
+            top = task._coro.cr_frame  # type: ignore[attr-defined]
+        except AttributeError:  # a task of something else than a coroutine
+            return False
+        f = frame
+        while f is not top:  # the frames between the call and the task's coroutine
+            if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
+                return False
+            f = f.f_back
+        if top is None or top.f_code.co_code[top.f_lasti] != _SEND:
+            return False
+        handle = top.f_back
+        if handle is None or handle.f_code is not _HANDLE_RUN:
+            return False
+        busy = self._busy + 1  # the busy guard, exactly as _run_once counts an iteration with work ready
+        if busy & 15:  # the loop reads the real clock on every 16th iteration only
+            if busy > BUSY_LIMIT:
+                return False  # the loop raises Stalled on its next iteration
+            if busy == 1:
+                self._busy_since = _perf()
+        elif busy > BUSY_LIMIT or _perf() - self._busy_since > self.real_limit:
+            return False
+        self._busy = busy
+        return True
 
     def _busy_error(self) -> Stalled:
         busy, self._busy = self._busy, 0
