@@ -38,7 +38,7 @@ def plain():
 
 @pytest.mark.parametrize("i", range({n}))
 def test_it({fixture}, i):
-    assert i >= 0
+    pass
 """
 
 ASYNC = """

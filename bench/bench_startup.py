@@ -104,7 +104,7 @@ def pytest_runs(env: dict[str, str], runs: int) -> None:
     test using ``bgwork`` (the simulation and freezegun then load, on first use), interleaved;
     the plugin-off run twice, so the spread between identical runs shows the noise."""
     with tempfile.TemporaryDirectory(prefix="bgwork-startup-") as where:
-        Path(where, "test_plain.py").write_text("def test_plain():\n    assert True\n")
+        Path(where, "test_plain.py").write_text("def test_plain():\n    pass\n")
         Path(where, "test_sim.py").write_text("def test_sim(bgwork):\n    assert bgwork.seed >= 0\n")
         base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         off = [*base, "-p", "no:bgwork", "test_plain.py"]
