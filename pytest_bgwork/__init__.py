@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time names load lazily
     from .checking.checks import (
+        IdempotenceReport,
         assert_drained,
         assert_effects_once,
         assert_idempotent,
@@ -34,13 +35,14 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         BgworkError,
         CheckFailed,
         Deadlock,
-        LeftoverWork,
+        LeftoverWorkWarning,
         NotRunning,
         RuntimeShuttingDown,
         Stalled,
         StreamClosed,
         UnmockedRequest,
-        UnusedFaultRule,
+        UnsupportedFeature,
+        UnusedFaultRuleWarning,
     )
     from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
     from .core.history import Event, History
@@ -69,8 +71,9 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "History",
+    "IdempotenceReport",
     "KVResult",
-    "LeftoverWork",
+    "LeftoverWorkWarning",
     "ManagerShutDown",
     "Message",
     "NonDeterministic",
@@ -85,7 +88,8 @@ __all__ = [
     "StreamNotFound",
     "UnknownQueue",
     "UnmockedRequest",
-    "UnusedFaultRule",
+    "UnsupportedFeature",
+    "UnusedFaultRuleWarning",
     "VirtualClock",
     "VirtualEventLoop",
     "WebhookSignatureError",
@@ -123,8 +127,9 @@ _EXPORTS: dict[str, str] = {
     "Fault": ".core.faults",
     "FaultPlan": ".core.faults",
     "History": ".core.history",
+    "IdempotenceReport": ".checking.checks",
     "KVResult": ".services.kv",
-    "LeftoverWork": ".core.errors",
+    "LeftoverWorkWarning": ".core.errors",
     "ManagerShutDown": ".services.task_manager",
     "Message": ".services.queues",
     "NonDeterministic": ".checking.explore",
@@ -139,7 +144,8 @@ _EXPORTS: dict[str, str] = {
     "StreamExpired": ".services.streams",
     "StreamNotFound": ".services.streams",
     "UnknownQueue": ".services.queues",
-    "UnusedFaultRule": ".core.errors",
+    "UnsupportedFeature": ".core.errors",
+    "UnusedFaultRuleWarning": ".core.errors",
     "VirtualClock": ".core.clock",
     "VirtualEventLoop": ".core.loop",
     "WebhookSignatureError": ".services.webhooks",
@@ -162,7 +168,21 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset({"adapters", "strategies"})
 
 
+#: Old public names kept for one release: ``bg.LeftoverWork`` still works and warns.
+_DEPRECATED: dict[str, str] = {
+    "LeftoverWork": "LeftoverWorkWarning",
+    "UnusedFaultRule": "UnusedFaultRuleWarning",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(f"pytest_bgwork.{name} is renamed {new}; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return __getattr__(new)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)

@@ -354,7 +354,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     ``async def`` tests run on its virtual loop; sync tests drive it with ``sim.run(...)``.
     """
     from .core import context
-    from .core.errors import LeftoverWork
+    from .core.errors import LeftoverWorkWarning
     from .core.wallclock import wall_clock
     from .simulation import Simulation
 
@@ -402,7 +402,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         listed = "\n".join(f"  - {t}" for t in leftovers)
         if leftovers and not strict:
             warnings.warn(
-                LeftoverWork(
+                LeftoverWorkWarning(
                     f"{len(leftovers)} task(s) still running when the test ended were cancelled "
                     f"at teardown (strict=True makes this a failure):\n{listed}"
                 ),
@@ -461,9 +461,9 @@ def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> No
             "numbers, or remove the rule.")
     if strict:
         pytest.fail(f"bgwork strict mode: {text}", pytrace=False)
-    from .core.errors import UnusedFaultRule
+    from .core.errors import UnusedFaultRuleWarning
 
-    warnings.warn(UnusedFaultRule(text), stacklevel=1)
+    warnings.warn(UnusedFaultRuleWarning(text), stacklevel=1)
 
 
 class SimulationFactory:

@@ -295,7 +295,7 @@ def test_asgi_transport_returns_before_background_tasks() -> None:
 
     async def main() -> tuple[int, float]:
         t0 = sim.clock.monotonic()
-        async with httpx.AsyncClient(transport=adapters.asgi.transport(app, sim), base_url="http://app") as client:
+        async with httpx.AsyncClient(transport=adapters.asgi.transport(sim, app), base_url="http://app") as client:
             r = await client.post("/checkout")
         answered = sim.clock.monotonic() - t0
         assert not sent  # the response came back before the email
@@ -325,7 +325,7 @@ def test_asgi_background_task_is_fault_point_task_func() -> None:
     sim.faults.fail("task.send_email", on_call=1, error=RuntimeError("smtp down"))
 
     async def main() -> int:
-        async with httpx.AsyncClient(transport=adapters.asgi.transport(app, sim), base_url="http://app") as client:
+        async with httpx.AsyncClient(transport=adapters.asgi.transport(sim, app), base_url="http://app") as client:
             r = await client.post("/checkout")
         await sim.runtime.drain()
         return r.status_code

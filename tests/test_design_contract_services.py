@@ -78,7 +78,7 @@ async def test_receive_ack_nack_attempt_message(bgwork: bg.Simulation) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.filterwarnings("ignore::pytest_bgwork.LeftoverWork")  # the slow attempts are the point
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.LeftoverWorkWarning")  # the slow attempts are the point
 async def test_visibility_timeout_redelivers_while_first_still_running(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", visibility_timeout=30)
     running: list[int] = []

@@ -67,7 +67,7 @@ async def test_generic_rules_at_the_http_point_become_httpx_errors(bgwork: bg.Si
     assert bgwork.clock.monotonic() == 5
 
 
-@pytest.mark.filterwarnings("ignore::pytest_bgwork.UnusedFaultRule")  # healed on purpose
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.UnusedFaultRuleWarning")  # healed on purpose
 @pytest.mark.asyncio
 async def test_healed_faults_let_every_request_through(bgwork: bg.Simulation) -> None:
     bgwork.faults.http("https://api.example/*", status=500, on_call=None)

@@ -124,13 +124,13 @@ def test_rules_that_never_fired_are_reported_at_teardown(pytester: pytest.Pytest
         "entered 0 time(s)",
     ])
     result.stdout.fnmatch_lines([
-        "*UnusedFaultRule: 2 fault rule(s) never fired, so the test never saw the fault it asked for:",
+        "*UnusedFaultRuleWarning: 2 fault rule(s) never fired, so the test never saw the fault it asked for:",
         "*- duplicate invoice-rendr at queue.publish x2: queue 'invoice-rendr' never existed "
         "(queues: 'invoice-render'); did you mean 'invoice-render'?",
         "*- fail at kv.set on call 5 raising ConnectionError('injected fault'): kv.set was "
         "entered 1 time(s)",
     ])
-    assert result.stdout.str().count("UnusedFaultRule: ") == 1  # only test_typo_in_queue
+    assert result.stdout.str().count("UnusedFaultRuleWarning: ") == 1  # only test_typo_in_queue
 
 
 # -- 3. checks never pass vacuously ---------------------------------------------------------------

@@ -269,7 +269,7 @@ def test_nothing_leaks_between_tests(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, warnings=1)
     result.stdout.fnmatch_lines([
-        "*LeftoverWork: 1 task(s) still running when the test ended were cancelled at teardown*",
+        "*LeftoverWorkWarning: 1 task(s) still running when the test ended were cancelled at teardown*",
         "*task 'leftover' (*forever) waiting at*",
     ])
 
@@ -323,7 +323,7 @@ def test_dropped_async_generator_is_closed_not_reported_as_leftover(pytester: py
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    result.stdout.no_fnmatch_line("*LeftoverWork*")
+    result.stdout.no_fnmatch_line("*LeftoverWorkWarning*")
     result.stdout.no_fnmatch_line("*strict mode*")
 
 
@@ -381,3 +381,15 @@ def test_async_fixture_shares_the_tests_virtual_loop(pytester: pytest.Pytester) 
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_renamed_warnings_keep_their_old_names_for_one_release() -> None:
+    import pytest_bgwork as bg
+
+    with pytest.warns(DeprecationWarning, match="LeftoverWork is renamed LeftoverWorkWarning"):
+        old = bg.LeftoverWork
+    assert old is bg.LeftoverWorkWarning
+    with pytest.warns(DeprecationWarning, match="UnusedFaultRule is renamed UnusedFaultRuleWarning"):
+        assert bg.UnusedFaultRule is bg.UnusedFaultRuleWarning
+    assert bg.UnsupportedFeature.__mro__[1:3] == (bg.BgworkError, NotImplementedError)
+    assert bg.IdempotenceReport.__name__ == "IdempotenceReport"

@@ -261,7 +261,7 @@ async def test_extend_makes_the_remaining_visibility_seconds_from_now(bgwork: bg
 
 
 @pytest.mark.asyncio
-@pytest.mark.filterwarnings("ignore::pytest_bgwork.LeftoverWork")  # both slow attempts are the point
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.LeftoverWorkWarning")  # both slow attempts are the point
 async def test_without_extend_the_same_job_is_redelivered_while_running(
         bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", visibility_timeout=30, retry_delay=0)

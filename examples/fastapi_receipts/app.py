@@ -3,7 +3,7 @@
 ``POST /orders`` records the order and answers 201; the receipt email goes out in a
 background task after the response (``BackgroundTasks.add_task``), so a slow mail API never
 slows checkout down. The app knows nothing about pytest-bgwork: tests reach it through
-``adapters.asgi.transport(app, sim)``, which answers at the last body chunk, as a server does.
+``adapters.asgi.transport(sim, app)``, which answers at the last body chunk, as a server does.
 """
 
 from __future__ import annotations

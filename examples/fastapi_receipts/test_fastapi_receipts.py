@@ -52,7 +52,7 @@ def mail(respx_mock: respx.MockRouter, bgwork: bg.Simulation) -> MailApi:
 @pytest_asyncio.fixture
 async def client(bgwork: bg.Simulation, mail: MailApi) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as http:
-        transport = adapters.asgi.transport(create_app(http), bgwork)
+        transport = adapters.asgi.transport(bgwork, create_app(http))
         async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
             yield c
 

@@ -3,7 +3,7 @@
 Starlette runs a response's background tasks inside the same ASGI call, after the last
 body chunk (``Response.__call__`` awaits ``self.background()``), so ``httpx.ASGITransport``
 returns only once they finished: a response that waited for its email looks fine in
-tests. ``transport(app, sim)`` is an httpx transport that answers the client at the final
+tests. ``transport(sim, app)`` is an httpx transport that answers the client at the final
 ``http.response.body`` and hands the rest of the ASGI call to ``sim.runtime`` as a tracked
 task (``asgi.<endpoint>``). Inside it each background function is its own runtime task with
 fault point ``task.<func>``, recorded in the history, still in Starlette's order: one after
@@ -186,10 +186,10 @@ class SimASGITransport(httpx.AsyncBaseTransport):
     def __init__(self, app: Any, sim: bg.Simulation, *, raise_app_exceptions: bool = True,
                  root_path: str = "", client: tuple[str, int] = ("127.0.0.1", 123)) -> None:
         if not callable(app):
-            raise TypeError(f"transport(app, sim): app must be an ASGI app (a callable such as a "
+            raise TypeError(f"transport(sim, app): app must be an ASGI app (a callable such as a "
                             f"FastAPI() or Starlette() instance); got {type(app).__name__}")
         if not isinstance(sim, bg.Simulation):
-            raise TypeError(f"transport(app, sim): sim must be a pytest_bgwork Simulation (the "
+            raise TypeError(f"transport(sim, app): sim must be a pytest_bgwork Simulation (the "
                             f"`bgwork` fixture); got {type(sim).__name__}")
         _install_hooks()
         self.app = app
@@ -202,7 +202,7 @@ class SimASGITransport(httpx.AsyncBaseTransport):
         sim = self.sim
         loop = asyncio.get_running_loop()
         if loop is not sim.loop:
-            raise bg.NotRunning("adapters.asgi.transport(app, sim): requests must run on the "
+            raise bg.NotRunning("adapters.asgi.transport(sim, app): requests must run on the "
                                 "simulation's virtual loop: an async test that uses the `bgwork` "
                                 "fixture, or sim.run(...)")
         assert isinstance(request.stream, httpx.AsyncByteStream)
@@ -318,11 +318,19 @@ class SimASGITransport(httpx.AsyncBaseTransport):
         return f"<SimASGITransport app={type(self.app).__name__} sim={self.sim!r}>"
 
 
-def transport(app: Any, sim: bg.Simulation, **options: Any) -> SimASGITransport:
+def transport(sim: bg.Simulation, app: Any, **options: Any) -> SimASGITransport:
     """An httpx transport to ``app`` whose responses do not wait for ``BackgroundTasks``.
 
-    ``httpx.AsyncClient(transport=adapters.asgi.transport(app, sim), base_url=...)``;
+    ``httpx.AsyncClient(transport=adapters.asgi.transport(sim, app), base_url=...)``;
     ``options`` are ``httpx.ASGITransport``'s (``raise_app_exceptions``, ``root_path``,
-    ``client``).
+    ``client``). The simulation comes first, as in every adapter's entry point; the old
+    order ``transport(app, sim)`` still works for one release and warns.
     """
+    if not isinstance(sim, bg.Simulation) and isinstance(app, bg.Simulation):
+        import warnings
+
+        warnings.warn("adapters.asgi.transport(app, sim) is now transport(sim, app): the simulation "
+                      "comes first, as in every adapter; the old order goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        sim, app = app, sim
     return SimASGITransport(app, sim, **options)

@@ -56,13 +56,23 @@ class ProcessCrashed(BaseException):
     """
 
 
-class LeftoverWork(UserWarning):
+class LeftoverWorkWarning(UserWarning):
     """A test ended with background work still running; it was cancelled at teardown."""
 
 
-class UnusedFaultRule(UserWarning):
+class UnusedFaultRuleWarning(UserWarning):
     """A fault rule the test added never fired (a typo, or a path the test never took).
 
     Reported at teardown, as respx reports routes never called; a failure under
     ``@pytest.mark.bgwork(strict=True)``.
     """
+
+
+class UnsupportedFeature(BgworkError, NotImplementedError):
+    """An adapter was asked for something of its client library that it does not simulate.
+
+    The message names the call and what to do instead; every adapter raises this one class
+    (``adapters.celery.UnsupportedFeature``, ``adapters.sqs.UnsupportedOperation`` and
+    ``adapters.agentuity.NotSimulated`` are other names for it).
+    """
+

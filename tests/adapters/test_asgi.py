@@ -68,7 +68,7 @@ def out(bgwork: bg.Simulation) -> Outbox:
 
 @pytest_asyncio.fixture
 async def client(bgwork: bg.Simulation, out: Outbox) -> AsyncIterator[httpx.AsyncClient]:
-    transport = adapters.asgi.transport(make_app(out), bgwork)
+    transport = adapters.asgi.transport(bgwork, make_app(out))
     async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
         yield c
 
@@ -162,7 +162,7 @@ async def test_a_sync_task_runs_in_the_thread_pool_with_the_clock_held(bgwork: b
 
     app = Starlette(routes=[Route("/job", endpoint, methods=["POST"])])
     ticker = asyncio.create_task(tick())
-    async with httpx.AsyncClient(transport=adapters.asgi.transport(app, bgwork), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=adapters.asgi.transport(bgwork, app), base_url="http://t") as c:
         await c.post("/job")
     await bgwork.runtime.drain()
     await ticker
@@ -194,10 +194,10 @@ async def test_shutdown_waits_for_the_tasks_then_cuts_them_off(
 @pytest.mark.asyncio
 async def test_an_error_before_the_response_reaches_the_client(bgwork: bg.Simulation, out: Outbox) -> None:
     app = make_app(out)
-    async with httpx.AsyncClient(transport=adapters.asgi.transport(app, bgwork), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=adapters.asgi.transport(bgwork, app), base_url="http://t") as c:
         with pytest.raises(RuntimeError, match="handler failed"):
             await c.get("/boom")
-    transport = adapters.asgi.transport(app, bgwork, raise_app_exceptions=False)
+    transport = adapters.asgi.transport(bgwork, app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         response = await c.get("/boom")
     assert response.status_code == 500
@@ -210,7 +210,7 @@ def test_the_same_seed_gives_the_same_history() -> None:
             out = Outbox(sim)
 
             async def main() -> None:
-                transport = adapters.asgi.transport(make_app(out), sim)
+                transport = adapters.asgi.transport(sim, make_app(out))
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                     await asyncio.gather(c.post("/orders/a"), c.post("/orders/bad"))
                 await sim.runtime.drain()
@@ -222,13 +222,13 @@ def test_the_same_seed_gives_the_same_history() -> None:
 
 
 def test_bad_arguments_are_refused_naming_them(bgwork: bg.Simulation, out: Outbox) -> None:
-    with pytest.raises(TypeError, match=r"transport\(app, sim\): app must be an ASGI app"):
-        adapters.asgi.transport(None, bgwork)
+    with pytest.raises(TypeError, match=r"transport\(sim, app\): app must be an ASGI app"):
+        adapters.asgi.transport(bgwork, None)
     with pytest.raises(TypeError, match=r"sim must be a pytest_bgwork Simulation"):
-        adapters.asgi.transport(make_app(out), object())  # type: ignore[arg-type]
+        adapters.asgi.transport(object(), make_app(out))  # type: ignore[arg-type]
 
     async def elsewhere() -> None:
-        transport = adapters.asgi.transport(make_app(out), bgwork)
+        transport = adapters.asgi.transport(bgwork, make_app(out))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             await c.post("/orders/x")
 
@@ -259,7 +259,7 @@ def test_a_users_suite_catches_a_response_that_waits(pytester: pytest.Pytester) 
         @pytest.mark.asyncio
         @pytest.mark.parametrize("path", ["/fast", "/slow"])
         async def test_answers_at_once(bgwork, path):
-            transport = adapters.asgi.transport(app, bgwork)
+            transport = adapters.asgi.transport(bgwork, app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 await c.post(path)
             [response] = bgwork.history.filter("runtime", "response")
@@ -295,8 +295,15 @@ async def test_middleware_and_streaming_responses(bgwork: bg.Simulation) -> None
         return await call_next(request)
 
     app = Starlette(routes=[Route("/s", stream)], middleware=[Middleware(BaseHTTPMiddleware, dispatch=passthrough)])
-    async with httpx.AsyncClient(transport=adapters.asgi.transport(app, bgwork), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=adapters.asgi.transport(bgwork, app), base_url="http://t") as c:
         response = await c.get("/s")
     assert response.content == b"ab" and bgwork.clock.monotonic() == 0.0
     await bgwork.runtime.drain()
     assert done == [4.0]
+
+
+def test_the_old_argument_order_still_works_and_warns(bgwork: bg.Simulation, out: Outbox) -> None:
+    app = make_app(out)
+    with pytest.warns(DeprecationWarning, match=r"transport\(app, sim\) is now transport\(sim, app\)"):
+        old = adapters.asgi.transport(app, bgwork)  # type: ignore[arg-type]
+    assert old.app is app and old.sim is bgwork

@@ -453,7 +453,7 @@ async def test_a_fastapi_sync_background_task_sends_with_boto3(bgwork: bg.Simula
         tasks.add_task(enqueue, order_id)
         return {"ok": order_id}
 
-    transport = adapters.asgi.transport(app, bgwork)
+    transport = adapters.asgi.transport(bgwork, app)
     async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
         for order_id in ("a", "b"):
             assert (await client.post(f"/orders/{order_id}")).status_code == 200
