@@ -137,6 +137,7 @@ class KVProfile(_Profile):
     __slots__ = (  # noqa: RUF023 - in field order, which repr, == and hash follow
         "name", "min_ttl", "ttl_whole_ms", "expire_after_instant", "ttl_lag", "max_value",
         "size_counts_key", "size_text", "key_re", "key_text", "ordered_keys", "content_types",
+        "unique_versions",
     )
 
     name: str
@@ -159,11 +160,15 @@ class KVProfile(_Profile):
     ordered_keys: bool
     #: values keep a content type (Agentuity); content_type= is accepted
     content_types: bool
+    #: a key's versions never repeat: after a delete or expiry the next write continues
+    #: from the last version (Alien's per-write tokens), instead of starting again at 1
+    unique_versions: bool
 
     def __init__(self, name: str, min_ttl: float | None, ttl_whole_ms: bool,
                  expire_after_instant: bool, ttl_lag: float, max_value: int | None,
                  size_counts_key: bool, size_text: str, key_re: re.Pattern[str] | None,
-                 key_text: str, ordered_keys: bool, content_types: bool) -> None:
+                 key_text: str, ordered_keys: bool, content_types: bool,
+                 unique_versions: bool = False) -> None:
         self._set(locals())
 
 
@@ -206,7 +211,7 @@ KV_PROFILES: dict[str, KVProfile] = {
                           "400 KB per item (key and value bytes)", None, "", False, False),
     "alien": KVProfile("alien", None, False, False, 0.0, 24576, False,
                        "24,576 bytes per value", re.compile(r"^[A-Za-z0-9_:.-]+$"),
-                       "A-Z a-z 0-9 '-' '_' ':' '.'", True, False),
+                       "A-Z a-z 0-9 '-' '_' ':' '.'", True, False, True),
 }
 
 #: ``Simulation(platform=...)`` -> (default queue profile, default KV profile)

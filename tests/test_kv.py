@@ -508,3 +508,31 @@ def test_bg_kv_fixture_in_a_user_test(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# -- versions on the alien profile ---------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_alien_profile_versions_never_repeat_for_a_key(bgwork: bg.Simulation) -> None:
+    """Alien's versions are per-write tokens: a version from before a delete never comes back."""
+    kv = bgwork.kv
+    kv.configure("alien-ns", profile="alien")
+    await kv.set("alien-ns", "k", 1)
+    stale = (await kv.get("alien-ns", "k")).version
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 2, ttl=60)
+    assert (await kv.get("alien-ns", "k")).version == 2
+    assert await kv.set("alien-ns", "k", 3, if_version=stale) is False  # on 'agentuity' it would apply
+    await bgwork.advance(60)
+    await kv.set("alien-ns", "k", 4)
+    assert (await kv.get("alien-ns", "k")).version == 3  # after expiry too
+    state = kv._snapshot()
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 5)
+    kv._restore(state)
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 6)
+    assert (await kv.get("alien-ns", "k")).version == 4  # the snapshot kept the last version
+    await kv.set("other", "k", 1)
+    await kv.delete("other", "k")
+    await kv.set("other", "k", 1)
+    assert (await kv.get("other", "k")).version == 1  # the default profile starts again at 1

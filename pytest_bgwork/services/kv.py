@@ -40,7 +40,7 @@ _Entry = tuple[str, float | None, int, Any]
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
     dict[str, dict[str, _Entry]], list[tuple[float, str, str]], list[tuple[Any, ...]],
-    dict[tuple[str, str], str], dict[tuple[str, str], float],
+    dict[tuple[str, str], str], dict[tuple[str, str], float], dict[tuple[str, str], int],
 ]
 
 
@@ -137,7 +137,8 @@ class KVResult:
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
     is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
     missing key, 1 after its first write and +1 per write; after a delete or expiry the
-    next write starts again at 1 (pass it to ``set(..., if_version=)``).
+    next write starts again at 1, except on the alien profile, where it continues (a key's
+    versions never repeat). Pass it to ``set(..., if_version=)``.
     """
 
     exists: bool
@@ -292,6 +293,8 @@ class KV:
         #: (ns, key) -> the TTL's instant, where deletion happens later (Redis: just after
         #: it; DynamoDB: up to 48 h after it); the entry holds the deletion instant
         self._due: dict[tuple[str, str], float] = {}
+        #: (ns, key) -> its last version, on profiles whose versions never repeat (Alien)
+        self._last_versions: dict[tuple[str, str], int] = {}
 
     @property
     def _log(self) -> dict[tuple[str, str], list[_LogRow]]:
@@ -483,6 +486,8 @@ class KV:
         now = self._clock._mono
         expires = None if ttl is None else now + ttl
         version = 1 if prev is None else prev[2] + 1
+        if prof.unique_versions:  # Alien: a key's versions never repeat, even after a delete
+            version = self._last_versions[(ns, key)] = self._last_versions.get((ns, key), 0) + 1
         if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
             due = expires
             if prof.expire_after_instant:  # Redis: expired when now > the instant
@@ -706,11 +711,12 @@ class KV:
             list(self._writes),
             dict(self._types),
             dict(self._due),
+            dict(self._last_versions),
         )
 
     def _restore(self, state: object) -> None:
         """Put back a ``_snapshot()``; the snapshot stays reusable."""
-        data, expiries, writes, types, due = cast(_State, state)
+        data, expiries, writes, types, due, last_versions = cast(_State, state)
         self._data = {ns: dict(space) for ns, space in data.items()}
         self._expiries = list(expiries)
         self._writes = list(writes)
@@ -718,6 +724,7 @@ class KV:
         self._indexed = 0
         self._types = dict(types)
         self._due = dict(due)
+        self._last_versions = dict(last_versions)
 
     # -- internals ---------------------------------------------------------------------------
     def _wall(self, mono: float) -> _dt.datetime:
