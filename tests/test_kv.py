@@ -536,3 +536,20 @@ async def test_alien_profile_versions_never_repeat_for_a_key(bgwork: bg.Simulati
     await kv.delete("other", "k")
     await kv.set("other", "k", 1)
     assert (await kv.get("other", "k")).version == 1  # the default profile starts again at 1
+
+
+@pytest.mark.asyncio
+async def test_content_type_reads_what_get_would_report_without_an_event(bgwork: bg.Simulation) -> None:
+    kv = bgwork.kv
+    await kv.set("s", "n", 5)
+    await kv.set("s", "b", b"\x00")
+    await kv.set("s", "csv", "a,b", content_type="text/csv")
+    before = len(bgwork.history.events)
+    assert [kv.content_type("s", k) for k in ("n", "b", "csv", "missing")] == [
+        "text/plain", "application/octet-stream", "text/csv", None]
+    assert len(bgwork.history.events) == before
+    assert [(await kv.get("s", k)).content_type for k in ("n", "b", "csv")] == ["text/plain",
+                                                                              "application/octet-stream", "text/csv"]
+    kv.configure("r", profile="redis")
+    await kv.set("r", "k", 5)
+    assert kv.content_type("r", "k") is None

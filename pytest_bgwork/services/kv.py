@@ -697,6 +697,23 @@ class KV:
         space = self._data.get(ns, {})
         return {k: _value(space[k]) for k in sorted(space)}
 
+    def content_type(self, ns: str, key: str) -> str | None:
+        """The content type ``get`` would report for a live key, without a history event.
+
+        ``None`` for a missing key or on a profile that keeps no content type.
+        """
+        check_name("ns", ns, "kv.content_type()")
+        self._sweep()
+        entry = self._data.get(ns, {}).get(key)
+        if entry is None or not self._profiles.get(ns, self._default).content_types:
+            return None
+        kind = self._types.get((ns, key))
+        if kind is None:
+            text = entry[0]
+            kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
+                    if text[:1] in "{[" else "text/plain")
+        return kind
+
     def namespaces(self) -> list[str]:
         """The namespaces that hold at least one live key, sorted."""
         self._sweep()
