@@ -137,7 +137,7 @@ class KVProfile(_Profile):
     __slots__ = (  # noqa: RUF023 - in field order, which repr, == and hash follow
         "name", "min_ttl", "ttl_whole_ms", "expire_after_instant", "ttl_lag", "max_value",
         "size_counts_key", "size_text", "key_re", "key_text", "ordered_keys", "content_types",
-        "unique_versions",
+        "unique_versions", "empty_key", "far_ttl",
     )
 
     name: str
@@ -163,12 +163,17 @@ class KVProfile(_Profile):
     #: a key's versions never repeat: after a delete or expiry the next write continues
     #: from the last version (Alien's per-write tokens), instead of starting again at 1
     unique_versions: bool
+    #: the empty string is a valid key (Redis)
+    empty_key: bool
+    #: TTLs past the clock's range (the year 9999) are accepted, up to 2**63 - 1 ms from now
+    #: as Redis accepts them, and never expire in a simulation (elsewhere: refused)
+    far_ttl: bool
 
     def __init__(self, name: str, min_ttl: float | None, ttl_whole_ms: bool,
                  expire_after_instant: bool, ttl_lag: float, max_value: int | None,
                  size_counts_key: bool, size_text: str, key_re: re.Pattern[str] | None,
                  key_text: str, ordered_keys: bool, content_types: bool,
-                 unique_versions: bool = False) -> None:
+                 unique_versions: bool = False, empty_key: bool = False, far_ttl: bool = False) -> None:
         self._set(locals())
 
 
@@ -206,7 +211,8 @@ KV_PROFILES: dict[str, KVProfile] = {
     "agentuity": KVProfile("agentuity", 60.0, False, False, 0.0, None, False, "", None, "",
                            True, True),
     "redis": KVProfile("redis", None, True, True, 0.0, 512 * _MIB, False,
-                       "512 MB per value (Redis's string limit)", None, "", False, False),
+                       "512 MB per value (Redis's string limit)", None, "", False, False,
+                       True, True, True),
     "dynamodb": KVProfile("dynamodb", None, False, False, 2 * DAY, 400 * 1024, True,
                           "400 KB per item (key and value bytes)", None, "", False, False),
     "alien": KVProfile("alien", None, False, False, 0.0, 24576, False,

@@ -106,6 +106,9 @@ def _content_type(value: object) -> str:
 
 #: The last instant a virtual datetime can show (``datetime.max``), in epoch seconds.
 _MAX_EPOCH = (_dt.datetime.max.replace(tzinfo=_dt.UTC) - _EPOCH).total_seconds()
+_LAST_INSTANT = _dt.datetime.max.replace(tzinfo=_dt.UTC)
+#: Redis keeps an expiry as milliseconds since the epoch in a signed 64-bit integer.
+_MAX_REDIS_MS = 2**63 - 1
 
 
 
@@ -339,6 +342,12 @@ class KV:
         """The profile namespace ``ns`` follows."""
         return self._profiles.get(check_name("ns", ns, "kv.profile()"), self._default)
 
+    def _key_name(self, ns: str, key: object, where: str) -> str:
+        """``key`` checked as a name; ``""`` too on a profile that allows it (Redis)."""
+        if key == "" and self._profiles.get(ns, self._default).empty_key:
+            return ""
+        return check_name("key", key, where)
+
     def _check_key(self, prof: KVProfile, key: str, where: str) -> None:
         if prof.key_re is not None and not prof.key_re.match(key):
             raise ValueError(f"{where}: profile {prof.name!r} allows keys of {prof.key_text} "
@@ -360,6 +369,12 @@ class KV:
                                  "answers 'ERR value is not an integer or out of range'). Round "
                                  "it to milliseconds.")
         if self._clock.start + self._clock.monotonic() + ttl > _MAX_EPOCH:
+            if prof.far_ttl:  # Redis: any expiry that fits in 2**63 - 1 ms since the epoch
+                if (self._clock.start + self._clock.monotonic()) * 1000 + ttl * 1000 <= _MAX_REDIS_MS:
+                    return
+                raise ValueError(f"{where}: profile {prof.name!r} allows a ttl up to 2**63 - 1 ms "
+                                 f"since the epoch (Redis answers 'invalid expire time in 'set' "
+                                 f"command'); got ttl={ttl:g}. Use ttl=None for a key that never expires.")
             raise ValueError(f"{where}: ttl={ttl:g} puts the expiry past the year 9999, beyond "
                              "the clock's range; use ttl=None for a key that never expires.")
 
@@ -392,7 +407,7 @@ class KV:
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
-            key = check_name("key", key, "kv.set()")
+            key = self._key_name(ns, key, "kv.set()")
         prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
@@ -533,7 +548,7 @@ class KV:
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.get()")
-            key = check_name("key", key, "kv.get()")
+            key = self._key_name(ns, key, "kv.get()")
         prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
@@ -594,7 +609,7 @@ class KV:
         it applied, ``False`` when the condition failed (nothing changed).
         """
         ns = check_name("ns", ns, "kv.delete()")
-        key = check_name("key", key, "kv.delete()")
+        key = self._key_name(ns, key, "kv.delete()")
         prof = self._profiles.get(ns, self._default)
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.delete(ns={ns!r}, key={key!r})")
@@ -683,7 +698,7 @@ class KV:
     def history(self, ns: str, key: str) -> list[KVVersion]:
         """Every value ever written to ``key`` and every deletion/expiry, oldest first."""
         check_name("ns", ns, "kv.history()")
-        check_name("key", key, "kv.history()")
+        self._key_name(ns, key, "kv.history()")
         self._sweep()
         return [
             KVVersion(t, op, None if text is None else _decode(text), ttl, label, outcome)
@@ -745,7 +760,12 @@ class KV:
 
     # -- internals ---------------------------------------------------------------------------
     def _wall(self, mono: float) -> _dt.datetime:
-        return _EPOCH + _dt.timedelta(seconds=self._clock.start + mono)
+        """A virtual instant as an aware datetime; one past the year 9999 (a Redis TTL that
+        far) shows as the clock's last instant."""
+        at = self._clock.start + mono
+        if at >= _MAX_EPOCH:
+            return _LAST_INSTANT
+        return _EPOCH + _dt.timedelta(seconds=at)
 
     def _sweep(self) -> None:
         """Drop every key whose TTL ran out, recording ``kv.expire`` (not tied to an attempt)."""
