@@ -553,3 +553,80 @@ async def test_content_type_reads_what_get_would_report_without_an_event(bgwork:
     kv.configure("r", profile="redis")
     await kv.set("r", "k", 5)
     assert kv.content_type("r", "k") is None
+
+
+# -- DynamoDB: eventually consistent reads --------------------------------------------------------
+class _Half:
+    """Choices that draw the middle of every range (a read lag of 0.5 s), latency 0."""
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        return lo
+
+    def fraction(self, label: str = "") -> float:
+        return 0.5
+
+
+async def _paid_then_read(sim: bg.Simulation) -> None:
+    """An app that writes an order's status and reads it back at once."""
+    await sim.kv.set("orders", "o1", {"status": "paid"})
+    r = await sim.kv.get("orders", "o1")
+    assert r.exists and r.data == {"status": "paid"}, f"read-after-write saw {r.data!r}"
+
+
+def test_explore_finds_a_read_after_write_bug_under_dynamodb() -> None:
+    with pytest.raises(bg.ExplorationFailed) as failed:
+        bg.explore(_paid_then_read, max_examples=50, seed=1, platform="aws")
+    text = str(failed.value)
+    assert "read-after-write saw None" in text and "kv.get" in text and "stale=true" in text
+
+    async def consistent(sim: bg.Simulation) -> None:
+        sim.kv.configure("orders", profile="dynamodb", consistent_reads=True)
+        await _paid_then_read(sim)
+
+    bg.explore(consistent, max_examples=50, seed=1, platform="aws")  # ConsistentRead: no such read
+    bg.explore(_paid_then_read, max_examples=50, seed=1, platform="agentuity")  # other stores: consistent
+
+
+def test_a_stale_read_sees_the_state_before_the_write_for_the_drawn_lag() -> None:
+    sim = bg.Simulation(seed=1, choices=_Half(), platform="aws")
+    seen: list[Any] = []
+
+    async def main() -> None:
+        kv = sim.kv
+        sim.faults.apply([bg.Fault("latency", "*", seconds=0.1)])  # as exploration and chaos do
+        await kv.set("d", "k", 1)
+        await sim.advance(1)
+        await kv.set("d", "k", 2)
+        seen.append((await kv.get("d", "k")).data)  # 1: the write is 0.5 s from visible
+        seen.append((await kv.get("d", "k", consistent=True)).data)  # ConsistentRead: 2
+        await kv.delete("d", "k")
+        seen.append((await kv.get("d", "k")).data)  # still 1: neither write is visible yet
+        await sim.advance(0.5)
+        seen.append((await kv.get("d", "k")).exists)  # both visible: gone
+        assert await kv.set("d", "k", 3, if_absent=True)  # conditions see the latest state
+
+    sim.run(main())
+    sim.close()
+    assert seen == [1, 2, 1, False]
+    stale = [e.detail for e in sim.history.filter("kv", "get") if e.detail.get("stale")]
+    assert stale == [{"ns": "d", "key": "k", "exists": True, "stale": True}] * 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.bgwork(platform="aws")
+async def test_plain_tests_read_consistently_on_dynamodb(bgwork: bg.Simulation) -> None:
+    for n in range(20):  # seeded choices, but no latency: no lag is drawn
+        await bgwork.kv.set("d", "k", n)
+        assert (await bgwork.kv.get("d", "k")).data == n
+
+
+def test_consistent_reads_is_checked_at_configure() -> None:
+    sim = bg.Simulation(seed=1)
+    with pytest.raises(ValueError, match=r"every read on profile 'redis' is consistent; only 'dynamodb'"):
+        sim.kv.configure("r", profile="redis", consistent_reads=True)
+    with pytest.raises(TypeError, match=r"consistent_reads=\.\.\.\) expects True or False; got 'yes'"):
+        sim.kv.configure("d", profile="dynamodb", consistent_reads="yes")  # type: ignore[arg-type]
+    sim.kv.configure("d", profile="dynamodb", consistent_reads=True)
+    [event] = sim.history.filter("kv", "configure")
+    assert event.detail == {"ns": "d", "profile": "dynamodb", "consistent_reads": True}
+    sim.close()
