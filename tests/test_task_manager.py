@@ -426,6 +426,15 @@ def test_a_manager_without_sim_outside_a_simulation_raises() -> None:
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
+def test_create_task_outside_the_running_loop_raises_as_asyncio_does() -> None:
+    sim = bg.Simulation(seed=1)
+    coro = work(1)
+    with pytest.raises(RuntimeError, match=r"create_task\(name='late'\) needs the simulation's loop running"):
+        sim.task_manager.create_task(coro, name="late")
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    sim.close()
+
+
 @pytest.mark.asyncio
 async def test_snapshot_restores_records_drops_and_shutdown(bgwork: bg.Simulation) -> None:
     manager = BackgroundTaskManager(max_pending_tasks=1, sim=bgwork)

@@ -145,6 +145,10 @@ class BackgroundTaskManager:
             limit = self._check_args(name, timeout, context)
             sim = self._resolve()
             loop = sim.loop
+            if not loop.is_running():  # asyncio.create_task, which the real class calls, needs one too
+                raise RuntimeError(f"create_task(name={name!r}) needs the simulation's loop running: call it "
+                                   "from async code inside the simulation (as asyncio.create_task, which "
+                                   "the real class calls, needs a running loop)")
         except BaseException:
             coro.close()
             raise
