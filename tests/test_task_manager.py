@@ -351,7 +351,10 @@ async def test_shutdown_timeout_is_for_the_cancellations(
     assert slow is not None and slow.cancelled()
     assert messages(caplog, logging.WARNING) == [
         "shutdown(timeout=8) timed out: 1 task(s) still running after their cancellation were cancelled "
-        "again, cutting their clean-up short: export_trace [bgtask_2] (context {'thread_id': 't1'})"]
+        "again, cutting their clean-up short; shutdown waits for them to end (forever for a task that "
+        "catches CancelledError and goes on): export_trace [bgtask_2] (context {'thread_id': 't1'})"]
+    [overdue] = bgwork.history.filter("task_manager", "shutdown_overdue")
+    assert (overdue.t, overdue.detail) == (pytest.approx(8.1), {"timeout": 8.0, "waiting_for": ["export_trace"]})
 
 
 @pytest.mark.asyncio

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -447,7 +447,8 @@ class BackgroundTaskManager:
             await self._cancel_all("shutdown")
             recs = self._running()
             gathered = asyncio.gather(*[r.task for r in recs if r.task is not None], return_exceptions=True)
-            _label_cancel(gathered, recs, "shutdown timeout")
+            _label_cancel(gathered, recs, "shutdown timeout",
+                          lambda cut: self._shutdown_overdue(sim, wait, cut))
             try:
                 await asyncio.wait_for(gathered, timeout=wait)
                 left = len(self._running())
@@ -456,10 +457,6 @@ class BackgroundTaskManager:
                     "remaining_tasks": left, "duration_seconds": sim.clock.monotonic() - start}
             except TimeoutError:
                 left = len(self._running())
-                cut = [f"{r.name} [{r.id}] (context {r.context!r})" for r in recs
-                       if r.cancel_reason == "shutdown timeout"]
-                log.warning("shutdown(timeout=%g) timed out: %d task(s) still running after their cancellation "
-                            "were cancelled again, cutting their clean-up short: %s", wait, len(cut), ", ".join(cut))
                 self._cancel("shutdown timeout")
                 result = {"status": "timeout", "initial_tasks": initial, "completed_tasks": initial - left,
                           "remaining_tasks": left, "duration_seconds": sim.clock.monotonic() - start}
@@ -467,6 +464,21 @@ class BackgroundTaskManager:
                                **{k: v for k, v in result.items() if k != "status"}, result=result["status"],
                                cancelled=cancelled)
             return result
+
+    @staticmethod
+    def _shutdown_overdue(sim: Kernel, wait: float, cut: list[ManagedTask]) -> None:
+        """At shutdown's timeout, before it waits for the second cancellation: say who it waits for.
+
+        Said now, not after: a task that swallows its cancellation keeps shutdown (the real
+        one too) waiting forever, and this is the last word before the simulation stalls.
+        """
+        names = [f"{r.name} [{r.id}] (context {r.context!r})" for r in cut]
+        log.warning("shutdown(timeout=%g) timed out: %d task(s) still running after their cancellation "
+                    "were cancelled again, cutting their clean-up short; shutdown waits for them to end "
+                    "(forever for a task that catches CancelledError and goes on): %s", wait, len(cut),
+                    ", ".join(names))
+        sim.history.record("task_manager", "shutdown_overdue", "fail", timeout=wait,
+                           waiting_for=[r.name for r in cut])
 
     async def __aenter__(self) -> BackgroundTaskManager:
         return self
@@ -493,17 +505,21 @@ class BackgroundTaskManager:
                 f"shutdown={self._shutdown}>")
 
 
-def _label_cancel(gathered: asyncio.Future[Any], recs: list[ManagedTask], reason: str) -> None:
+def _label_cancel(gathered: asyncio.Future[Any], recs: list[ManagedTask], reason: str,
+                  then: Callable[[list[ManagedTask]], None] | None = None) -> None:
     """Name ``reason`` on the tasks ``gathered.cancel()`` cancels (``asyncio.wait_for`` at its timeout).
 
-    The gather is cancelled exactly as before; this only labels the history.
+    The gather is cancelled exactly as before; this only labels the history (and calls
+    ``then`` with the tasks it cancels).
     """
     cancel = gathered.cancel
 
     def labelled(msg: Any = None) -> bool:
-        for rec in recs:
-            if rec.task is not None and not rec.task.done():
-                rec.cancel_reason = reason
+        cut = [rec for rec in recs if rec.task is not None and not rec.task.done()]
+        for rec in cut:
+            rec.cancel_reason = reason
+        if then is not None:
+            then(cut)
         return cancel(msg)
 
     gathered.cancel = labelled  # type: ignore[method-assign]
