@@ -630,3 +630,32 @@ def test_consistent_reads_is_checked_at_configure() -> None:
     [event] = sim.history.filter("kv", "configure")
     assert event.detail == {"ns": "d", "profile": "dynamodb", "consistent_reads": True}
     sim.close()
+
+
+def test_a_users_explore_test_meets_the_stale_read(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        import pytest_bgwork as bg
+
+        async def pay(sim):
+            await sim.kv.set("orders", "o1", {"status": "paid"})
+            r = await sim.kv.get("orders", "o1")
+            assert r.exists, "the order vanished right after it was paid"
+
+        @pytest.mark.bgwork(platform="aws")
+        def test_read_after_write(bgwork):
+            bg.explore(pay, max_examples=50, seed=1)
+
+        @pytest.mark.bgwork(platform="aws")
+        def test_read_after_write_consistent(bgwork):
+            async def consistent(sim):
+                sim.kv.configure("orders", profile="dynamodb", consistent_reads=True)
+                await pay(sim)
+            bg.explore(consistent, max_examples=50, seed=1)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*the order vanished right after it was paid*",
+                                 "*kv.get*ns=orders key=o1 exists=false stale=true*"])
