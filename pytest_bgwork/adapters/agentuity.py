@@ -8,7 +8,8 @@ history and checks. The SDK (0.0.106) calls *sync* ``httpx`` inside ``async def`
 routes answer through ``sim.kv``'s sync entry points (a delay fault there moves the clock
 as a blocked event loop would).
 
-Answered as the service does: GET 200 with the stored bytes and content type, or 404;
+Answered as the service does: GET 200 with the stored bytes and content type (a value
+seeded with ``sim.kv.set`` as the SDK would have stored it), or 404;
 PUT 201; DELETE 200; a TTL in the path (``/{ttl}``) honoured on virtual time and one below
 60 s refused with 400. Two SDK facts are shown faithfully, not papered over:
 ``KeyValueStore.set(..., params={"ttl": ...})`` never sends the TTL (0.0.106 reads it only

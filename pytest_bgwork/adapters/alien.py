@@ -13,10 +13,15 @@ raise, or a ``"retry"`` outcome, is a failed attempt that the queue retries).
 Registrations made during ``install`` are undone at exit. ``run_worker()`` inside
 ``install`` routes the handlers and returns (the simulation delivers).
 
+KV answers as the SDK's own ``local-kv`` store does (the oracle of its differential test):
+opaque per-write version tokens that never repeat for a key, ``scan("")`` refused,
+``delete`` of a missing key ``True``, ``ttl_seconds=0`` accepted (the value is gone),
+1,000-item scan pages with opaque cursors.
+
 Errors reach user code as the SDK's ``AlienError`` (the handle raises the native JSON
 envelope, which the SDK's ``translate_errors`` turns into one), with the binding's own
 messages where the Rust core has them (``durationSeconds must be between 1 and 600``,
-``Key contains invalid characters...``). Not simulated: storage, vault, key, postgres,
+``KV key validation: Invalid input - Key contains invalid characters...``). Not simulated: storage, vault, key, postgres,
 container, worker invoke, AI, sandbox bindings, remote bindings, ``purge``, the ``"*"``
 handler source.
 """
