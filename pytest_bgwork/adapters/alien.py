@@ -21,9 +21,9 @@ opaque per-write version tokens that never repeat for a key, ``scan("")`` refuse
 Errors reach user code as the SDK's ``AlienError`` (the handle raises the native JSON
 envelope, which the SDK's ``translate_errors`` turns into one), with the binding's own
 messages where the Rust core has them (``durationSeconds must be between 1 and 600``,
-``KV key validation: Invalid input - Key contains invalid characters...``). Not simulated: storage, vault, key, postgres,
-container, worker invoke, AI, sandbox bindings, remote bindings, ``purge``, the ``"*"``
-handler source.
+``KV key validation: Invalid input - Key contains invalid characters...``). Not
+simulated: storage, vault, key, postgres, container, worker invoke, AI, sandbox bindings,
+remote bindings, ``purge``, the ``"*"`` handler source.
 """
 
 from __future__ import annotations
