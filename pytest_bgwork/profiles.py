@@ -161,7 +161,8 @@ class KVProfile(_Profile):
     #: values keep a content type (Agentuity); content_type= is accepted
     content_types: bool
     #: a key's versions never repeat: after a delete or expiry the next write continues
-    #: from the last version (Alien's per-write tokens), instead of starting again at 1
+    #: from the last version (Alien's per-write tokens; Redis's WATCH sees any write),
+    #: instead of starting again at 1
     unique_versions: bool
     #: the empty string is a valid key (Redis)
     empty_key: bool

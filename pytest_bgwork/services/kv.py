@@ -141,8 +141,8 @@ class KVResult:
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
     is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
     missing key, 1 after its first write and +1 per write; after a delete or expiry the
-    next write starts again at 1, except on the alien profile, where it continues (a key's
-    versions never repeat). Pass it to ``set(..., if_version=)``.
+    next write starts again at 1, except on the alien and redis profiles, where it continues
+    (a key's versions never repeat). Pass it to ``set(..., if_version=)``.
     """
 
     exists: bool
