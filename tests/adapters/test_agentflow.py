@@ -29,7 +29,7 @@ DIFFERENCES = {
 
 kinds = st.sampled_from(["finish", "fail", "hang", "cleanup", "timeout_error"])
 ops = st.one_of(
-    st.tuples(st.just("create"), kinds, st.sampled_from([0, 1, 3]), st.sampled_from([None, 0, 2]), st.booleans()),
+    st.tuples(st.just("create"), kinds, st.sampled_from([0, 1, 3]), st.sampled_from([None, 0, 1, 2, 3]), st.booleans()),
     st.tuples(st.just("create_fn")),
     st.tuples(st.just("advance"), st.sampled_from([0.05, 0.5, 2, 5])),
     st.tuples(st.just("count")),
