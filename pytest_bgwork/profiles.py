@@ -137,6 +137,7 @@ class KVProfile(_Profile):
     __slots__ = (  # noqa: RUF023 - in field order, which repr, == and hash follow
         "name", "min_ttl", "ttl_whole_ms", "expire_after_instant", "ttl_lag", "max_value",
         "size_counts_key", "size_text", "key_re", "key_text", "ordered_keys", "content_types",
+        "unique_versions", "empty_key", "far_ttl", "read_lag",
     )
 
     name: str
@@ -159,11 +160,25 @@ class KVProfile(_Profile):
     ordered_keys: bool
     #: values keep a content type (Agentuity); content_type= is accepted
     content_types: bool
+    #: a key's versions never repeat: after a delete or expiry the next write continues
+    #: from the last version (Alien's per-write tokens; Redis's WATCH sees any write),
+    #: instead of starting again at 1
+    unique_versions: bool
+    #: the empty string is a valid key (Redis)
+    empty_key: bool
+    #: TTLs past the clock's range (the year 9999) are accepted, up to 2**63 - 1 ms from now
+    #: as Redis accepts them, and never expire in a simulation (elsewhere: refused)
+    far_ttl: bool
+    #: reads are eventually consistent by default: a read may return the state before a
+    #: write for up to this many seconds after it (0: every read is consistent)
+    read_lag: float
 
     def __init__(self, name: str, min_ttl: float | None, ttl_whole_ms: bool,
                  expire_after_instant: bool, ttl_lag: float, max_value: int | None,
                  size_counts_key: bool, size_text: str, key_re: re.Pattern[str] | None,
-                 key_text: str, ordered_keys: bool, content_types: bool) -> None:
+                 key_text: str, ordered_keys: bool, content_types: bool,
+                 unique_versions: bool = False, empty_key: bool = False, far_ttl: bool = False,
+                 read_lag: float = 0.0) -> None:
         self._set(locals())
 
 
@@ -201,12 +216,14 @@ KV_PROFILES: dict[str, KVProfile] = {
     "agentuity": KVProfile("agentuity", 60.0, False, False, 0.0, None, False, "", None, "",
                            True, True),
     "redis": KVProfile("redis", None, True, True, 0.0, 512 * _MIB, False,
-                       "512 MB per value (Redis's string limit)", None, "", False, False),
+                       "512 MB per value (Redis's string limit)", None, "", False, False,
+                       True, True, True),
     "dynamodb": KVProfile("dynamodb", None, False, False, 2 * DAY, 400 * 1024, True,
-                          "400 KB per item (key and value bytes)", None, "", False, False),
+                          "400 KB per item (key and value bytes)", None, "", False, False,
+                          read_lag=1.0),
     "alien": KVProfile("alien", None, False, False, 0.0, 24576, False,
                        "24,576 bytes per value", re.compile(r"^[A-Za-z0-9_:.-]+$"),
-                       "A-Z a-z 0-9 '-' '_' ':' '.'", True, False),
+                       "A-Z a-z 0-9 '-' '_' ':' '.'", True, False, True),
 }
 
 #: ``Simulation(platform=...)`` -> (default queue profile, default KV profile)

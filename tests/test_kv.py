@@ -508,3 +508,154 @@ def test_bg_kv_fixture_in_a_user_test(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# -- versions on the alien profile ---------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_alien_profile_versions_never_repeat_for_a_key(bgwork: bg.Simulation) -> None:
+    """Alien's versions are per-write tokens: a version from before a delete never comes back."""
+    kv = bgwork.kv
+    kv.configure("alien-ns", profile="alien")
+    await kv.set("alien-ns", "k", 1)
+    stale = (await kv.get("alien-ns", "k")).version
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 2, ttl=60)
+    assert (await kv.get("alien-ns", "k")).version == 2
+    assert await kv.set("alien-ns", "k", 3, if_version=stale) is False  # on 'agentuity' it would apply
+    await bgwork.advance(60)
+    await kv.set("alien-ns", "k", 4)
+    assert (await kv.get("alien-ns", "k")).version == 3  # after expiry too
+    state = kv._snapshot()
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 5)
+    kv._restore(state)
+    await kv.delete("alien-ns", "k")
+    await kv.set("alien-ns", "k", 6)
+    assert (await kv.get("alien-ns", "k")).version == 4  # the snapshot kept the last version
+    await kv.set("other", "k", 1)
+    await kv.delete("other", "k")
+    await kv.set("other", "k", 1)
+    assert (await kv.get("other", "k")).version == 1  # the default profile starts again at 1
+
+
+@pytest.mark.asyncio
+async def test_content_type_reads_what_get_would_report_without_an_event(bgwork: bg.Simulation) -> None:
+    kv = bgwork.kv
+    await kv.set("s", "n", 5)
+    await kv.set("s", "b", b"\x00")
+    await kv.set("s", "csv", "a,b", content_type="text/csv")
+    before = len(bgwork.history.events)
+    assert [kv.content_type("s", k) for k in ("n", "b", "csv", "missing")] == [
+        "text/plain", "application/octet-stream", "text/csv", None]
+    assert len(bgwork.history.events) == before
+    assert [(await kv.get("s", k)).content_type for k in ("n", "b", "csv")] == ["text/plain",
+                                                                              "application/octet-stream", "text/csv"]
+    kv.configure("r", profile="redis")
+    await kv.set("r", "k", 5)
+    assert kv.content_type("r", "k") is None
+
+
+# -- DynamoDB: eventually consistent reads --------------------------------------------------------
+class _Half:
+    """Choices that draw the middle of every range (a read lag of 0.5 s), latency 0."""
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        return lo
+
+    def fraction(self, label: str = "") -> float:
+        return 0.5
+
+
+async def _paid_then_read(sim: bg.Simulation) -> None:
+    """An app that writes an order's status and reads it back at once."""
+    await sim.kv.set("orders", "o1", {"status": "paid"})
+    r = await sim.kv.get("orders", "o1")
+    assert r.exists and r.data == {"status": "paid"}, f"read-after-write saw {r.data!r}"
+
+
+def test_explore_finds_a_read_after_write_bug_under_dynamodb() -> None:
+    with pytest.raises(bg.ExplorationFailed) as failed:
+        bg.explore(_paid_then_read, max_examples=50, seed=1, platform="aws")
+    text = str(failed.value)
+    assert "read-after-write saw None" in text and "kv.get" in text and "stale=true" in text
+
+    async def consistent(sim: bg.Simulation) -> None:
+        sim.kv.configure("orders", profile="dynamodb", consistent_reads=True)
+        await _paid_then_read(sim)
+
+    bg.explore(consistent, max_examples=50, seed=1, platform="aws")  # ConsistentRead: no such read
+    bg.explore(_paid_then_read, max_examples=50, seed=1, platform="agentuity")  # other stores: consistent
+
+
+def test_a_stale_read_sees_the_state_before_the_write_for_the_drawn_lag() -> None:
+    sim = bg.Simulation(seed=1, choices=_Half(), platform="aws")
+    seen: list[Any] = []
+
+    async def main() -> None:
+        kv = sim.kv
+        sim.faults.apply([bg.Fault("latency", "*", seconds=0.1)])  # as exploration and chaos do
+        await kv.set("d", "k", 1)
+        await sim.advance(1)
+        await kv.set("d", "k", 2)
+        seen.append((await kv.get("d", "k")).data)  # 1: the write is 0.5 s from visible
+        seen.append((await kv.get("d", "k", consistent=True)).data)  # ConsistentRead: 2
+        await kv.delete("d", "k")
+        seen.append((await kv.get("d", "k")).data)  # still 1: neither write is visible yet
+        await sim.advance(0.5)
+        seen.append((await kv.get("d", "k")).exists)  # both visible: gone
+        assert await kv.set("d", "k", 3, if_absent=True)  # conditions see the latest state
+
+    sim.run(main())
+    sim.close()
+    assert seen == [1, 2, 1, False]
+    stale = [e.detail for e in sim.history.filter("kv", "get") if e.detail.get("stale")]
+    assert stale == [{"ns": "d", "key": "k", "exists": True, "stale": True}] * 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.bgwork(platform="aws")
+async def test_plain_tests_read_consistently_on_dynamodb(bgwork: bg.Simulation) -> None:
+    for n in range(20):  # seeded choices, but no latency: no lag is drawn
+        await bgwork.kv.set("d", "k", n)
+        assert (await bgwork.kv.get("d", "k")).data == n
+
+
+def test_consistent_reads_is_checked_at_configure() -> None:
+    sim = bg.Simulation(seed=1)
+    with pytest.raises(ValueError, match=r"every read on profile 'redis' is consistent; only 'dynamodb'"):
+        sim.kv.configure("r", profile="redis", consistent_reads=True)
+    with pytest.raises(TypeError, match=r"consistent_reads=\.\.\.\) expects True or False; got 'yes'"):
+        sim.kv.configure("d", profile="dynamodb", consistent_reads="yes")  # type: ignore[arg-type]
+    sim.kv.configure("d", profile="dynamodb", consistent_reads=True)
+    [event] = sim.history.filter("kv", "configure")
+    assert event.detail == {"ns": "d", "profile": "dynamodb", "consistent_reads": True}
+    sim.close()
+
+
+def test_a_users_explore_test_meets_the_stale_read(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        import pytest_bgwork as bg
+
+        async def pay(sim):
+            await sim.kv.set("orders", "o1", {"status": "paid"})
+            r = await sim.kv.get("orders", "o1")
+            assert r.exists, "the order vanished right after it was paid"
+
+        @pytest.mark.bgwork(platform="aws")
+        def test_read_after_write(bgwork):
+            bg.explore(pay, max_examples=50, seed=1)
+
+        @pytest.mark.bgwork(platform="aws")
+        def test_read_after_write_consistent(bgwork):
+            async def consistent(sim):
+                sim.kv.configure("orders", profile="dynamodb", consistent_reads=True)
+                await pay(sim)
+            bg.explore(consistent, max_examples=50, seed=1)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*the order vanished right after it was paid*",
+                                 "*kv.get*ns=orders key=o1 exists=false stale=true*"])

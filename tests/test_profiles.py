@@ -592,6 +592,8 @@ def test_every_row_of_the_semantics_table_names_a_test_that_exists() -> None:
                 where = "tests/test_profiles_redis.py" if name in defined[
                     "tests/test_profiles_redis.py"] else "tests/test_profiles_sqs.py" if name in (
                     defined["tests/test_profiles_sqs.py"]) else default
+            if where not in defined and (root / where).is_file():  # a row may name any test file
+                defined[where] = set(re.findall(r"^(?:async )?def (test_\w+)", (root / where).read_text(), re.M))
             if name not in defined.get(where, set()):
                 missing.append(ref)
     assert rows >= 40 and missing == []

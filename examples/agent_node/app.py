@@ -3,7 +3,8 @@
 ``SupportAgent.answer_node(state, config)`` drafts a reply and returns it at once; saving
 the conversation memory and exporting the trace run in the background, each with a
 timeout and a context (thread id) so a stuck one is cancelled and logged with it.
-``SupportAgent.aclose()`` shuts the manager down, draining what is left.
+``SupportAgent.aclose()`` drains the chores, then shuts the manager down: ``shutdown()``
+alone cancels whatever is still running (agentflow's class cancels first, then waits).
 
 The manager is passed in: agentflow's ``BackgroundTaskManager`` in production, the
 simulation's fake (same API) in tests.
@@ -79,5 +80,10 @@ class SupportAgent:
         await self.manager.cancel_all()
 
     async def aclose(self) -> dict[str, Any]:
-        """Drain the chores before the process exits; report what could not finish."""
+        """Drain the chores before the process exits, then shut down; report what could not finish.
+
+        ``shutdown()`` cancels every task first and only then waits, so calling it alone
+        would lose a trace export in flight: wait for the chores (bounded) first.
+        """
+        await self.manager.wait_for_all(timeout=SHUTDOWN_TIMEOUT, return_exceptions=True)
         return await self.manager.shutdown(timeout=SHUTDOWN_TIMEOUT)

@@ -2,8 +2,8 @@
 
 The real class (10xgraph 0.10.3, loaded on 3.11 by ``adapters.agentflow``) runs its tasks on
 the simulation: they are in the history, fault points ``task.<name>`` apply, and
-``bg.assert_drained`` sees them. These tests pin what the real class does where the fake
-(``test_agent_node.py``) deliberately tells a different story (docs/adapters/agentflow.md).
+``bg.assert_drained`` sees them. The fake (``test_agent_node.py``) behaves the same way;
+these tests pin the real class's surprises on the real class itself.
 """
 
 from __future__ import annotations
@@ -90,14 +90,22 @@ async def test_a_fault_at_task_point_fails_the_chore(bgwork: bg.Simulation, agen
     await bgwork.run_until_idle()
 
 
-async def test_real_aclose_cancels_the_chores_at_once_instead_of_draining(
+async def test_real_shutdown_alone_cancels_the_chores_at_once_instead_of_draining(
     bgwork: bg.Simulation, agent: SupportAgent, traces: Traces
 ) -> None:
-    """The real shutdown() cancels first and then waits: nothing is drained (the fake drains)."""
+    """The real shutdown() cancels first and then waits: nothing is drained (aclose waits first)."""
     await agent.answer_node(STATE, CONFIG)
-    report = await agent.aclose()
+    report = await agent.manager.shutdown(timeout=10)
     assert (report["status"], report["initial_tasks"], report["remaining_tasks"]) == ("completed", 2, 0)
     assert traces.received == []  # the export never happened
     assert not (await bgwork.kv.get(MEMORY_NS, "thread_7")).exists  # nor did the memory save
     assert (await agent.aclose()) == {"status": "already_shutdown", "tasks_remaining": 0}
+    await bgwork.run_until_idle()
+
+
+async def test_real_aclose_drains_first(bgwork: bg.Simulation, agent: SupportAgent, traces: Traces) -> None:
+    await agent.answer_node(STATE, CONFIG)
+    report = await agent.aclose()
+    assert (report["status"], report["initial_tasks"]) == ("completed", 0)
+    assert len(traces.received) == 1 and (await bgwork.kv.get(MEMORY_NS, "thread_7")).exists
     await bgwork.run_until_idle()

@@ -8,7 +8,8 @@ history and checks. The SDK (0.0.106) calls *sync* ``httpx`` inside ``async def`
 routes answer through ``sim.kv``'s sync entry points (a delay fault there moves the clock
 as a blocked event loop would).
 
-Answered as the service does: GET 200 with the stored bytes and content type, or 404;
+Answered as the service does: GET 200 with the stored bytes and content type (a value
+seeded with ``sim.kv.set`` as the SDK would have stored it), or 404;
 PUT 201; DELETE 200; a TTL in the path (``/{ttl}``) honoured on virtual time and one below
 60 s refused with 400. Two SDK facts are shown faithfully, not papered over:
 ``KeyValueStore.set(..., params={"ttl": ...})`` never sends the TTL (0.0.106 reads it only
@@ -79,44 +80,75 @@ def object_namespace(bucket: str) -> str:
 def stored_bytes(sim: bg.Simulation, ns: str, key: str) -> tuple[bytes, str] | None:
     """The bytes and content type the service would answer for ``key`` (``None``: missing).
 
-    For tests that look at a binary value; a JSON value is also in ``sim.kv.items(ns)``
-    as itself, and a ``text/plain`` one as a ``str``.
+    For tests that look at a binary value; a JSON record is also in ``sim.kv.items(ns)``
+    as itself, and a ``text/plain`` one as a ``str``. Reads without a history event.
     """
     value = sim.kv.items(ns).get(key, _MISSING)
-    return None if value is _MISSING else _to_wire(value)
+    if value is _MISSING:
+        return None
+    return _to_wire(value, sim.kv.content_type(ns, key))
 
 
 _MISSING: Any = object()
 
 
-def _from_wire(body: bytes, content_type: str) -> Any:
-    """The ``sim.kv`` value for a body: JSON as itself, text/plain as ``str``, else an envelope.
+def _payload(value: Any) -> bytes:
+    """The body the SDK sends for ``value`` (``dataLikeToData``): bytes as they are, ``str(x)``
+    for a str, int, float or bool, JSON for a list or dict (``null`` for ``None``)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str | int | float | bool):
+        return str(value).encode("utf-8")
+    return json.dumps(value).encode("utf-8")
 
-    So ``sim.kv`` and the checks (``assert_status_terminal``) see the record the app wrote.
+
+def _from_wire(body: bytes, content_type: str, keeps_types: bool) -> Any:
+    """The ``sim.kv`` value for a body, so ``sim.kv`` and the checks see the record the app wrote.
+
+    On a namespace that keeps content types (the agentuity profile) the value is a JSON
+    record as itself, a ``text/plain`` body as a ``str``, anything else as ``bytes``, each
+    only when the SDK would send exactly ``body`` for it (the content type is stored
+    beside it). Elsewhere a body that is not a JSON object or array, or ``text/plain``
+    text, goes in an envelope holding its bytes and content type.
     """
     ctype = content_type.split(";", 1)[0].strip().lower()
+    value: Any = _MISSING
     if ctype == "application/json":
         try:
             value = json.loads(body)
         except ValueError:
-            value = None
-        else:
-            if not isinstance(value, str) and not (isinstance(value, dict) and _BYTES in value):
-                return value
-    elif ctype == "text/plain" and content_type == "text/plain":
+            value = _MISSING
+    elif ctype == "text/plain":
         try:
-            return body.decode("utf-8")
+            value = body.decode("utf-8")
         except UnicodeDecodeError:
-            pass
+            value = _MISSING
+    if keeps_types:
+        if value is _MISSING or value is None or (isinstance(value, dict) and _BYTES in value) \
+                or _payload(value) != body:
+            return body
+        return value
+    if isinstance(value, dict | list) and not (isinstance(value, dict) and _BYTES in value) \
+            and _payload(value) == body and ctype == "application/json":
+        return value
+    if isinstance(value, str) and content_type == "text/plain":
+        return value
     return {_BYTES: base64.b64encode(body).decode("ascii"), "content_type": content_type}
 
 
-def _to_wire(value: Any) -> tuple[bytes, str]:
+def _to_wire(value: Any, content_type: str | None = None) -> tuple[bytes, str]:
+    """What the service answers for a stored value: its bytes as the SDK would have sent
+    them, and its content type (stored, or inferred as the SDK infers it)."""
     if isinstance(value, dict) and _BYTES in value:
         return base64.b64decode(value[_BYTES]), str(value["content_type"])
-    if isinstance(value, str):
-        return value.encode("utf-8"), "text/plain"
-    return json.dumps(value).encode("utf-8"), "application/json"
+    if content_type is None:
+        if isinstance(value, bytes | bytearray):
+            content_type = "application/octet-stream"
+        elif isinstance(value, str | int | float | bool):
+            content_type = "text/plain"
+        else:
+            content_type = "application/json"
+    return _payload(value), content_type
 
 
 def _raw_path(request: httpx.Request) -> str:
@@ -173,11 +205,13 @@ class _Service:
                 found = self.sim.kv.get_sync(name, key)
                 if not found.exists:
                     return httpx.Response(404)
-                body, ctype = _to_wire(found.data)
+                body, ctype = _to_wire(found.data, found.content_type)
                 return httpx.Response(200, content=body, headers={"Content-Type": ctype})
             if method == "PUT":
                 ctype = request.headers.get("content-type", "application/octet-stream")
-                self.sim.kv.set_sync(name, key, _from_wire(request.content, ctype), ttl)
+                keeps = self.sim.kv.profile(name).content_types
+                options = {"content_type": ctype} if keeps else {}
+                self.sim.kv.set_sync(name, key, _from_wire(request.content, ctype, keeps), ttl, **options)
                 return httpx.Response(201)
             if method == "DELETE":
                 self.sim.kv.delete_sync(name, key)
@@ -214,7 +248,7 @@ class _Service:
                 found = self.sim.kv.get_sync(ns, key)
                 if not found.exists:
                     return httpx.Response(404, text="")
-                body, ctype = _to_wire(found.data)
+                body, ctype = _to_wire(found.data, found.content_type)
                 return httpx.Response(200, content=body, headers={"Content-Type": ctype})
             if method == "PUT":
                 ctype = request.headers.get("content-type", "application/octet-stream")

@@ -13,16 +13,24 @@ raise, or a ``"retry"`` outcome, is a failed attempt that the queue retries).
 Registrations made during ``install`` are undone at exit. ``run_worker()`` inside
 ``install`` routes the handlers and returns (the simulation delivers).
 
+KV answers as the SDK's own ``local-kv`` store does (the oracle of its differential test):
+opaque per-write version tokens that never repeat for a key, ``scan("")`` refused,
+``delete`` of a missing key ``True``, ``ttl_seconds=0`` accepted (the value is gone),
+1,000-item scan pages with opaque cursors.
+
 Errors reach user code as the SDK's ``AlienError`` (the handle raises the native JSON
 envelope, which the SDK's ``translate_errors`` turns into one), with the binding's own
 messages where the Rust core has them (``durationSeconds must be between 1 and 600``,
-``Key contains invalid characters...``). Not simulated: storage, vault, key, postgres,
-container, worker invoke, AI, sandbox bindings, remote bindings, ``purge``, the ``"*"``
-handler source.
+``KV key validation: Invalid input - Key contains invalid characters...``). Not
+simulated: storage, vault, key, postgres, container, worker invoke, AI, sandbox bindings,
+remote bindings, ``purge``, the ``"*"`` handler source.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import importlib
 import json
 import re
@@ -35,7 +43,7 @@ from typing import Any
 import pytest_bgwork as bg
 from pytest_bgwork.profiles import KV_PROFILES, QUEUE_PROFILES
 
-__all__ = ["LEASE_SECONDS", "MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "install"]
+__all__ = ["LEASE_SECONDS", "MAX_KEY_BYTES", "MAX_RECEIVE", "MAX_VALUE_BYTES", "SCAN_PAGE", "install"]
 
 _KV = KV_PROFILES["alien"]
 _LEASE = QUEUE_PROFILES["alien"].visibility_range
@@ -48,12 +56,22 @@ MAX_RECEIVE = 10
 #: ``renew_lease`` durations the binding accepts (the alien queue profile's lease range).
 LEASE_SECONDS = (int(_LEASE[0]), int(_LEASE[1]))
 _KEY: re.Pattern[str] = _KV.key_re or re.compile(".+")
+#: ``scan`` without ``limit`` returns at most this many items (and a cursor), as local-kv does.
+SCAN_PAGE = 1000
+#: Seconds since the epoch of the simulated wall clock's end (the year 9999).
+_FAR = 253402300800.0
 
 
 def _native_error(message: str, code: str = "INVALID_INPUT", **context: Any) -> RuntimeError:
     """The Rust core's error envelope; the SDK's ``translate_errors`` makes it an ``AlienError``."""
     return RuntimeError(json.dumps({"message": message, "code": code, "context": context or None,
                                     "retryable": False, "internal": False, "httpStatusCode": 400}))
+
+
+def _invalid(where: str, field: str, details: str) -> RuntimeError:
+    """The store's ``INVALID_INPUT`` error, worded as the real local-kv store words it."""
+    return _native_error(f"{where}: Invalid input - {details}", details=details, field_name=field,
+                         operation_context=where)
 
 
 def _sim() -> bg.Simulation:
@@ -115,19 +133,90 @@ class _QueueValue:
     attempt: int
 
 
-def _check_key(key: object) -> str:
+def _check_key(key: object, field: str = "key") -> str:
     if not isinstance(key, str) or not key:
-        raise _native_error("Key cannot be empty")
+        raise _invalid("KV key validation", field, "Key cannot be empty")
     if len(key.encode()) > MAX_KEY_BYTES:
-        raise _native_error(f"Key exceeds {MAX_KEY_BYTES} bytes", key=key)
+        raise _invalid("KV key validation", field, f"Key exceeds {MAX_KEY_BYTES} bytes")
     if not _KEY.match(key):
-        raise _native_error("Key contains invalid characters. Allowed: a-z A-Z 0-9 - _ : . (no spaces, "
-                            f"slashes, or special characters); got {key!r}", key=key)
+        raise _invalid("KV key validation", field, "Key contains invalid characters. Allowed: a-z A-Z 0-9 - _ : . "
+                       "(no spaces, slashes, or special characters)")
     return key
 
 
+def _unsigned(value: object) -> int | None:
+    """What the binding's Rust ``u64`` argument takes: ``None`` or an int >= 0 (pyo3's errors)."""
+    if value is None:
+        return None
+    if not isinstance(value, int):
+        raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an integer")
+    if value < 0:
+        raise OverflowError("can't convert negative int to unsigned")
+    return int(value)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    text = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(text).rstrip(b"=").decode()
+
+
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def _unb64(token: object) -> Any:
+    """Base64url without padding, strictly (as the Rust core decodes), then JSON."""
+    if not isinstance(token, str) or not _B64URL.match(token) or len(token) % 4 == 1:
+        raise binascii.Error(token)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise TypeError(raw) from None
+
+
+def _token(ns: str, key: str, version: int, expires_at: Any) -> str:
+    """An opaque per-write version token shaped as the real store's (base64 JSON).
+
+    Its ``backendVersion`` holds a digest of the namespace and key and the write's number,
+    which never repeats for a key on the alien profile (not even after a delete).
+    """
+    digest = hashlib.blake2b(f"{ns}\0{key}".encode(), digest_size=8).hexdigest()
+    expires = None if expires_at is None else int(expires_at.timestamp() * 1000)
+    return _b64({"format": 1, "key": key, "backendVersion": f"{digest}{version:016x}",
+                 "expiresAtMillis": expires})
+
+
+def _version_of(ns: str, key: str, token: object) -> int | None:
+    """The write number a token names, checked as local-kv checks it.
+
+    A token that does not decode, or names another key, is an error; one that decodes
+    but that this store did not issue for this key (another namespace's, or edited)
+    names no write (``None``): it matches nothing.
+    """
+    try:
+        data = _unb64(token)
+    except binascii.Error:
+        raise _invalid("KV version decoding", "ifVersion", "Invalid version token encoding") from None
+    except TypeError:
+        data = None
+    if (not isinstance(data, dict) or not isinstance(data.get("format"), int)
+            or not isinstance(data.get("key"), str) or not isinstance(data.get("backendVersion"), str)
+            or not isinstance(data.get("expiresAtMillis", 0), int | None)):
+        raise _invalid("KV version decoding", "ifVersion", "Invalid version token data")
+    if data["format"] != 1 or data["key"] != key:
+        raise _invalid("KV version validation", "ifVersion", "Version token does not belong to this key")
+    backend: str = data["backendVersion"]
+    digest = hashlib.blake2b(f"{ns}\0{key}".encode(), digest_size=8).hexdigest()
+    if backend[:16] != digest or len(backend) != 32:
+        return None
+    try:
+        return int(backend[16:], 16) or None
+    except ValueError:
+        return None
+
+
 class _Kv:
-    """A simulated native KV handle: ``sim.kv`` namespace ``name``."""
+    """A simulated native KV handle: ``sim.kv`` namespace ``name``, answering as local-kv does."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -137,64 +226,98 @@ class _Kv:
         _configure(sim, self.name)
         return sim.kv
 
+    def _entry(self, key: str, found: Any) -> _KvValue:
+        return _KvValue(key, list(_from_store(found.data)), _token(self.name, key, found.version, found.expires_at))
+
+    async def _matching(self, key: str, token: object) -> int | None:
+        """The version ``token`` names if it is the key's current token, exactly (else ``None``).
+
+        local-kv compares the whole token, so an edited one (another expiry) matches
+        nothing; the conditional write that follows is still atomic (``if_version``).
+        """
+        number = _version_of(self.name, key, token)
+        if number is None:
+            return None
+        found = await self._kv().get(self.name, key)
+        if not found.exists or _token(self.name, key, found.version, found.expires_at) != token:
+            return None
+        return number
+
     async def get(self, key: str) -> _KvValue | None:
         found = await self._kv().get(self.name, _check_key(key))
-        if not found.exists:
-            return None
-        return _KvValue(key, list(_from_store(found.data)), str(found.version))
+        return self._entry(key, found) if found.exists else None
 
     async def put(self, key: str, value: list[int], ttl_seconds: int | None, condition: str | None,
                   version: str | None) -> bool:
+        if condition not in (None, "absent", "version"):
+            raise ValueError(f"unsupported KV put condition {condition!r}")
+        if condition == "version" and version is None:
+            raise ValueError("a version condition requires a version")
+        ttl = _unsigned(ttl_seconds)
         _check_key(key)
         raw = bytes(value)
         if len(raw) > MAX_VALUE_BYTES:
-            raise _native_error(f"Value exceeds {MAX_VALUE_BYTES} bytes (got {len(raw)}): Alien KV values "
-                                f"hold at most {MAX_VALUE_BYTES:,} bytes; store large data in storage and "
-                                "its path here", key=key)
-        if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int)
-                                        or ttl_seconds < 1):
-            raise _native_error(f"ttl_seconds must be a whole number of seconds >= 1; got {ttl_seconds!r}")
+            raise _invalid("KV value validation", "value", f"Value exceeds {MAX_VALUE_BYTES} bytes")
+        kv = self._kv()
         options: dict[str, Any] = {}
         if condition == "absent":
             options["if_absent"] = True
         elif condition == "version":
-            if version is None or not str(version).isdigit() or int(version) < 1:
-                if version is None:
-                    raise _native_error("condition='version' needs version= (the version get() returned)")
-                return False  # a version this store never issued matches nothing
-            options["if_version"] = int(version)
-        elif condition is not None:
-            raise _native_error(f"condition must be 'absent', 'version' or None; got {condition!r}")
-        applied = await self._kv().set(self.name, key, _to_store(raw), ttl_seconds, **options)
+            number = await self._matching(key, version)
+            if number is None:
+                return False  # no live write of this key has that token
+            options["if_version"] = number
+        if ttl == 0:  # accepted; the value is gone at once (it expired on arrival)
+            if options.get("if_absent"):
+                return not (await kv.get(self.name, key)).exists
+            return bool(await kv.delete(self.name, key, **options)) or not options
+        clock = _sim().clock
+        if ttl is not None and clock.start + clock.monotonic() + ttl > _FAR:
+            ttl = None  # expires past the simulated clock's range (the year 9999): never, here
+        applied = await kv.set(self.name, key, _to_store(raw), ttl, **options)
         return applied is not False
 
     async def delete(self, key: str, if_version: str | None) -> bool:
         _check_key(key)
         kv = self._kv()
         if if_version is not None:
-            if not str(if_version).isdigit():
+            number = await self._matching(key, if_version)
+            if number is None:
                 return False
-            return bool(await kv.delete(self.name, key, if_version=int(if_version)))
-        found = await kv.get(self.name, key)
+            return bool(await kv.delete(self.name, key, if_version=number))
         await kv.delete(self.name, key)
-        return bool(found.exists)
+        return True  # the real store answers True whether or not the key existed
 
     async def exists(self, key: str) -> bool:
         return bool((await self._kv().get(self.name, _check_key(key))).exists)
 
     async def scan(self, prefix: str, limit: int | None, cursor: str | None) -> _KvPage:
+        size = _unsigned(limit)
+        _check_key(prefix)
+        after = ""
+        if cursor is not None:
+            try:
+                data = _unb64(cursor)
+                owner, after = data["prefix"], data["last_key"]
+                if data.get("version") != 1 or not isinstance(owner, str) or not isinstance(after, str):
+                    raise ValueError(data)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise _invalid("Local KV cursor decoding", "cursor", "Invalid cursor encoding") from None
+            if owner != prefix:
+                raise _invalid("Local KV cursor validation", "cursor", "Cursor does not belong to this prefix scan")
         kv = self._kv()
-        keys = await kv.keys(self.name, prefix or "")
-        if cursor:
-            keys = [k for k in keys if k > cursor]
-        size = limit if limit is not None and limit > 0 else len(keys)
-        page, rest = keys[:size], keys[size:]
-        items = []
-        for key in page:
+        keys = sorted(k for k in await kv.keys(self.name, prefix) if k > after)
+        size = SCAN_PAGE if size is None else size
+        items: list[_KvValue] = []
+        for key in keys:
+            if len(items) >= size:
+                break
             found = await kv.get(self.name, key)
             if found.exists:
-                items.append(_KvValue(key, list(_from_store(found.data)), str(found.version)))
-        return _KvPage(items, page[-1] if rest and page else None)
+                items.append(self._entry(key, found))
+        more = len(items) == size and size > 0 and any(k > items[-1].key for k in keys)
+        nxt = _b64({"version": 1, "prefix": prefix, "last_key": items[-1].key}) if more else None
+        return _KvPage(items, nxt)
 
 
 #: receipt handle -> delivery, per simulation (handles outlive tests; receipts do not)

@@ -40,7 +40,8 @@ _Entry = tuple[str, float | None, int, Any]
 _LogRow = tuple[float, str, str | None, float | None, str | None, str]
 _State = tuple[
     dict[str, dict[str, _Entry]], list[tuple[float, str, str]], list[tuple[Any, ...]],
-    dict[tuple[str, str], str], dict[tuple[str, str], float],
+    dict[tuple[str, str], str], dict[tuple[str, str], float], dict[tuple[str, str], int],
+    dict[tuple[str, str], list[tuple[float, "_Entry | None"]]],
 ]
 
 
@@ -106,6 +107,9 @@ def _content_type(value: object) -> str:
 
 #: The last instant a virtual datetime can show (``datetime.max``), in epoch seconds.
 _MAX_EPOCH = (_dt.datetime.max.replace(tzinfo=_dt.UTC) - _EPOCH).total_seconds()
+_LAST_INSTANT = _dt.datetime.max.replace(tzinfo=_dt.UTC)
+#: Redis keeps an expiry as milliseconds since the epoch in a signed 64-bit integer.
+_MAX_REDIS_MS = 2**63 - 1
 
 
 
@@ -137,7 +141,8 @@ class KVResult:
     instant (aware UTC) the key expires, or ``None`` when it has no TTL; ``content_type``
     is what the value was stored as on the Agentuity profile. ``version`` is ``None`` for a
     missing key, 1 after its first write and +1 per write; after a delete or expiry the
-    next write starts again at 1 (pass it to ``set(..., if_version=)``).
+    next write starts again at 1, except on the alien and redis profiles, where it continues
+    (a key's versions never repeat). Pass it to ``set(..., if_version=)``.
     """
 
     exists: bool
@@ -292,6 +297,13 @@ class KV:
         #: (ns, key) -> the TTL's instant, where deletion happens later (Redis: just after
         #: it; DynamoDB: up to 48 h after it); the entry holds the deletion instant
         self._due: dict[tuple[str, str], float] = {}
+        #: (ns, key) -> its last version, on profiles whose versions never repeat (Alien)
+        self._last_versions: dict[tuple[str, str], int] = {}
+        #: (ns, key) -> writes not yet visible to an eventually consistent read (DynamoDB):
+        #: (the instant it becomes visible, the entry before it), oldest first
+        self._stale: dict[tuple[str, str], list[tuple[float, _Entry | None]]] = {}
+        #: namespaces configured with consistent_reads=True (DynamoDB ConsistentRead)
+        self._consistent: set[str] = set()
 
     @property
     def _log(self) -> dict[tuple[str, str], list[_LogRow]]:
@@ -315,26 +327,47 @@ class KV:
         return index
 
     # -- profiles ------------------------------------------------------------------------
-    def configure(self, ns: str, *, profile: str) -> KVProfile:
+    def configure(self, ns: str, *, profile: str, consistent_reads: bool | None = None) -> KVProfile:
         """Make namespace ``ns`` behave like ``profile`` (agentuity, redis, dynamodb, alien).
 
         Configure a namespace before its first write; its data keeps the rules it was
-        written under.
+        written under. ``consistent_reads`` (dynamodb only, default ``False``): ``True``
+        makes every read strongly consistent (``ConsistentRead=True``); with ``False`` a
+        read may return the state before a write for up to 1 s after it.
         """
         ns = check_name("ns", ns, "kv.configure()")
         prof = kv_profile(profile, f"kv.configure({ns!r}, profile=...)")
+        if consistent_reads is not None:
+            if not isinstance(consistent_reads, bool):
+                raise TypeError(f"kv.configure({ns!r}, consistent_reads=...) expects True or False; "
+                                f"got {consistent_reads!r}")
+            if not prof.read_lag:
+                raise ValueError(f"kv.configure({ns!r}, profile={profile!r}, consistent_reads=...): every "
+                                 f"read on profile {prof.name!r} is consistent; only 'dynamodb' has "
+                                 "eventually consistent reads. Leave consistent_reads out.")
         current = self._profiles.get(ns, self._default)
         if prof is not current and ns in self._data:
             raise ValueError(f"kv.configure({ns!r}, profile={profile!r}): namespace {ns!r} "
                              f"already holds keys written under profile {current.name!r}; "
                              "configure a namespace before its first write.")
         self._profiles[ns] = prof
-        self._record("kv", "configure", ns=ns, profile=prof.name)
+        if consistent_reads:
+            self._consistent.add(ns)
+        else:
+            self._consistent.discard(ns)
+        extra: dict[str, Any] = {} if consistent_reads is None else {"consistent_reads": consistent_reads}
+        self._record("kv", "configure", ns=ns, profile=prof.name, **extra)
         return prof
 
     def profile(self, ns: str) -> KVProfile:
         """The profile namespace ``ns`` follows."""
         return self._profiles.get(check_name("ns", ns, "kv.profile()"), self._default)
+
+    def _key_name(self, ns: str, key: object, where: str) -> str:
+        """``key`` checked as a name; ``""`` too on a profile that allows it (Redis)."""
+        if key == "" and self._profiles.get(ns, self._default).empty_key:
+            return ""
+        return check_name("key", key, where)
 
     def _check_key(self, prof: KVProfile, key: str, where: str) -> None:
         if prof.key_re is not None and not prof.key_re.match(key):
@@ -357,6 +390,12 @@ class KV:
                                  "answers 'ERR value is not an integer or out of range'). Round "
                                  "it to milliseconds.")
         if self._clock.start + self._clock.monotonic() + ttl > _MAX_EPOCH:
+            if prof.far_ttl:  # Redis: any expiry that fits in 2**63 - 1 ms since the epoch
+                if (self._clock.start + self._clock.monotonic()) * 1000 + ttl * 1000 <= _MAX_REDIS_MS:
+                    return
+                raise ValueError(f"{where}: profile {prof.name!r} allows a ttl up to 2**63 - 1 ms "
+                                 f"since the epoch (Redis answers 'invalid expire time in 'set' "
+                                 f"command'); got ttl={ttl:g}. Use ttl=None for a key that never expires.")
             raise ValueError(f"{where}: ttl={ttl:g} puts the expiry past the year 9999, beyond "
                              "the clock's range; use ttl=None for a key that never expires.")
 
@@ -389,7 +428,7 @@ class KV:
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
-            key = check_name("key", key, "kv.set()")
+            key = self._key_name(ns, key, "kv.set()")
         prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
@@ -483,6 +522,8 @@ class KV:
         now = self._clock._mono
         expires = None if ttl is None else now + ttl
         version = 1 if prev is None else prev[2] + 1
+        if prof.unique_versions:  # Alien: a key's versions never repeat, even after a delete
+            version = self._last_versions[(ns, key)] = self._last_versions.get((ns, key), 0) + 1
         if expires is not None and (prof.expire_after_instant or prof.ttl_lag):
             due = expires
             if prof.expire_after_instant:  # Redis: expired when now > the instant
@@ -497,6 +538,8 @@ class KV:
         elif self._types:
             self._types.pop((ns, key), None)
         space[key] = (text, expires, version, stored)
+        if prof.read_lag:
+            self._lag(prof, ns, key, prev, now)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, ns, key))
         attempt = current_attempt.get()
@@ -523,12 +566,16 @@ class KV:
             self._rows.append(row)
         return True
 
-    async def get(self, ns: str, key: str) -> KVResult:
-        """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired)."""
+    async def get(self, ns: str, key: str, *, consistent: bool = False) -> KVResult:
+        """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired).
+
+        On an eventually consistent namespace (dynamodb) the read may return the state
+        before a recent write; ``consistent=True`` reads the latest (``ConsistentRead``).
+        """
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.get()")
-            key = check_name("key", key, "kv.get()")
+            key = self._key_name(ns, key, "kv.get()")
         prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
@@ -544,6 +591,9 @@ class KV:
             self._sweep()
         space = self._data.get(ns)
         entry = space.get(key) if space is not None else None
+        stale = False
+        if self._stale and (ns, key) in self._stale and not consistent and ns not in self._consistent:
+            entry, stale = self._stale_read(ns, key, entry)
         if faults._pending_after:
             try:
                 faults.leave("kv.get")
@@ -551,7 +601,9 @@ class KV:
                 self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
                              error=_error_text(exc))
                 raise
-        if self._listeners:
+        if stale:
+            self._record("kv", "get", ns=ns, key=key, exists=entry is not None, stale=True)
+        elif self._listeners:
             self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
         else:
             attempt = current_attempt.get()
@@ -565,7 +617,7 @@ class KV:
         if expires is None:
             at = None
         else:
-            if self._due:
+            if self._due and not stale:
                 expires = self._due.get((ns, key), expires)
             at = self._wall(expires)
         kind = None
@@ -589,7 +641,7 @@ class KV:
         it applied, ``False`` when the condition failed (nothing changed).
         """
         ns = check_name("ns", ns, "kv.delete()")
-        key = check_name("key", key, "kv.delete()")
+        key = self._key_name(ns, key, "kv.delete()")
         prof = self._profiles.get(ns, self._default)
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.delete(ns={ns!r}, key={key!r})")
@@ -621,11 +673,14 @@ class KV:
                     raise
                 self._record("kv", "delete", ns=ns, key=key, applied=False, version=have, **cond)
                 return False
-        existed = space is not None and space.pop(key, None) is not None
+        gone = space.pop(key, None) if space is not None else None
+        existed = gone is not None
         if space is not None and not space:
             del self._data[ns]
         self._forget(ns, key)
         now = self._clock.monotonic()
+        if existed and prof.read_lag:
+            self._lag(prof, ns, key, gone, now)
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
         extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True}
@@ -678,7 +733,7 @@ class KV:
     def history(self, ns: str, key: str) -> list[KVVersion]:
         """Every value ever written to ``key`` and every deletion/expiry, oldest first."""
         check_name("ns", ns, "kv.history()")
-        check_name("key", key, "kv.history()")
+        self._key_name(ns, key, "kv.history()")
         self._sweep()
         return [
             KVVersion(t, op, None if text is None else _decode(text), ttl, label, outcome)
@@ -691,6 +746,23 @@ class KV:
         self._sweep()
         space = self._data.get(ns, {})
         return {k: _value(space[k]) for k in sorted(space)}
+
+    def content_type(self, ns: str, key: str) -> str | None:
+        """The content type ``get`` would report for a live key, without a history event.
+
+        ``None`` for a missing key or on a profile that keeps no content type.
+        """
+        check_name("ns", ns, "kv.content_type()")
+        self._sweep()
+        entry = self._data.get(ns, {}).get(key)
+        if entry is None or not self._profiles.get(ns, self._default).content_types:
+            return None
+        kind = self._types.get((ns, key))
+        if kind is None:
+            text = entry[0]
+            kind = ("application/octet-stream" if text[:1] == _BYTES else "application/json"
+                    if text[:1] in "{[" else "text/plain")
+        return kind
 
     def namespaces(self) -> list[str]:
         """The namespaces that hold at least one live key, sorted."""
@@ -706,11 +778,13 @@ class KV:
             list(self._writes),
             dict(self._types),
             dict(self._due),
+            dict(self._last_versions),
+            {k: list(v) for k, v in self._stale.items()},
         )
 
     def _restore(self, state: object) -> None:
         """Put back a ``_snapshot()``; the snapshot stays reusable."""
-        data, expiries, writes, types, due = cast(_State, state)
+        data, expiries, writes, types, due, last_versions, stale = cast(_State, state)
         self._data = {ns: dict(space) for ns, space in data.items()}
         self._expiries = list(expiries)
         self._writes = list(writes)
@@ -718,10 +792,46 @@ class KV:
         self._indexed = 0
         self._types = dict(types)
         self._due = dict(due)
+        self._last_versions = dict(last_versions)
+        self._stale = {k: list(v) for k, v in stale.items()}
 
     # -- internals ---------------------------------------------------------------------------
+    def _lag(self, prof: KVProfile, ns: str, key: str, prev: _Entry | None, now: float) -> None:
+        """An eventually consistent namespace: the state before this write stays readable
+        for a lag drawn from ``sim.choices`` (only while latency is on: exploration, chaos
+        ``latency``; a plain test's reads are consistent)."""
+        faults = self._faults
+        if ns in self._consistent or not faults.latency or faults.healed:
+            return
+        lag = self._choices.fraction("kv.read_lag") * prof.read_lag
+        if lag <= 0.0:
+            return
+        pending = self._stale.setdefault((ns, key), [])
+        visible = max(now + lag, pending[-1][0]) if pending else now + lag
+        pending.append((visible, prev))
+
+    def _stale_read(self, ns: str, key: str, entry: _Entry | None) -> tuple[_Entry | None, bool]:
+        """What an eventually consistent read of ``key`` sees now: the state before the
+        oldest write not yet visible, if any (``True``), else the latest."""
+        pending = self._stale[(ns, key)]
+        now = self._clock._mono
+        while pending and pending[0][0] <= now:
+            pending.pop(0)
+        if not pending:
+            del self._stale[(ns, key)]
+            return entry, False
+        old = pending[0][1]
+        if old is not None and old[1] is not None and old[1] <= now:
+            old = None  # it had expired meanwhile
+        return old, True
+
     def _wall(self, mono: float) -> _dt.datetime:
-        return _EPOCH + _dt.timedelta(seconds=self._clock.start + mono)
+        """A virtual instant as an aware datetime; one past the year 9999 (a Redis TTL that
+        far) shows as the clock's last instant."""
+        at = self._clock.start + mono
+        if at >= _MAX_EPOCH:
+            return _LAST_INSTANT
+        return _EPOCH + _dt.timedelta(seconds=at)
 
     def _sweep(self) -> None:
         """Drop every key whose TTL ran out, recording ``kv.expire`` (not tied to an attempt)."""

@@ -1,10 +1,14 @@
-"""A fake of agentflow's ``BackgroundTaskManager`` on virtual time.
+"""A fake of 10xgraph's (formerly agentflow's) ``BackgroundTaskManager`` on virtual time.
 
-Same shape as the real class (10xscale-agentflow 0.10): ``create_task``, ``get_task_count``,
-``get_task_info``, ``wait_for_all``, ``cancel_all``, ``shutdown``, ``async with``. Where the
-real one is surprising it tells the truth instead: passing a coroutine *function* raises
-``TypeError``, ``create_task`` after ``shutdown`` raises, and a ``wait_for_all`` that times
-out cancels the stragglers and says which. Logger: ``pytest_bgwork.task_manager``.
+It is the real class (10xgraph 0.10.3, ``tenxgraph/utils/background_task_manager.py``)
+step for step — the same asyncio calls in the same order, so every observable behaviour
+matches, surprises included: ``shutdown()`` *cancels* every task first and then waits for
+the cancellations (work in flight is lost); ``cancel_all()`` cancels, sleeps 0.1 s and
+returns while clean-up may still run; ``timeout=0`` and ``max_pending_tasks=0`` mean "no
+limit"; ``wait_for_all`` swallows a ``TimeoutError``, its own or a task's; ``create_task``
+after ``shutdown`` runs the task. On top it records every step in the history (service
+``task_manager``), makes each task the fault point ``task.<name>``, logs with the task's
+context (logger ``pytest_bgwork.task_manager``), and refuses bad arguments at the call.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import context as _context
 from ..core.errors import BgworkError
 from ..core.loop import describe_task
-from .runtime import DEADLINE_EPSILON, Deadline, check_seconds, close_awaitable, remaining, wait_some
+from .runtime import check_seconds, close_awaitable
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -36,9 +40,15 @@ _managers: weakref.WeakKeyDictionary[Kernel, weakref.WeakSet[BackgroundTaskManag
     weakref.WeakKeyDictionary()
 )
 
+#: The real class warns about dropped tasks at most once per this many seconds.
+DROP_WARNING_INTERVAL_SECONDS = 5.0
+
 
 class ManagerShutDown(BgworkError, RuntimeError):
-    """``create_task`` was called after ``shutdown()``; agentflow's real manager accepts it silently."""
+    """No longer raised: ``create_task`` after ``shutdown()`` runs the task, as the real class does.
+
+    Kept so ``except bg.ManagerShutDown`` in existing tests still imports.
+    """
 
 
 @dataclass(eq=False)
@@ -46,8 +56,8 @@ class ManagedTask:
     """One task of the manager: name, id, timeout, context, times (virtual seconds), status.
 
     ``status`` is ``running``, ``done``, ``failed``, ``timeout``, ``cancelled`` or ``crashed``;
-    ``cancel_reason`` says who cancelled it (``cancel_all``, ``wait_for_all timeout``,
-    ``shutdown timeout``, ``timeout``).
+    ``cancel_reason`` says who cancelled it (``cancel_all``, ``shutdown``, ``wait_for_all
+    timeout``, ``shutdown timeout``, ``timeout``).
     """
 
     name: str
@@ -62,32 +72,32 @@ class ManagedTask:
     cancel_reason: str | None = None
     seq: int = 0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    #: Tasks that run on this task's behalf (an adapter's wrapper, a real manager's timeout
-    #: timer): ``assert_drained`` counts them under this task, not as other loop tasks.
+    #: The context dict as passed (``get_task_info`` shows it, as the real class's ``context or {}``).
+    given_context: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Tasks that run on this task's behalf (its timeout timer, an adapter's wrapper):
+    #: ``assert_drained`` counts them under this task, not as other loop tasks.
     companions: tuple[asyncio.Task[Any], ...] = field(default=(), repr=False)
 
     def info(self) -> dict[str, Any]:
-        """The ``get_task_info()`` entry: agentflow's keys plus ``id``, ``status``, ``created_at``."""
+        """The ``get_task_info()`` entry: exactly the real class's six keys."""
         task = self.task
+        done = task.done() if task is not None else True
         return {
             "name": self.name,
-            "id": self.id,
-            "age_seconds": round(self.sim.clock.monotonic() - self.created_at, 6),
+            "age_seconds": self.sim.clock.monotonic() - self.created_at,
             "timeout": self.timeout,
-            "context": self.context if self.context is not None else {},  # as the real class: `context or {}`
-            "done": task.done() if task is not None else True,
-            "cancelled": task.cancelled() if task is not None else False,
-            "status": self.status,
-            "created_at": self.created_at,
+            "context": self.given_context,
+            "done": done,
+            "cancelled": task.cancelled() if task is not None and done else False,
         }
 
 
 class BackgroundTaskManager:
     """``BackgroundTaskManager(default_shutdown_timeout=30.0, max_pending_tasks=1000, *, sim=None)``.
 
-    ``sim=None`` finds the running simulation (``bg.current()``) at each call, so app code
-    can build its own manager once, as it would in production.
+    ``max_pending_tasks=0`` means no cap, as in the real class. ``sim=None`` finds the
+    running simulation (``bg.current()``) at each call, so app code can build its own
+    manager once, as it would in production.
     """
 
     def __init__(self, default_shutdown_timeout: float = 30.0, max_pending_tasks: int = 1000, *,
@@ -95,16 +105,19 @@ class BackgroundTaskManager:
         timeout = check_seconds(default_shutdown_timeout, "BackgroundTaskManager(default_shutdown_timeout=...)",
                                 optional=False)
         assert timeout is not None
-        if isinstance(max_pending_tasks, bool) or not isinstance(max_pending_tasks, int) or max_pending_tasks < 1:
-            raise ValueError("BackgroundTaskManager(max_pending_tasks=...) expects an int >= 1 (the cap on "
-                             f"live tasks; create_task returns None past it); got {max_pending_tasks!r}")
+        if isinstance(max_pending_tasks, bool) or not isinstance(max_pending_tasks, int) or max_pending_tasks < 0:
+            raise ValueError("BackgroundTaskManager(max_pending_tasks=...) expects an int >= 0 (the cap on "
+                             "live tasks, create_task returns None past it; 0 means no cap, as in the real "
+                             f"class); got {max_pending_tasks!r}")
         self.default_shutdown_timeout = timeout
         self.max_pending_tasks = max_pending_tasks
         self._sim = sim
-        self._live: dict[asyncio.Task[Any], ManagedTask] = {}
+        self._live: dict[asyncio.Task[Any], ManagedTask] = {}  # the real ``_tasks``, in creation order
         self._records: list[ManagedTask] = []
         self._dropped = 0
+        self._last_drop_warning: float | None = None
         self._shutdown = False
+        self._shutdown_lock = asyncio.Lock()
         self._seq = 0
 
     # -- creating ------------------------------------------------------------------------
@@ -113,64 +126,72 @@ class BackgroundTaskManager:
                     context: dict[str, Any] | None = None) -> asyncio.Task[Any] | None:
         """Run ``coro`` in the background, tracked; return its task (``None`` at the cap).
 
-        ``timeout`` (virtual seconds) cancels it when exceeded, with a warning naming
-        ``context``. Each task is the fault point ``task.<name>``: a fault there fails it.
+        ``timeout`` (virtual seconds; ``None`` or 0: no limit) cancels it when exceeded, with
+        a warning naming ``context``. Each task is the fault point ``task.<name>``. After
+        ``shutdown()`` the task still runs (the real class accepts it); a warning says
+        nobody will wait for it.
         """
-        if inspect.iscoroutinefunction(coro) or (callable(coro) and not inspect.isawaitable(coro)):
-            fn = getattr(coro, "__qualname__", repr(coro))
-            raise TypeError(
-                f"create_task() takes a coroutine object; got the function {fn}. Call it: "
-                f"create_task({fn}(...)), not create_task({fn}) (passed uncalled, the work never runs)"
-            )
         if not inspect.iscoroutine(coro):
+            if callable(coro) and not inspect.isawaitable(coro):
+                fn = getattr(coro, "__qualname__", repr(coro))
+                raise TypeError(
+                    f"create_task() takes a coroutine object; got the function {fn}. Call it: "
+                    f"create_task({fn}(...)), not create_task({fn}) (passed uncalled, the work never runs)"
+                )
             close_awaitable(coro)
             raise TypeError(f"create_task() takes a coroutine object such as save_memory(thread_id); "
                             f"got {type(coro).__name__} {coro!r}")
         try:
             limit = self._check_args(name, timeout, context)
-            if self._shutdown:
-                raise ManagerShutDown(
-                    f"create_task(name={name!r}) after shutdown(): this manager no longer runs tasks, so "
-                    "the coroutine was closed. agentflow's real BackgroundTaskManager silently accepts "
-                    "it (the task runs untracked and nobody waits for it); create background work "
-                    "before shutdown, or use a new manager."
-                )
             sim = self._resolve()
             loop = sim.loop
+            if not loop.is_running():  # asyncio.create_task, which the real class calls, needs one too
+                raise RuntimeError(f"create_task(name={name!r}) needs the simulation's loop running: call it "
+                                   "from async code inside the simulation (as asyncio.create_task, which "
+                                   "the real class calls, needs a running loop)")
         except BaseException:
             coro.close()
             raise
-        ctx = dict(context) if context is not None else None
+        ctx = dict(context) if context else None
         history = sim.history
-        if len(self._live) >= self.max_pending_tasks:
+        if self.max_pending_tasks and len(self._live) >= self.max_pending_tasks:
             coro.close()
-            self._dropped += 1
-            history.record("task_manager", "dropped", "fail", name=name, context=ctx,
-                           max_pending_tasks=self.max_pending_tasks)
-            log.warning("BackgroundTaskManager at max_pending_tasks=%d: dropped task %r (context %r); "
-                        "its coroutine was closed and never ran (%d dropped so far)",
-                        self.max_pending_tasks, name, ctx, self._dropped)
+            self._record_drop(sim, name, ctx)
             return None
         _managers.setdefault(sim, weakref.WeakSet()).add(self)
-        rec = ManagedTask(name, sim.next_id("bgtask"), limit, ctx, sim.clock.monotonic(), sim)
+        rec = ManagedTask(name, sim.next_id("bgtask"), timeout, ctx, sim.clock.monotonic(), sim,
+                          given_context=context or {})
         self._records.append(rec)
-        history.record("task_manager", "create_task", name=name, id=rec.id, timeout=limit, context=ctx)
+        extra: dict[str, Any] = {"after_shutdown": True} if self._shutdown else {}
+        history.record("task_manager", "create_task", name=name, id=rec.id, timeout=limit, context=ctx, **extra)
+        if self._shutdown:
+            log.warning("create_task(name=%r) after shutdown(): the task runs, but this manager's shutdown "
+                        "is over and nobody will wait for it (context %r)", name, ctx)
         task = loop.create_task(self._run(rec, coro), name=name)
         rec.task = task
         self._live[task] = rec
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(self._task_done_callback)
         task.add_done_callback(lambda _: self._cancelled_unstarted(rec, coro))
-        if limit is not None:
-            rec.timer = loop.call_later(limit, self._expire, rec)
+        if limit:
+            self._setup_timeout(rec, task, limit)
         return task
+
+    def _record_drop(self, sim: Kernel, name: str, ctx: dict[str, Any] | None) -> None:
+        self._dropped += 1
+        sim.history.record("task_manager", "dropped", "fail", name=name, context=ctx,
+                           max_pending_tasks=self.max_pending_tasks)
+        now = sim.clock.monotonic()
+        if self._last_drop_warning is None or now - self._last_drop_warning >= DROP_WARNING_INTERVAL_SECONDS:
+            self._last_drop_warning = now  # at most one warning per 5 s, as the real class
+            log.warning("BackgroundTaskManager at max_pending_tasks=%d: dropped task %r (context %r); "
+                        "its coroutine was closed and never ran (%d dropped so far)",
+                        self.max_pending_tasks, name, ctx, self._dropped)
 
     @staticmethod
     def _check_args(name: object, timeout: object, context: object) -> float | None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"create_task(name=...) expects a non-empty string; got {name!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"create_task(name=...) expects a string; got {type(name).__name__} {name!r}")
         limit = check_seconds(timeout, "create_task(timeout=...)")
-        if limit == 0:
-            raise ValueError("create_task(timeout=...) expects None (no limit) or seconds > 0; got 0")
         if context is not None and not isinstance(context, dict):
             raise TypeError(f"create_task(context=...) expects a dict such as {{'thread_id': 't1'}} or "
                             f"None; got {type(context).__name__}")
@@ -178,6 +199,24 @@ class BackgroundTaskManager:
 
     def _resolve(self) -> Kernel:
         return self._sim if self._sim is not None else _context.current()
+
+    def _setup_timeout(self, rec: ManagedTask, task: asyncio.Task[Any], timeout: float) -> None:
+        """The real class's timeout: a task that sleeps ``timeout`` and cancels ``task`` if still running.
+
+        Unlike the real one it ends with its task (the real one sleeps on, doing nothing).
+        """
+
+        async def timeout_canceller() -> None:
+            try:
+                await asyncio.sleep(timeout)
+                if not task.done():
+                    self._expire(rec)
+            except asyncio.CancelledError:
+                pass
+
+        canceller = asyncio.get_running_loop().create_task(timeout_canceller(), name=f"{rec.name} timeout")
+        rec.companions += (canceller,)
+        task.add_done_callback(lambda _: canceller.cancel())
 
     async def _run(self, rec: ManagedTask, coro: Coroutine[Any, Any, Any]) -> Any:
         sim, point = rec.sim, f"task.{rec.name}"
@@ -216,7 +255,7 @@ class BackgroundTaskManager:
             return result
 
     def _cancelled_unstarted(self, rec: ManagedTask, coro: Coroutine[Any, Any, Any]) -> None:
-        """A task cancelled before its first step never ran ``_run``: settle it (found by the oracle)."""
+        """A task cancelled before its first step never ran ``_run``: settle it."""
         if rec.status != "running":
             return
         coro.close()
@@ -224,22 +263,23 @@ class BackgroundTaskManager:
         rec.sim.history.record("task_manager", "cancelled", "unknown", name=rec.name, id=rec.id,
                                context=rec.context, reason=rec.cancel_reason or "cancelled")
 
+    def _task_done_callback(self, task: asyncio.Task[Any]) -> None:
+        """The real class's done callback: forget the task (a callback, so one step after it ended)."""
+        self._live.pop(task, None)
+        if not task.cancelled():
+            task.exception()  # it was logged: no "exception was never retrieved" warning
+
     def _finish(self, rec: ManagedTask, status: str) -> None:
         rec.status = status
         rec.finished_at = rec.sim.clock.monotonic()
         self._seq += 1
         rec.seq = self._seq
-        if rec.timer is not None:
-            rec.timer.cancel()
-            rec.timer = None
-        if rec.task is not None:
-            self._live.pop(rec.task, None)
 
     def _expire(self, rec: ManagedTask) -> None:
-        rec.timer = None
-        if rec.task is None or rec.task.done() or rec.status != "running":
+        task = rec.task
+        if task is None or task.done() or rec.status != "running":
             return
-        if rec.task in rec.sim.loop._ignored_tasks:  # frozen by a crash: cancelling would revive it
+        if task in rec.sim.loop._ignored_tasks:  # frozen by a crash: cancelling would revive it
             self._finish(rec, "crashed")
             return
         rec.cancel_reason = "timeout"
@@ -247,26 +287,36 @@ class BackgroundTaskManager:
                                context=rec.context, timeout=rec.timeout)
         log.warning("background task %r [%s] exceeded its timeout of %gs and was cancelled (context %r)",
                     rec.name, rec.id, rec.timeout, rec.context)
-        rec.task.cancel()
+        task.cancel()
 
     # -- looking -------------------------------------------------------------------------
     def _running(self) -> list[ManagedTask]:
-        """Live records in creation order (frozen, crashed tasks left out)."""
+        """Tracked records in creation order (tasks frozen by a crash left out: their process died)."""
         out = []
         for rec in list(self._live.values()):
             task = rec.task
             if task is not None and task in rec.sim.loop._ignored_tasks:
-                self._finish(rec, "crashed")
+                if rec.status == "running":
+                    self._finish(rec, "crashed")
+                self._live.pop(task, None)
                 continue
             out.append(rec)
         return out
 
+    def _tracked(self) -> list[asyncio.Task[Any]]:
+        return [rec.task for rec in self._running() if rec.task is not None]
+
     def get_task_count(self) -> int:
-        """How many tasks are still running."""
+        """How many tasks are tracked (a finished task leaves one loop step after it ended)."""
+        return len(self._running())
+
+    @property
+    def pending_count(self) -> int:
+        """Number of tasks currently in flight (the real class's property)."""
         return len(self._running())
 
     def get_task_info(self) -> list[dict[str, Any]]:
-        """Per running task: ``name``, ``age_seconds``, ``timeout``, ``context``, ``done``, ``cancelled``..."""
+        """Per tracked task: ``name``, ``age_seconds``, ``timeout``, ``context``, ``done``, ``cancelled``."""
         return [rec.info() for rec in self._running()]
 
     @property
@@ -299,6 +349,8 @@ class BackgroundTaskManager:
         for manager in managers:
             mine = "" if manager is self else " (another BackgroundTaskManager)"
             for rec in manager._running():
+                if rec.status != "running":
+                    continue  # ended; the manager forgets it one loop step later
                 now = rec.sim.clock.monotonic()
                 ctx = f", context {rec.context!r}" if rec.context else ""
                 where = describe_task(rec.task) if rec.task is not None else "(no task)"
@@ -312,104 +364,121 @@ class BackgroundTaskManager:
 
     # -- waiting and stopping ------------------------------------------------------------
     async def wait_for_all(self, timeout: float | None = None, return_exceptions: bool = False) -> None:
-        """Wait (virtual time) for the tasks running now.
+        """Wait (virtual time) for the tracked tasks, as the real class does.
 
-        Like the real one (``asyncio.gather`` under ``asyncio.wait_for``): without
-        ``return_exceptions`` the first failure is raised at once (the others keep
-        running); past ``timeout`` the tasks still running are cancelled, each recorded
-        as ``task_manager.cancelled`` (reason ``wait_for_all timeout``), and
-        ``TimeoutError`` names them. Cancelled tasks count as finished, not as failures.
+        That is ``asyncio.gather`` of the tasks, under ``asyncio.wait_for`` when ``timeout``
+        is set (``None`` or 0: no limit). Without ``return_exceptions`` the first failure is
+        raised at once (the others keep running) and a task cancelled meanwhile raises
+        ``CancelledError`` here. Past ``timeout`` every task still running is **cancelled**
+        (gather's cancellation), a warning names them, and it returns ``None``: no error. A
+        task's own ``TimeoutError`` is swallowed the same way.
         """
         limit = check_seconds(timeout, "wait_for_all(timeout=...)")
-        me = asyncio.current_task()
-        targets = [rec for rec in self._running() if rec.task is not None and rec.task is not me]
-        if not targets:
+        tasks = self._tracked()
+        if not tasks:
             return
         sim = self._resolve()
-        # one deadline timer armed now, as asyncio.wait_for arms its own: a task ending at the
-        # deadline instant is ordered against it the same way however often the wait wakes
-        deadline = Deadline(limit)
+        recs = [self._live[t] for t in tasks if t in self._live]
         try:
-            while True:
-                failed = [r for r in targets if r.status == "failed"]
-                if failed and not return_exceptions:
-                    first = min(failed, key=lambda r: r.seq)  # the first to fail, as gather raises it
-                    assert first.error is not None
-                    raise first.error
-                running = [r for r in self._running() if r in targets]
-                if not running:
-                    return
-                if deadline.expired:
-                    names = [f"{r.name} [{r.id}]" for r in running]
-                    log.warning("wait_for_all(timeout=%g) timed out: cancelled %d task(s) still running: %s",
-                                limit or 0.0, len(running), ", ".join(names))
-                    await self._cancel(running, "wait_for_all timeout")
-                    raise TimeoutError(
-                        f"wait_for_all(timeout={limit:g}) timed out at t=+{sim.clock.monotonic():.3f}s and "
-                        f"cancelled {len(running)} task(s) still running: {', '.join(names)} (agentflow's "
-                        "real manager cancels them too but logs 'some may still be running')"
-                    )
-                await wait_some(sim, [r.task for r in running if r.task is not None], None, deadline)
-        finally:
-            deadline.cancel()
+            gathered = asyncio.gather(*tasks, return_exceptions=return_exceptions)
+            if limit:
+                _label_cancel(gathered, recs, "wait_for_all timeout")
+                await asyncio.wait_for(gathered, timeout=limit)
+            else:
+                await gathered
+            await asyncio.sleep(0)  # the done callbacks run: the count is 0 on return (as the real class)
+        except TimeoutError:
+            cut = [r for r in recs if r.cancel_reason == "wait_for_all timeout"]
+            log.warning("wait_for_all(timeout=%g) timed out at t=+%.3fs: %d task(s) still running were "
+                        "cancelled (the real class logs 'some may still be running'): %s", limit or 0.0,
+                        sim.clock.monotonic(), len(cut), ", ".join(f"{r.name} [{r.id}]" for r in cut) or "none")
+            sim.history.record("task_manager", "wait_timeout", "fail", timeout=limit,
+                               cancelled=[r.name for r in cut])
 
-    async def _cancel(self, recs: list[ManagedTask], reason: str) -> None:
-        for rec in recs:
-            if rec.task is not None and not rec.task.done():
-                rec.cancel_reason = reason
-                rec.task.cancel()
-        tasks = [r.task for r in recs if r.task is not None]
-        if tasks:
-            await asyncio.wait(tasks)
+    def _cancel(self, reason: str) -> list[ManagedTask]:
+        cut = []
+        for rec in self._running():
+            task = rec.task
+            if task is not None and not task.done():
+                if rec.cancel_reason is None:
+                    rec.cancel_reason = reason
+                task.cancel()
+                cut.append(rec)
+        return cut
 
     async def cancel_all(self) -> None:
-        """Cancel every running task and wait until they are gone (each recorded as cancelled)."""
-        running = self._running()
-        if running:
-            log.info("cancelling %d background task(s): %s", len(running),
-                     ", ".join(f"{r.name} [{r.id}]" for r in running))
-        await self._cancel(running, "cancel_all")
+        """Cancel every tracked task, sleep 0.1 s (virtual) and return, as the real class does.
+
+        A task's clean-up (``except CancelledError``/``finally`` that awaits) may still be
+        running on return.
+        """
+        await self._cancel_all("cancel_all")
+
+    async def _cancel_all(self, reason: str) -> None:
+        if not self._running():
+            return
+        cut = self._cancel(reason)
+        if cut:
+            log.info("cancelling %d background task(s): %s", len(cut),
+                     ", ".join(f"{r.name} [{r.id}]" for r in cut))
+        await asyncio.sleep(0.1)
 
     async def shutdown(self, timeout: float | None = None) -> dict[str, Any]:
-        """Refuse new tasks, wait up to ``timeout`` (default ``default_shutdown_timeout``), cancel the rest.
+        """Cancel every task, then wait up to ``timeout`` for the cancellations, as the real class does.
 
-        Returns ``{"status": "completed"|"timeout", "initial_tasks", "completed_tasks",
-        "remaining_tasks", "duration_seconds"}`` (+ ``cancelled``: the names cut off);
-        ``remaining_tasks`` counts tasks still running at the deadline, which were then
-        cancelled. A second call returns ``{"status": "already_shutdown", ...}``.
+        Work in flight is lost: shutdown does not let running tasks finish. ``timeout``
+        defaults to ``default_shutdown_timeout``; 0 waits for nothing. Returns
+        ``{"status": "completed"|"timeout", "initial_tasks", "completed_tasks",
+        "remaining_tasks", "duration_seconds"}``; a second call returns ``{"status":
+        "already_shutdown", "tasks_remaining": 0}``. A second concurrent call waits for the
+        first. A task that swallows its cancellation keeps shutdown waiting, as it keeps the
+        real one waiting forever: the simulation ends in ``bg.Stalled`` naming it.
         """
         limit = check_seconds(timeout, "shutdown(timeout=...)")
-        if self._shutdown:
-            return {"status": "already_shutdown", "initial_tasks": 0, "completed_tasks": 0,
-                    "remaining_tasks": self.get_task_count(), "duration_seconds": 0.0, "cancelled": []}
-        self._shutdown = True
-        wait = self.default_shutdown_timeout if limit is None else limit
-        sim = self._resolve()
-        start = sim.clock.monotonic()
-        me = asyncio.current_task()
-        initial = [r for r in self._running() if r.task is not me]
-        deadline = start + wait
-        while True:
-            left = [r for r in self._running() if r.task is not me]
-            rest = remaining(sim, deadline)
-            if not left or (rest is not None and rest <= DEADLINE_EPSILON):
-                break
-            await wait_some(sim, [r.task for r in left if r.task is not None], rest)
-        if left:
-            log.warning("shutdown(timeout=%g): cancelling %d task(s) still running: %s", wait, len(left),
-                        ", ".join(f"{r.name} [{r.id}] (context {r.context!r})" for r in left))
-            await self._cancel(left, "shutdown timeout")
-        result = {
-            "status": "timeout" if left else "completed",
-            "initial_tasks": len(initial),
-            "completed_tasks": len(initial) - len(left),
-            "remaining_tasks": len(left),
-            "duration_seconds": round(sim.clock.monotonic() - start, 6),
-            "cancelled": [r.name for r in left],
-        }
-        sim.history.record("task_manager", "shutdown", "ok" if not left else "fail",
-                           **{k: v for k, v in result.items() if k != "status"}, result=result["status"])
-        return result
+        async with self._shutdown_lock:
+            if self._shutdown:
+                return {"status": "already_shutdown", "tasks_remaining": 0}
+            self._shutdown = True
+            wait = self.default_shutdown_timeout if limit is None else limit
+            sim = self._resolve()
+            start = sim.clock.monotonic()
+            initial = len(self._running())
+            cancelled = [r.name for r in self._running() if r.task is not None and not r.task.done()]
+            await self._cancel_all("shutdown")
+            recs = self._running()
+            gathered = asyncio.gather(*[r.task for r in recs if r.task is not None], return_exceptions=True)
+            _label_cancel(gathered, recs, "shutdown timeout",
+                          lambda cut: self._shutdown_overdue(sim, wait, cut))
+            try:
+                await asyncio.wait_for(gathered, timeout=wait)
+                left = len(self._running())
+                result: dict[str, Any] = {
+                    "status": "completed", "initial_tasks": initial, "completed_tasks": initial - left,
+                    "remaining_tasks": left, "duration_seconds": sim.clock.monotonic() - start}
+            except TimeoutError:
+                left = len(self._running())
+                self._cancel("shutdown timeout")
+                result = {"status": "timeout", "initial_tasks": initial, "completed_tasks": initial - left,
+                          "remaining_tasks": left, "duration_seconds": sim.clock.monotonic() - start}
+            sim.history.record("task_manager", "shutdown", "ok" if result["status"] == "completed" else "fail",
+                               **{k: v for k, v in result.items() if k != "status"}, result=result["status"],
+                               cancelled=cancelled)
+            return result
+
+    @staticmethod
+    def _shutdown_overdue(sim: Kernel, wait: float, cut: list[ManagedTask]) -> None:
+        """At shutdown's timeout, before it waits for the second cancellation: say who it waits for.
+
+        Said now, not after: a task that swallows its cancellation keeps shutdown (the real
+        one too) waiting forever, and this is the last word before the simulation stalls.
+        """
+        names = [f"{r.name} [{r.id}] (context {r.context!r})" for r in cut]
+        log.warning("shutdown(timeout=%g) timed out: %d task(s) still running after their cancellation "
+                    "were cancelled again, cutting their clean-up short; shutdown waits for them to end "
+                    "(forever for a task that catches CancelledError and goes on): %s", wait, len(cut),
+                    ", ".join(names))
+        sim.history.record("task_manager", "shutdown_overdue", "fail", timeout=wait,
+                           waiting_for=[r.name for r in cut])
 
     async def __aenter__(self) -> BackgroundTaskManager:
         return self
@@ -436,7 +505,22 @@ class BackgroundTaskManager:
                 f"shutdown={self._shutdown}>")
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Mark a failure as seen (it was logged), so asyncio does not warn 'never retrieved'."""
-    if not task.cancelled():
-        task.exception()
+def _label_cancel(gathered: asyncio.Future[Any], recs: list[ManagedTask], reason: str,
+                  then: Callable[[list[ManagedTask]], None] | None = None) -> None:
+    """Name ``reason`` on the tasks ``gathered.cancel()`` cancels (``asyncio.wait_for`` at its timeout).
+
+    The gather is cancelled exactly as before; this only labels the history (and calls
+    ``then`` with the tasks it cancels).
+    """
+    cancel = gathered.cancel
+
+    def labelled(msg: Any = None) -> bool:
+        cut = [rec for rec in recs if rec.task is not None and not rec.task.done()]
+        for rec in cut:
+            rec.cancel_reason = reason
+        if then is not None:
+            then(cut)
+        return cancel(msg)
+
+    gathered.cancel = labelled  # type: ignore[method-assign]
+

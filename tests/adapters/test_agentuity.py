@@ -12,6 +12,8 @@ import pytest
 
 # the real SDK, never skipped: install it with requirements/adapters-seed.txt
 from agentuity import KeyValueStore, ObjectStore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 
 import pytest_bgwork as bg
@@ -63,6 +65,62 @@ def test_text_and_bytes_keep_their_content_type() -> None:
     assert got == [(b"hello", "text/plain"), (b"a,b\n", "text/csv"), (b"\x89PNG\x00", "image/png")]
     assert sim.kv.items("blobs")["t"] == "hello"
     assert adapters.agentuity.stored_bytes(sim, "blobs", "png") == (b"\x89PNG\x00", "image/png")
+
+
+#: Values the SDK's ``KeyValueStore.set`` takes (``None`` it refuses).
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                       max_size=3), max_leaves=6)
+sdk_values = (st.binary(max_size=8) | st.text(max_size=8) | st.integers(-10**9, 10**9) | st.booleans()
+              | st.floats(allow_nan=False, allow_infinity=False, width=32)
+              | st.lists(json_values, max_size=3) | st.dictionaries(st.text(max_size=4), json_values, max_size=3))
+
+
+def read_back(value: Any, *, seeded: bool, content_type: str | None = None) -> Any:
+    """Store ``value`` through the SDK or by seeding ``sim.kv``; read it through the SDK and sim.kv."""
+    out: list[Any] = []
+
+    async def main(sim: bg.Simulation) -> None:
+        if seeded:
+            await sim.kv.set("seeded", "k", value, **({"content_type": content_type} if content_type else {}))
+        else:
+            await store().set("seeded", "k", value, {"contentType": content_type} if content_type else None)
+        r = await store().get("seeded", "k")
+        out.append((await r.data.binary(), r.data.content_type))
+        out.append((await sim.kv.get("seeded", "k")).content_type)
+
+    run(main)
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=sdk_values, typed=st.sampled_from([None, "text/csv"]))
+def test_a_value_seeded_in_sim_kv_reads_back_as_if_the_sdk_had_stored_it(value: Any, typed: str | None) -> None:
+    """The oracle is the SDK itself: ``set`` of a value sends ``dataLikeToData(value)``."""
+    through_the_sdk = read_back(value, seeded=False, content_type=typed)
+    assert through_the_sdk[1] == through_the_sdk[0][1]  # sim.kv and the SDK agree on the content type
+    assert read_back(value, seeded=True, content_type=typed) == through_the_sdk
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (b"\x00\xffraw", (b"\x00\xffraw", "application/octet-stream")),  # was HTTP 500
+    (5, (b"5", "text/plain")),  # was application/json
+    (True, (b"True", "text/plain")),  # str(True), as the SDK sends it
+    ({"kind": "queued"}, (b'{"kind": "queued"}', "application/json")),
+])
+def test_seeded_values_that_read_back_wrong_before(value: Any, expected: tuple[bytes, str]) -> None:
+    assert read_back(value, seeded=True) == [expected, expected[1]]
+
+
+def test_a_json_number_sent_as_json_keeps_its_content_type_in_sim_kv() -> None:
+    out: list[Any] = []
+
+    async def main(sim: bg.Simulation) -> None:
+        await store().set("s", "n", 5, {"contentType": "application/json"})
+        out.append(((await sim.kv.get("s", "n")).content_type, sim.kv.items("s")))
+
+    run(main)
+    assert out == [("application/json", {"n": 5})]
 
 
 def test_miss_and_delete() -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork import adapters
@@ -41,7 +47,7 @@ def test_kv_put_get_versions_and_json_records_in_sim_kv() -> None:
         seen.append(await status.get("missing"))
 
     sim = run(main)
-    assert seen == [("j1", b'{"kind": "queued"}', "1"), "2", None]
+    assert seen[0][:2] == ("j1", b'{"kind": "queued"}') and seen[1] != seen[0][2] and seen[2] is None
     assert sim.kv.items("status") == {"j1": {"kind": "done"}}
     bg.assert_status_terminal(sim, "status", field="kind", terminal={"done"})
 
@@ -66,10 +72,10 @@ def test_conditional_writes_absent_and_version() -> None:
         out.append(await status.put("lease", b"d", condition="version", version=version))  # stale
         out.append(await status.delete("lease", if_version=version))  # stale
         out.append(await status.delete("lease", if_version=(await status.get("lease")).version))
-        out.append(await status.delete("lease"))  # already gone
+        out.append(await status.delete("lease"))  # already gone: True all the same (local-kv)
 
     run(main)
-    assert out == [True, False, True, False, False, True, False]
+    assert out == [True, False, True, False, False, True, True]
 
 
 def test_ttl_follows_the_virtual_clock() -> None:
@@ -79,8 +85,8 @@ def test_ttl_follows_the_virtual_clock() -> None:
         assert await status.exists("t")
         await sim.advance(1)
         assert not await status.exists("t")
-        await status.put("t", b"y")  # a write after expiry starts again at version 1
-        assert (await status.get("t")).version == "1"
+        await status.put("t", b"y")  # a write after expiry gets a new version, never an old one
+        assert (await sim.kv.get("status", "t")).version == 2
 
     run(main)
 
@@ -97,7 +103,9 @@ def test_scan_pages_with_a_cursor() -> None:
         pages.append(([i.key for i in page.items], page.next_cursor))
 
     run(main)
-    assert pages == [(["job:1", "job:2"], "job:2"), (["job:3"], None)]
+    assert pages[0][0] == ["job:1", "job:2"] and pages[1] == (["job:3"], None)
+    assert json.loads(base64.urlsafe_b64decode(pages[0][1] + "==")) == {"version": 1, "prefix": "job:",
+                                                                        "last_key": "job:2"}
 
 
 def test_kv_namespaces_follow_the_alien_profile_and_bytes_up_to_its_limit_round_trip() -> None:
@@ -118,10 +126,10 @@ def test_kv_namespaces_follow_the_alien_profile_and_bytes_up_to_its_limit_round_
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: status.put("a/b", b"x"), "Key contains invalid characters*got 'a/b'"),
-    (lambda: status.get(""), "Key cannot be empty"),
-    (lambda: status.put("k", b"x" * 24_577), "Value exceeds 24576 bytes (got 24577)*"),
-    (lambda: status.put("k", b"x", ttl_seconds=0), "ttl_seconds must be a whole number of seconds >= 1*"),
+    (lambda: status.put("a/b", b"x"), "KV key validation: Invalid input - Key contains invalid characters*"),
+    (lambda: status.get(""), "KV key validation: Invalid input - Key cannot be empty"),
+    (lambda: status.put("k", b"x" * 24_577), "KV value validation: Invalid input - Value exceeds 24576 bytes"),
+    (lambda: status.scan(""), "KV key validation: Invalid input - Key cannot be empty"),
     (lambda: jobs.receive(11), "max_messages must be between 1 and 10; got 11"),
     (lambda: jobs.purge(), "Queue.purge() is not simulated*"),
     (lambda: alienplatform.storage("files").get("a"), "the 'storage' binding 'files' is not simulated*"),
@@ -274,3 +282,126 @@ def test_fixture_bg_alien_in_a_user_suite(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+# -- the oracle: alienplatform's own local-kv store ---------------------------------------------
+#: The real store: ``{"service": "local-kv", "dataDir": ...}`` in ``ALIEN_<NAME>_BINDING``, with
+#: ``ALIEN_DEPLOYMENT_TYPE=local``: the SDK's Rust core runs its SQLite store in-process.
+_oracles = itertools.count(1)
+KEYS = ["k:1", "k:2", "k:10", "j"]
+ttls = st.sampled_from([None, None, 0, 3600, 2**40])
+kv_ops = st.one_of(
+    st.tuples(st.just("put"), st.sampled_from(KEYS), st.binary(max_size=3), ttls,
+              st.sampled_from([None, "absent", "version"]), st.integers(0, 5)),
+    st.tuples(st.just("get"), st.sampled_from(KEYS)),
+    st.tuples(st.just("exists"), st.sampled_from(KEYS)),
+    st.tuples(st.just("delete"), st.sampled_from(KEYS), st.sampled_from([None, 0, 1, 2, 5])),
+    st.tuples(st.just("scan"), st.sampled_from(["", "k", "k:", "k:1", "j", "x"]), st.sampled_from([None, 0, 1, 2]),
+              st.sampled_from([None, 0, 1])),
+)
+
+
+async def play(store: Any, program: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``program`` on one ``Kv``; version tokens and cursors are named by order of first sight."""
+    tokens: list[str] = []
+    cursors: list[str] = []
+
+    def name(token: str | None, seen: list[str]) -> int | None:
+        if token is None:
+            return None
+        if token not in seen:
+            seen.append(token)
+        return seen.index(token)
+
+    def pick(seen: list[str], i: int | None) -> str | None:
+        return None if i is None or not seen else seen[i % len(seen)]
+
+    out: list[Any] = []
+    for op in program:
+        try:
+            if op[0] == "put":
+                _, key, value, ttl, condition, i = op
+                version = pick(tokens, i) if condition == "version" else None
+                if condition == "version" and version is None:
+                    version = "eyJ9"  # no token seen yet: one that does not decode
+                out.append(await store.put(key, value, ttl_seconds=ttl, condition=condition, version=version))
+            elif op[0] == "get":
+                entry = await store.get(op[1])
+                out.append(None if entry is None else (entry.key, entry.value, name(entry.version, tokens)))
+            elif op[0] == "exists":
+                out.append(await store.exists(op[1]))
+            elif op[0] == "delete":
+                out.append(await store.delete(op[1], if_version=pick(tokens, op[2])))
+            else:
+                _, prefix, limit, c = op
+                page = await store.scan(prefix, limit=limit, cursor=pick(cursors, c))
+                out.append(([(e.key, e.value, name(e.version, tokens)) for e in page.items],
+                            name(page.next_cursor, cursors)))
+        except Exception as exc:  # the SDK's errors are part of the behaviour
+            out.append(("raises", type(exc).__name__, str(exc), getattr(exc, "code", None),
+                        getattr(exc, "context", None)))
+    return out
+
+
+def on_the_real_store(program: list[tuple[Any, ...]], tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    binding = f"oracle{next(_oracles)}"
+    folder = tmp / binding
+    folder.mkdir()
+    monkeypatch.setenv("ALIEN_DEPLOYMENT_TYPE", "local")
+    monkeypatch.setenv(f"ALIEN_{binding.upper()}_BINDING", json.dumps({"service": "local-kv", "dataDir": str(folder)}))
+    return asyncio.run(play(alienplatform.Kv(binding), program))
+
+
+def on_the_simulation(program: list[tuple[Any, ...]]) -> list[Any]:
+    out: list[Any] = []
+
+    async def main(sim: bg.Simulation) -> None:
+        out.extend(await play(alienplatform.Kv("oracle"), program))
+
+    run(main)
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(program=st.lists(kv_ops, max_size=14))
+def test_kv_matches_the_real_local_store(program: list[tuple[Any, ...]], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real = on_the_real_store(program, tmp_path, monkeypatch)
+    assert on_the_simulation(program) == real, program
+
+
+#: Each row failed before: the adapter differed from the real store there.
+@pytest.mark.parametrize("program", [
+    # a token from before a delete must not apply after the key is re-created
+    [("put", "k:1", b"a", None, None, 0), ("get", "k:1"), ("delete", "k:1", None), ("put", "k:1", b"b", None, None, 0),
+     ("put", "k:1", b"c", None, "version", 0), ("get", "k:1")],
+    [("scan", "", None, None)],  # refused: an empty prefix is an empty key
+    [("delete", "j", None)],  # True, although nothing was there
+    [("put", "j", b"x", 0, None, 0), ("get", "j"), ("exists", "j")],  # ttl 0: accepted, gone
+    [("put", "j", b"x", 2**40, None, 0), ("get", "j")],  # a TTL past the year 9999
+    [("put", "k:1", b"x", None, None, 0), ("put", "k:2", b"x", None, None, 0), ("scan", "k", 1, None),
+     ("scan", "k", 1, 0), ("scan", "j", 1, 0), ("scan", "k", 0, None)],  # cursors, limit 0
+    [("put", "k:1", b"x", None, None, 0), ("get", "k:1"), ("put", "j", b"y", None, "version", 0),
+     ("delete", "j", 0)],  # a token of another key
+])
+def test_rows_where_the_adapter_differed(program: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert on_the_simulation(program) == on_the_real_store(program, tmp_path, monkeypatch)
+
+
+def test_versions_are_opaque_tokens_that_never_repeat_for_a_key() -> None:
+    seen: list[str] = []
+
+    async def main(sim: bg.Simulation) -> None:
+        for value in (b"1", b"2"):
+            await status.put("k", value)
+            seen.append((await status.get("k")).version)
+        await status.delete("k")
+        await status.put("k", b"3")
+        seen.append((await status.get("k")).version)
+        assert (await sim.kv.get("status", "k")).version == 3  # sim.kv: the alien profile continues
+
+    run(main)
+    assert len(set(seen)) == 3 and not any(v.isdigit() for v in seen)
+    assert json.loads(base64.urlsafe_b64decode(seen[0] + "==")).keys() == {
+        "format", "key", "backendVersion", "expiresAtMillis"}
