@@ -151,7 +151,7 @@ def test_sync_clients_see_the_same_faults(bgwork: bg.Simulation) -> None:
 def test_redis_fault_points_take_any_command_name(bgwork: bg.Simulation) -> None:
     bgwork.faults.fail("redis.zadd")
     bgwork.faults.fail("redis.json.set")
-    assert len(bgwork.faults.plan()) == 2
+    assert len(bgwork.faults.plan) == 2
     assert "redis.<name>" in bg.fault_points()
     with pytest.raises(ValueError, match="fault point"):
         bgwork.faults.fail("rediss.set")
