@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import fnmatch
 import types
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -51,7 +52,7 @@ from ..core.errors import ProcessCrashed
 from ._threads import call as _fiber_call
 from ._threads import in_fiber
 
-__all__ = ["RedisBackend", "install", "snapshot"]
+__all__ = ["RedisBackend", "assert_status_terminal", "install", "snapshot"]
 
 #: The Redis version the simulated servers report and follow (fakeredis's command table).
 VERSION = (7, 4)
@@ -64,7 +65,13 @@ _TRANSPORT_ARGS = ("path", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_
                    "ssl_validate_ocsp", "ssl_validate_ocsp_stapled", "ssl_ocsp_context",
                    "ssl_ocsp_expected_cert", "ssl_min_version", "ssl_ciphers", "ssl_context")
 
-_active: list[RedisBackend] = []
+#: Where a pool keeps the servers its connections talk to (in its ``connection_kwargs``).
+_BACKEND_ARG = "_bgwork_redis"
+#: The simulations of the ``install`` blocks now open, innermost last.
+_active: list[bg.Simulation] = []
+#: Each simulation's servers (made by ``install``, or on first use while one is open).
+_backends: weakref.WeakKeyDictionary[bg.Simulation, RedisBackend] = weakref.WeakKeyDictionary()
+_time_patched = False
 #: BLMOVE's signature here: keys looked up on each pass (see ``_Recording._bg_blmove``).
 _BLMOVE = Signature("blmove", "_bg_blmove", (bytes, bytes, bytes, bytes, Timeout))  # type: ignore[arg-type]
 
@@ -75,7 +82,6 @@ class RedisBackend:
     def __init__(self, sim: bg.Simulation) -> None:
         self.sim = sim
         self.servers: dict[str, FakeServer] = {}
-        self.closed = False
 
     def server(self, key: str) -> FakeServer:
         """The server for ``key`` (``host:port`` or ``unix:path``), made on first use."""
@@ -185,12 +191,32 @@ def _parse(command: bytes | str | Iterable[bytes]) -> list[list[bytes]]:
     return out
 
 
+def _loop_sim() -> bg.Simulation | None:
+    """The simulation whose virtual loop runs this code, if any."""
+    sim = getattr(asyncio._get_running_loop(), "sim", None)
+    return sim if isinstance(sim, bg.Simulation) else None
+
+
 def _backend() -> RedisBackend:
-    if not _active:
+    """The servers a pool made now talks to: the running simulation's (each example of
+    ``bg.explore`` gets its own), else the innermost ``install``'s."""
+    sim = _loop_sim() or (_active[-1] if _active else None)
+    if sim is None:
         raise bg.BgworkError(
-            "a redis connection of adapters.redis was made outside `with adapters.redis.install(sim):` "
+            "a redis pool of adapters.redis was made outside `with adapters.redis.install(sim):` "
             "(or the bg_redis fixture); create clients inside it")
-    return _active[-1]
+    backend = _backends.get(sim)
+    if backend is None:
+        backend = _backends[sim] = RedisBackend(sim)
+    return backend
+
+
+def _clock_sim() -> bg.Simulation | None:
+    """The simulation whose clock fakeredis reads: the running one if it has servers."""
+    sim = _loop_sim()
+    if sim is not None and sim in _backends:
+        return sim
+    return _active[-1] if _active else None
 
 
 def _server_key(kwargs: dict[str, Any]) -> str:
@@ -201,9 +227,9 @@ def _server_key(kwargs: dict[str, Any]) -> str:
 
 
 def _fake_kwargs(kwargs: dict[str, Any]) -> tuple[RedisBackend, dict[str, Any]]:
-    backend = _backend()
+    backend = kwargs.get(_BACKEND_ARG) or _backend()
     key = _server_key(kwargs)
-    clean = {k: v for k, v in kwargs.items() if k not in _TRANSPORT_ARGS}
+    clean = {k: v for k, v in kwargs.items() if k not in _TRANSPORT_ARGS and k != _BACKEND_ARG}
     clean.setdefault("host", key)
     return backend, {**clean, "server": backend.server(key), "version": VERSION}
 
@@ -443,21 +469,24 @@ class _VirtualTime(types.ModuleType):
         return getattr(self._real, name)
 
     def time(self) -> float:
-        return _active[-1].sim.clock.time() if _active else float(self._real.time())
+        sim = _clock_sim()
+        return sim.clock.time() if sim is not None else float(self._real.time())
 
     def monotonic(self) -> float:
-        return _active[-1].sim.clock.monotonic() if _active else float(self._real.monotonic())
+        sim = _clock_sim()
+        return sim.clock.monotonic() if sim is not None else float(self._real.monotonic())
 
 
 def _current_time_ms() -> int:
     """fakeredis's ``current_time()`` (milliseconds) on the virtual clock."""
     import time as _time
 
-    now = _active[-1].sim.clock.time() if _active else _time.time()
+    sim = _clock_sim()
+    now = sim.clock.time() if sim is not None else _time.time()
     return int(now * 1000)
 
 
-def _patch_time() -> list[tuple[Any, str, Any]]:
+def _patch_time() -> None:
     import sys
     import time as _time
 
@@ -465,17 +494,13 @@ def _patch_time() -> list[tuple[Any, str, Any]]:
 
     real_current = _helpers.current_time
     shim = _VirtualTime(_time)
-    saved: list[tuple[Any, str, Any]] = []
     for name, module in list(sys.modules.items()):
         if module is None or not (name == "fakeredis" or name.startswith("fakeredis.")):
             continue
         if getattr(module, "time", None) is _time:
-            saved.append((module, "time", _time))
             module.time = shim  # type: ignore[attr-defined]
         if getattr(module, "current_time", None) is real_current:
-            saved.append((module, "current_time", real_current))
             module.current_time = _current_time_ms  # type: ignore[attr-defined]
-    return saved
 
 
 def _patch_pool(cls: Any, fake: type) -> tuple[Any, str, Any]:
@@ -485,7 +510,8 @@ def _patch_pool(cls: Any, fake: type) -> tuple[Any, str, Any]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         if _active and not issubclass(self.connection_class, FakeBaseConnectionMixin):
-            self.connection_class = fake
+            self.connection_class = fake  # every connection of this pool: the same server
+            self.connection_kwargs[_BACKEND_ARG] = _backend()
 
     cls.__init__ = __init__
     return cls, "__init__", original
@@ -497,24 +523,30 @@ def install(sim: bg.Simulation) -> Iterator[RedisBackend]:
 
     Yields the ``RedisBackend`` (``backend.servers``: the fakeredis servers by ``host:port``).
     Every ``redis.Redis``/``redis.asyncio.Redis`` (``from_url`` too) whose pool is made in
-    the block talks to the server of its host and port; no socket is opened.
+    the block talks to the server of its host and port; no socket is opened. A pool made
+    while another simulation runs (an example of ``bg.explore``) gets that simulation's
+    own servers. Clients made in the block keep their server after it ends.
     """
     if not isinstance(sim, bg.Simulation):
         raise TypeError(f"adapters.redis.install(sim): sim must be a pytest_bgwork Simulation "
                         f"(the `bgwork` fixture); got {type(sim).__name__}")
-    backend = RedisBackend(sim)
+    global _time_patched
+    if not _time_patched:  # for good: outside a simulation with servers it reads real time
+        _patch_time()
+        _time_patched = True
+    backend = _backends.get(sim)
+    if backend is None:
+        backend = _backends[sim] = RedisBackend(sim)
     patches: list[tuple[Any, str, Any]] = []
     if not _active:
-        patches = _patch_time()
         for cls, fake in ((sync_connection.ConnectionPool, _SyncConnection),
                           (aio_connection.ConnectionPool, _AsyncConnection)):
             patches.append(_patch_pool(cls, fake))
-    _active.append(backend)
+    _active.append(sim)
     try:
         yield backend
     finally:
-        backend.closed = True
-        _active.remove(backend)
+        _active.pop()
         for owner, name, value in reversed(patches):
             setattr(owner, name, value)
 
@@ -540,7 +572,7 @@ def snapshot(sim: bg.Simulation, pattern: str = "*", *, url: str | None = None,
     ``{member: score}``. ``url`` picks the server (``"redis://host:port"``); by default the
     only one in use. Keys that expired on the virtual clock are left out.
     """
-    backend = next((b for b in reversed(_active) if b.sim is sim), None)
+    backend = _backends.get(sim)
     if backend is None:
         raise bg.BgworkError("adapters.redis.snapshot(sim): adapters.redis is not installed on this "
                              "simulation; call it inside `with adapters.redis.install(sim):` or with bg_redis")
@@ -565,3 +597,44 @@ def snapshot(sim: bg.Simulation, pattern: str = "*", *, url: str | None = None,
             if fnmatch.fnmatchcase(key, pattern):
                 out[key] = _plain(database[raw].value)
     return out
+
+
+def assert_status_terminal(sim: bg.Simulation, pattern: str, field: str = "state",
+                           terminal: Iterable[str] = frozenset({"done", "failed"}), *,
+                           url: str | None = None, db: int = 0, allow_empty: bool = False) -> None:
+    """Every Redis hash whose key matches ``pattern`` has ``hash[field]`` in ``terminal``.
+
+    The Redis twin of ``bg.assert_status_terminal`` (which reads ``sim.kv``): a stuck key is
+    named with the Redis commands that touched it, in virtual time. No matching hash fails
+    (a misspelt pattern would pass vacuously) unless ``allow_empty=True``.
+    """
+    __tracebackhide__ = True
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"assert_status_terminal(pattern=...) expects a key glob such as 'export:*'; "
+                         f"got {pattern!r}")
+    if isinstance(terminal, str):
+        raise TypeError(f"assert_status_terminal(terminal=...) expects a set of values, e.g. "
+                        f"{{{terminal!r}}}; got the string {terminal!r}")
+    final = set(terminal)
+    if not final:
+        raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
+    hashes = {k: v for k, v in snapshot(sim, pattern, url=url, db=db).items() if isinstance(v, dict)}
+    if not hashes:
+        if allow_empty:
+            return
+        raise bg.CheckFailed(
+            f"adapters.redis.assert_status_terminal({pattern!r}): no Redis hash matches {pattern!r}, "
+            "so there is no status to check. Fix the pattern, make sure the code under test ran, "
+            "or pass allow_empty=True if no status is expected.")
+    stuck = {k: v.get(field) for k, v in hashes.items() if v.get(field) not in final}
+    if not stuck:
+        return
+    lines = [f"adapters.redis.assert_status_terminal({pattern!r}): {len(stuck)} of {len(hashes)} "
+             f"hash(es) not terminal ({field} not in {sorted(final)}):"]
+    for key, value in stuck.items():
+        lines.append(f"  {key}: {field}={value!r}")
+        for event in sim.history.filter("redis"):
+            if event.detail.get("key") == key:
+                lines.append(f"    {event.t:9.3f}s redis.{event.op} [{event.outcome}]"
+                             + (f" attempt {event.attempt}" if event.attempt else ""))
+    raise bg.CheckFailed("\n".join(lines))
