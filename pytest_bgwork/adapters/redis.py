@@ -40,7 +40,7 @@ from fakeredis import FakeServer
 from fakeredis import _msgs as msgs
 from fakeredis._clients._async import FakeReader, FakeWriter
 from fakeredis._clients._base import FakeBaseConnectionMixin
-from fakeredis._command_args_parsing import Timeout
+from fakeredis._command_args_parsing import Int, Timeout
 from fakeredis._commands import SUPPORTED_COMMANDS, Key, Signature
 from fakeredis._core import CommandItem
 from fakeredis._helpers import NoResponse, SimpleError
@@ -74,6 +74,8 @@ _backends: weakref.WeakKeyDictionary[bg.Simulation, RedisBackend] = weakref.Weak
 _time_patched = False
 #: BLMOVE's signature here: keys looked up on each pass (see ``_Recording._bg_blmove``).
 _BLMOVE = Signature("blmove", "_bg_blmove", (bytes, bytes, bytes, bytes, Timeout))  # type: ignore[arg-type]
+#: WAIT (fakeredis has none): the simulated server has no replicas.
+_WAIT = Signature("wait", "_bg_wait", (Int, Int), flags=msgs.FLAG_NO_SCRIPT)  # type: ignore[arg-type]
 
 
 class RedisBackend:
@@ -268,7 +270,16 @@ class _Recording:
     def _name_to_func(self, cmd_name: str) -> tuple[Any, Signature]:
         if cmd_name == "blmove":
             return self._bg_blmove, _BLMOVE
+        if cmd_name == "wait":
+            return self._bg_wait, _WAIT
         return super()._name_to_func(cmd_name)  # type: ignore[misc,no-any-return]
+
+    def _bg_wait(self, replicas: int, timeout_ms: int) -> Any:
+        """WAIT on a server with no replicas: 0 at once for 0 replicas, else 0 after the timeout."""
+        if replicas <= 0:
+            return 0
+        return self._blocking(timeout_ms / 1000, lambda first_pass: None,  # type: ignore[attr-defined]
+                              lambda ret: 0)
 
     def _bg_blmove(self, source: bytes, destination: bytes, wherefrom: bytes, whereto: bytes,
                    timeout: float) -> Any:

@@ -340,3 +340,20 @@ def test_the_fixture_runs_in_a_user_suite(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*AssertionError*'running'*", "*bgwork timeline*",
                                  "*redis.hset*[[]fail[]] key=export:1 error=ConnectionError: injected fault"])
+
+
+@pytest.mark.asyncio
+async def test_wait_for_replicas_returns_0_after_its_virtual_timeout(bg_redis: bg.Simulation) -> None:
+    r = aredis.Redis()
+    assert await r.wait(0, 0) == 0  # no replica asked for: at once
+    assert await r.wait(1, 3000) == 0  # the simulated server has none: after 3 virtual s
+    assert asyncio.get_running_loop().time() == pytest.approx(3)
+
+
+def test_tls_unix_and_resp3_urls_reach_their_own_servers(bgwork: bg.Simulation) -> None:
+    with adapters.redis.install(bgwork) as backend:
+        redis.Redis.from_url("rediss://secure:6380/0", ssl_cert_reqs="none").set("k", "tls")
+        redis.Redis.from_url("unix:///run/redis.sock").set("k", "unix")
+        assert redis.Redis(protocol=3, decode_responses=True).hgetall("nothing") == {}
+        assert redis.Redis.from_url("rediss://secure:6380/0").get("k") == b"tls"
+    assert sorted(backend.servers) == ["localhost:6379", "secure:6380", "unix:/run/redis.sock"]
