@@ -1,6 +1,6 @@
-"""The ``bg_redis`` fixture (a plain fixture function; the plugin registers it).
+"""The ``bg_redis`` and ``bg_arq`` fixtures (plain fixture functions; the plugin registers them).
 
-redis-py is imported only in the fixture's body, when a test asks for it, never at
+redis-py and arq are imported only in the fixtures' bodies, when a test asks for it, never at
 plugin start-up.
 """
 
@@ -14,7 +14,7 @@ import pytest
 if TYPE_CHECKING:
     from ..simulation import Simulation
 
-__all__ = ["bg_redis"]
+__all__ = ["bg_arq", "bg_redis"]
 
 
 @pytest.fixture
@@ -24,4 +24,14 @@ def bg_redis(bgwork: Simulation) -> Iterator[Simulation]:
     from . import redis
 
     with redis.install(bgwork):
+        yield bgwork
+
+
+@pytest.fixture
+def bg_arq(bgwork: Simulation) -> Iterator[Simulation]:
+    """The test's simulation, with arq's pools and workers on it (``adapters.arq.install``):
+    its Redis simulated, its polling, deferrals, retries, timeouts and crons on virtual time."""
+    from . import arq
+
+    with arq.install(bgwork):
         yield bgwork

@@ -75,6 +75,7 @@ _time_patched = False
 #: BLMOVE's signature here: keys looked up on each pass (see ``_Recording._bg_blmove``).
 _BLMOVE = Signature("blmove", "_bg_blmove", (bytes, bytes, bytes, bytes, Timeout))  # type: ignore[arg-type]
 #: WAIT (fakeredis has none): the simulated server has no replicas.
+_INFO = Signature("info", "_bg_info", (), (bytes,))  # type: ignore[arg-type]
 _WAIT = Signature("wait", "_bg_wait", (Int, Int), flags=msgs.FLAG_NO_SCRIPT)  # type: ignore[arg-type]
 
 
@@ -272,7 +273,23 @@ class _Recording:
             return self._bg_blmove, _BLMOVE
         if cmd_name == "wait":
             return self._bg_wait, _WAIT
+        if cmd_name == "info" and SUPPORTED_COMMANDS.get("info") is None:
+            return self._bg_info, _INFO
         return super()._name_to_func(cmd_name)  # type: ignore[misc,no-any-return]
+
+    def _bg_info(self, *sections: bytes) -> bytes:
+        """INFO (fakeredis has none): the fields clients read (arq logs server, memory, clients)."""
+        server = self._server  # type: ignore[attr-defined]
+        lines = ["# Server", f"redis_version:{'.'.join(map(str, server.version))}.0",
+                 "redis_mode:standalone", "os:pytest-bgwork simulation", "",
+                 "# Clients", f"connected_clients:{len(server.sockets)}", "",
+                 "# Memory", "used_memory:0", "used_memory_human:0B", "", "# Keyspace"]
+        for n, database in sorted(server.dbs.items()):
+            keys = len(database)
+            if keys:
+                expires = sum(1 for k in database if database[k].expireat is not None)
+                lines.append(f"db{n}:keys={keys},expires={expires},avg_ttl=0")
+        return ("\r\n".join(lines) + "\r\n").encode()
 
     def _bg_wait(self, replicas: int, timeout_ms: int) -> Any:
         """WAIT on a server with no replicas: 0 at once for 0 replicas, else 0 after the timeout."""
