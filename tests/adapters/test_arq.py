@@ -97,12 +97,13 @@ async def test_job_timeout_and_max_tries(bg_arq: bg.Simulation) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq's own close()
 async def test_cron_jobs_fire_on_the_virtual_clock(bg_arq: bg.Simulation) -> None:
     worker = adapters.arq.worker(cron_jobs=[cron(tick, minute={0, 30}, second=0,
                                                  run_at_startup=False)],
-                                 burst=False, functions=[])
+                                 burst=False, functions=[], poll_delay=10)
     task = asyncio.create_task(worker.async_run())
-    await asyncio.sleep(2 * 3600 + 1)
+    await asyncio.sleep(2 * 3600 + 30)
     await worker.close()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -146,10 +147,11 @@ def test_the_fixture_runs_in_a_user_suite(pytester: pytest.Pytester) -> None:
         @pytest.mark.asyncio
         async def test_deferred(bg_arq):
             pool = await create_pool(RedisSettings(host="redis", port=6379))
-            await pool.enqueue_job("job", 1, _defer_by=3600)
-            await adapters.arq.worker([job], redis_settings=RedisSettings(host="redis")).async_run()
+            await pool.enqueue_job("job", 1, _defer_by=600)
+            await adapters.arq.worker([job], redis_settings=RedisSettings(host="redis"),
+                                      poll_delay=5).async_run()
             assert done == [(1, 1)]
-            assert bg_arq.clock.monotonic() >= 3600
+            assert bg_arq.clock.monotonic() >= 600
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
