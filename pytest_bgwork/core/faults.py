@@ -42,8 +42,9 @@ POINTS = (
     "http", "webhook.deliver",
     "tasks.create", "tasks.update", "tasks.get",
 )
-#: Prefixes whose every ``prefix.<name>`` is a point (the name is the task's or schedule's).
-PREFIXES = ("task.", "schedule.")
+#: Prefixes whose every ``prefix.<name>`` is a point (the name is the task's or schedule's;
+#: ``redis.<command>``: a command of ``adapters.redis``).
+PREFIXES = ("task.", "schedule.", "redis.")
 KINDS = ("fail", "crash", "duplicate", "hang", "delay")
 #: Largest latency (virtual seconds) a service call takes when latency is on (exploration,
 #: chaos ``latency``): a slow network round trip; drawn in 1,000 steps, shrinking to 0.

@@ -1,0 +1,141 @@
+"""The exports service on real redis.asyncio clients, answered by the simulation (bg_redis).
+
+Runs plain and under ``--bgwork-chaos=...``: the fixed worker leaves every export
+``done`` with its file written; the first version is caught leaving an export stuck at
+``running`` when a worker dies holding the lock (a crash, an explored fault plan, or
+chaos ``crash``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import pytest_bgwork as bg
+from pytest_bgwork import adapters
+from redis_exports.app import (
+    LOCK_MS,
+    QUEUE,
+    export_status,
+    handle_export,
+    handle_export_buggy,
+    redis_client,
+    request_export,
+)
+
+IDS = ["e1", "e2", "e3"]
+
+
+class Bucket:
+    """The exports bucket: files written (by export id), and writes that overlapped."""
+
+    def __init__(self, sim: bg.Simulation) -> None:
+        self.sim = sim
+        self.files: dict[str, int] = {}
+        self.writing: set[str] = set()
+        self.overlaps: list[str] = []
+
+    async def write_file(self, export_id: str) -> None:
+        if export_id in self.writing:
+            self.overlaps.append(export_id)  # two workers built the same export at once
+        self.writing.add(export_id)
+        await asyncio.sleep(2)  # building the file takes a while
+        self.writing.discard(export_id)
+        self.files[export_id] = self.files.get(export_id, 0) + 1
+        self.sim.effects.record("export_file", key=export_id)
+
+
+def start_worker(sim: bg.Simulation, handler: Any) -> Bucket:
+    """The worker process: ``handler`` per delivery, writing to one bucket."""
+    bucket = Bucket(sim)
+    r = redis_client()
+    write_file = bucket.write_file
+
+    async def worker(job: dict[str, str], delivery: bg.Delivery) -> None:
+        await handler(r, write_file, job, f"{delivery.message.id}/{delivery.attempt}")
+
+    sim.queues.create(QUEUE, visibility_timeout=60, max_retries=20, retry_delay=10)
+    sim.queues.route(QUEUE, worker)
+    return bucket
+
+
+def exports_done(sim: bg.Simulation) -> None:
+    """Every export with a status is done (none at all when every request failed)."""
+    __tracebackhide__ = True
+    adapters.redis.assert_status_terminal(sim, "export:*", field="state", terminal={"done"},
+                                          allow_empty=True)
+
+
+async def run_exports(sim: bg.Simulation, handler: Any) -> Bucket:
+    bucket = start_worker(sim, handler)
+    api = redis_client()
+    for export_id in IDS:
+        await request_export(api, sim.queues, export_id)
+    await sim.run_until_idle()
+    return bucket
+
+
+@pytest.mark.asyncio
+async def test_every_export_ends_done_with_its_file(bg_redis: bg.Simulation) -> None:
+    bucket = await run_exports(bg_redis, handle_export)
+    exports_done(bg_redis)
+    assert set(bucket.files) == set(IDS)
+    assert bucket.overlaps == []
+    assert await export_status(redis_client(), "e1") == {"state": "done", "url": "s3://exports/e1.csv"}
+    assert adapters.redis.snapshot(bg_redis, "lock:*") == {}  # every lock released
+    bg.assert_nothing_lost(bg_redis)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("handler", [handle_export, handle_export_buggy])
+async def test_a_worker_dying_with_the_lock_held(bg_redis: bg.Simulation, handler: Any) -> None:
+    """The worker dies marking the export running, with the lock held."""
+    bg_redis.faults.crash(QUEUE, at="redis.hset", on_call=1)  # its first hset: "running"
+    bucket = start_worker(bg_redis, handler)
+    await request_export(redis_client(), bg_redis.queues, "e1")
+    await bg_redis.run_until_idle()
+    if handler is handle_export_buggy:
+        with pytest.raises(bg.CheckFailed, match=r"export:e1: state='queued'"):
+            exports_done(bg_redis)
+        assert bucket.files == {}  # the redelivered job was acked unrun
+        return
+    exports_done(bg_redis)
+    assert set(bucket.files) == {"e1"}
+    # the redelivery (60 s) found the lock expired (30 s) and took it again
+    assert bg_redis.history.filter("queue", "deliver")[-1].t >= LOCK_MS / 1000
+
+
+@pytest.mark.asyncio
+async def test_two_workers_on_one_export_wait_for_the_lock(bg_redis: bg.Simulation) -> None:
+    bg_redis.faults.duplicate(QUEUE, times=2, overlap=True)  # both copies start together
+    bucket = await run_exports(bg_redis, handle_export)
+    exports_done(bg_redis)
+    assert set(bucket.files) == set(IDS)
+    assert bucket.overlaps == []  # the copy that met the lock waited for a retry
+
+
+def scenario(handler: Any) -> Any:
+    async def run(sim: bg.Simulation) -> None:
+        start_worker(sim, handler)
+        api = redis_client()
+        for export_id in IDS[:2]:
+            for _ in range(3):  # the client retries a request that failed (it may have applied)
+                try:
+                    await request_export(api, sim.queues, export_id)
+                    break
+                except Exception:  # a Redis or queue error: the client sees a 5xx
+                    continue
+
+    return run
+
+
+def test_explore_finds_the_stuck_export_and_clears_the_fix(bg_redis: bg.Simulation) -> None:
+    from pytest_bgwork import strategies as bgst
+
+    with pytest.raises(bg.ExplorationFailed, match=r"export:e\d: state=.queued"):
+        bg.explore(scenario(handle_export_buggy), faults=bgst.fault_plans(max_faults=2),
+                   checks=[exports_done], seed=1)
+    bg.explore(scenario(handle_export), faults=bgst.fault_plans(max_faults=2), checks=[exports_done],
+               seed=1)
