@@ -532,6 +532,8 @@ def _other_tasks(sim: Simulation) -> list[asyncio.Task[Any]]:
         known |= set(sim.queues._running)
     if _has(sim, "runtime"):
         known |= {rec.task for rec in sim.runtime._live() if rec.task is not None}
+    if _has(sim, "workers"):  # supervised workers run until the simulation ends
+        known |= sim.workers._tasks()
     for manager in _managers_of(sim):
         for rec in manager._running():
             known |= {rec.task, *rec.companions} - {None}

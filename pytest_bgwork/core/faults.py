@@ -697,6 +697,11 @@ class FaultInjector:
                 raise ProcessCrashed()
         if not self._rules or self.healed:
             return
+        if attempt is not None and attempt.fail_next is not None and point != "queue.deliver":
+            rule, attempt.fail_next = attempt.fail_next, None  # a pull attempt's fail-first
+            assert isinstance(rule, Fault)
+            self._fire(rule, point, error=rule.error)
+            raise _make_error(rule.error or "")
         scoped = 0
         if queue is not None:
             key = (queue, point)
@@ -759,6 +764,18 @@ class FaultInjector:
             known = self._depth.get(attempt.queue, 0)
             attempt.crash_at = self._sim.choices.integer(1, max(known, CRASH_DEPTH), "chaos.crash")
         return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
+
+    def arm_pull(self, attempt: Attempt) -> None:
+        """A worker received a message (a pull attempt began): a ``fail`` rule at
+        ``queue.deliver`` for this attempt number (chaos ``fail-first``) fails the worker's
+        next service call, as a routed attempt fails before its handler runs."""
+        if not self._rules or self.healed:
+            return
+        for rule in self._rules:
+            if (rule.kind == "fail" and rule.point == "queue.deliver" and rule.attempt is not None
+                    and rule.attempt == attempt.number and self._queue_matches(rule, attempt.queue)):
+                attempt.fail_next = rule
+                return
 
     def leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
