@@ -917,6 +917,16 @@ class DeliveryEngine:
                 msg._copy_attempts = 0
                 msg.state = READY
                 copy = True
+                if q.route is None or q.ordered:
+                    # a pull consumer (or a FIFO queue): the lease lapsed just before this
+                    # delete, as at-least-once delivery does; the delete is stale, deletes
+                    # nothing, and the message comes back. A delete never un-happens.
+                    d.expired = True
+                    current = False
+                    q.stats["visibility_expired"] += 1
+                    q.stats["stale_acks"] += 1
+                    self._record("visibility_expired", queue=q.config.name, id=msg.id,
+                                 attempt=d.attempt, duplicate=True)
             else:
                 msg.state = ACKED
                 deleted = True
