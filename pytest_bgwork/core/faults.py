@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextvars
 import fnmatch
+import random
 import re
 import sys
 import types
@@ -355,6 +356,8 @@ class FaultInjector:
         self._latency = 0.0
         #: queue -> most fault points an attempt of it passed (chaos ``crash`` draws among them).
         self._depth: dict[str, int] = {}
+        #: (queue, message id) -> the attempt chaos ``crash`` acts in: its first to pass a point.
+        self._crash_owner: dict[tuple[str, str], Attempt] = {}
         self._watch: Callable[[str, Attempt], bool] | None = None
         #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
         self._open = True
@@ -745,7 +748,8 @@ class FaultInjector:
                 self._fire(rule, point)
                 await self._crash(attempt)
             elif rule.kind == "reorder" and attempt is not None:  # pause before the handler
-                pause = self._sim.choices.integer(0, 1000, "chaos.reorder") * rule.seconds / 1000
+                pause = self.keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
+                    * rule.seconds / 1000
                 if pause:
                     self._fire(rule, point, seconds=pause)
                     await asyncio.sleep(pause)
@@ -758,11 +762,18 @@ class FaultInjector:
         among as many as the queue's attempts were seen to pass (``CRASH_DEPTH`` before any
         was seen). An attempt that returns before that point dies at its ack instead.
         """
-        if attempt.number != (rule.attempt or 1) or not self._queue_matches(rule, attempt.queue):
+        if not self._queue_matches(rule, attempt.queue):
+            return False
+        if rule.attempt is None:  # chaos: the first attempt of the message that got this far
+            owner = self._crash_owner.setdefault((attempt.queue, attempt.message_id), attempt)
+            if owner is not attempt:
+                return False
+        elif attempt.number != rule.attempt:
             return False
         if attempt.crash_at is None:
             known = self._depth.get(attempt.queue, 0)
-            attempt.crash_at = self._sim.choices.integer(1, max(known, CRASH_DEPTH), "chaos.crash")
+            attempt.crash_at = self.keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
+                                                  f"{attempt.queue}/{attempt.message_id}")
         return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
 
     def arm_pull(self, attempt: Attempt) -> None:
@@ -776,6 +787,16 @@ class FaultInjector:
                     and rule.attempt == attempt.number and self._queue_matches(rule, attempt.queue)):
                 attempt.fail_next = rule
                 return
+
+    def keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
+        """A chaos draw for ``key`` (a message or attempt): from the seed and the key alone
+        under a seeded simulation, so turning on another chaos mode (which draws too) does
+        not change where this one acts; from ``sim.choices`` otherwise (exploration, replay)."""
+        from .choices import SeededChoices
+
+        if type(self._sim.choices) is SeededChoices:
+            return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
+        return self._sim.choices.integer(lo, hi, label)
 
     def leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
@@ -809,16 +830,21 @@ class FaultInjector:
         finally:
             _sync_call.reset(token)
 
-    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False) -> int:
+    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
+                   ordered: bool = False) -> int:
         """How many times the queue should deliver this message (1 unless duplicated).
 
         ``overlap=False`` counts the copies that follow each other's ack, ``True`` those
-        that start together.
+        that start together. ``ordered``: the message belongs to a group delivered one at a
+        time (sqs-fifo); chaos ``overlap`` leaves it alone (the profile promises the group
+        never runs twice at once), a rule the test added still applies.
         """
         if self.healed:
             return 1
         total = 1
         for rule in self._rules:
+            if overlap and ordered and not any(rule is r for r in self._reported):
+                continue
             if rule.kind == "duplicate" and rule.overlap == overlap and self._queue_matches(
                     rule, queue) and (rule.on_call is None or rule.on_call == publish_number):
                 self._fire(rule, "queue.publish", times=rule.times,

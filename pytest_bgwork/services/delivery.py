@@ -917,7 +917,7 @@ class DeliveryEngine:
                 msg._copy_attempts = 0
                 msg.state = READY
                 copy = True
-                if q.route is None or q.ordered:
+                if q.route is None or q.profile.name == "sqs-fifo":
                     # a pull consumer (or a FIFO queue): the lease lapsed just before this
                     # delete, as at-least-once delivery does; the delete is stale, deletes
                     # nothing, and the message comes back. A delete never un-happens.

@@ -421,7 +421,8 @@ class Queues(DeliveryEngine):
                         (name, msg.id, key, False))
         if faults._rules:  # a duplicate rule may ask for more deliveries
             msg._copies_left = faults.deliveries(name, number) - 1
-            msg._overlap_left = faults.deliveries(name, number, overlap=True) - 1
+            msg._overlap_left = faults.deliveries(name, number, overlap=True,
+                                                  ordered=pkey is not None and q.ordered) - 1
         if delay:
             self._schedule(q, msg, delay)
         else:
