@@ -45,6 +45,7 @@ from .delivery import (
     _to_json,
     retry_backoff,
 )
+from .workers import current_worker
 
 __all__ = [
     "Delivery",
@@ -443,7 +444,7 @@ class Queues(DeliveryEngine):
         if q.retention:
             self._sweep_retention(q)
         if self._take(q, remove=False) is None:
-            return None
+            return self._empty()
         step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
         if step is not None:
             await step
@@ -452,9 +453,16 @@ class Queues(DeliveryEngine):
                 self._sweep_retention(q)
             msg = self._take(q, remove=True)
             if msg is None:  # taken while a fault delayed us
-                return None
+                return self._empty()
             if not self._past_receives(q, msg):
                 return self._start(q, msg)
+
+    @staticmethod
+    def _empty() -> None:
+        """An empty receive: a supervised worker that made it now waits for messages."""
+        worker = current_worker.get()
+        if worker is not None:
+            worker.polling = True
 
     def stats(self, name: str) -> dict[str, int]:
         """Counters (published, delivered, failed, ...) and current states of queue ``name``."""

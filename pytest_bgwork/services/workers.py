@@ -13,8 +13,10 @@ runs a worker process:
 - it keeps running through an explored example's heal phase, and is stopped (cancelled,
   not reported as leftover work) when the simulation closes;
 - while it waits for messages (an empty ``receive`` then a sleep, or a long poll) and no
-  message of a pull queue is visible or held by a worker, its timers do not keep
-  ``run_until_idle()`` busy: the simulation is idle.
+  message of a pull queue is visible, its timers do not keep ``run_until_idle()`` busy:
+  the simulation is idle. A worker waits from an empty receive until its next delivery;
+  from a delivery on (its job, its delete, what it does after) it is busy until it comes
+  back to an empty receive.
 
 A message a worker receives with ``sim.queues.receive`` (or through an adapter built on
 it, e.g. aiobotocore's ``receive_message``) starts an *attempt* in the worker, as a routed
@@ -74,12 +76,15 @@ class Worker:
         self._timer: asyncio.TimerHandle | None = None
         #: Deliveries this run received and has not settled, oldest first.
         self.held: list[Delivery] = []
+        #: True from an empty receive until the next delivery: the worker waits for messages.
+        self.polling = False
         self._ctx = contextvars.Context()
         self._ctx.run(current_worker.set, self)
 
     def holds_work(self) -> bool:
-        """Whether the worker is mid-job: it holds a delivery it has not settled."""
-        return any(d._settled is None and not d.expired for d in self.held)
+        """Whether the worker is mid-job: it has not come back to an empty receive since its
+        last delivery, or it holds a delivery it has not settled."""
+        return not self.polling or any(d._settled is None and not d.expired for d in self.held)
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} run={self.runs} state={self.state}>"
@@ -154,6 +159,7 @@ class Workers:
         w.runs += 1
         w.state = "running"
         w.held = []
+        w.polling = False
         self._sim.history.record("worker", "start", name=w.name, run=w.runs)
         w.task = self._sim.loop.create_task(self._body(w, coro), name=f"worker:{w.name}#{w.runs}",
                                             context=w._ctx.copy())
@@ -240,6 +246,7 @@ class Workers:
     def _took(self, w: Worker, d: Delivery, attempt: Attempt) -> None:
         """``w`` received ``d``: it is the worker's current attempt until settled."""
         w.held.append(d)
+        w.polling = False
         w._in_a_row = 0  # it got as far as a job: the next failure restarts quickly again
         current_attempt.set(attempt)
 
