@@ -79,7 +79,7 @@ def scenario_for(impl: ModuleType) -> Any:
 
 
 def test_explore_finds_a_bug_of_the_twin() -> None:
-    with pytest.raises(bg.ExplorationFailed, match="every_export_done|one_email_each"):
+    with pytest.raises(bg.ExplorationFailed, match=r"every_export_done|one_email_each"):
         bg.explore(scenario_for(buggy_app), faults=bgst.fault_plans(), checks=CHECKS, seed=1)
 
 
