@@ -457,6 +457,24 @@ class Queues(DeliveryEngine):
             if not self._past_receives(q, msg):
                 return self._start(q, msg)
 
+    async def move_to_dead_letter_queue(self, delivery: Delivery, queue: str, *,
+                                        idempotency_key: str | None = None,
+                                        partition_key: str | None = None) -> PublishResult:
+        """Move a received message to dead-letter queue ``queue``: publish a copy there, then
+        delete it from its own queue (what SQS redrive and dramatiq's DLQ do).
+
+        Recorded as ``queue.dead_letter`` naming the copy (``dlq``, ``dlq_id``), so the
+        checks count the message as dead-lettered, not lost, and the copy as accounted for.
+        """
+        msg = delivery.message
+        self._get("move_to_dead_letter_queue", queue)
+        result = await self.publish(queue, msg.payload, metadata=msg.metadata,
+                                    idempotency_key=idempotency_key, partition_key=partition_key)
+        await delivery.ack()
+        self._record("dead_letter", queue=msg.queue, id=msg.id, attempts=msg.attempts, dlq=queue,
+                     dlq_id=result.id)
+        return result
+
     @staticmethod
     def _empty() -> None:
         """An empty receive: a supervised worker that made it now waits for messages."""
