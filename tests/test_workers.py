@@ -116,8 +116,11 @@ def test_a_worker_whose_loop_raises_is_restarted_and_its_job_comes_back() -> Non
     sim.run(main())
     assert done == ["job-0"]
     failed = [d for op, d in ops(sim, "worker") if op == "failed"]
-    assert failed == [{"name": "w", "run": 1, "error": "RuntimeError: bug in the worker"}]
+    assert failed == [{"name": "w", "run": 1, "error": "RuntimeError: bug in the worker",
+                       "injected": False}]
     assert sim.workers.get("w").runs == 2
+    with pytest.raises(AssertionError, match=r"worker w failed: RuntimeError: bug in the worker"):
+        bg.assert_no_task_errors(sim)  # the user's bug, although the restart hid it
     sim.close()
 
 
@@ -232,6 +235,9 @@ def test_chaos_fail_first_fails_the_first_attempts_next_service_call() -> None:
     assert done == ["job-0"]  # the worker died, restarted, and attempt 2 finished it
     assert [e.detail["attempt"] for e in sim.history.filter("queue", "deliver")] == [1, 2]
     assert sim.workers.get("w1").failures == 1
+    [failed] = sim.history.filter("worker", "failed")
+    assert failed.detail["injected"] is True
+    bg.assert_no_task_errors(sim)  # caused by the injected fault: judged by the business checks
 
 
 def test_chaos_crash_kills_a_pull_worker_mid_job_at_a_drawn_point() -> None:

@@ -560,6 +560,9 @@ def assert_no_task_errors(sim: Simulation) -> None:
     failed: list[str] = []
     if _has(sim, "runtime"):
         failed += [str(e) for e in sim.runtime.errors]
+    if _has(sim, "workers"):  # a worker failing because of an injected fault is its consequence
+        for name in sim.workers.names():
+            failed += [f"worker {name} failed: {error}" for error in sim.workers.get(name).errors]
     for manager in _managers_of(sim):
         for rec in manager.tasks:
             if rec.status == "failed":

@@ -167,8 +167,26 @@ def _error_text(error: BaseException | type[BaseException] | str | None,
                     f"got {error!r}")
 
 
+def is_injected(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception in its ``__cause__``/``__context__`` chain, is one the
+    fault injector raised (an injected error, not the user's code failing on its own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if getattr(exc, "_bgwork_injected", False):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _make_error(text: str) -> BaseException:
-    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``."""
+    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')`` (marked injected)."""
+    exc = _build_error(text)
+    exc._bgwork_injected = True  # type: ignore[attr-defined]  # builtin exceptions have a __dict__
+    return exc
+
+
+def _build_error(text: str) -> BaseException:
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", text, re.S)
     if m:
         cls = getattr(builtins, m.group(1), None)

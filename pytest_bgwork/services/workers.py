@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import current_attempt
 from ..core.errors import ProcessCrashed
+from ..core.faults import is_injected
 
 if TYPE_CHECKING:
     from ..core.context import Attempt
@@ -70,6 +71,8 @@ class Worker:
         self.runs = 0
         self.crashes = 0
         self.failures = 0
+        #: The errors its loop raised that no injected fault caused (the user's bugs).
+        self.errors: list[str] = []
         self.state = "running"
         self._in_a_row = 0
         self.task: asyncio.Task[None] | None = None
@@ -179,7 +182,11 @@ class Workers:
                 return
             error = f"{type(exc).__name__}: {exc}"
             w.failures += 1
-            self._sim.history.record("worker", "failed", "fail", name=w.name, run=run, error=error)
+            injected = is_injected(exc)
+            if not injected:
+                w.errors.append(error)
+            self._sim.history.record("worker", "failed", "fail", name=w.name, run=run, error=error,
+                                     injected=injected)
             self._abandon(w, error)
             self._restart(w)
             return
