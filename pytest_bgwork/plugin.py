@@ -838,7 +838,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"{int(totals['faults'])} faults injected, {int(totals['dead_letters'])} dead letters"
             + (f" (chaos: {','.join(modes)})" if modes else "")
         )
-    if _timeline_option(config) == "always":
+    # with -rP / -rA pytest prints passed tests' sections itself ("PASSES"): print them once
+    if _timeline_option(config) == "always" and not terminalreporter.hasopt("P"):
         for report in terminalreporter.getreports("passed"):
             for title, text in report.sections:
                 if title == "bgwork timeline":

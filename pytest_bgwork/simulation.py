@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .services.task_manager import BackgroundTaskManager
     from .services.tasks import Tasks
     from .services.webhooks import Webhooks
+    from .services.workers import Workers
 
 __all__ = ["DEFAULT_MAX_TIME", "Simulation", "current"]
 
@@ -126,6 +127,12 @@ class Simulation(Kernel):
         return Webhooks(self)
 
     @cached_property
+    def workers(self) -> Workers:
+        from .services.workers import Workers
+
+        return Workers(self)
+
+    @cached_property
     def tasks(self) -> Tasks:
         from .services.tasks import Tasks
 
@@ -196,6 +203,8 @@ class Simulation(Kernel):
             while True:
                 await self._settle()
                 timers = loop.pending_timers()
+                if timers and "workers" in self.__dict__:  # a worker that only waits is idle
+                    timers = self.workers._busy(timers)
                 if not timers:
                     return
                 when = min(h.when() for h in timers)
@@ -253,12 +262,15 @@ class Simulation(Kernel):
         loop = self.loop
         if loop.is_closed() or loop.is_running():
             return []
+        # workers the scenario owns end with the simulation: stopped, not leftover work
+        workers = self.__dict__.get("workers")
+        stopping = set(workers._stop_all()) if workers is not None else set()
         live = loop.live_tasks()
         # ``aclose()`` of an async generator the test dropped, scheduled by the loop's
         # finalizer hook: clean-up, not work left running. It runs to the end (its
         # ``finally`` blocks act, as ``shutdown_asyncgens`` lets them) and is not reported.
         closers = [t for t in live if type(t.get_coro()).__name__ == "async_generator_athrow"]
-        tasks = [t for t in live if t not in closers]
+        tasks = [t for t in live if t not in closers and t not in stopping]
         described = [describe_task(t) for t in tasks]
         for text in described:
             self.history.record("sim", "cancelled_at_teardown", task=text)

@@ -667,10 +667,9 @@ class SqsBackend:
     async def _move_to_dlq(self, q: _Queue, d: Any, dlq: _Queue) -> None:
         """The receive past maxReceiveCount: SQS moves the message to the dead-letter queue."""
         msg = d.message
-        await self.sim.queues.publish(dlq.name, msg.payload, metadata=msg.metadata,
-                                      idempotency_key=msg.idempotency_key if dlq.fifo else None,
-                                      partition_key=msg.partition_key if dlq.fifo else None)
-        await d.ack()
+        await self.sim.queues.move_to_dead_letter_queue(  # checks see the copy as accounted for
+            d, dlq.name, idempotency_key=msg.idempotency_key if dlq.fifo else None,
+            partition_key=msg.partition_key if dlq.fifo else None)
         self.sim.history.record("sqs", "dead_letter", queue=q.name, id=msg.id, dlq=dlq.name,
                                 receives=d.attempt - 1)
 

@@ -31,6 +31,8 @@ class Attempt:
     passed: int = field(default=0, repr=False)
     crash_at: int | None = field(default=None, repr=False)
     returning: bool = field(default=False, repr=False)
+    #: A pull attempt's pending ``fail-first`` rule: the worker's next service call raises it.
+    fail_next: object = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextvars
 import fnmatch
+import random
 import re
 import sys
 import types
@@ -167,8 +168,26 @@ def _error_text(error: BaseException | type[BaseException] | str | None,
                     f"got {error!r}")
 
 
+def is_injected(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception in its ``__cause__``/``__context__`` chain, is one the
+    fault injector raised (an injected error, not the user's code failing on its own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if getattr(exc, "_bgwork_injected", False):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _make_error(text: str) -> BaseException:
-    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``."""
+    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')`` (marked injected)."""
+    exc = _build_error(text)
+    exc._bgwork_injected = True  # type: ignore[attr-defined]  # builtin exceptions have a __dict__
+    return exc
+
+
+def _build_error(text: str) -> BaseException:
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", text, re.S)
     if m:
         cls = getattr(builtins, m.group(1), None)
@@ -356,6 +375,8 @@ class FaultInjector:
         self._latency = 0.0
         #: queue -> most fault points an attempt of it passed (chaos ``crash`` draws among them).
         self._depth: dict[str, int] = {}
+        #: (queue, message id) -> the attempt chaos ``crash`` acts in: its first to pass a point.
+        self._crash_owner: dict[tuple[str, str], Attempt] = {}
         self._watch: Callable[[str, Attempt], bool] | None = None
         #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
         self._open = True
@@ -698,6 +719,11 @@ class FaultInjector:
                 raise ProcessCrashed()
         if not self._rules or self.healed:
             return
+        if attempt is not None and attempt.fail_next is not None and point != "queue.deliver":
+            rule, attempt.fail_next = attempt.fail_next, None  # a pull attempt's fail-first
+            assert isinstance(rule, Fault)
+            self._fire(rule, point, error=rule.error)
+            raise _make_error(rule.error or "")
         scoped = 0
         if queue is not None:
             key = (queue, point)
@@ -741,7 +767,8 @@ class FaultInjector:
                 self._fire(rule, point)
                 await self._crash(attempt)
             elif rule.kind == "reorder" and attempt is not None:  # pause before the handler
-                pause = self._sim.choices.integer(0, 1000, "chaos.reorder") * rule.seconds / 1000
+                pause = self.keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
+                    * rule.seconds / 1000
                 if pause:
                     self._fire(rule, point, seconds=pause)
                     await asyncio.sleep(pause)
@@ -754,12 +781,41 @@ class FaultInjector:
         among as many as the queue's attempts were seen to pass (``CRASH_DEPTH`` before any
         was seen). An attempt that returns before that point dies at its ack instead.
         """
-        if attempt.number != (rule.attempt or 1) or not self._queue_matches(rule, attempt.queue):
+        if not self._queue_matches(rule, attempt.queue):
+            return False
+        if rule.attempt is None:  # chaos: the first attempt of the message that got this far
+            owner = self._crash_owner.setdefault((attempt.queue, attempt.message_id), attempt)
+            if owner is not attempt:
+                return False
+        elif attempt.number != rule.attempt:
             return False
         if attempt.crash_at is None:
             known = self._depth.get(attempt.queue, 0)
-            attempt.crash_at = self._sim.choices.integer(1, max(known, CRASH_DEPTH), "chaos.crash")
+            attempt.crash_at = self.keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
+                                                  f"{attempt.queue}/{attempt.message_id}")
         return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
+
+    def arm_pull(self, attempt: Attempt) -> None:
+        """A worker received a message (a pull attempt began): a ``fail`` rule at
+        ``queue.deliver`` for this attempt number (chaos ``fail-first``) fails the worker's
+        next service call, as a routed attempt fails before its handler runs."""
+        if not self._rules or self.healed:
+            return
+        for rule in self._rules:
+            if (rule.kind == "fail" and rule.point == "queue.deliver" and rule.attempt is not None
+                    and rule.attempt == attempt.number and self._queue_matches(rule, attempt.queue)):
+                attempt.fail_next = rule
+                return
+
+    def keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
+        """A chaos draw for ``key`` (a message or attempt): from the seed and the key alone
+        under a seeded simulation, so turning on another chaos mode (which draws too) does
+        not change where this one acts; from ``sim.choices`` otherwise (exploration, replay)."""
+        from .choices import SeededChoices
+
+        if type(self._sim.choices) is SeededChoices:
+            return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
+        return self._sim.choices.integer(lo, hi, label)
 
     def leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
@@ -793,16 +849,21 @@ class FaultInjector:
         finally:
             _sync_call.reset(token)
 
-    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False) -> int:
+    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
+                   ordered: bool = False) -> int:
         """How many times the queue should deliver this message (1 unless duplicated).
 
         ``overlap=False`` counts the copies that follow each other's ack, ``True`` those
-        that start together.
+        that start together. ``ordered``: the message belongs to a group delivered one at a
+        time (sqs-fifo); chaos ``overlap`` leaves it alone (the profile promises the group
+        never runs twice at once), a rule the test added still applies.
         """
         if self.healed:
             return 1
         total = 1
         for rule in self._rules:
+            if overlap and ordered and not any(rule is r for r in self._reported):
+                continue
             if rule.kind == "duplicate" and rule.overlap == overlap and self._queue_matches(
                     rule, queue) and (rule.on_call is None or rule.on_call == publish_number):
                 self._fire(rule, "queue.publish", times=rule.times,

@@ -76,6 +76,7 @@ def install() -> None:
         "httpcore._async.connection": _patch_async_connection,
         "httpcore._sync.connection": _patch_sync_connection,
         "anyio._backends._asyncio": _patch_anyio,
+        "httpx._client": _patch_httpx_client,
     }
     for name in list(patches):
         module = sys.modules.get(name)
@@ -205,3 +206,66 @@ def _patch_anyio(module: types.ModuleType) -> None:
 
     functools.update_wrapper(run_sync_in_worker_thread, original)
     cls.run_sync_in_worker_thread = classmethod(run_sync_in_worker_thread)
+
+
+# -- the timeline: every outbound httpx request ----------------------------------------------------
+#: Transports that answer in process (the test's own client to an ASGI/WSGI app): not outbound.
+_IN_PROCESS = ("ASGITransport", "SimASGITransport", "WSGITransport")
+
+
+def _outbound(client: Any, request: Any) -> Any:
+    """The simulation to record ``request`` in, or ``None`` (no simulation, or not outbound)."""
+    sim = context.active()
+    if sim is None or getattr(sim, "_disposing", False):
+        return None
+    if type(getattr(client, "_transport", None)).__name__ in _IN_PROCESS:
+        return None
+    if request.url.host == "bgwork.invalid":  # a queue delivering to an in-process app
+        return None
+    return sim
+
+
+def _record(sim: Any, request: Any, response: Any, error: BaseException | None) -> None:
+    url = str(request.url)
+    if error is None:
+        sim.history.record("http", "request", method=request.method, url=url,
+                           status=response.status_code)
+    else:
+        sim.history.record("http", "request", "fail", method=request.method, url=url,
+                           error=f"{type(error).__name__}: {error}")
+
+
+def _patch_httpx_client(module: types.ModuleType) -> None:
+    """Record each request an ``httpx`` client sends inside a simulation (``http.request``),
+    whoever answers it (respx, a fault rule, the network), so the timeline shows it."""
+    async_send = module.AsyncClient.send
+    sync_send = module.Client.send
+
+    @functools.wraps(async_send)
+    async def send(self: Any, request: Any, **kwargs: Any) -> Any:
+        sim = _outbound(self, request)
+        if sim is None:
+            return await async_send(self, request, **kwargs)
+        try:
+            response = await async_send(self, request, **kwargs)
+        except Exception as exc:
+            _record(sim, request, None, exc)
+            raise
+        _record(sim, request, response, None)
+        return response
+
+    @functools.wraps(sync_send)
+    def send_sync(self: Any, request: Any, **kwargs: Any) -> Any:
+        sim = _outbound(self, request)
+        if sim is None:
+            return sync_send(self, request, **kwargs)
+        try:
+            response = sync_send(self, request, **kwargs)
+        except Exception as exc:
+            _record(sim, request, None, exc)
+            raise
+        _record(sim, request, response, None)
+        return response
+
+    module.AsyncClient.send = send
+    module.Client.send = send_sync

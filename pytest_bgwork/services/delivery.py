@@ -26,6 +26,7 @@ from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
 from ..profiles import seconds as profile_seconds
+from .workers import current_worker
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
@@ -206,8 +207,8 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_deadline", "_overlap", "_q", "_queues", "_seq", "_settled", "_task", "attempt",
-                 "expired", "message", "payload")
+    __slots__ = ("_deadline", "_overlap", "_pull", "_q", "_queues", "_seq", "_settled", "_task",
+                 "_worker", "attempt", "expired", "message", "payload")
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
         self._queues = queues
@@ -226,6 +227,10 @@ class Delivery:
         #: An overlapping copy (``duplicate(..., overlap=True)``): it holds no lease of the
         #: message; its ack deletes nothing and its failure is not retried.
         self._overlap = False
+        #: Received by a worker ``sim.workers`` supervises: that worker, and the attempt its
+        #: service calls run in until it settles this delivery (``None`` otherwise).
+        self._worker: Any = None
+        self._pull: Attempt | None = None
 
     @property
     def queue(self) -> str:
@@ -280,6 +285,7 @@ class _QueueAttempt(Attempt):
         self.passed = 0
         self.crash_at = None
         self.returning = False
+        self.fail_next = None
         self.label = f"{queue}/{message_id}#{number}"  # type: ignore[misc]  # a slot here
         self._future: asyncio.Future[None] | None = None
         #: What the crash future's callback needs; None once the attempt ended.
@@ -645,6 +651,9 @@ class DeliveryEngine:
         route = q.route
         history = self._sim.history
         if route is None:
+            worker = current_worker.get()
+            if worker is not None:  # a supervised worker received it: its attempt starts
+                self._adopt(worker, q, d)
             if detail is None:
                 history.add("queue", "deliver", "ok", _DELIVER,
                             (q.config.name, d.message.id, d.attempt))
@@ -666,6 +675,21 @@ class DeliveryEngine:
         d._task = task
         self._running.add(task)  # the loop holds tasks weakly: keep running attempts alive
         return d
+
+    def _adopt(self, worker: Any, q: _Queue, d: Delivery) -> None:
+        """A worker received ``d``: its service calls run in an attempt of ``d`` (so faults and
+        chaos scoped to the queue act on them) until it settles ``d``; its death is a crash."""
+        attempt = Attempt(q.config.name, d.message.id, d.attempt)
+        attempt.returning = True  # chaos crash: the worker's delete is its attempt's last point
+        loop = self._sim.loop
+        fut: asyncio.Future[None] = loop.create_future()
+        attempt.crash_future = fut
+        workers = worker._workers
+        fut.add_done_callback(lambda _f: workers._killed(worker), context=self._quiet)
+        d._worker, d._pull = worker, attempt
+        workers._took(worker, d, attempt)
+        if not d._overlap:
+            self._sim.faults.arm_pull(attempt)
 
     async def _run(self, route: Handler, d: Delivery, attempt: _QueueAttempt) -> None:
         """One routed attempt, in its own task with ``current_attempt`` set."""
@@ -839,6 +863,8 @@ class DeliveryEngine:
             self._acked(d)
         else:
             await self._enter_ack(d, step)
+        if d._worker is not None:
+            d._worker._workers._settled(d._worker, d)
 
     async def _enter_ack(self, d: Delivery, step: Awaitable[None] | None = None) -> None:
         """``_ack`` when fault point ``queue.ack`` may raise, wait or crash: await ``step``
@@ -891,6 +917,16 @@ class DeliveryEngine:
                 msg._copy_attempts = 0
                 msg.state = READY
                 copy = True
+                if q.route is None or q.profile.name == "sqs-fifo":
+                    # a pull consumer (or a FIFO queue): the lease lapsed just before this
+                    # delete, as at-least-once delivery does; the delete is stale, deletes
+                    # nothing, and the message comes back. A delete never un-happens.
+                    d.expired = True
+                    current = False
+                    q.stats["visibility_expired"] += 1
+                    q.stats["stale_acks"] += 1
+                    self._record("visibility_expired", queue=q.config.name, id=msg.id,
+                                 attempt=d.attempt, duplicate=True)
             else:
                 msg.state = ACKED
                 deleted = True
@@ -946,6 +982,8 @@ class DeliveryEngine:
             names = _NACK_OVERLAP if d._overlap else _NACK_STALE
             values = (name, msg.id, d.attempt, delay, True)
         self._sim.history.add("queue", "nack", "unknown" if err else "ok", names, values)
+        if d._worker is not None:
+            d._worker._workers._settled(d._worker, d)
         if current:
             self._retry_or_dead(q, msg, delay)
         if err is not None:

@@ -45,6 +45,7 @@ from .delivery import (
     _to_json,
     retry_backoff,
 )
+from .workers import current_worker
 
 __all__ = [
     "Delivery",
@@ -421,7 +422,8 @@ class Queues(DeliveryEngine):
                         (name, msg.id, key, False))
         if faults._rules:  # a duplicate rule may ask for more deliveries
             msg._copies_left = faults.deliveries(name, number) - 1
-            msg._overlap_left = faults.deliveries(name, number, overlap=True) - 1
+            msg._overlap_left = faults.deliveries(name, number, overlap=True,
+                                                  ordered=pkey is not None and q.ordered) - 1
         if delay:
             self._schedule(q, msg, delay)
         else:
@@ -442,7 +444,7 @@ class Queues(DeliveryEngine):
         if q.retention:
             self._sweep_retention(q)
         if self._take(q, remove=False) is None:
-            return None
+            return self._empty()
         step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
         if step is not None:
             await step
@@ -451,9 +453,34 @@ class Queues(DeliveryEngine):
                 self._sweep_retention(q)
             msg = self._take(q, remove=True)
             if msg is None:  # taken while a fault delayed us
-                return None
+                return self._empty()
             if not self._past_receives(q, msg):
                 return self._start(q, msg)
+
+    async def move_to_dead_letter_queue(self, delivery: Delivery, queue: str, *,
+                                        idempotency_key: str | None = None,
+                                        partition_key: str | None = None) -> PublishResult:
+        """Move a received message to dead-letter queue ``queue``: publish a copy there, then
+        delete it from its own queue (what SQS redrive and dramatiq's DLQ do).
+
+        Recorded as ``queue.dead_letter`` naming the copy (``dlq``, ``dlq_id``), so the
+        checks count the message as dead-lettered, not lost, and the copy as accounted for.
+        """
+        msg = delivery.message
+        self._get("move_to_dead_letter_queue", queue)
+        result = await self.publish(queue, msg.payload, metadata=msg.metadata,
+                                    idempotency_key=idempotency_key, partition_key=partition_key)
+        await delivery.ack()
+        self._record("dead_letter", queue=msg.queue, id=msg.id, attempts=msg.attempts, dlq=queue,
+                     dlq_id=result.id)
+        return result
+
+    @staticmethod
+    def _empty() -> None:
+        """An empty receive: a supervised worker that made it now waits for messages."""
+        worker = current_worker.get()
+        if worker is not None:
+            worker.polling = True
 
     def stats(self, name: str) -> dict[str, int]:
         """Counters (published, delivered, failed, ...) and current states of queue ``name``."""

@@ -502,6 +502,11 @@ class Runtime:
             if rec.task in frozen:  # frozen by an injected crash: it never resumes
                 rec.status = "crashed"
                 continue
+            if rec.task.done():  # cancelled before its first step: ``_run`` never saw it
+                self._finish(rec, "cancelled")
+                self._sim.history.record("runtime", "cancelled", "unknown", task=rec.name,
+                                         id=rec.id, started=False, **self._where(rec))
+                continue
             live.append(rec)
         return live
 
