@@ -33,7 +33,6 @@ import os
 import selectors
 import sys
 import types
-import weakref
 from collections.abc import Callable, Mapping
 from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -291,7 +290,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._busy_since = 0.0
         #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
         self.real_limit = REAL_LIMIT
-        self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+        #: Creation numbers of ``create_task`` tasks, held strongly until each ends: asyncio
+        #: keeps tasks only weakly, so a task waiting on an object only it references would be
+        #: collected (its ``finally`` run) whenever the garbage collector happens to run.
+        self._task_order: dict[asyncio.Task[Any], int] = {}
         #: Creation numbers of ``start_task`` tasks, held until they end (``task_ended``).
         self._own_order: dict[asyncio.Task[Any], int] = {}
         real = self._selector  # type: ignore[has-type]
@@ -475,7 +477,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         task.add_done_callback(self._task_finished)
 
     def _task_finished(self, task: asyncio.Task[Any]) -> None:
-        """A task ended with an outcome exception that is not ours (pytest's ``Failed``): re-raise it."""
+        """A task ended: drop the loop's strong reference; re-raise an outcome exception that
+        is not ours (pytest's ``Failed``)."""
+        self._task_order.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()
