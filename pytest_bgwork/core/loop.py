@@ -114,6 +114,20 @@ def describe_task(task: asyncio.Task[Any]) -> str:
     return f"task {task.get_name()!r} ({name}) waiting at {where}"
 
 
+_INF = math.inf
+
+
+def _refuse_instant(call: str, value: object) -> None:
+    """A timer at NaN or inf never fires in order (NaN compares false with everything, so
+    the heap misplaces every timer after it): refuse it where the app asked for it."""
+    raise ValueError(
+        f"loop.{call} got {value!r}: a virtual-time timer needs a finite number of seconds "
+        "(asyncio.sleep(), wait_for(timeout=), call_later() all end here). NaN would corrupt the "
+        "order of every other timer, inf would never fire. Pass a finite delay; to wait forever, "
+        "await an event or future instead (e.g. `await asyncio.Event().wait()`)."
+    )
+
+
 _copy_context = contextvars.copy_context
 _asyncio_log = logging.getLogger("asyncio")  # asyncio.log.logger
 _Task = asyncio.Task
@@ -312,6 +326,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """``BaseEventLoop.call_at`` with FIFO order among timers due at the same instant."""
         if when is None:
             raise TypeError("when cannot be None")
+        if not when < _INF:  # NaN or inf would corrupt the timer heap's order
+            _refuse_instant("call_at(when=...)", when)
         timer: Any
         if self._closed or self._debug:  # the checks and source tracebacks of asyncio's path
             self._check_closed()  # type: ignore[attr-defined]
@@ -358,6 +374,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """``BaseEventLoop.call_later`` without a frame in between (``asyncio.sleep`` uses it)."""
         if delay is None:
             raise TypeError("delay must not be None")
+        if not delay < _INF:
+            _refuse_instant("call_later(delay=...)", delay)
         return self.call_at(self.clock._mono + delay, callback, *args, context=context)
 
     def reserve_seq(self) -> int:
