@@ -9,7 +9,9 @@ monotonic time (freezegun's ``real_asyncio=True``); the virtual loop has its own
 ``time()`` either way.
 
 Which clock is which inside a simulation: ``time.time``, ``time.monotonic``,
-``datetime.now``, ``date.today`` are virtual; ``time.perf_counter``, ``perf_counter_ns``
+``datetime.now``, ``date.today`` are virtual (``time.monotonic`` counts from the
+simulation's start, near zero like the real one, and equals ``loop.time()``;
+``time.time`` stays epoch-based); ``time.perf_counter``, ``perf_counter_ns``
 and ``process_time`` stay real (they time real work, as in time-machine and looptime).
 """
 
@@ -61,6 +63,38 @@ class _VirtualNow:
             "freezegun's move_to() cannot move a bgwork simulation's clock: use "
             "`await sim.advance(seconds)` instead"
         )
+
+
+def _virtual_monotonic() -> float:
+    """``time.monotonic()`` inside a simulation: the simulation's seconds since it began.
+
+    freezegun's ``fake_monotonic`` derives it from the wall clock, epoch-scaled (1.7e9 s),
+    where a float keeps only ~0.2 µs: an exact 100 ms virtual delay measured 0.0999999046 s.
+    This reads the virtual clock itself, starting near zero as the real one does, and
+    equal to the virtual loop's ``loop.time()``.
+    """
+    fz = _api()
+    if fz._should_use_real_time():  # same stack depth as freezegun's own fakes
+        return fz.real_monotonic()  # type: ignore[no-any-return]
+    return _monotonic_now(fz)
+
+
+def _virtual_monotonic_ns() -> int:
+    """``time.monotonic_ns()`` inside a simulation (see ``_virtual_monotonic``)."""
+    fz = _api()
+    if fz._should_use_real_time():
+        return fz.real_monotonic_ns()  # type: ignore[no-any-return]
+    return round(_monotonic_now(fz) * 1_000_000_000)
+
+
+def _monotonic_now(fz: Any) -> float:
+    factories = fz.freeze_factories
+    if factories and not isinstance(factories[-1], _VirtualNow):
+        return fz._get_fake_monotonic()  # type: ignore[no-any-return]  # a freeze_time of the test's
+    sim = context.active()
+    if sim is None:
+        return fz.real_monotonic()  # type: ignore[no-any-return]
+    return sim.clock._mono
 
 
 #: Modules whose clocks time the test run itself (durations, session time), or real waits
@@ -116,12 +150,13 @@ class _Patcher:
 
     def _pairs(self, fz: Any) -> list[tuple[str, Any, Any]]:
         """(name in ``time``, real, fake) for every patched ``time`` function (``perf_counter`` stays real)."""
-        pairs = [("time", fz.real_time, fz.fake_time), ("monotonic", fz.real_monotonic, fz.fake_monotonic),
+        pairs = [("time", fz.real_time, fz.fake_time), ("monotonic", fz.real_monotonic, _virtual_monotonic),
                  ("localtime", fz.real_localtime, fz.fake_localtime),
                  ("gmtime", fz.real_gmtime, fz.fake_gmtime), ("strftime", fz.real_strftime, fz.fake_strftime)]
-        for name in ("time_ns", "monotonic_ns"):
-            if hasattr(fz, f"real_{name}"):
-                pairs.append((name, getattr(fz, f"real_{name}"), getattr(fz, f"fake_{name}")))
+        if hasattr(fz, "real_time_ns"):
+            pairs.append(("time_ns", fz.real_time_ns, fz.fake_time_ns))
+        if hasattr(fz, "real_monotonic_ns"):
+            pairs.append(("monotonic_ns", fz.real_monotonic_ns, _virtual_monotonic_ns))
         return pairs
 
     def _event_loop_class(self) -> type:
