@@ -446,17 +446,18 @@ def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
     return left
 
 
-def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
+def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool, which: str = "") -> None:
     """Fault rules the test added that never fired: a warning, a failure under strict.
 
     Only for a test whose body passed: a failed or skipped one may not have reached them.
+    ``which`` names the simulation when it is not the test's ``bgwork`` one.
     """
     if not item.stash.get(_CALL_PASSED_KEY, False) or not sim.faults.unused():
         return
     queues = sim.queues.names() if "queues" in vars(sim) else []
     lines = sim.faults.unused_report(queues)
     listed = "\n".join(f"  - {line}" for line in lines)
-    text = (f"{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
+    text = (f"{which}{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
             f"asked for:\n{listed}\nCheck the point and queue names and the on_call= "
             "numbers, or remove the rule.")
     if strict:
@@ -530,6 +531,13 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
     wall_clock.start()
     try:
         yield
+        strict = _marker_kwargs(request.node).get("strict")
+        if strict is None:
+            strict = bool(_option(request.config, "bgwork_strict"))
+        made = factory.made
+        for sim in made:  # as for the `bgwork` simulation: rules that never fired
+            _report_unused_rules(sim, request.node, strict,
+                                 f"bgwork_factory simulation seed={sim.seed}: ")
     finally:
         try:
             factory.close()
@@ -792,6 +800,9 @@ def pytest_runtest_makereport(
     modes = item.stash.get(_CHAOS_KEY, ())
     if report.when == "teardown":  # plain data on the report: pytest-xdist carries it over
         report.bgwork_stats = sim.stats()  # type: ignore[attr-defined]
+        # The report now holds all it needs (stats, timeline text, HTML data): let the
+        # simulation go, or every finished test's stays alive through its item until the end.
+        del item.stash[_SIM_KEY]
     wanted = report.failed or (report.when == "call" and bool(
         _option(item.config, "bgwork_html_all")))
     if wanted and _option(item.config, "bgwork_html"):

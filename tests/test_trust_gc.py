@@ -91,3 +91,60 @@ def test_a_finished_task_is_not_kept_alive() -> None:
     sim.run(main())
     assert sim.loop._task_order == {}
     sim.close()
+
+
+def test_no_finished_tests_simulation_stays_alive(pytester: pytest.Pytester) -> None:
+    """Each test's ``Simulation`` is dropped at teardown: the reports keep plain data only."""
+    pytester.makeconftest("""
+        import gc
+        import weakref
+
+        import pytest
+
+        refs = []
+
+        @pytest.fixture(autouse=True)
+        def _track(request):
+            for name in ("bgwork", "bgwork_factory"):
+                if name in request.fixturenames:
+                    value = request.getfixturevalue(name)
+                    if name == "bgwork":
+                        refs.append(weakref.ref(value))
+            yield
+            if "bgwork_factory" in request.fixturenames:
+                refs.extend(weakref.ref(s) for s in request.getfixturevalue("bgwork_factory").made)
+
+        def pytest_sessionfinish(session):
+            gc.collect()
+            alive = sum(1 for r in refs if r() is not None)
+            print(f"\\nsimulations tracked {len(refs)} alive {alive}")
+    """)
+    pytester.makepyfile("""
+        import asyncio
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(30))
+        def test_sync(bgwork, i):
+            async def main():
+                await bgwork.kv.set("ns", "k", i)
+                asyncio.ensure_future(asyncio.sleep(5))  # a leftover, cancelled at teardown
+                await asyncio.sleep(1)
+            bgwork.run(main())
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("i", range(10))
+        async def test_async(bgwork, i):
+            await bgwork.kv.set("ns", "k", i)
+            await asyncio.sleep(1)
+
+        @pytest.mark.parametrize("i", range(10))
+        def test_factory(bgwork_factory, i):
+            for _ in range(2):
+                sim = bgwork_factory()
+                sim.run(asyncio.sleep(1))
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "-W", "ignore::pytest_bgwork.LeftoverWork")
+    result.assert_outcomes(passed=50)
+    result.stdout.fnmatch_lines(["*simulations tracked 60 alive 0*",
+                                 "*40 simulation(s): simulated 40.0s*"])

@@ -115,7 +115,6 @@ def describe_task(task: asyncio.Task[Any]) -> str:
 
 
 _INF = math.inf
-_nextafter = math.nextafter
 
 
 def _refuse_instant(call: str, value: object) -> None:
@@ -372,21 +371,12 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self, delay: float, callback: Callable[..., object], *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        """``BaseEventLoop.call_later`` without a frame in between (``asyncio.sleep`` uses it).
-
-        The timer is due no earlier than ``delay`` after now as floats subtract: ``now + delay``
-        rounded down is moved up one float, so ``t2 - t1 >= delay`` holds for clock reads
-        around ``await asyncio.sleep(delay)`` (a real sleep never ends early either).
-        """
+        """``BaseEventLoop.call_later`` without a frame in between (``asyncio.sleep`` uses it)."""
         if delay is None:
             raise TypeError("delay must not be None")
         if not delay < _INF:
             _refuse_instant("call_later(delay=...)", delay)
-        now = self.clock._mono
-        when = now + delay
-        while when - now < delay:  # rounded down (at most a step or two)
-            when = _nextafter(when, _INF)
-        return self.call_at(when, callback, *args, context=context)
+        return self.call_at(self.clock._mono + delay, callback, *args, context=context)
 
     def reserve_seq(self) -> int:
         """The creation number a timer made now would get (ties at one instant fire in this
