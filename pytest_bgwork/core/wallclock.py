@@ -124,6 +124,83 @@ def _preimport_date_subclasses() -> None:
 _Site = tuple[Any, dict[str, Any], int, tuple[str, ...]]
 
 
+class _RealClassesOnImport:
+    """A ``sys.meta_path`` finder, first while the clock is patched: a module imported for
+    the first time inside a simulation runs its body with the real ``datetime.datetime`` and
+    ``datetime.date`` classes, as if imported before it.
+
+    Libraries that build schemas from annotations at import (pydantic, attrs, msgspec)
+    cannot handle freezegun's ``FakeDatetime`` (pydantic: "Unable to generate pydantic-core
+    schema"). Once the outermost such import ends, the fakes are back and the new modules'
+    attributes that hold a real class are patched like those of modules imported before, so
+    their clock reads (``datetime.now()``) stay virtual. It finds nothing itself: it asks
+    the finders after it and wraps the loader's ``exec_module`` for that one module.
+    """
+
+    def __init__(self, patcher: _Patcher) -> None:
+        self._patcher = patcher
+        self._depth = 0
+        self._finding = False
+        self._before: set[str] = set()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._finding = False
+        loader = getattr(spec, "loader", None)
+        if loader is None or isinstance(loader, type):  # builtin/frozen: a class, shared
+            return spec
+        try:
+            original = loader.exec_module
+        except AttributeError:
+            return spec
+        window = self
+
+        def exec_module(module: Any) -> None:
+            vars(loader).pop("exec_module", None)  # one module's exec only
+            window.enter(getattr(module, "__name__", ""))
+            try:
+                original(module)
+            finally:
+                window.exit()
+
+        try:
+            loader.exec_module = exec_module
+        except (AttributeError, TypeError):  # a loader without an instance namespace
+            pass
+        return spec
+
+    def enter(self, name: str) -> None:
+        """Module ``name`` (already in ``sys.modules``) starts running its body."""
+        self._depth += 1
+        if self._depth == 1:
+            fz = _api()
+            self._before = set(sys.modules) - {name}
+            _dt.datetime = fz.real_datetime  # type: ignore[misc]
+            _dt.date = fz.real_date  # type: ignore[misc]
+
+    def exit(self) -> None:
+        """A module body ended: after the outermost, the fakes are back everywhere."""
+        self._depth -= 1
+        if self._depth == 0:
+            fz = _api()
+            _dt.datetime = fz.FakeDatetime  # type: ignore[misc]
+            _dt.date = fz.FakeDate  # type: ignore[misc]
+            new, self._before = set(sys.modules) - self._before, set()
+            self._patcher.patch_classes(new)
+
+
 class _Patcher:
     """freezegun's ``start``/``stop``, with the module scan cached between starts.
 
@@ -147,6 +224,7 @@ class _Patcher:
         self._undo: list[tuple[Any, str, Any]] = []
         self._modules_at_start: set[str] = set()
         self._patched = False
+        self._imports = _RealClassesOnImport(self)
 
     def _pairs(self, fz: Any) -> list[tuple[str, Any, Any]]:
         """(name in ``time``, real, fake) for every patched ``time`` function (``perf_counter`` stays real)."""
@@ -247,6 +325,22 @@ class _Patcher:
         undo.append((loop_class, "time", loop_class.__dict__.get("time", _MISSING)))
         real_monotonic = fz.real_monotonic
         loop_class.time = lambda self: real_monotonic()  # type: ignore[attr-defined]
+        sys.meta_path.insert(0, self._imports)
+
+    def patch_classes(self, names: set[str]) -> None:
+        """Give modules ``names`` (imported with the real classes) the fake ones, as ``start``
+        does for modules imported before (undone by ``stop``)."""
+        fz = _api()
+        fakes = {id(fz.real_datetime): fz.FakeDatetime, id(fz.real_date): fz.FakeDate}
+        skip = tuple(m for m in fz.config.settings.default_ignore_list
+                     if m not in _NOT_IGNORED) + _RUNNER_MODULES
+        for name in names:
+            module = sys.modules.get(name)
+            _mod, namespace, _size, attributes = self._scan(name, module, fakes, skip)
+            for attribute in attributes:
+                value = namespace[attribute]
+                namespace[attribute] = fakes[id(value)]
+                self._undo.append((module, attribute, value))
 
     def stop(self) -> None:
         fz = _api()
@@ -256,6 +350,8 @@ class _Patcher:
         fz.tz_offsets.pop()
         if fz.freeze_factories:
             return
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._imports)
         import copyreg
         import time as _time
         import uuid
