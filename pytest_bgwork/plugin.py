@@ -56,7 +56,7 @@ _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
 _BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform", "max_time",
-                     "allow_network"}
+                     "allow_network", "runaway_after"}
 _CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
@@ -95,6 +95,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="BUDGET", help="exploring per run: N / Nx multiplies every "
                     "max_examples, Ns / Nm / Nh shares that much wall time over the explorations")
     parser.addini("bgwork_explore_budget", "exploration budget: N / Nx or Ns / Nm / Nh", default="")
+    parser.addini("bgwork_runaway_after", "real seconds per window of the runaway-work guard "
+                  "(work at one virtual instant that finishes nothing or keeps growing; default 10)",
+                  default="")
 
 
 _OPTIONS_KEY = pytest.StashKey[dict[str, Any]]()
@@ -172,7 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None, "
-        "max_time=604800, allow_network=False): "
+        "max_time=604800, allow_network=False, runaway_after=10): "
         "configure this test's bgwork simulation",
     )
     _seed_option(config)
@@ -368,6 +371,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                          platform=platform, **options)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.bgwork(...): {exc}") from None
+    sim.loop.real_limit = _runaway_after_for(item)
     if loop is not None:  # the async test body runs under the simulation's horizon
         sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
     item.stash[_SIM_KEY] = sim
@@ -428,6 +432,33 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
             context.pop(sim)
 
 
+def _runaway_after_for(item: pytest.Item) -> float:
+    """The runaway guard's window: marker ``runaway_after=``, else ini ``bgwork_runaway_after``."""
+    from .core import validate
+    from .core.loop import REAL_LIMIT
+
+    kwargs = _marker_kwargs(item)
+    if kwargs.get("runaway_after") is not None:
+        where, value = f"{item.nodeid}: @pytest.mark.bgwork", kwargs["runaway_after"]
+    else:
+        raw = item.config.getini("bgwork_runaway_after")
+        if raw in ("", None):
+            return REAL_LIMIT
+        where = "ini bgwork_runaway_after"
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw
+    try:
+        seconds = validate.seconds(value, where, "runaway_after", positive=True, hi=86400.0,
+                                   fix="It is how many real seconds of work at one virtual "
+                                       "instant the runaway guard judges at a time (default 10).")
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    assert seconds is not None
+    return seconds
+
+
 def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
     """The refused requests the code under test swallowed: ``sim.unmocked_requests`` less those
     the test expected, i.e. caught in the test function itself where it names ``UnmockedRequest``
@@ -478,6 +509,8 @@ class SimulationFactory:
         self._base_seed = base_seed
         self._platform = platform
         self._made: list[Simulation] = []
+        #: The runaway guard's window for the simulations made (the test's ``runaway_after``).
+        self.runaway_after: float | None = None
 
     def __call__(self, seed: int | None = None, start: Any = None,
                  platform: str | None = None) -> Simulation:
@@ -487,6 +520,8 @@ class SimulationFactory:
             seed = self._base_seed + len(self._made)
         sim = Simulation(seed=seed, start=start,
                          platform=self._platform if platform is None else platform)
+        if self.runaway_after is not None:
+            sim.loop.real_limit = self.runaway_after
         self._made.append(sim)
         return sim
 
@@ -528,6 +563,7 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
     factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
     factory.reset(_seed_for(request.node), _platform_for(request.node))
+    factory.runaway_after = _runaway_after_for(request.node)
     wall_clock.start()
     try:
         yield

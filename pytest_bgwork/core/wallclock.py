@@ -175,10 +175,8 @@ class _RealClassesOnImport:
             finally:
                 window.exit()
 
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # a loader with no instance namespace
             loader.exec_module = exec_module
-        except (AttributeError, TypeError):  # a loader without an instance namespace
-            pass
         return spec
 
     def enter(self, name: str) -> None:
