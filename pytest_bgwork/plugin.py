@@ -56,7 +56,7 @@ _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
 _BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform", "max_time",
-                     "allow_network", "runaway_after"}
+                     "allow_network", "runaway_after", "real_random"}
 _CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
@@ -175,7 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None, "
-        "max_time=604800, allow_network=False, runaway_after=10): "
+        "max_time=604800, allow_network=False, runaway_after=10, real_random=False): "
         "configure this test's bgwork simulation",
     )
     _seed_option(config)
@@ -364,7 +364,8 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     item = request.node
     kwargs = _marker_kwargs(item)
     loop = _async_loop_for(request)
-    options = {key: kwargs[key] for key in ("max_time", "allow_network") if key in kwargs}
+    options = {key: kwargs[key] for key in ("max_time", "allow_network", "real_random")
+               if key in kwargs}
     platform = _platform_for(item)
     try:
         sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop,
@@ -386,6 +387,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     try:
         wall_clock.start()  # undoes itself if interrupted
         patched = True
+        sim.enter_random()
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
@@ -427,6 +429,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                 sim.cancel_leftovers()
                 sim.dispose_frozen()
         finally:
+            sim.exit_random()
             if patched:
                 wall_clock.stop()
             context.pop(sim)
@@ -511,6 +514,8 @@ class SimulationFactory:
         self._made: list[Simulation] = []
         #: The runaway guard's window for the simulations made (the test's ``runaway_after``).
         self.runaway_after: float | None = None
+        #: The test's ``real_random=`` marker argument, for the simulations made.
+        self.real_random = False
 
     def __call__(self, seed: int | None = None, start: Any = None,
                  platform: str | None = None) -> Simulation:
@@ -519,7 +524,8 @@ class SimulationFactory:
         if seed is None:
             seed = self._base_seed + len(self._made)
         sim = Simulation(seed=seed, start=start,
-                         platform=self._platform if platform is None else platform)
+                         platform=self._platform if platform is None else platform,
+                         real_random=self.real_random)
         if self.runaway_after is not None:
             sim.loop.real_limit = self.runaway_after
         self._made.append(sim)
@@ -564,6 +570,7 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
     factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
     factory.reset(_seed_for(request.node), _platform_for(request.node))
     factory.runaway_after = _runaway_after_for(request.node)
+    factory.real_random = _marker_kwargs(request.node).get("real_random") is True
     wall_clock.start()
     try:
         yield

@@ -21,6 +21,7 @@ import contextlib
 import datetime as _dt
 import importlib
 import sys
+import uuid as _uuid
 import warnings
 from typing import Any
 
@@ -63,6 +64,39 @@ class _VirtualNow:
             "freezegun's move_to() cannot move a bgwork simulation's clock: use "
             "`await sim.advance(seconds)` instead"
         )
+
+
+_real_uuid4 = _uuid.uuid4
+_real_uuid1 = _uuid.uuid1
+
+
+def _world_random() -> Any:
+    """The active simulation's ``random.Random`` for ids, or ``None`` (no simulation, or
+    ``real_random=True``)."""
+    sim = context.active()
+    if sim is None or getattr(sim, "real_random", True):
+        return None
+    return sim.world_random  # type: ignore[attr-defined]
+
+
+def _virtual_uuid4() -> _uuid.UUID:
+    """``uuid.uuid4()`` inside a simulation: 122 random bits drawn from its seed."""
+    rng = _world_random()
+    if rng is None:
+        return _real_uuid4()
+    return _uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _virtual_uuid1(node: int | None = None, clock_seq: int | None = None) -> _uuid.UUID:
+    """``uuid.uuid1()`` inside a simulation: the virtual time, and a node and clock sequence
+    drawn from its seed (the real node is this machine's MAC address)."""
+    rng = _world_random()
+    if rng is not None:
+        if node is None:
+            node = rng.getrandbits(48) | (1 << 40)  # the multicast bit: not a real MAC (RFC 4122)
+        if clock_seq is None:
+            clock_seq = rng.getrandbits(14)
+    return _real_uuid1(node, clock_seq)
 
 
 def _virtual_monotonic() -> float:
@@ -253,7 +287,7 @@ class _Patcher:
         if not isinstance(namespace, dict):
             return (module, {}, 0, ())
         if (mod_name.startswith(skip) or mod_name.endswith(".six.moves") or mod_name == _api().__name__
-                or namespace.get("__name__") in ("datetime", "time")):
+                or mod_name == __name__ or namespace.get("__name__") in ("datetime", "time")):
             return (module, namespace, len(namespace), ())
         names = tuple(k for k, v in list(namespace.items()) if id(v) in fakes)
         return (module, namespace, len(namespace), names)
@@ -311,6 +345,8 @@ class _Patcher:
         fakes = {id(real): fake for _name, real, fake in pairs}
         fakes[id(fz.real_datetime)] = fz.FakeDatetime
         fakes[id(fz.real_date)] = fz.FakeDate
+        fakes[id(_real_uuid4)] = _virtual_uuid4  # also `from uuid import uuid4` (and uuid.uuid4)
+        fakes[id(_real_uuid1)] = _virtual_uuid1
         undo = self._undo
         self._modules_at_start = set(sys.modules)
         for module, attribute in self._find_sites(fakes, ignore + _RUNNER_MODULES):
@@ -369,6 +405,8 @@ class _Patcher:
         reals = {id(fake): real for _name, real, fake in pairs}
         reals[id(fz.FakeDatetime)] = fz.real_datetime
         reals[id(fz.FakeDate)] = fz.real_date
+        reals[id(_virtual_uuid4)] = _real_uuid4
+        reals[id(_virtual_uuid1)] = _real_uuid1
         fake_names = {fake.__name__ for _name, _real, fake in pairs} | {"FakeDatetime", "FakeDate"}
         new, self._modules_at_start = set(sys.modules) - self._modules_at_start, set()
         for mod_name in new:
