@@ -327,6 +327,7 @@ class Simulation(Kernel):
             except (Exception, ProcessCrashed):  # a dead worker's last words; never Ctrl-C
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
+            self.loop._task_order.pop(task, None)  # the loop's strong reference too
             # forget it, or a runner that cancels every task at shutdown (pytest-asyncio)
             # resumes the closed coroutine: "cannot reuse already awaited coroutine"
             asyncio.tasks._unregister_task(task)
