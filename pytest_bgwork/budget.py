@@ -19,18 +19,28 @@ __all__ = ["FORMS", "count_explorations", "parse_budget"]
 FORMS = "N or Nx (multiply max_examples, e.g. 50 or 0.5x), Ns / Nm / Nh (wall time, e.g. 600s, 10m, 1h)"
 _BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([xsmh]?)\s*$", re.IGNORECASE)
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: The largest multiplier and wall time a budget may ask for: beyond them ``max_examples``
+#: and deadlines overflow (a 400-digit number is ``inf`` as a float).
+MAX_MULTIPLIER = 1e6
+MAX_SECONDS = 366 * 86400.0
 
 
 def parse_budget(raw: str) -> tuple[float, float | None]:
     """``(multiplier, seconds)`` from an option value; ``pytest.UsageError`` listing the forms."""
     m = _BUDGET_RE.match(raw)
     value = float(m.group(1)) if m else 0.0
-    if not m or value <= 0:
+    unit = m.group(2).lower() if m else ""
+    seconds = unit in _UNIT
+    limit = MAX_SECONDS if seconds else MAX_MULTIPLIER
+    amount = value * _UNIT[unit] if seconds else value
+    if not m or value <= 0 or not amount <= limit:
+        shown = raw if len(raw) <= 40 else f"{raw[:20]}... ({len(raw)} characters)"
         raise pytest.UsageError(
-            f"--bgwork-explore-budget / bgwork_explore_budget expects {FORMS}, greater than 0; got {raw!r}")
-    unit = m.group(2).lower()
-    if unit in _UNIT:
-        return 1.0, value * _UNIT[unit]
+            f"--bgwork-explore-budget / bgwork_explore_budget expects {FORMS}, greater than 0 "
+            f"and at most {MAX_MULTIPLIER:,.0f}x or {MAX_SECONDS / 86400:.0f} days of wall time; "
+            f"got {shown!r}")
+    if seconds:
+        return 1.0, amount
     return value, None
 
 

@@ -58,7 +58,7 @@ _LEFTOVER_KEY = pytest.StashKey[list[str]]()
 _CALL_PASSED_KEY = pytest.StashKey[bool]()
 _TIMELINE_LIMIT = 200
 _BGWORK_MARK_KEYS = {"seed", "start", "chaos", "replay", "strict", "platform", "max_time",
-                     "allow_network"}
+                     "allow_network", "runaway_after", "real_random"}
 _CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
@@ -97,6 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="BUDGET", help="exploring per run: N / Nx multiplies every "
                     "max_examples, Ns / Nm / Nh shares that much wall time over the explorations")
     parser.addini("bgwork_explore_budget", "exploration budget: N / Nx or Ns / Nm / Nh", default="")
+    parser.addini("bgwork_runaway_after", "real seconds per window of the runaway-work guard "
+                  "(work at one virtual instant that finishes nothing or keeps growing; default 10)",
+                  default="")
 
 
 _OPTIONS_KEY = pytest.StashKey[dict[str, Any]]()
@@ -174,7 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "bgwork(seed=None, start=None, chaos=None, replay=None, strict=None, platform=None, "
-        "max_time=604800, allow_network=False): "
+        "max_time=604800, allow_network=False, runaway_after=10, real_random=False): "
         "configure this test's bgwork simulation",
     )
     _seed_option(config)
@@ -363,13 +366,15 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     item = request.node
     kwargs = _marker_kwargs(item)
     loop = _async_loop_for(request)
-    options = {key: kwargs[key] for key in ("max_time", "allow_network") if key in kwargs}
+    options = {key: kwargs[key] for key in ("max_time", "allow_network", "real_random")
+               if key in kwargs}
     platform = _platform_for(item)
     try:
         sim = Simulation(seed=_seed_for(item), start=kwargs.get("start"), loop=loop,
                          platform=platform, **options)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.bgwork(...): {exc}") from None
+    sim.loop.real_limit = _runaway_after_for(item)
     if loop is not None:  # the async test body runs under the simulation's horizon
         sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
     item.stash[_SIM_KEY] = sim
@@ -384,6 +389,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     try:
         wall_clock.start()  # undoes itself if interrupted
         patched = True
+        sim.enter_random()
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
@@ -425,9 +431,37 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                 sim.cancel_leftovers()
                 sim.dispose_frozen()
         finally:
+            sim.exit_random()
             if patched:
                 wall_clock.stop()
             context.pop(sim)
+
+
+def _runaway_after_for(item: pytest.Item) -> float:
+    """The runaway guard's window: marker ``runaway_after=``, else ini ``bgwork_runaway_after``."""
+    from .core import validate
+    from .core.loop import REAL_LIMIT
+
+    kwargs = _marker_kwargs(item)
+    if kwargs.get("runaway_after") is not None:
+        where, value = f"{item.nodeid}: @pytest.mark.bgwork", kwargs["runaway_after"]
+    else:
+        raw = item.config.getini("bgwork_runaway_after")
+        if raw in ("", None):
+            return REAL_LIMIT
+        where = "ini bgwork_runaway_after"
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw
+    try:
+        seconds = validate.seconds(value, where, "runaway_after", positive=True, hi=86400.0,
+                                   fix="It is how many real seconds of work at one virtual "
+                                       "instant the runaway guard judges at a time (default 10).")
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    assert seconds is not None
+    return seconds
 
 
 def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
@@ -448,17 +482,18 @@ def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
     return left
 
 
-def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool) -> None:
+def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool, which: str = "") -> None:
     """Fault rules the test added that never fired: a warning, a failure under strict.
 
     Only for a test whose body passed: a failed or skipped one may not have reached them.
+    ``which`` names the simulation when it is not the test's ``bgwork`` one.
     """
     if not item.stash.get(_CALL_PASSED_KEY, False) or not sim.faults.unused():
         return
     queues = sim.queues.names() if "queues" in vars(sim) else []
     lines = sim.faults.unused_report(queues)
     listed = "\n".join(f"  - {line}" for line in lines)
-    text = (f"{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
+    text = (f"{which}{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
             f"asked for:\n{listed}\nCheck the point and queue names and the on_call= "
             "numbers, or remove the rule.")
     if strict:
@@ -479,6 +514,10 @@ class SimulationFactory:
         self._base_seed = base_seed
         self._platform = platform
         self._made: list[Simulation] = []
+        #: The runaway guard's window for the simulations made (the test's ``runaway_after``).
+        self.runaway_after: float | None = None
+        #: The test's ``real_random=`` marker argument, for the simulations made.
+        self.real_random = False
 
     def __call__(self, seed: int | None = None, start: Any = None,
                  platform: str | None = None) -> Simulation:
@@ -487,7 +526,10 @@ class SimulationFactory:
         if seed is None:
             seed = self._base_seed + len(self._made)
         sim = Simulation(seed=seed, start=start,
-                         platform=self._platform if platform is None else platform)
+                         platform=self._platform if platform is None else platform,
+                         real_random=self.real_random)
+        if self.runaway_after is not None:
+            sim.loop.real_limit = self.runaway_after
         self._made.append(sim)
         return sim
 
@@ -529,9 +571,18 @@ def _bgwork_factory_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
     factory: SimulationFactory = request.getfixturevalue("bgwork_factory")
     factory.reset(_seed_for(request.node), _platform_for(request.node))
+    factory.runaway_after = _runaway_after_for(request.node)
+    factory.real_random = _marker_kwargs(request.node).get("real_random") is True
     wall_clock.start()
     try:
         yield
+        strict = _marker_kwargs(request.node).get("strict")
+        if strict is None:
+            strict = bool(_option(request.config, "bgwork_strict"))
+        made = factory.made
+        for sim in made:  # as for the `bgwork` simulation: rules that never fired
+            _report_unused_rules(sim, request.node, strict,
+                                 f"bgwork_factory simulation seed={sim.seed}: ")
     finally:
         try:
             factory.close()
@@ -794,6 +845,9 @@ def pytest_runtest_makereport(
     modes = item.stash.get(_CHAOS_KEY, ())
     if report.when == "teardown":  # plain data on the report: pytest-xdist carries it over
         report.bgwork_stats = sim.stats()  # type: ignore[attr-defined]
+        # The report now holds all it needs (stats, timeline text, HTML data): let the
+        # simulation go, or every finished test's stays alive through its item until the end.
+        del item.stash[_SIM_KEY]
     wanted = report.failed or (report.when == "call" and bool(
         _option(item.config, "bgwork_html_all")))
     if wanted and _option(item.config, "bgwork_html"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import inspect
+import random as _random
 from collections.abc import Awaitable, Coroutine
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
@@ -49,6 +50,8 @@ class Simulation(Kernel):
     it: time moves on its own at most that far past the start of ``run`` (or of an async
     test) or the end of the last ``advance``/``run_until_idle``, else ``Stalled``.
     ``allow_network=True`` lets outbound HTTP requests no mock answers leave the machine.
+    ``real_random=True`` leaves ``uuid.uuid4``/``uuid1`` and the ``random`` module real
+    (by default they draw from the seed while the simulation runs, as the clock is virtual).
     """
 
     def __init__(
@@ -61,14 +64,23 @@ class Simulation(Kernel):
         platform: str = "agentuity",
         max_time: float = DEFAULT_MAX_TIME,
         allow_network: bool = False,
+        real_random: bool = False,
     ) -> None:
         platform = check_platform(platform)
+        if not isinstance(real_random, bool):
+            raise TypeError(f"real_random= expects True or False; got {real_random!r}")
         self.max_time = check_span("Simulation(max_time=...)", max_time)
         if not isinstance(allow_network, bool):
             raise TypeError(f"allow_network= expects True or False; got {allow_network!r}")
         super().__init__(seed, start, loop=loop, choices=choices)
         self.platform = platform
         self.allow_network = allow_network
+        #: False (default): while it runs, ``uuid.uuid4``/``uuid1`` and the ``random`` module's
+        #: functions draw from this simulation's seed (see ``enter_random``).
+        self.real_random = real_random
+        self._random_depth = 0
+        self._random_state: object = None
+        self._random_saved: object = None
         #: ``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``.
         self.unmocked_requests: list[str] = []
         #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
@@ -77,6 +89,32 @@ class Simulation(Kernel):
         from .core import network
 
         network.install()
+
+    @cached_property
+    def world_random(self) -> _random.Random:
+        """The random source of ``uuid.uuid4``/``uuid1`` inside this simulation (from its seed)."""
+        return _random.Random(f"bgwork-uuid:{self.seed}")
+
+    def enter_random(self) -> None:
+        """The ``random`` module's functions draw from this simulation's seed until
+        ``exit_random`` (nested calls count; nothing when ``real_random=True``)."""
+        self._random_depth += 1
+        if self._random_depth == 1 and not self.real_random:
+            self._random_saved = _random.getstate()
+            if self._random_state is None:
+                _random.seed(f"bgwork-random:{self.seed}")
+            else:
+                _random.setstate(self._random_state)  # type: ignore[arg-type]
+
+    def exit_random(self) -> None:
+        """Undo one ``enter_random``: the last gives the ``random`` module its own state back."""
+        if self._random_depth == 0:
+            return
+        self._random_depth -= 1
+        if self._random_depth == 0 and not self.real_random:
+            self._random_state = _random.getstate()
+            saved, self._random_saved = self._random_saved, None
+            _random.setstate(saved)  # type: ignore[arg-type]
 
     def start_horizon(self, reason: str = "") -> None:
         """Start the run's horizon: ``max_time`` virtual seconds from now."""
@@ -165,11 +203,13 @@ class Simulation(Kernel):
             raise NotRunning("this simulation was closed; create a new Simulation")
         context.push(self)
         wall_clock.start()
+        self.enter_random()
         self.start_horizon(f"sim.run's max_time={self.max_time:g}s")
         try:
             result: _T = self.loop.run_until_complete(main)
             return result
         finally:
+            self.exit_random()
             wall_clock.stop()
             context.pop(self)
 
@@ -278,9 +318,11 @@ class Simulation(Kernel):
             t.cancel()
         if live:
             context.push(self)
+            self.enter_random()  # their finally blocks draw as the run did
             try:
                 loop.run_until_complete(asyncio.gather(*live, return_exceptions=True))
             finally:
+                self.exit_random()
                 context.pop(self)
         return described
 
@@ -297,6 +339,7 @@ class Simulation(Kernel):
             except (Exception, ProcessCrashed):  # a dead worker's last words; never Ctrl-C
                 pass
             task._log_destroy_pending = False  # type: ignore[attr-defined]
+            self.loop._task_order.pop(task, None)  # the loop's strong reference too
             # forget it, or a runner that cancels every task at shutdown (pytest-asyncio)
             # resumes the closed coroutine: "cannot reuse already awaited coroutine"
             asyncio.tasks._unregister_task(task)
@@ -317,6 +360,8 @@ class Simulation(Kernel):
                         loop.run_until_complete(loop.shutdown_asyncgens())
                 finally:
                     loop.close()
+            while self._random_depth:  # the random module's own state back, whatever happened
+                self.exit_random()
 
     def __enter__(self) -> Simulation:
         return self

@@ -157,10 +157,12 @@ async def test_idempotent_catches_a_handler_that_emails_on_every_delivery(
     assert text.startswith(
         "assert_idempotent(test_idempotent_catches_a_handler_that_emails_on_every_delivery."
         "<locals>.buggy): expected every schedule to leave the same KV data, effects, closed "
-        "streams and published messages as one clean run; 2 of 2 schedules differ:\n"
+        "streams and published messages as one clean run; 3 of 3 schedules differ:\n"
         "schedule 'duplicate delivery: 2 runs in a row':\n"
         "  effect email key='ann@example.com': clean run 1 time; this schedule 2 times\n"
         "schedule 'crash at kv.set (entry 1), then restart':\n"
+        "  effect email key='ann@example.com': clean run 1 time; this schedule 2 times\n"
+        "schedule 'overlap: a second delivery runs while the first is at kv.set (entry 1)':\n"
         "  effect email key='ann@example.com': clean run 1 time; this schedule 2 times\n"
     )
     assert "Timeline of schedule 'duplicate delivery: 2 runs in a row':" in text
@@ -181,7 +183,9 @@ async def test_idempotent_passes_the_fixed_twin_and_restores_the_state(
         async with await bgwork.streams.create("receipts", metadata={"order": payload["id"]}) as s:
             await s.write(f"receipt for {payload['id']}\n")
         mailer.send(payload["to"], idempotency_key=f"receipt-{payload['id']}")
-        await bgwork.kv.set("orders", payload["id"], {"kind": "done", "receipt": s.url})
+        # set only if absent: a delivery that ran meanwhile (overlap) already wrote it
+        await bgwork.kv.set("orders", payload["id"], {"kind": "done", "receipt": s.url},
+                            if_absent=True)
 
     seen: list[int] = []
     report = await bg.assert_idempotent(bgwork, fixed, {"id": "o1", "to": "ann@example.com"},
@@ -194,6 +198,11 @@ async def test_idempotent_passes_the_fixed_twin_and_restores_the_state(
         "crash at stream.write (entry 1), then restart",
         "crash at stream.close (entry 1), then restart",
         "crash at kv.set (entry 1), then restart",
+        "overlap: a second delivery runs while the first is at kv.get (entry 1)",
+        "overlap: a second delivery runs while the first is at stream.create (entry 1)",
+        "overlap: a second delivery runs while the first is at stream.write (entry 1)",
+        "overlap: a second delivery runs while the first is at stream.close (entry 1)",
+        "overlap: a second delivery runs while the first is at kv.set (entry 1)",
     ]
     assert seen[:4] == [1, 1, 2, 3]  # the clean run, then three deliveries in a row
     # the simulation is as it was: only the key written before the check is there

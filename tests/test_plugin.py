@@ -227,7 +227,7 @@ def test_bad_marker_argument_names_the_valid_ones(pytester: pytest.Pytester) -> 
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines([
         "*@pytest.mark.bgwork got unknown argument(s) sead; "
-        "valid: allow_network, chaos, max_time, platform, replay, seed, start, strict*"
+        "valid: allow_network, chaos, max_time, platform, real_random, replay, runaway_after, seed, start, strict*"
     ])
     assert result.ret != 0
 

@@ -37,7 +37,7 @@ from dramatiq.errors import ActorNotFound, QueueNotFound, Retry
 from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
-from ..core import context
+from ..core import context, validate
 from ..core.errors import BgworkError, NotRunning
 from ._publish import publish_delayed
 from ._threads import Fiber, call, in_fiber
@@ -169,6 +169,8 @@ class SimBroker(dramatiq.Broker):
         if _UUID.match(message.message_id):  # dramatiq's uuid4: make it deterministic
             message = message.copy(message_id=sim.next_id("dramatiq"))
         if delay is not None:
+            validate.number(delay, "SimBroker.enqueue", "delay", lo=-float("inf"),
+                            hi=validate.MAX_SECONDS * 1000, unit="milliseconds")
             message = message.copy(options={"eta": _dq_common.current_millis() + delay})
         self.emit_before("enqueue", message, delay)
         self._ensure(sim, message.queue_name)

@@ -29,7 +29,7 @@ from taskiq.middlewares import SmartRetryMiddleware
 from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
-from ..core import context
+from ..core import context, validate
 from ._publish import publish_delayed
 
 if TYPE_CHECKING:
@@ -180,7 +180,9 @@ class SimBroker(AsyncBroker):
             body = {"b64": base64.b64encode(data).decode()}
         body.update(task_id=message.task_id, task_name=message.task_name)
         delay = message.labels.get("delay")
-        seconds = 0.0 if delay in (None, "") else float(delay)
+        seconds = 0.0 if delay in (None, "") else validate.number(
+            float(delay), "SimBroker.kick(message)", "labels['delay']", lo=-float("inf"),
+            fix="Give the task's `delay` label a finite number of seconds.")
         await publish_delayed(sim, self.queue, body, seconds, self.publish_errors, state.holds)
 
     def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:

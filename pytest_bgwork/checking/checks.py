@@ -12,7 +12,7 @@ import copy
 import inspect
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -244,8 +244,10 @@ def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None =
         lines.append(f"  {_plural(len(missing), 'key')} never had it: "
                      + ", ".join(repr(k) for k in missing))
     if twice:
-        lines.append("Make the effect idempotent: check a record keyed by the business key "
-                     "before acting, or pass the key to the provider as an idempotency key.")
+        lines.append("Make the effect idempotent: claim the business key with one atomic write "
+                     "before acting (`if await sim.kv.set(ns, key, ..., if_absent=True):`, or "
+                     "`if_version=`), not a get then a set, which two deliveries at once both "
+                     "pass; or pass the key to the provider as an idempotency key.")
     lines.append("Timeline of the attempts involved:")
     events = sim.history.events
     if labels:
@@ -796,8 +798,10 @@ async def assert_idempotent(
     ``handler`` is ``async def handler(payload)`` or ``async def handler(payload,
     delivery)`` (``delivery.attempt`` counts runs from 1). It runs once from the current
     state (the clean run); then, each time from that same restored state (KV, streams,
-    queues, effects and id counters), ``times`` times in a row (duplicate delivery), and
-    once per fault point the clean run passed: crashed there, then rerun to completion.
+    queues, effects and id counters), ``times`` times in a row (duplicate delivery), once
+    per fault point the clean run passed: crashed there, then rerun to completion, and
+    once per fault point overlapped: the first run pauses there while a second delivery
+    runs to its end (two workers racing; a run that raised is delivered once more).
     Every schedule must leave the same KV data, effects, closed streams and published
     messages as the clean run; ``ignore`` names dict fields (e.g. ``"attempt"``) left
     out of the KV comparison. Fault rules are off during the check; afterwards the
@@ -887,13 +891,54 @@ async def assert_idempotent(
             if diff:
                 failures.append((name, diff, span))
 
+        async def overlap(point: str, nth: int) -> None:
+            """Run #1 pauses as it enters ``point`` the ``nth`` time while a duplicate delivery
+            (run #2) runs to its end, then goes on: the check-then-act race of two workers.
+            A run that raised is delivered once more afterwards, alone, as a queue would."""
+            name = f"overlap: a second delivery runs while the first is at {point} (entry {nth})"
+            schedules.append(name)
+            _restore(sim, base)
+            seen = [0]
+            second: list[_Run] = []
+
+            async def run_second() -> None:
+                second.append(await _run_once(sim, handler, payload, arity, 2, name))
+
+            def pause_at(p: str, attempt: Attempt) -> bool | Awaitable[None]:
+                if attempt.queue != _IDEM_QUEUE or attempt.number != 1 or p != point:
+                    return False
+                seen[0] += 1
+                return run_second() if seen[0] == nth else False
+
+            faults.watch = pause_at
+            try:
+                first = await _run_once(sim, handler, payload, arity, 1, name)
+            finally:
+                faults.watch = None
+            runs = [first, *second]
+            end = max(r.last_seq for r in runs)
+            last: _Run | None = None
+            if any(r.error is not None for r in runs):
+                last = await _run_once(sim, handler, payload, arity, 3, name)
+                end = last.last_seq
+            diff = _diff(clean, _observe(sim, base["ids"], skip))
+            if last is not None and last.error is not None:
+                diff.insert(0, f"run #3 (redelivered alone) raised {type(last.error).__name__}: "
+                               f"{last.error}")
+            if diff:
+                failures.append((name, diff, _Run(False, None, first.first_seq, end)))
+
         await schedule(f"duplicate delivery: {times} runs in a row", [None] * times)
         crash_schedules = True
         counts: dict[str, int] = {}
+        entries: list[tuple[str, int]] = []
         for point in trace:
             counts[point] = counts.get(point, 0) + 1
-            nth = counts[point]
+            entries.append((point, counts[point]))
+        for point, nth in entries:
             await schedule(f"crash at {point} (entry {nth}), then restart", [(point, nth), None])
+        for point, nth in entries:
+            await overlap(point, nth)
     finally:
         faults.healed, faults.watch = saved
         _restore(sim, base)

@@ -377,7 +377,7 @@ class FaultInjector:
         self._depth: dict[str, int] = {}
         #: (queue, message id) -> the attempt chaos ``crash`` acts in: its first to pass a point.
         self._crash_owner: dict[tuple[str, str], Attempt] = {}
-        self._watch: Callable[[str, Attempt], bool] | None = None
+        self._watch: Callable[[str, Attempt], bool | Awaitable[None]] | None = None
         #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
         self._open = True
         #: The simulation's loop when it is exactly a ``VirtualEventLoop`` (the skip's rule).
@@ -394,13 +394,14 @@ class FaultInjector:
         self._reopen()
 
     @property
-    def watch(self) -> Callable[[str, Attempt], bool] | None:
+    def watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
         """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
-        even when healed (``assert_idempotent`` records and crashes attempts with it)."""
+        even when healed (``assert_idempotent`` records and crashes attempts with it); an
+        awaitable instead of a bool makes the attempt wait there for it (an overlapping run)."""
         return self._watch
 
     @watch.setter
-    def watch(self, value: Callable[[str, Attempt], bool] | None) -> None:
+    def watch(self, value: Callable[[str, Attempt], bool | Awaitable[None]] | None) -> None:
         self._watch = value
         self._reopen()
 
@@ -700,9 +701,13 @@ class FaultInjector:
         count = self._calls[point] = self._calls.get(point, 0) + 1
         if point not in _registered and not point.startswith(PREFIXES):
             _registered[point] = None  # a point a service really passes is a known point
-        if self.watch is not None and attempt is not None and self.watch(point, attempt):
-            self._fire(Fault("crash", point, attempt.queue), point)
-            await self._crash(attempt)
+        if self.watch is not None and attempt is not None:
+            verdict: Any = self.watch(point, attempt)
+            if verdict is True:
+                self._fire(Fault("crash", point, attempt.queue), point)
+                await self._crash(attempt)
+            elif verdict:  # an awaitable: the attempt waits here for it (an overlapping run)
+                await verdict
         if call:
             lat = self._latency
             if lat and not self.healed:

@@ -33,7 +33,6 @@ import os
 import selectors
 import sys
 import types
-import weakref
 from collections.abc import Callable, Mapping
 from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,6 +74,9 @@ _HANDLE_RUN = asyncio.Handle._run.__code__
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
 #: doubles its work with every delivery without ever moving time or spinning idle.
 REAL_LIMIT = 10.0
+#: Live tasks a runaway-guard window may add (or half its starting count, if more) and
+#: still count as steady: finite work's concurrency wobbles, runaway growth multiplies.
+_GROWTH_SLACK = 8
 
 
 def _innermost_frame(coro: Any) -> types.FrameType | None:
@@ -113,6 +115,20 @@ def describe_task(task: asyncio.Task[Any]) -> str:
         if line:
             where += f": {line}"
     return f"task {task.get_name()!r} ({name}) waiting at {where}"
+
+
+_INF = math.inf
+
+
+def _refuse_instant(call: str, value: object) -> None:
+    """A timer at NaN or inf never fires in order (NaN compares false with everything, so
+    the heap misplaces every timer after it): refuse it where the app asked for it."""
+    raise ValueError(
+        f"loop.{call} got {value!r}: a virtual-time timer needs a finite number of seconds "
+        "(asyncio.sleep(), wait_for(timeout=), call_later() all end here). NaN would corrupt the "
+        "order of every other timer, inf would never fire. Pass a finite delay; to wait forever, "
+        "await an event or future instead (e.g. `await asyncio.Event().wait()`)."
+    )
 
 
 _copy_context = contextvars.copy_context
@@ -229,8 +245,8 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout == 0:
             busy = loop._busy = loop._busy + 1
             if busy == 1:
-                loop._busy_since = _perf()
-            elif busy > BUSY_LIMIT or _perf() - loop._busy_since > loop.real_limit:
+                loop._busy_begins()
+            elif busy > BUSY_LIMIT or loop._no_progress():
                 raise loop._busy_error()
             return self._real.select(0) if real_io else []
         loop._busy = 0
@@ -289,9 +305,21 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._fatal: BaseException | None = None
         self._task_ids = itertools.count(1)
         self._busy_since = 0.0
-        #: Real seconds of work at one virtual instant before ``Stalled`` (``REAL_LIMIT``).
+        #: The runaway guard's window: live tasks and finished tasks when it opened; whether
+        #: the live tasks grew in the window before; tasks finished so far.
+        self._window_live = 0
+        self._window_done = 0
+        self._grew = False
+        self._tasks_done = 0
+        #: The real clock the runaway guard reads (a test may put a slow fake clock here).
+        self.real_clock: Callable[[], float] = _perf
+        #: Real seconds of one window of the runaway guard (``REAL_LIMIT``; the marker's
+        #: ``runaway_after=``): see ``_no_progress``.
         self.real_limit = REAL_LIMIT
-        self._task_order: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+        #: Creation numbers of ``create_task`` tasks, held strongly until each ends: asyncio
+        #: keeps tasks only weakly, so a task waiting on an object only it references would be
+        #: collected (its ``finally`` run) whenever the garbage collector happens to run.
+        self._task_order: dict[asyncio.Task[Any], int] = {}
         #: Creation numbers of ``start_task`` tasks, held until they end (``task_ended``).
         self._own_order: dict[asyncio.Task[Any], int] = {}
         real = self._selector  # type: ignore[has-type]
@@ -310,6 +338,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """``BaseEventLoop.call_at`` with FIFO order among timers due at the same instant."""
         if when is None:
             raise TypeError("when cannot be None")
+        if not when < _INF:  # NaN or inf would corrupt the timer heap's order
+            _refuse_instant("call_at(when=...)", when)
         timer: Any
         if self._closed or self._debug:  # the checks and source tracebacks of asyncio's path
             self._check_closed()  # type: ignore[attr-defined]
@@ -356,6 +386,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         """``BaseEventLoop.call_later`` without a frame in between (``asyncio.sleep`` uses it)."""
         if delay is None:
             raise TypeError("delay must not be None")
+        if not delay < _INF:
+            _refuse_instant("call_later(delay=...)", delay)
         return self.call_at(self.clock._mono + delay, callback, *args, context=context)
 
     def reserve_seq(self) -> int:
@@ -443,8 +475,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             task = super().create_task(coro, name=name, context=context)
         self._task_order[task] = n
         task.add_done_callback(self._task_finished)
-        if not n & 255 and self._busy and self._fatal is None and (
-                _perf() - self._busy_since > self.real_limit):
+        if not n & 255 and self._busy and self._fatal is None and self._no_progress():
             self._fatal = self._busy_error()  # runaway work inside one loop iteration
         return task
 
@@ -460,14 +491,14 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         n = next(self._task_ids)
         task = _Task(coro, loop=self, name=name, context=context)
         self._own_order[task] = n
-        if not n & 255 and self._busy and self._fatal is None and (
-                _perf() - self._busy_since > self.real_limit):
+        if not n & 255 and self._busy and self._fatal is None and self._no_progress():
             self._fatal = self._busy_error()  # runaway work inside one loop iteration
         return task
 
     def task_ended(self, task: asyncio.Task[Any] | None) -> None:
         """A ``start_task`` task is finishing: forget its creation number."""
         self._own_order.pop(task, None)  # type: ignore[arg-type]
+        self._tasks_done += 1
 
     def reraise_later(self, task: asyncio.Task[Any]) -> None:
         """A ``start_task`` task is about to end with an exception that is not ours: re-raise it
@@ -475,7 +506,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         task.add_done_callback(self._task_finished)
 
     def _task_finished(self, task: asyncio.Task[Any]) -> None:
-        """A task ended with an outcome exception that is not ours (pytest's ``Failed``): re-raise it."""
+        """A task ended: drop the loop's strong reference; re-raise an outcome exception that
+        is not ours (pytest's ``Failed``)."""
+        self._task_order.pop(task, None)
+        self._tasks_done += 1
         if task.cancelled():
             return
         exc = task.exception()
@@ -627,11 +661,41 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             if busy > BUSY_LIMIT:
                 return False  # the loop raises Stalled on its next iteration
             if busy == 1:
-                self._busy_since = _perf()
-        elif busy > BUSY_LIMIT or _perf() - self._busy_since > self.real_limit:
+                self._busy_begins()
+        elif busy > BUSY_LIMIT or self._no_progress():
             return False
         self._busy = busy
         return True
+
+    def _busy_begins(self) -> None:
+        """A run of busy iterations at one virtual instant starts: open the guard's window."""
+        self._busy_since = self.real_clock()
+        self._window_live = len(self._task_order) + len(self._own_order)
+        self._window_done = self._tasks_done
+        self._grew = False
+
+    def _no_progress(self) -> bool:
+        """The runaway guard, asked now and then while work runs at one virtual instant.
+
+        Real seconds alone cannot tell runaway work from finite work on a slow machine (60
+        handlers of 0.2 s of CPU each take 12 s). So at the end of each window of
+        ``real_limit`` real seconds it judges progress: work that finished no task in the
+        window, or whose live tasks grew markedly in this window and the one before (work
+        making more work than it finishes, e.g. a handler re-publishing itself under
+        duplicate chaos), is runaway; otherwise a new window opens.
+        """
+        now = self.real_clock()
+        if now - self._busy_since <= self.real_limit:
+            return False
+        live = len(self._task_order) + len(self._own_order)
+        grew = live > self._window_live + max(_GROWTH_SLACK, self._window_live // 2)
+        if self._tasks_done == self._window_done or (grew and self._grew):
+            return True
+        self._busy_since = now
+        self._window_live = live
+        self._window_done = self._tasks_done
+        self._grew = grew
+        return False
 
     def _busy_error(self) -> Stalled:
         busy, self._busy = self._busy, 0
@@ -642,7 +706,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             key = getattr(coro, "__qualname__", type(coro).__name__)
             names[key] = names.get(key, 0) + 1
         most = ", ".join(f"{k} x{v}" for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:3])
-        spent = _perf() - self._busy_since
+        spent = self.real_clock() - self._busy_since
         if busy > BUSY_LIMIT // 10:  # many small iterations: a poll; few huge ones: runaway growth
             what = (f"the loop ran {busy} iterations ({spent:.1f}s of real time) at virtual "
                     f"t=+{self.clock._mono:.3f}s without time moving or a thread working: code "
@@ -655,13 +719,18 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                    "time move between batches, e.g. `await asyncio.sleep(0.001)` after every "
                    "10,000 calls.")
         else:
+            why = ("no task finished in the last window" if self._tasks_done == self._window_done
+                   else f"the live tasks kept growing (to {len(tasks)})")
             what = (f"runaway work: more than {self.real_limit:g}s of real time at virtual "
                     f"t=+{self.clock._mono:.3f}s without time moving or a thread working, "
-                    f"{len(tasks)} tasks alive ({most}): "
+                    f"{len(tasks)} tasks alive ({most}), and {why}: "
                     "work that makes more work than it finishes, e.g. a handler that re-publishes "
                     "its own message (under duplicate chaos each delivery doubles it)")
             fix = ("Wait for a timer (await asyncio.sleep(seconds)) or an event, or give the "
-                   "work a stop condition (sim.loop.real_limit sets the limit).")
+                   "work a stop condition. Finite work that is just slow is judged again every "
+                   f"{self.real_limit:g}s and goes on while tasks finish; to judge over a longer "
+                   "window, set @pytest.mark.bgwork(runaway_after=seconds) or the ini key "
+                   "bgwork_runaway_after (sim.loop.real_limit).")
         listed = "\n".join(f"  - {describe_task(t)}" for t in tasks[:10])
         return Stalled(f"{what}.\nTasks:\n{listed}\n{fix}")
 
@@ -710,9 +779,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             if ready or self._stopping:  # the selector's timeout-0 path: count busy iterations
                 busy = self._busy = self._busy + 1
                 if busy == 1:
-                    self._busy_since = _perf()
+                    self._busy_begins()
                 elif busy > BUSY_LIMIT or (not busy & 15  # the real clock: every 16th
-                                           and _perf() - self._busy_since > self.real_limit):
+                                           and self._no_progress()):
                     raise self._busy_error()
             elif scheduled and self._exact_top():  # the selector's timer path: jump to the next
                 self._busy = 0                         # timer, not past the horizon

@@ -9,7 +9,9 @@ monotonic time (freezegun's ``real_asyncio=True``); the virtual loop has its own
 ``time()`` either way.
 
 Which clock is which inside a simulation: ``time.time``, ``time.monotonic``,
-``datetime.now``, ``date.today`` are virtual; ``time.perf_counter``, ``perf_counter_ns``
+``datetime.now``, ``date.today`` are virtual (``time.monotonic`` counts from the
+simulation's start, near zero like the real one, and equals ``loop.time()``;
+``time.time`` stays epoch-based); ``time.perf_counter``, ``perf_counter_ns``
 and ``process_time`` stay real (they time real work, as in time-machine and looptime).
 """
 
@@ -19,6 +21,7 @@ import contextlib
 import datetime as _dt
 import importlib
 import sys
+import uuid as _uuid
 import warnings
 from typing import Any
 
@@ -63,6 +66,71 @@ class _VirtualNow:
         )
 
 
+_real_uuid4 = _uuid.uuid4
+_real_uuid1 = _uuid.uuid1
+
+
+def _world_random() -> Any:
+    """The active simulation's ``random.Random`` for ids, or ``None`` (no simulation, or
+    ``real_random=True``)."""
+    sim = context.active()
+    if sim is None or getattr(sim, "real_random", True):
+        return None
+    return sim.world_random  # type: ignore[attr-defined]
+
+
+def _virtual_uuid4() -> _uuid.UUID:
+    """``uuid.uuid4()`` inside a simulation: 122 random bits drawn from its seed."""
+    rng = _world_random()
+    if rng is None:
+        return _real_uuid4()
+    return _uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def _virtual_uuid1(node: int | None = None, clock_seq: int | None = None) -> _uuid.UUID:
+    """``uuid.uuid1()`` inside a simulation: the virtual time, and a node and clock sequence
+    drawn from its seed (the real node is this machine's MAC address)."""
+    rng = _world_random()
+    if rng is not None:
+        if node is None:
+            node = rng.getrandbits(48) | (1 << 40)  # the multicast bit: not a real MAC (RFC 4122)
+        if clock_seq is None:
+            clock_seq = rng.getrandbits(14)
+    return _real_uuid1(node, clock_seq)
+
+
+def _virtual_monotonic() -> float:
+    """``time.monotonic()`` inside a simulation: the simulation's seconds since it began.
+
+    freezegun's ``fake_monotonic`` derives it from the wall clock, epoch-scaled (1.7e9 s),
+    where a float keeps only ~0.2 µs: an exact 100 ms virtual delay measured 0.0999999046 s.
+    This reads the virtual clock itself, starting near zero as the real one does, and
+    equal to the virtual loop's ``loop.time()``.
+    """
+    fz = _api()
+    if fz._should_use_real_time():  # same stack depth as freezegun's own fakes
+        return fz.real_monotonic()  # type: ignore[no-any-return]
+    return _monotonic_now(fz)
+
+
+def _virtual_monotonic_ns() -> int:
+    """``time.monotonic_ns()`` inside a simulation (see ``_virtual_monotonic``)."""
+    fz = _api()
+    if fz._should_use_real_time():
+        return fz.real_monotonic_ns()  # type: ignore[no-any-return]
+    return round(_monotonic_now(fz) * 1_000_000_000)
+
+
+def _monotonic_now(fz: Any) -> float:
+    factories = fz.freeze_factories
+    if factories and not isinstance(factories[-1], _VirtualNow):
+        return fz._get_fake_monotonic()  # type: ignore[no-any-return]  # a freeze_time of the test's
+    sim = context.active()
+    if sim is None:
+        return fz.real_monotonic()  # type: ignore[no-any-return]
+    return sim.clock._mono
+
+
 #: Modules whose clocks time the test run itself (durations, session time), or real waits
 #: (``threading``, ``queue``: timeouts of locks and queues); they keep real time.
 #: (freezegun's ``ignore=`` would also make every call *from* a test function read real
@@ -90,6 +158,81 @@ def _preimport_date_subclasses() -> None:
 _Site = tuple[Any, dict[str, Any], int, tuple[str, ...]]
 
 
+class _RealClassesOnImport:
+    """A ``sys.meta_path`` finder, first while the clock is patched: a module imported for
+    the first time inside a simulation runs its body with the real ``datetime.datetime`` and
+    ``datetime.date`` classes, as if imported before it.
+
+    Libraries that build schemas from annotations at import (pydantic, attrs, msgspec)
+    cannot handle freezegun's ``FakeDatetime`` (pydantic: "Unable to generate pydantic-core
+    schema"). Once the outermost such import ends, the fakes are back and the new modules'
+    attributes that hold a real class are patched like those of modules imported before, so
+    their clock reads (``datetime.now()``) stay virtual. It finds nothing itself: it asks
+    the finders after it and wraps the loader's ``exec_module`` for that one module.
+    """
+
+    def __init__(self, patcher: _Patcher) -> None:
+        self._patcher = patcher
+        self._depth = 0
+        self._finding = False
+        self._before: set[str] = set()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None:
+                    break
+        finally:
+            self._finding = False
+        loader = getattr(spec, "loader", None)
+        if loader is None or isinstance(loader, type):  # builtin/frozen: a class, shared
+            return spec
+        try:
+            original = loader.exec_module
+        except AttributeError:
+            return spec
+        window = self
+
+        def exec_module(module: Any) -> None:
+            vars(loader).pop("exec_module", None)  # one module's exec only
+            window.enter(getattr(module, "__name__", ""))
+            try:
+                original(module)
+            finally:
+                window.exit()
+
+        with contextlib.suppress(AttributeError, TypeError):  # a loader with no instance namespace
+            loader.exec_module = exec_module
+        return spec
+
+    def enter(self, name: str) -> None:
+        """Module ``name`` (already in ``sys.modules``) starts running its body."""
+        self._depth += 1
+        if self._depth == 1:
+            fz = _api()
+            self._before = set(sys.modules) - {name}
+            _dt.datetime = fz.real_datetime  # type: ignore[misc]
+            _dt.date = fz.real_date  # type: ignore[misc]
+
+    def exit(self) -> None:
+        """A module body ended: after the outermost, the fakes are back everywhere."""
+        self._depth -= 1
+        if self._depth == 0:
+            fz = _api()
+            _dt.datetime = fz.FakeDatetime  # type: ignore[misc]
+            _dt.date = fz.FakeDate  # type: ignore[misc]
+            new, self._before = set(sys.modules) - self._before, set()
+            self._patcher.patch_classes(new)
+
+
 class _Patcher:
     """freezegun's ``start``/``stop``, with the module scan cached between starts.
 
@@ -113,15 +256,17 @@ class _Patcher:
         self._undo: list[tuple[Any, str, Any]] = []
         self._modules_at_start: set[str] = set()
         self._patched = False
+        self._imports = _RealClassesOnImport(self)
 
     def _pairs(self, fz: Any) -> list[tuple[str, Any, Any]]:
         """(name in ``time``, real, fake) for every patched ``time`` function (``perf_counter`` stays real)."""
-        pairs = [("time", fz.real_time, fz.fake_time), ("monotonic", fz.real_monotonic, fz.fake_monotonic),
+        pairs = [("time", fz.real_time, fz.fake_time), ("monotonic", fz.real_monotonic, _virtual_monotonic),
                  ("localtime", fz.real_localtime, fz.fake_localtime),
                  ("gmtime", fz.real_gmtime, fz.fake_gmtime), ("strftime", fz.real_strftime, fz.fake_strftime)]
-        for name in ("time_ns", "monotonic_ns"):
-            if hasattr(fz, f"real_{name}"):
-                pairs.append((name, getattr(fz, f"real_{name}"), getattr(fz, f"fake_{name}")))
+        if hasattr(fz, "real_time_ns"):
+            pairs.append(("time_ns", fz.real_time_ns, fz.fake_time_ns))
+        if hasattr(fz, "real_monotonic_ns"):
+            pairs.append(("monotonic_ns", fz.real_monotonic_ns, _virtual_monotonic_ns))
         return pairs
 
     def _event_loop_class(self) -> type:
@@ -142,7 +287,7 @@ class _Patcher:
         if not isinstance(namespace, dict):
             return (module, {}, 0, ())
         if (mod_name.startswith(skip) or mod_name.endswith(".six.moves") or mod_name == _api().__name__
-                or namespace.get("__name__") in ("datetime", "time")):
+                or mod_name == __name__ or namespace.get("__name__") in ("datetime", "time")):
             return (module, namespace, len(namespace), ())
         names = tuple(k for k, v in list(namespace.items()) if id(v) in fakes)
         return (module, namespace, len(namespace), names)
@@ -200,6 +345,8 @@ class _Patcher:
         fakes = {id(real): fake for _name, real, fake in pairs}
         fakes[id(fz.real_datetime)] = fz.FakeDatetime
         fakes[id(fz.real_date)] = fz.FakeDate
+        fakes[id(_real_uuid4)] = _virtual_uuid4  # also `from uuid import uuid4` (and uuid.uuid4)
+        fakes[id(_real_uuid1)] = _virtual_uuid1
         undo = self._undo
         self._modules_at_start = set(sys.modules)
         for module, attribute in self._find_sites(fakes, ignore + _RUNNER_MODULES):
@@ -212,6 +359,22 @@ class _Patcher:
         undo.append((loop_class, "time", loop_class.__dict__.get("time", _MISSING)))
         real_monotonic = fz.real_monotonic
         loop_class.time = lambda self: real_monotonic()  # type: ignore[attr-defined]
+        sys.meta_path.insert(0, self._imports)
+
+    def patch_classes(self, names: set[str]) -> None:
+        """Give modules ``names`` (imported with the real classes) the fake ones, as ``start``
+        does for modules imported before (undone by ``stop``)."""
+        fz = _api()
+        fakes = {id(fz.real_datetime): fz.FakeDatetime, id(fz.real_date): fz.FakeDate}
+        skip = tuple(m for m in fz.config.settings.default_ignore_list
+                     if m not in _NOT_IGNORED) + _RUNNER_MODULES
+        for name in names:
+            module = sys.modules.get(name)
+            _mod, namespace, _size, attributes = self._scan(name, module, fakes, skip)
+            for attribute in attributes:
+                value = namespace[attribute]
+                namespace[attribute] = fakes[id(value)]
+                self._undo.append((module, attribute, value))
 
     def stop(self) -> None:
         fz = _api()
@@ -221,6 +384,8 @@ class _Patcher:
         fz.tz_offsets.pop()
         if fz.freeze_factories:
             return
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._imports)
         import copyreg
         import time as _time
         import uuid
@@ -240,6 +405,8 @@ class _Patcher:
         reals = {id(fake): real for _name, real, fake in pairs}
         reals[id(fz.FakeDatetime)] = fz.real_datetime
         reals[id(fz.FakeDate)] = fz.real_date
+        reals[id(_virtual_uuid4)] = _real_uuid4
+        reals[id(_virtual_uuid1)] = _real_uuid1
         fake_names = {fake.__name__ for _name, _real, fake in pairs} | {"FakeDatetime", "FakeDate"}
         new, self._modules_at_start = set(sys.modules) - self._modules_at_start, set()
         for mod_name in new:

@@ -219,6 +219,11 @@ class Webhooks:
             raise TypeError(f"event= must be a JSON object (a dict) to deliver; got {event!r}")
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times= is how many copies to deliver, an int >= 1; got {times!r}")
+        if headers is not None and not (isinstance(headers, Mapping) and all(
+                isinstance(k, str) and isinstance(v, str | bytes) for k, v in headers.items())):
+            raise validate.BadArgument(
+                f"webhooks.deliver(headers=...) must be a mapping of header names (str) to values "
+                f"(str), e.g. {{'x-request-id': 'r1'}}; got {headers!r}")
         key = None if secret is None else _secret_bytes(secret)
         _encode(event, "event")  # reject a non-JSON event before an id is spent on it
         payload = dict(event)
