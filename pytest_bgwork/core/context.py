@@ -66,13 +66,19 @@ def current() -> Kernel:
 
 def push(sim: Kernel) -> None:
     """Make ``sim`` the current simulation for sync code (the fixture does this)."""
+    from . import threads
+
+    threads.start()  # its threads' waits run on virtual time (counted; ``pop`` undoes)
     _active.append(sim)
 
 
 def pop(sim: Kernel) -> None:
     """Undo ``push``; tolerant of a simulation that was never pushed."""
     if sim in _active:
+        from . import threads
+
         _active.remove(sim)
+        threads.stop()
 
 
 def active() -> Kernel | None:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import threads
 from .clock import VirtualClock
 from .errors import Deadlock, ProcessCrashed, Stalled
 
@@ -220,7 +221,7 @@ class _VirtualSelector(selectors.BaseSelector):
         if loop._fatal is not None:
             loop._raise_fatal()
         real_io = len(self._real.get_map()) > 1  # more than the loop's own self-pipe
-        if loop._threads:
+        if loop._threads and loop.threads_working():
             # A thread is working for us: wait for it in real time, clock held still.
             loop._busy = 0
             if timeout == 0:
@@ -247,7 +248,7 @@ class _VirtualSelector(selectors.BaseSelector):
             return []
         # Nothing ready, no timer: listen briefly for a thread-safe wake-up, then give up.
         events = self._real.select(_DEADLOCK_GRACE)
-        if events or loop._ready or loop._threads:
+        if events or loop._ready or (loop._threads and loop.threads_working()):
             return events
         loop._deadlocked()
         return []
@@ -298,6 +299,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         #: The real selector's fd map (``len > 1``: real I/O besides the self-pipe), if readable.
         self._fds: dict[int, Any] | None = getattr(real, "_fd_to_key", None)
         self._selector = _VirtualSelector(real, self)
+        #: Threads of this simulation blocked in a wait on virtual time (``core.threads``).
+        self._vwaits: dict[threads.Wait, None] = {}
 
     # -- time -------------------------------------------------------------------
     def time(self) -> float:
@@ -790,6 +793,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def run_in_executor(  # type: ignore[override]
         self, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
     ) -> asyncio.Future[_T]:
+        if executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            func = threads.bind(self, func)  # its waits are on virtual time
         fut = super().run_in_executor(executor, func, *args)
         self._threads += 1
         fut.add_done_callback(self._thread_done)
@@ -809,6 +814,40 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 self._threads -= 1
 
         return release
+
+    def threads_working(self) -> int:
+        """Clock holders still working: holders minus threads blocked in a wait on virtual
+        time (``core.threads``; those whose wait is over are woken here)."""
+        if not self._vwaits:
+            return self._threads
+        return self._threads - threads.poll(self)
+
+    def close(self) -> None:
+        """Close the loop; a thread still waiting on its clock wakes with ``NotRunning``."""
+        threads.abort(self)
+        super().close()
+
+    async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
+        """A subprocess holds the clock until it exits, as a thread does (it is real work)."""
+        release = self.hold_clock()
+        try:
+            transport = await super()._make_subprocess_transport(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            release()
+            raise
+        if transport.get_returncode() is not None:
+            release()
+        else:
+            exited = transport._process_exited
+
+            def process_exited(returncode: int) -> None:
+                try:
+                    exited(returncode)
+                finally:
+                    release()
+
+            transport._process_exited = process_exited
+        return transport
 
     async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
         self._threads += 1
@@ -860,7 +899,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                     "run_forever() would wait forever"
                 )
             tasks = stuck
-        lines = "\n".join(f"  - {describe_task(t)}" for t in tasks)
+        lines = "\n".join([f"  - {describe_task(t)}" for t in tasks]
+                          + [f"  - {w}" for w in threads.describe_waits(self)])
+        threads.abort(self)  # their waits can never end: let the threads finish
         raise Deadlock(
             f"nothing can run and no timer is pending, yet {len(tasks)} task(s) still wait "
             f"at virtual t=+{self.clock.monotonic():.3f}s:\n{lines}\n"

@@ -195,10 +195,15 @@ def _patch_anyio(module: types.ModuleType) -> None:
     cls = module.AsyncIOBackend
     original = cls.run_sync_in_worker_thread.__func__
 
-    async def run_sync_in_worker_thread(backend: Any, *args: Any, **kwargs: Any) -> Any:
-        release = _hold(asyncio.get_running_loop())
+    async def run_sync_in_worker_thread(backend: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        release = _hold(loop)
+        if release is not None:  # the thread's waits (time.sleep, Event.wait) are virtual
+            from . import threads
+
+            func = threads.bind(loop, func)  # type: ignore[arg-type]
         try:
-            return await original(backend, *args, **kwargs)
+            return await original(backend, func, *args, **kwargs)
         finally:
             if release is not None:
                 release()
