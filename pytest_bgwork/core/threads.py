@@ -70,8 +70,8 @@ class Wait:
     condition's waiter list), or by ``check()`` turning true when the loop looks.
     """
 
-    __slots__ = ("_guard", "_lock", "aborted", "check", "future", "loop", "timed_out", "timer",
-                 "what", "when", "where", "woken")
+    __slots__ = ("_guard", "_lock", "aborted", "check", "future", "loop", "thread", "timed_out",
+                 "timer", "what", "when", "where", "woken")
 
     def __init__(self, loop: VirtualEventLoop, when: float | None, what: str,
                  check: Callable[[], bool] | None = None) -> None:
@@ -83,6 +83,7 @@ class Wait:
         self.woken = False
         self.timed_out = False
         self.aborted = False
+        self.thread = threading.get_ident()
         self.timer: asyncio.TimerHandle | None = None
         self.future: asyncio.Future[None] | None = None  # set when the loop's thread waits
         self._guard = _thread.allocate_lock()
@@ -163,17 +164,43 @@ def _disarm(wait: Wait) -> None:
         wait.timer = None
 
 
+class Queued:
+    """Work submitted to a thread pool that has not started: it holds the clock (it will run)
+    unless every thread of its pool is blocked in a wait (then it cannot start before one ends)."""
+
+    __slots__ = ("executor", "started")
+
+    def __init__(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.executor = executor
+        self.started = False
+
+
 def poll(loop: VirtualEventLoop) -> int:
     """How many of ``loop``'s clock holders are blocked in a wait; wakes those whose
     ``check()`` came true (the loop calls it before it decides anything about time)."""
     blocked = 0
-    for wait in list(loop._vwaits):
+    queued: list[Queued] = []
+    waiting: set[int] = set()
+    entries: Any = loop._vwaits
+    for wait in list(entries):
+        if type(wait) is Queued:
+            if wait.started:
+                del entries[wait]
+            else:
+                queued.append(wait)
+            continue
         if wait.woken:
             continue
         if wait.check is not None and wait.check():
             wait.wake()
             continue
         blocked += 1
+        waiting.add(wait.thread)
+    for item in queued:
+        pool: Any = item.executor
+        workers = list(getattr(pool, "_threads", ()))
+        if len(workers) >= getattr(pool, "_max_workers", 1) and all(t.ident in waiting for t in workers):
+            blocked += 1
     return blocked
 
 
@@ -181,14 +208,15 @@ def abort(loop: VirtualEventLoop) -> None:
     """The loop closes or deadlocked: wake every thread still waiting on it (it raises
     ``NotRunning``), so no thread of the simulation is left blocked for good."""
     for wait in list(loop._vwaits):
-        wait.aborted = True
-        wait.wake()
+        if type(wait) is Wait:
+            wait.aborted = True
+            wait.wake()
     loop._vwaits.clear()
 
 
 def describe_waits(loop: VirtualEventLoop) -> list[str]:
     """One line per thread blocked in a wait on ``loop`` (for ``Deadlock``/``Stalled``)."""
-    return [w.describe() for w in loop._vwaits if not w.woken]
+    return [w.describe() for w in loop._vwaits if type(w) is Wait and not w.woken]
 
 
 async def _wait_on_loop(wait: Wait) -> None:
@@ -355,12 +383,14 @@ def _monotonic() -> float:
     return mode[1].time()
 
 
-def bind(loop: VirtualEventLoop, fn: Callable[..., _T]) -> Callable[..., _T]:
+def bind(loop: VirtualEventLoop, fn: Callable[..., _T], queued: Queued | None = None) -> Callable[..., _T]:
     """``fn`` run in a worker thread whose work holds ``loop``'s clock (the caller holds it):
     its waits are the simulation's."""
 
     @functools.wraps(fn)
     def bound(*args: Any, **kwargs: Any) -> _T:
+        if queued is not None:
+            queued.started = True
         previous = _local.loop
         _local.loop = loop
         try:
@@ -378,9 +408,10 @@ def _submit(self: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any],
     loop = hold_submit(fn)
     if loop is None:
         return _REAL["submit"](self, fn, *args, **kwargs)  # type: ignore[no-any-return]
-    release = _hold_from_any_thread(loop)
+    queued = Queued(self)
+    release = _hold_from_any_thread(loop, queued)
     try:
-        future: concurrent.futures.Future[Any] = _REAL["submit"](self, bind(loop, fn), *args, **kwargs)
+        future: concurrent.futures.Future[Any] = _REAL["submit"](self, bind(loop, fn, queued), *args, **kwargs)
     except BaseException:
         release()
         raise
@@ -419,13 +450,15 @@ def hold_submit(fn: Callable[..., Any]) -> VirtualEventLoop | None:
     return mode[1] if mode is not None else None
 
 
-def _hold_from_any_thread(loop: VirtualEventLoop) -> Callable[[], None]:
-    """``loop.hold_clock()`` from any thread; the release is thread-safe and runs once."""
+def _hold_from_any_thread(loop: VirtualEventLoop, queued: Queued) -> Callable[[], None]:
+    """``loop.hold_clock()`` from any thread for ``queued`` work; the release is thread-safe."""
     state: dict[str, Any] = {"release": None, "done": False}
 
     def hold() -> None:  # on the loop's thread
         if not state["done"]:
             state["release"] = loop.hold_clock()
+            if not queued.started:
+                loop._vwaits[queued] = None  # type: ignore[index]
 
     def release() -> None:  # on the loop's thread
         state["done"] = True
