@@ -16,6 +16,8 @@ import asyncio
 import functools
 import importlib.abc
 import importlib.machinery
+import ipaddress
+import socket
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from typing import Any
 from . import context
 from .errors import UnmockedRequest
 
-__all__ = ["install"]
+__all__ = ["guard_sockets", "install", "unguard_sockets"]
 
 _installed = False
 
@@ -87,7 +89,7 @@ def install() -> None:
 
 # -- outbound requests ---------------------------------------------------------------------------
 def _refuse(request: Any) -> Any:
-    """The simulation that refuses ``request``, or ``None`` (no simulation, or network allowed)."""
+    """The error refusing ``request``, or ``None`` (no simulation, or network allowed)."""
     sim = context.active()
     if sim is None or getattr(sim, "allow_network", True):
         return None
@@ -97,6 +99,11 @@ def _refuse(request: Any) -> Any:
     if url.port is not None:
         text += f":{url.port}"
     text += url.target.decode()
+    return _refusal(sim, method, text)
+
+
+def _refusal(sim: Any, method: str, text: str) -> UnmockedRequest:
+    """Record and return the ``UnmockedRequest`` for ``method text`` in ``sim``."""
     sim.history.record("http", "unmocked", "fail", method=method, url=text)
     unmocked = getattr(sim, "unmocked_requests", None)
     if isinstance(unmocked, list):
@@ -210,3 +217,91 @@ def _patch_anyio(module: types.ModuleType) -> None:
 
     functools.update_wrapper(run_sync_in_worker_thread, original)
     cls.run_sync_in_worker_thread = classmethod(run_sync_in_worker_thread)
+
+
+# -- every other client: the socket layer ---------------------------------------------------------
+#: The real socket calls (in a dict, out of reach of the wall-clock patch's module scan).
+_REAL_SOCKET: dict[str, Any] = {}
+_guards = 0
+
+
+def _socket_refusal(method: str, host: object, port: object) -> UnmockedRequest | None:
+    sim = context.active()
+    if sim is None or getattr(sim, "allow_network", True):
+        return None
+    return _refusal(sim, method, f"{host}:{port}")
+
+
+def _inet(address: object) -> tuple[object, object] | None:
+    """(host, port) of an internet address; ``None`` for a Unix socket path and the like."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return address[0], address[1]
+    return None
+
+
+def _connect(self: socket.socket, address: Any) -> None:
+    hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
+    if hostport is not None:
+        error = _socket_refusal("CONNECT", *hostport)
+        if error is not None:
+            raise error
+    _REAL_SOCKET["connect"](self, address)
+
+
+def _connect_ex(self: socket.socket, address: Any) -> int:
+    hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
+    if hostport is not None:
+        error = _socket_refusal("CONNECT", *hostport)
+        if error is not None:
+            raise error
+    return _REAL_SOCKET["connect_ex"](self, address)  # type: ignore[no-any-return]
+
+
+def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and not _is_address(name):  # a DNS lookup leaves the machine too
+        error = _socket_refusal("DNS lookup", name, port)
+        if error is not None:
+            raise error
+    return _REAL_SOCKET["getaddrinfo"](host, port, *args, **kwargs)
+
+
+def _is_address(host: str) -> bool:
+    """An IP literal (no lookup: the connect itself is guarded)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def guard_sockets() -> None:
+    """Refuse outbound connections and DNS lookups of every client (aiohttp, requests,
+    ``urllib``, ``socket.create_connection``, ``asyncio.open_connection``...) while a
+    simulation without ``allow_network=True`` is current (counted; ``unguard_sockets`` undoes).
+
+    A refusal raises ``UnmockedRequest`` naming host and port before anything is sent.
+    """
+    global _guards
+    _guards += 1
+    if _guards > 1:
+        return
+    if not _REAL_SOCKET:
+        _REAL_SOCKET.update(connect=socket.socket.connect, connect_ex=socket.socket.connect_ex,
+                            getaddrinfo=socket.getaddrinfo)
+    socket.socket.connect = _connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign,assignment]
+    socket.getaddrinfo = _getaddrinfo
+
+
+def unguard_sockets() -> None:
+    """Undo one ``guard_sockets``; the last restores the real calls."""
+    global _guards
+    if _guards == 0:
+        return
+    _guards -= 1
+    if _guards:
+        return
+    socket.socket.connect = _REAL_SOCKET["connect"]  # type: ignore[method-assign]
+    socket.socket.connect_ex = _REAL_SOCKET["connect_ex"]  # type: ignore[method-assign]
+    socket.getaddrinfo = _REAL_SOCKET["getaddrinfo"]

@@ -491,11 +491,11 @@ def start() -> None:
     _depth += 1
     if _depth > 1:
         return
-    time.sleep = _sleep
+    time.sleep = _sleep  # type: ignore[assignment]
     threading.Condition.wait = _cond_wait  # type: ignore[method-assign]
     queue.time = _monotonic  # type: ignore[attr-defined]
     threading._time = _monotonic  # type: ignore[attr-defined]
-    concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign]
+    concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
 
 
 def stop() -> None:
