@@ -105,3 +105,53 @@ def test_every_client_is_refused_before_it_connects(pytester: pytest.Pytester) -
         "*bgwork refused 1 outbound request(s) that no mock answered*",
         "*CONNECT 127.0.0.1:*",
     ])
+
+
+ALLOWED = """import asyncio, socket, threading, time
+import aiohttp, pytest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Slow(BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(0.5)
+        self.send_response(200)
+        self.send_header("content-length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+    def log_message(self, *a): pass
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown(); httpd.server_close()
+
+@pytest.mark.bgwork(allow_network=True)
+async def test_aiohttp_slow(bgwork, server):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        async with s.get(server) as r:
+            assert await r.text() == "hello"
+        assert bgwork.clock.monotonic() == 0.0
+        await asyncio.sleep(60)
+    assert bgwork.clock.monotonic() == 60.0
+
+@pytest.mark.bgwork(allow_network=True)
+async def test_open_connection_slow(bgwork, server):
+    port = int(server.rsplit(":", 1)[1].strip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    data = await asyncio.wait_for(reader.read(), 0.3)
+    assert b"hello" in data
+    writer.close()
+    assert bgwork.clock.monotonic() == 0.0
+"""
+
+
+def test_with_network_allowed_a_pending_socket_holds_the_clock(pytester: pytest.Pytester) -> None:
+    """An aiohttp request (or a raw asyncio stream) to a server that answers in 0.5 s real
+    time never sees a virtual timeout: the clock waits for the socket, then moves again."""
+    pytester.makepyfile(ALLOWED)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:looptime")
+    result.assert_outcomes(passed=2)

@@ -69,7 +69,7 @@ def push(sim: Kernel) -> None:
     from . import network, threads
 
     threads.start()  # its threads' waits run on virtual time (counted; ``pop`` undoes)
-    network.guard_sockets()  # no client reaches the network unless it is allowed
+    network.guard_sockets(bool(getattr(sim, "allow_network", False)))  # no client reaches the network unless allowed
     _active.append(sim)
 
 
@@ -80,7 +80,7 @@ def pop(sim: Kernel) -> None:
 
         _active.remove(sim)
         threads.stop()
-        network.unguard_sockets()
+        network.unguard_sockets(bool(getattr(sim, "allow_network", False)))
 
 
 def active() -> Kernel | None:

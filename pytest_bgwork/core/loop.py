@@ -300,7 +300,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._fds: dict[int, Any] | None = getattr(real, "_fd_to_key", None)
         self._selector = _VirtualSelector(real, self)
         #: Threads of this simulation blocked in a wait on virtual time (``core.threads``).
-        self._vwaits: dict[threads.Wait, None] = {}
+        self._vwaits: dict[Any, None] = {}  # threads.Wait, threads.Queued, network.HeldSocket
 
     # -- time -------------------------------------------------------------------
     def time(self) -> float:
@@ -820,7 +820,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         time (``core.threads``; those whose wait is over are woken here)."""
         if not self._vwaits:
             return self._threads
-        return self._threads - threads.poll(self)
+        blocked = threads.poll(self)  # first: it may end holds (a closed socket)
+        return self._threads - blocked
 
     def close(self) -> None:
         """Close the loop; a thread still waiting on its clock wakes with ``NotRunning``."""

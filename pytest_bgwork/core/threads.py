@@ -183,11 +183,16 @@ def poll(loop: VirtualEventLoop) -> int:
     waiting: set[int] = set()
     entries: Any = loop._vwaits
     for wait in list(entries):
-        if type(wait) is Queued:
+        if isinstance(wait, Queued):
             if wait.started:
                 del entries[wait]
             else:
                 queued.append(wait)
+            continue
+        if not isinstance(wait, Wait):  # a socket holding the clock (core.network)
+            if wait.gone():
+                del entries[wait]
+                wait.release()
             continue
         if wait.woken:
             continue
@@ -207,10 +212,13 @@ def poll(loop: VirtualEventLoop) -> int:
 def abort(loop: VirtualEventLoop) -> None:
     """The loop closes or deadlocked: wake every thread still waiting on it (it raises
     ``NotRunning``), so no thread of the simulation is left blocked for good."""
-    for wait in list(loop._vwaits):
-        if type(wait) is Wait:
-            wait.aborted = True
-            wait.wake()
+    entry: Any
+    for entry in list(loop._vwaits):
+        if isinstance(entry, Wait):
+            entry.aborted = True
+            entry.wake()
+        elif not isinstance(entry, Queued):  # a socket holding the clock
+            entry.release()
     loop._vwaits.clear()
 
 
@@ -458,7 +466,7 @@ def _hold_from_any_thread(loop: VirtualEventLoop, queued: Queued) -> Callable[[]
         if not state["done"]:
             state["release"] = loop.hold_clock()
             if not queued.started:
-                loop._vwaits[queued] = None  # type: ignore[index]
+                loop._vwaits[queued] = None
 
     def release() -> None:  # on the loop's thread
         state["done"] = True
