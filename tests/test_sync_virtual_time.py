@@ -129,6 +129,12 @@ def test_a_sync_test_body_waits_for_an_event_a_task_sets(bgwork):
     assert bgwork.clock.monotonic() == 42.0
 
 
+def test_a_thread_the_simulation_did_not_start_may_end_a_wait(bgwork):
+    event = threading.Event()
+    threading.Timer(0.3, event.set).start()  # e.g. a real server thread's shutdown
+    assert event.wait()  # no timeout: not a deadlock while a foreign thread may still act
+
+
 def wait_forever(event):
     event.wait()  # nobody sets it
 
@@ -141,7 +147,7 @@ async def test_a_thread_waiting_forever_is_a_deadlock(bgwork):
 def test_each_kind_of_wait_runs_on_virtual_time(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(WAITS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:looptime")
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=8, failed=1)
     result.stdout.fnmatch_lines([
         "*Deadlock: nothing can run and no timer is pending, yet 1 task(s) still wait*",
         "*thread blocked in Condition.wait() at *test_each_kind_of_wait_runs_on_virtual_time.py:*"

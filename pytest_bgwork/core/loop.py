@@ -56,6 +56,9 @@ _OWN_DIR = os.path.dirname(__file__)
 _PACKAGE_DIR = os.path.dirname(_OWN_DIR) + os.sep
 #: Real seconds to listen for a stray thread-safe wake-up before declaring a deadlock.
 _DEADLOCK_GRACE = 0.05
+#: Real seconds to listen more when a thread of the simulation waits (a server thread the
+#: simulation did not start may set its event: ``http.server``'s shutdown polls every 0.5 s).
+_THREAD_DEADLOCK_GRACE = 2.0
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
 _THREAD_SLICE = 0.25
 #: asyncio sweeps cancelled timers out of a heap larger than this when over half are cancelled.
@@ -250,6 +253,10 @@ class _VirtualSelector(selectors.BaseSelector):
         events = self._real.select(_DEADLOCK_GRACE)
         if events or loop._ready or (loop._threads and loop.threads_working()):
             return events
+        if loop._vwaits:  # a thread waits: one the simulation did not start may still notify it
+            events = self._real.select(_THREAD_DEADLOCK_GRACE)
+            if events or loop._ready or (loop._threads and loop.threads_working()):
+                return events
         loop._deadlocked()
         return []
 

@@ -99,6 +99,7 @@ class Wait:
         future = self.future
         if future is None:
             self._lock.release()
+            self.loop._write_to_self()  # type: ignore[attr-defined]  # the loop looks again at once
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_resolve, future)
