@@ -386,10 +386,16 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     # simulation left current would answer every later ``time.time()`` and ``bg.current()``.
     context.push(sim)
     patched = False
+    undrive = None
     try:
         wall_clock.start()  # undoes itself if interrupted
         patched = True
         sim.enter_random()
+        if loop is None:  # a sync test body: its waits (time.sleep, Event.wait...) drive the loop
+            from .core import threads
+
+            sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
+            undrive = threads.drive(sim)
         for hook in _SETUP_HOOKS:
             hook(sim, item)
         yield sim
@@ -424,6 +430,8 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                 pytrace=False,
             )
     finally:
+        if undrive is not None:
+            undrive()
         try:
             if loop is None:
                 sim.close()

@@ -258,7 +258,7 @@ class Simulation(Kernel):
         """Let every ready callback run (and every thread finish) without moving time."""
         loop = self.loop
         for _ in range(_BUSY_LIMIT):
-            if loop._threads:
+            if loop._threads and loop.threads_working():
                 await asyncio.sleep(0)  # the selector waits for the thread in real time
                 continue
             if not loop._ready:

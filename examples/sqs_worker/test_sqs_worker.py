@@ -142,8 +142,8 @@ async def test_a_redelivered_job_mails_once(bgwork: bg.Simulation, sqs: Any, que
     bg.assert_effects_once(bgwork, "email")  # ...and every customer got one email
 
 
-def test_a_sync_boto3_receive_does_not_wait(bgwork: bg.Simulation, queue_url: str) -> None:
-    """Sync boto3 cannot wait on virtual time: an empty long poll returns at once."""
+def test_a_sync_boto3_long_poll_waits_on_virtual_time(bgwork: bg.Simulation, queue_url: str) -> None:
+    """Sync boto3 waits on virtual time too: an empty long poll returns after its 20 seconds."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     assert sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=20).get("Messages") is None
-    assert bgwork.clock.monotonic() == 0.0
+    assert bgwork.clock.monotonic() == 20.0

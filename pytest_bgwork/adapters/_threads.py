@@ -20,6 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ..core import threads
 from ..core.errors import NotRunning, ProcessCrashed
 
 __all__ = ["BODY_TIMEOUT", "Fiber", "call", "in_fiber"]
@@ -45,8 +46,10 @@ class Fiber:
         self._killed = False
 
     # -- the thread side ------------------------------------------------------------------
-    def _main(self) -> None:
+    def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         _local.fiber = self
+        if hasattr(loop, "_vwaits"):  # time.sleep, Event.wait... wait on the simulation's clock
+            threads.enter_fiber(loop, self.call)  # type: ignore[arg-type]
         try:
             result = self._ctx.run(self._fn, *self._args)
         except BaseException as exc:
@@ -73,7 +76,7 @@ class Fiber:
         """Start the thread and serve its calls until it returns (or raises) its result."""
         # _thread, not threading: freezegun answers time.time() with real time when a
         # `threading` frame is on the caller's stack (its default ignore list)
-        _thread.start_new_thread(self._main, ())
+        _thread.start_new_thread(self._main, (asyncio.get_running_loop(),))
         finished = False
         try:
             while True:

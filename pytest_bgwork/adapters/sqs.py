@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
-import contextvars
 import hashlib
 import inspect
 import io
@@ -888,6 +886,15 @@ def _drive(sim: Any, coro: Coroutine[Any, Any, Any], operation: str) -> Any:
             "async code.") from exc
 
 
+async def _as_blocking_call(coro: Coroutine[Any, Any, Any]) -> Any:
+    """``coro`` as a task for a thread that blocks on it: a crash unwinds to the thread
+    (``ProcessCrashed``) instead of parking the task, as for a call driven in place."""
+    from ..core import faults
+
+    faults._sync_call.set(True)  # the task's own context: nothing else sees it
+    return await coro
+
+
 class _Dispatcher:
     """The ``before-send.sqs`` handler: answers from the active simulation, else passes (None)."""
 
@@ -909,8 +916,8 @@ class _Dispatcher:
         operation, body, base, region = _split(request, event_name)
         url = str(request.url)
 
-        def make() -> Coroutine[Any, Any, tuple[int, dict[str, Any]]]:
-            return backend.answer(operation, body, base, region, can_wait=False)
+        def make(can_wait: bool = False) -> Coroutine[Any, Any, tuple[int, dict[str, Any]]]:
+            return backend.answer(operation, body, base, region, can_wait=can_wait)
 
         sim = backend.sim
         try:
@@ -924,19 +931,12 @@ class _Dispatcher:
                 raise bg.NotRunning(f"boto3 {operation} ran on an event loop that is not the "
                                     "simulation's; run it on the simulation (the bgwork fixture)")
             elif sim.loop.is_running():  # a worker thread of the running simulation
-                done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-                ctx = contextvars.copy_context()
-
-                def step() -> None:
-                    try:
-                        done.set_result(_drive(sim, make(), operation))
-                    except BaseException as exc:  # delivered to the thread that asked
-                        done.set_exception(exc)
-
-                sim.loop.call_soon_threadsafe(step, context=ctx)
-                status, payload = done.result()
-            else:
-                status, payload = sim.run(make())
+                # the call runs as a task on the loop (a long poll waits there) while this
+                # thread blocks in a wait on the virtual clock (core.threads)
+                status, payload = asyncio.run_coroutine_threadsafe(
+                    _as_blocking_call(make(can_wait=True)), sim.loop).result()
+            else:  # a sync test body: the long poll runs the loop on virtual time
+                status, payload = sim.run(make(can_wait=True))
         except (ConnectionError, TimeoutError) as exc:
             raise _convert(exc, url) from exc
         return _respond(request, backend, AWSResponse, _Raw, url, status, payload)

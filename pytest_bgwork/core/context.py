@@ -68,13 +68,21 @@ def current() -> Kernel:
 
 def push(sim: Kernel) -> None:
     """Make ``sim`` the current simulation for sync code (the fixture does this)."""
+    from . import network, threads
+
+    threads.start()  # its threads' waits run on virtual time (counted; ``pop`` undoes)
+    network.guard_sockets(bool(getattr(sim, "allow_network", False)))  # no client reaches the network unless allowed
     _active.append(sim)
 
 
 def pop(sim: Kernel) -> None:
     """Undo ``push``; tolerant of a simulation that was never pushed."""
     if sim in _active:
+        from . import network, threads
+
         _active.remove(sim)
+        threads.stop()
+        network.unguard_sockets(bool(getattr(sim, "allow_network", False)))
 
 
 def active() -> Kernel | None:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import threads
 from .clock import VirtualClock
 from .errors import Deadlock, ProcessCrashed, Stalled
 
@@ -54,6 +55,9 @@ _OWN_DIR = os.path.dirname(__file__)
 _PACKAGE_DIR = os.path.dirname(_OWN_DIR) + os.sep
 #: Real seconds to listen for a stray thread-safe wake-up before declaring a deadlock.
 _DEADLOCK_GRACE = 0.05
+#: Real seconds to listen more when a thread of the simulation waits (a server thread the
+#: simulation did not start may set its event: ``http.server``'s shutdown polls every 0.5 s).
+_THREAD_DEADLOCK_GRACE = 2.0
 #: Real seconds a single blocking wait for a thread lasts before the loop looks again.
 _THREAD_SLICE = 0.25
 #: asyncio sweeps cancelled timers out of a heap larger than this when over half are cancelled.
@@ -236,7 +240,7 @@ class _VirtualSelector(selectors.BaseSelector):
         if loop._fatal is not None:
             loop._raise_fatal()
         real_io = len(self._real.get_map()) > 1  # more than the loop's own self-pipe
-        if loop._threads:
+        if loop._threads and loop.threads_working():
             # A thread is working for us: wait for it in real time, clock held still.
             loop._busy = 0
             if timeout == 0:
@@ -263,8 +267,12 @@ class _VirtualSelector(selectors.BaseSelector):
             return []
         # Nothing ready, no timer: listen briefly for a thread-safe wake-up, then give up.
         events = self._real.select(_DEADLOCK_GRACE)
-        if events or loop._ready or loop._threads:
+        if events or loop._ready or (loop._threads and loop.threads_working()):
             return events
+        if loop._vwaits:  # a thread waits: one the simulation did not start may still notify it
+            events = self._real.select(_THREAD_DEADLOCK_GRACE)
+            if events or loop._ready or (loop._threads and loop.threads_working()):
+                return events
         loop._deadlocked()
         return []
 
@@ -326,6 +334,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         #: The real selector's fd map (``len > 1``: real I/O besides the self-pipe), if readable.
         self._fds: dict[int, Any] | None = getattr(real, "_fd_to_key", None)
         self._selector = _VirtualSelector(real, self)
+        #: Threads of this simulation blocked in a wait on virtual time (``core.threads``).
+        self._vwaits: dict[Any, None] = {}  # threads.Wait, threads.Queued, network.HeldSocket
 
     # -- time -------------------------------------------------------------------
     def time(self) -> float:
@@ -859,6 +869,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def run_in_executor(  # type: ignore[override]
         self, executor: concurrent.futures.Executor | None, func: Callable[..., _T], *args: Any
     ) -> asyncio.Future[_T]:
+        if executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            func = threads.bind(self, func)  # its waits are on virtual time
         fut = super().run_in_executor(executor, func, *args)
         self._threads += 1
         fut.add_done_callback(self._thread_done)
@@ -878,6 +890,41 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 self._threads -= 1
 
         return release
+
+    def threads_working(self) -> int:
+        """Clock holders still working: holders minus threads blocked in a wait on virtual
+        time (``core.threads``; those whose wait is over are woken here)."""
+        if not self._vwaits:
+            return self._threads
+        blocked = threads.poll(self)  # first: it may end holds (a closed socket)
+        return self._threads - blocked
+
+    def close(self) -> None:
+        """Close the loop; a thread still waiting on its clock wakes with ``NotRunning``."""
+        threads.abort(self)
+        super().close()
+
+    async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
+        """A subprocess holds the clock until it exits, as a thread does (it is real work)."""
+        release = self.hold_clock()
+        try:
+            transport = await super()._make_subprocess_transport(*args, **kwargs)  # type: ignore[misc]
+        except BaseException:
+            release()
+            raise
+        if transport.get_returncode() is not None:
+            release()
+        else:
+            exited = transport._process_exited
+
+            def process_exited(returncode: int) -> None:
+                try:
+                    exited(returncode)
+                finally:
+                    release()
+
+            transport._process_exited = process_exited
+        return transport
 
     async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
         self._threads += 1
@@ -929,7 +976,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                     "run_forever() would wait forever"
                 )
             tasks = stuck
-        lines = "\n".join(f"  - {describe_task(t)}" for t in tasks)
+        lines = "\n".join([f"  - {describe_task(t)}" for t in tasks]
+                          + [f"  - {w}" for w in threads.describe_waits(self)])
+        threads.abort(self)  # their waits can never end: let the threads finish
         raise Deadlock(
             f"nothing can run and no timer is pending, yet {len(tasks)} task(s) still wait "
             f"at virtual t=+{self.clock.monotonic():.3f}s:\n{lines}\n"

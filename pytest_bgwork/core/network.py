@@ -16,15 +16,18 @@ import asyncio
 import functools
 import importlib.abc
 import importlib.machinery
+import ipaddress
+import socket
 import sys
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import context
 from .errors import UnmockedRequest
 
-__all__ = ["install"]
+__all__ = ["guard_sockets", "install", "unguard_sockets"]
 
 _installed = False
 
@@ -88,7 +91,7 @@ def install() -> None:
 
 # -- outbound requests ---------------------------------------------------------------------------
 def _refuse(request: Any) -> Any:
-    """The simulation that refuses ``request``, or ``None`` (no simulation, or network allowed)."""
+    """The error refusing ``request``, or ``None`` (no simulation, or network allowed)."""
     sim = context.active()
     if sim is None or getattr(sim, "allow_network", True):
         return None
@@ -98,6 +101,11 @@ def _refuse(request: Any) -> Any:
     if url.port is not None:
         text += f":{url.port}"
     text += url.target.decode()
+    return _refusal(sim, method, text)
+
+
+def _refusal(sim: Any, method: str, text: str) -> UnmockedRequest:
+    """Record and return the ``UnmockedRequest`` for ``method text`` in ``sim``."""
     sim.history.record("http", "unmocked", "fail", method=method, url=text)
     unmocked = getattr(sim, "unmocked_requests", None)
     if isinstance(unmocked, list):
@@ -196,10 +204,15 @@ def _patch_anyio(module: types.ModuleType) -> None:
     cls = module.AsyncIOBackend
     original = cls.run_sync_in_worker_thread.__func__
 
-    async def run_sync_in_worker_thread(backend: Any, *args: Any, **kwargs: Any) -> Any:
-        release = _hold(asyncio.get_running_loop())
+    async def run_sync_in_worker_thread(backend: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        release = _hold(loop)
+        if release is not None:  # the thread's waits (time.sleep, Event.wait) are virtual
+            from . import threads
+
+            func = threads.bind(loop, func)  # type: ignore[arg-type]
         try:
-            return await original(backend, *args, **kwargs)
+            return await original(backend, func, *args, **kwargs)
         finally:
             if release is not None:
                 release()
@@ -269,3 +282,197 @@ def _patch_httpx_client(module: types.ModuleType) -> None:
 
     module.AsyncClient.send = send
     module.Client.send = send_sync
+# -- every other client: the socket layer ---------------------------------------------------------
+#: The real socket calls (in a dict, out of reach of the wall-clock patch's module scan).
+_REAL_SOCKET: dict[str, Any] = {}
+_guards = 0
+#: Simulations with ``allow_network=True`` current: their real sockets hold the clock.
+_io_guards = 0
+
+
+def _socket_refusal(method: str, host: object, port: object) -> UnmockedRequest | None:
+    sim = context.active()
+    if sim is None or getattr(sim, "allow_network", True):
+        return None
+    return _refusal(sim, method, f"{host}:{port}")
+
+
+def _inet(address: object) -> tuple[object, object] | None:
+    """(host, port) of an internet address; ``None`` for a Unix socket path and the like."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return address[0], address[1]
+    return None
+
+
+def _connect(self: socket.socket, address: Any) -> None:
+    hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
+    if hostport is not None:
+        error = _socket_refusal("CONNECT", *hostport)
+        if error is not None:
+            raise error
+        if _io_guards:
+            _clients.add(self)  # only client sockets hold the clock (a server's idle one would not end)
+            _in_flight(self)  # an allowed request holds the clock from its connect
+    _REAL_SOCKET["connect"](self, address)
+
+
+def _connect_ex(self: socket.socket, address: Any) -> int:
+    hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
+    if hostport is not None:
+        error = _socket_refusal("CONNECT", *hostport)
+        if error is not None:
+            raise error
+    return _REAL_SOCKET["connect_ex"](self, address)  # type: ignore[no-any-return]
+
+
+def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and not _is_address(name):  # a DNS lookup leaves the machine too
+        error = _socket_refusal("DNS lookup", name, port)
+        if error is not None:
+            raise error
+    return _REAL_SOCKET["getaddrinfo"](host, port, *args, **kwargs)
+
+
+def _is_address(host: str) -> bool:
+    """An IP literal (no lookup: the connect itself is guarded)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+#: Client sockets connected while the network is allowed.
+_clients: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_IO_NAMES = ("send", "sendall", "recv", "recv_into", "close")
+
+
+class HeldSocket:
+    """A real socket of an allowed network request with a request in flight: it holds the
+    loop's clock from its connect or send until it receives (or closes), as a thread does."""
+
+    __slots__ = ("release", "sock")
+
+    def __init__(self, sock: socket.socket, release: Callable[[], None]) -> None:
+        self.sock = sock
+        self.release = release
+
+    def gone(self) -> bool:
+        """Closed (or never to be read again): the hold must end."""
+        return self.sock.fileno() == -1
+
+
+def _allowed_loop() -> Any:
+    """The running virtual loop of a simulation with ``allow_network=True``, if this is its thread."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    sim = getattr(loop, "sim", None)
+    if sim is None or not getattr(sim, "allow_network", False) or not hasattr(loop, "_vwaits"):
+        return None
+    return loop
+
+
+def _in_flight(sock: socket.socket) -> None:
+    """A request went out on ``sock`` (connect, send): hold the clock until it hears back."""
+    if sock not in _clients:
+        return
+    loop = _allowed_loop()
+    if loop is None:
+        return
+    waits = loop._vwaits
+    for entry in waits:
+        if type(entry) is HeldSocket and entry.sock is sock:
+            return
+    waits[HeldSocket(sock, loop.hold_clock())] = None
+
+
+def _answered(sock: socket.socket) -> None:
+    """``sock`` received (or closed): its hold ends."""
+    if sock not in _clients:
+        return
+    loop = _allowed_loop()
+    if loop is None:
+        return
+    waits = loop._vwaits
+    for entry in list(waits):
+        if type(entry) is HeldSocket and entry.sock is sock:
+            del waits[entry]
+            entry.release()
+
+
+def _io_patches() -> dict[str, Callable[..., Any]]:
+    real = _REAL_SOCKET
+
+    def send(self: socket.socket, *args: Any) -> Any:
+        result = real["send"](self, *args)
+        _in_flight(self)
+        return result
+
+    def sendall(self: socket.socket, *args: Any) -> Any:
+        result = real["sendall"](self, *args)
+        _in_flight(self)
+        return result
+
+    def recv(self: socket.socket, *args: Any) -> Any:
+        data = real["recv"](self, *args)
+        _answered(self)
+        return data
+
+    def recv_into(self: socket.socket, *args: Any) -> Any:
+        n = real["recv_into"](self, *args)
+        _answered(self)
+        return n
+
+    def close(self: socket.socket) -> None:
+        _answered(self)
+        real["close"](self)
+
+    return {"send": send, "sendall": sendall, "recv": recv, "recv_into": recv_into, "close": close}
+
+
+def guard_sockets(allowed: bool = False) -> None:
+    """Refuse outbound connections and DNS lookups of every client (aiohttp, requests,
+    ``urllib``, ``socket.create_connection``, ``asyncio.open_connection``...) while a
+    simulation without ``allow_network=True`` is current (counted; ``unguard_sockets`` undoes).
+
+    A refusal raises ``UnmockedRequest`` naming host and port before anything is sent. For
+    a simulation that allows the network (``allowed``), a socket of the loop's thread holds
+    the clock from its connect or send until it receives, so a slow server is waited for.
+    """
+    global _guards, _io_guards
+    if not _REAL_SOCKET:
+        _REAL_SOCKET.update(connect=socket.socket.connect, connect_ex=socket.socket.connect_ex,
+                            getaddrinfo=socket.getaddrinfo)
+        _REAL_SOCKET.update({name: getattr(socket.socket, name) for name in _IO_NAMES})
+    if allowed:
+        _io_guards += 1
+        if _io_guards == 1:
+            for name, patch in _io_patches().items():
+                setattr(socket.socket, name, patch)
+    _guards += 1
+    if _guards > 1:
+        return
+    socket.socket.connect = _connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign,assignment]
+    socket.getaddrinfo = _getaddrinfo
+
+
+def unguard_sockets(allowed: bool = False) -> None:
+    """Undo one ``guard_sockets``; the last restores the real calls."""
+    global _guards, _io_guards
+    if allowed and _io_guards:
+        _io_guards -= 1
+        if not _io_guards:
+            for name in _IO_NAMES:
+                setattr(socket.socket, name, _REAL_SOCKET[name])
+    if _guards == 0:
+        return
+    _guards -= 1
+    if _guards:
+        return
+    socket.socket.connect = _REAL_SOCKET["connect"]  # type: ignore[method-assign]
+    socket.socket.connect_ex = _REAL_SOCKET["connect_ex"]  # type: ignore[method-assign]
+    socket.getaddrinfo = _REAL_SOCKET["getaddrinfo"]

@@ -239,9 +239,28 @@ def test_purge_queue(bgwork: bg.Simulation, sqs: Any, url: str) -> None:
         sqs.purge_queue(QueueUrl=url)  # one purge per 60 s
 
 
-def test_sync_long_poll_returns_at_once_when_empty(bgwork: bg.Simulation, sqs: Any, url: str) -> None:
+def test_sync_long_poll_on_an_empty_queue_waits_its_virtual_seconds(bgwork: bg.Simulation, sqs: Any,
+                                                                     url: str) -> None:
+    started = time.perf_counter()
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20)
-    assert bgwork.clock.monotonic() == 0.0  # sync code cannot wait on virtual time
+    assert bgwork.clock.monotonic() == 20.0  # as on AWS, on the virtual clock
+    assert time.perf_counter() - started < 5  # not in real time
+
+
+def test_a_sync_receive_loop_with_sleeps_runs_on_virtual_time(bgwork: bg.Simulation, sqs: Any,
+                                                             url: str) -> None:
+    async def send_later() -> None:
+        await asyncio.sleep(30)
+        await bgwork.queues.publish("jobs", "late job")
+
+    bgwork.loop.create_task(send_later())
+    got: list[tuple[float, str]] = []
+    while not got:  # the production shape: long poll, then back off
+        for m in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", []):
+            got.append((bgwork.clock.monotonic(), m["Body"]))
+        time.sleep(1)
+    assert got == [(30.0, "late job")]  # 20 s poll, 1 s sleep, then woken at 30 by the send
+    assert bgwork.clock.monotonic() == 31.0
 
 
 # -- faults, retries, chaos ----------------------------------------------------------------
@@ -351,6 +370,27 @@ async def test_sync_boto3_in_a_worker_thread(bgwork: bg.Simulation, bg_sqs: adap
 
     assert await asyncio.to_thread(work) == ["from a thread"]
     assert bgwork.queues.stats("jobs")["delivered"] == 1
+
+
+@pytest.mark.asyncio
+async def test_sync_boto3_long_poll_in_a_worker_thread_waits_on_virtual_time(
+        bgwork: bg.Simulation, bg_sqs: adapters.sqs.SqsBackend) -> None:
+    client = boto3.client("sqs", region_name="us-east-1")
+    url = client.create_queue(QueueName="jobs")["QueueUrl"]
+
+    def poll() -> tuple[list[str], float]:
+        empty = client.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", [])
+        assert not empty and bgwork.clock.monotonic() == 20.0
+        got = client.receive_message(QueueUrl=url, WaitTimeSeconds=20)["Messages"]
+        return [m["Body"] for m in got], bgwork.clock.monotonic()
+
+    async def send_later() -> None:
+        await asyncio.sleep(25)
+        await bgwork.queues.publish("jobs", "late job")
+
+    sender = asyncio.create_task(send_later())
+    assert await asyncio.to_thread(poll) == (["late job"], 25.0)
+    await sender
 
 
 # -- agreement with moto where moto follows AWS ------------------------------------------------
