@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         UnmockedRequest,
         UnusedFaultRule,
     )
-    from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
+    from .core.faults import Fault, FaultPlan, fault_points, is_injected, register_fault_point
     from .core.history import Event, History
     from .core.loop import VirtualEventLoop
     from .services.http import DestinationError
@@ -100,6 +100,7 @@ __all__ = [
     "explore",
     "explore_test",
     "fault_points",
+    "is_injected",
     "register_fault_point",
 ]
 __version__ = "0.2.0"
@@ -154,6 +155,7 @@ _EXPORTS: dict[str, str] = {
     "explore": ".checking.explore",
     "explore_test": ".checking.explore",
     "fault_points": ".core.faults",
+    "is_injected": ".core.faults",
     "register_fault_point": ".core.faults",
 }
 

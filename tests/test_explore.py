@@ -206,8 +206,8 @@ def test_a_scenario_error_is_a_failure_that_names_the_phase() -> None:
     async def scenario(sim: bg.Simulation) -> None:
         await sim.kv.set("status", "o1", {"kind": "done"})  # does not catch injected errors
 
-    with pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(scenario, faults=KV_FAULTS, seed=1, settings=QUIET)
+    with pytest.raises(bg.ExplorationFailed) as info:  # the strict reading: any error fails
+        bg.explore(scenario, faults=KV_FAULTS, seed=1, settings=QUIET, scenario_errors="fail")
     assert "failed in: scenario\n  ConnectionError: injected fault" in str(info.value)
     assert isinstance(info.value.__cause__, ConnectionError)
 

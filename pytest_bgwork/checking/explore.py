@@ -37,15 +37,15 @@ from ..core import context as _context
 from ..core.choices import Choices
 from ..core.clock import parse_start
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
-from ..core.faults import LATENCY_MAX, Fault, FaultPlan
+from ..core.faults import LATENCY_MAX, Fault, FaultPlan, is_injected
 from ..core.history import Event
 from ..core.validate import seconds
 from ..core.wallclock import wall_clock
-from ..profiles import check_platform
+from ..profiles import check_platform, test_platform
 from ..simulation import Simulation
 from ..strategies import _OFFSET, learned_points
 from . import replay as _replay
-from .checks import assert_no_task_errors
+from .checks import NothingToCheck, absence_ok, assert_no_task_errors
 from .replay import ReplayChoices
 
 __all__ = [
@@ -84,6 +84,12 @@ HEAL_TIME = 3600.0
 DEFAULT_CHECKS: tuple[Check, ...] = (assert_no_task_errors,)
 _heal_time: contextvars.ContextVar[float] = contextvars.ContextVar("bgwork_heal_time",
                                                                   default=HEAL_TIME)
+#: How an exception escaping the scenario is judged (``explore(scenario_errors=...)``):
+#: ``"continue"`` records one caused by an injected fault as ``scenario.error`` and goes on;
+#: ``"fail"`` fails the example on any.
+SCENARIO_ERRORS = ("continue", "fail")
+_scenario_errors: contextvars.ContextVar[str] = contextvars.ContextVar("bgwork_scenario_errors",
+                                                                       default="continue")
 _TIMELINE_LIMIT = 200
 _NONDETERMINISM_CAUSES = (
     "wall-clock or timer reads the simulation does not drive (time.perf_counter in a thread, "
@@ -444,7 +450,15 @@ def _name(fn: Callable[..., Any]) -> str:
 async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
                   where: list[str]) -> None:
     where[0] = "scenario"
-    await scenario(sim)
+    try:
+        await scenario(sim)
+    except Exception as exc:
+        # The scenario is the world outside the system: a client that sees an injected error
+        # is no bug of the system. Record it, and let the work already started go on.
+        if _scenario_errors.get() == "fail" or not is_injected(exc):
+            raise
+        sim.history.record("scenario", "error", "fail", injected=True,
+                           error=f"{type(exc).__name__}: {exc}")
     where[0] = "the scenario's work, faults on (run_until_idle)"
     with contextlib.suppress(Stalled):  # still busy after the fault window: heal and go on
         await sim.run_until_idle(max_time=FAULT_WINDOW)
@@ -665,6 +679,7 @@ def explore(
     expect_states: Iterable[str] | None = None,
     platform: str | None = None,
     heal_time: float = HEAL_TIME,
+    scenario_errors: str = "continue",
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
@@ -695,9 +710,17 @@ def explore(
     ``ExploreCoverageWarning`` names the interesting states never reached that some example
     came close to (their ingredients seen); ``expect_states=[...]`` (keys of ``STATES``)
     declares which the scenario must reach instead, and warns for exactly those.
+
+    ``scenario_errors``: an exception escaping ``scenario`` that an injected fault caused
+    (the injected error, or one whose ``__cause__``/``__context__`` chain holds it) is a
+    client seeing an error, not a bug: with ``"continue"`` (the default) it is recorded as
+    ``scenario.error`` (``injected=True``) and the example goes on (the work already
+    started runs, the heal phase, the checks); any other exception fails the example.
+    ``"fail"`` fails the example on every exception that escapes the scenario.
     """
     __tracebackhide__ = True
     check_list = _check_args(scenario, checks, faults, seed)
+    errors_mode = _check_scenario_errors(scenario_errors, "explore")
     expected = _check_states(expect_states)
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore", "heal_time", fix="Use 0 to skip the heal window.")
@@ -721,13 +744,15 @@ def explore(
     wall_clock.start()
     started = _fz.real_perf_counter()
     heal_token = _heal_time.set(heal or 0.0)
+    errors_token = _scenario_errors.set(errors_mode)
+    absence_token = absence_ok.set(True)  # judged once, on the clean run (``_learn``)
     try:
         with _heap_frozen():
             if token is not None and token.scenario == name:
                 _replay.mark_replayed(name)
                 _replay_one(scenario, check_list, token, report)
             else:
-                token_var = learned_points.set(_learn(scenario, sim_seed, report))
+                token_var = learned_points.set(_learn(scenario, sim_seed, report, check_list))
                 try:
                     if _budget.seconds is None:
                         _search(scenario, check_list, plans, chosen, seed, report)
@@ -737,11 +762,22 @@ def explore(
                 finally:
                     learned_points.reset(token_var)
     finally:
+        absence_ok.reset(absence_token)
+        _scenario_errors.reset(errors_token)
         _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
         wall_clock.stop()
     _warn_coverage(report)
     return report
+
+
+def _check_scenario_errors(value: object, where: str) -> str:
+    if not isinstance(value, str) or value not in SCENARIO_ERRORS:
+        raise ValueError(
+            f"{where}(scenario_errors=...) must be one of {', '.join(map(repr, SCENARIO_ERRORS))}; "
+            f"got {value!r}. 'continue' (the default) records an error an injected fault caused "
+            "as scenario.error and goes on; 'fail' fails the example on any scenario error.")
+    return value
 
 
 def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -759,22 +795,39 @@ def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
     return out
 
 
-def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> dict[str, int] | None:
-    """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
-    clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
-                         latency=False, platform=report.platform)
+def _learn(scenario: Scenario, seed: int, report: ExploreReport,
+           checks: Sequence[Check] = ()) -> dict[str, int] | None:
+    """The fault points a clean run of ``scenario`` passes (no fault, no latency).
+
+    The checks judge vacuity there, once: a check given a name or namespace that never
+    appears in the clean run could only pass vacuously, so it is refused before the search
+    (in the faulty examples, a name a fault kept from appearing is no failure).
+    """
+    __tracebackhide__ = True
+    strict = absence_ok.set(False)
+    try:
+        clean = _run_example(scenario, checks, seed, FaultPlan(), ReplayChoices(()),
+                             keep_events=False, latency=False, platform=report.platform)
+    finally:
+        absence_ok.reset(strict)
+    if isinstance(clean.error, NothingToCheck):
+        raise NothingToCheck(
+            f"bg.explore({report.scenario}): refused before the search: on the clean run (no "
+            f"faults) {clean.phase} found nothing to check, so no example could test it:\n"
+            f"{clean.error}") from None
     report.points = tuple(clean.points)
     return clean.points or None
 
 
-def _platform(platform: str | None) -> str:
-    """``platform``, checked; else the current test simulation's, else ``agentuity``."""
+def _platform(platform: str | None, where: str = "explore") -> str:
+    """``platform``, checked; else the current test simulation's; else the running test's
+    (its marker, ``--bgwork-platform``, ini ``bgwork_platform``); else ``agentuity``."""
     if platform is not None:
-        return check_platform(platform, "explore(platform=...)")
+        return check_platform(platform, f"{where}(platform=...)")
     try:
         return _context.current().platform
     except NotRunning:  # no simulation runs this test
-        return "agentuity"
+        return test_platform.get() or "agentuity"
 
 
 def explore_test(
@@ -784,8 +837,9 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
-    platform: str = "agentuity",
+    platform: str | None = None,
     heal_time: float = HEAL_TIME,
+    scenario_errors: str = "continue",
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -794,20 +848,26 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
-    ``platform`` picks the examples' default profiles.
+    ``platform`` picks the examples' default profiles; left out, it is the running test's
+    (``@pytest.mark.bgwork(platform=...)``, ``--bgwork-platform``, ini ``bgwork_platform``),
+    else ``agentuity``.
     """
     check_list = _check_args(scenario, checks, faults, seed)
+    errors_mode = _check_scenario_errors(scenario_errors, "explore_test")
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore_test", "heal_time", fix="Use 0 to skip the heal window.")
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
-                           platform=check_platform(platform, "explore_test(platform=...)"))
+    if platform is not None:
+        check_platform(platform, "explore_test(platform=...)")
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
         heal_token = _heal_time.set(heal or 0.0)  # here, not in test(): HypoFuzz calls given
+        errors_token = _scenario_errors.set(errors_mode)
+        absence_token = absence_ok.set(True)  # judged once, on the clean run (``_learn``)
         try:
             out = _run_example(scenario, check_list, report.seed, plan, choices,
                                keep_events=False, platform=report.platform)
@@ -818,6 +878,8 @@ def explore_test(
                 report.first_failure_at = report.first_failure_at or report.examples
                 _fail(scenario, check_list, report, plan, out, replayed=False)
         finally:
+            absence_ok.reset(absence_token)
+            _scenario_errors.reset(errors_token)
             _heal_time.reset(heal_token)
 
     ident = getattr(scenario, "__name__", "scenario")
@@ -832,8 +894,10 @@ def explore_test(
     def test() -> None:
         __tracebackhide__ = True
         report.examples = report.first_failure_at = 0
+        # resolved when the test runs: its marker, --bgwork-platform or ini bgwork_platform
+        report.platform = _platform(platform, "explore_test")
         wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
-        token_var = learned_points.set(_learn(scenario, report.seed, report))
+        token_var = learned_points.set(_learn(scenario, report.seed, report, check_list))
         try:
             with _heap_frozen():
                 given()

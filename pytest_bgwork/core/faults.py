@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import contextvars
 import fnmatch
 import re
@@ -29,9 +30,10 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
 
 __all__ = ["KINDS", "LATENCY_MAX", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
-           "register_fault_point", "suspend"]
+           "is_injected", "register_fault_point", "suspend"]
 
 #: Fault points the built-in services expose; ``task.<name>`` (waitUntil and manager
 #: tasks) and ``schedule.<name>`` (schedule runs) are points for any name.
@@ -166,8 +168,59 @@ def _error_text(error: BaseException | type[BaseException] | str | None,
                     f"got {error!r}")
 
 
+#: The attribute that marks an exception the fault injector raised (see ``is_injected``).
+_TAG = "_bgwork_injected"
+#: The key that marks an HTTP response a fault rule answered (``httpx.Response.extensions``).
+_RESPONSE_TAG = "bgwork_injected"
+
+
+def _tag(exc: _E) -> _E:
+    """Mark ``exc`` as raised by the fault injector, and return it."""
+    try:
+        setattr(exc, _TAG, True)
+    except (AttributeError, TypeError):  # an exception type with __slots__: left untagged
+        pass
+    return exc
+
+
+def is_injected(exc: BaseException | None) -> bool:
+    """Whether ``exc`` was caused by an injected fault.
+
+    True for an error the fault injector raised (a ``fail`` rule, an ``after_apply``
+    error, an ``http`` rule's timeout or connect error), for an exception whose
+    ``__cause__``/``__context__`` chain holds one (``raise AppError(...) from exc``, or
+    raised while handling it), for an error about a response an ``http`` rule answered
+    (``httpx.HTTPStatusError`` from ``raise_for_status()``), and for an exception group
+    all of whose members are. ``bg.explore`` records such an error escaping the scenario
+    as ``scenario.error`` instead of failing the example, and ``assert_no_task_errors``
+    leaves background tasks that failed so to the business checks.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc] if exc is not None else []
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if getattr(e, _TAG, False):
+            return True
+        response = getattr(e, "response", None)
+        extensions = getattr(response, "extensions", None)
+        if isinstance(extensions, dict) and extensions.get(_RESPONSE_TAG):
+            return True
+        if isinstance(e, BaseExceptionGroup) and e.exceptions and all(
+                is_injected(member) for member in e.exceptions):
+            return True
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return False
+
+
 def _make_error(text: str) -> BaseException:
-    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``."""
+    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``, tagged as injected."""
+    return _tag(_build_error(text))
+
+
+def _build_error(text: str) -> BaseException:
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", text, re.S)
     if m:
         cls = getattr(builtins, m.group(1), None)
@@ -348,6 +401,8 @@ class FaultInjector:
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
         self._healed = False
+        #: ``paused()`` blocks open: while > 0 no rule fires and no latency is drawn.
+        self._paused = 0
         self.injected = 0
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
@@ -363,13 +418,30 @@ class FaultInjector:
 
     @property
     def healed(self) -> bool:
-        """True once ``heal()`` stopped injecting (rules stay, none fires)."""
-        return self._healed
+        """True once ``heal()`` stopped injecting (rules stay, none fires), or inside ``paused()``."""
+        return self._healed or self._paused > 0
 
     @healed.setter
     def healed(self, value: bool) -> None:
         self._healed = value
         self._reopen()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """``with sim.faults.paused(): ...``: no rule fires and no latency is drawn inside.
+
+        For a scenario's set-up (seeding data, publishing the first message) that should
+        not meet the faults an exploration injects. Calls are still counted and recorded,
+        so ``on_call`` numbers stay those of the whole run. It pauses the whole simulation
+        while the block runs, background work included; blocks nest.
+        """
+        self._paused += 1
+        self._reopen()
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            self._reopen()
 
     @property
     def watch(self) -> Callable[[str, Attempt], bool] | None:
@@ -384,7 +456,7 @@ class FaultInjector:
 
     def _reopen(self) -> None:
         """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
-        self._open = (not (self._rules or self._latency) or self._healed) and self._watch is None
+        self._open = (not (self._rules or self._latency) or self.healed) and self._watch is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -582,10 +654,11 @@ class FaultInjector:
                        **({"status": rule.status} if rule.status else {"error": rule.error}))
             if rule.status is not None:
                 return httpx.Response(rule.status, request=request,
-                                      json={"error": "injected fault"})
+                                      json={"error": "injected fault"},
+                                      extensions={_RESPONSE_TAG: True})
             if rule.error == "timeout":
-                raise httpx.ReadTimeout("injected timeout", request=request)
-            raise httpx.ConnectError("injected connect error", request=request)
+                raise _tag(httpx.ReadTimeout("injected timeout", request=request))
+            raise _tag(httpx.ConnectError("injected connect error", request=request))
         return None
 
     async def _on_http_async(self, request: Any) -> Any:
@@ -596,7 +669,7 @@ class FaultInjector:
             self.leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
-            raise cls(str(exc) or type(exc).__name__, request=request) from exc
+            raise _tag(cls(str(exc) or type(exc).__name__, request=request)) from exc
         if self.healed:
             return None
         return self._http_rules(request)

@@ -1,0 +1,276 @@
+"""Verdicts: injected errors the scenario or a task sees, vacuity on the clean run, paused(),
+the platform at every entry point, unfired rules, non-determinism after a failure."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import hypothesis
+import pytest
+
+import pytest_bgwork as bg
+from pytest_bgwork import strategies as bgst
+from pytest_bgwork.checking.checks import NothingToCheck
+from pytest_bgwork.core.faults import Fault, FaultPlan, _make_error, is_injected
+
+QUIET = hypothesis.settings(database=None)
+KV_SET_FAILS = bgst.fault_plans(points=["kv.set"], kinds=["fail"])
+
+
+# -- injected-fault tagging ---------------------------------------------------------------------
+def test_an_injected_error_is_tagged_and_so_is_anything_it_caused() -> None:
+    injected = _make_error("ConnectionError('kv down')")
+    assert isinstance(injected, ConnectionError) and is_injected(injected)
+    assert not is_injected(ConnectionError("kv down")) and not is_injected(None)
+    try:
+        try:
+            raise injected
+        except ConnectionError as exc:
+            raise RuntimeError("could not save the order") from exc
+    except RuntimeError as caused:
+        assert is_injected(caused)
+    try:
+        try:
+            raise injected
+        except ConnectionError:
+            raise KeyError("raised while handling it")  # noqa: B904 - the implicit __context__
+    except KeyError as during:
+        assert is_injected(during)
+    assert is_injected(ExceptionGroup("all injected", [injected, _make_error("TimeoutError()")]))
+    assert not is_injected(ExceptionGroup("one is a bug", [injected, ValueError("bug")]))
+
+
+def test_an_http_rule_tags_its_errors_and_its_responses() -> None:
+    import httpx
+
+    sim = bg.Simulation(seed=1)
+    sim.faults.http("https://api.example/*", status=503)
+    seen: list[bool] = []
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.get("https://api.example/charge")
+        try:
+            response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            seen.append(is_injected(exc))
+
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
+    assert seen == [True]
+
+
+async def save_order(sim: bg.Simulation) -> None:
+    """A client that starts work, then sees an injected error on its own write."""
+    sim.queues.create("orders")
+
+    async def worker(payload: Any, delivery: Any) -> None:
+        sim.effects.record("packed", key=payload["id"])
+
+    sim.queues.route("orders", worker)
+    await sim.queues.publish("orders", {"id": "o1"})
+    await sim.kv.set("orders", "o1", {"kind": "placed"})  # the client does not catch errors
+
+
+seen_errors: list[list[dict[str, Any]]] = []
+
+
+def work_ran(sim: bg.Simulation) -> None:
+    seen_errors.append([e.detail for e in sim.history.events
+                        if e.service == "scenario" and e.op == "error"])
+    bg.assert_effects_once(sim, "packed", keys=["o1"])
+
+
+def test_an_injected_error_escaping_the_scenario_is_recorded_and_the_example_goes_on() -> None:
+    seen_errors.clear()
+    report = bg.explore(save_order, faults=KV_SET_FAILS, checks=[work_ran], seed=1,
+                        max_examples=30, settings=QUIET, expect_states=[])
+    assert report.examples == 30
+    recorded = [errs for errs in seen_errors if errs]
+    assert recorded, "some example failed the scenario's kv.set"
+    assert recorded[0] == [{"injected": True, "error": "ConnectionError: injected fault"}] or \
+        recorded[0] == [{"injected": True, "error": "TimeoutError: injected timeout"}]
+
+
+def test_scenario_errors_fail_makes_every_escaping_error_fail_the_example() -> None:
+    with pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(save_order, faults=KV_SET_FAILS, seed=1, settings=QUIET,
+                   scenario_errors="fail")
+    assert "failed in: scenario\n  ConnectionError: injected fault" in str(info.value)
+
+
+def test_an_error_of_the_scenarios_own_still_fails_the_example() -> None:
+    async def buggy(sim: bg.Simulation) -> None:
+        try:
+            await sim.kv.set("orders", "o1", {"kind": "placed"})
+        except ConnectionError:
+            pass
+        raise LookupError("the driver's own bug")
+
+    with pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(buggy, faults=KV_SET_FAILS, seed=1, settings=QUIET)
+    assert "failed in: scenario\n  LookupError: the driver's own bug" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["lenient", "", None, True])
+def test_scenario_errors_is_validated(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"explore\(scenario_errors=...\) must be one of "
+                                         r"'continue', 'fail'; got"):
+        bg.explore(save_order, scenario_errors=value)
+    with pytest.raises(ValueError, match=r"explore_test\(scenario_errors=...\) must be one of"):
+        bg.explore_test(save_order, scenario_errors=value)
+
+
+# -- tasks that failed because of an injected fault ---------------------------------------------
+def _run_task(body: str) -> bg.Simulation:
+    sim = bg.Simulation(seed=1)
+    sim.faults.fail("kv.set", on_call=1)
+
+    async def task() -> None:
+        if body == "injected":
+            await sim.kv.set("audit", "a1", 1)
+        elif body == "wrapped":
+            try:
+                await sim.kv.set("audit", "a1", 1)
+            except ConnectionError as exc:
+                raise RuntimeError("audit failed") from exc
+        else:
+            raise ZeroDivisionError("the task's own bug")
+
+    async def main() -> None:
+        sim.runtime.wait_until(task, name="record_audit")
+        await sim.run_until_idle()
+
+    sim.run(main())
+    return sim
+
+
+@pytest.mark.parametrize("body", ["injected", "wrapped"])
+def test_a_task_failed_by_an_injected_fault_is_not_a_task_error(body: str) -> None:
+    sim = _run_task(body)
+    try:
+        assert len(sim.runtime.errors) == 1  # still recorded and logged
+        bg.assert_no_task_errors(sim)
+    finally:
+        sim.close()
+
+
+def test_a_task_that_fails_on_its_own_is_still_reported() -> None:
+    sim = _run_task("bug")
+    try:
+        with pytest.raises(bg.CheckFailed, match="ZeroDivisionError: the task's own bug"):
+            bg.assert_no_task_errors(sim)
+    finally:
+        sim.close()
+
+
+def test_a_fault_at_a_task_point_does_not_fail_explore() -> None:
+    async def scenario(sim: bg.Simulation) -> None:
+        async def audit() -> None:
+            sim.effects.record("audit", key="a1")
+
+        sim.runtime.wait_until(audit, name="record_audit")
+
+    faults = bgst.fault_plans(points=["task.record_audit"], kinds=["fail"])
+    report = bg.explore(scenario, faults=faults, seed=2, max_examples=20, settings=QUIET)
+    assert report.examples == 20
+
+
+# -- vacuity, judged once on the clean run ------------------------------------------------------
+async def charge_if_found(sim: bg.Simulation) -> None:
+    """The API reads the order; when the read fails it answers 500 and charges nothing."""
+    await sim.kv.set("orders", "o1", {"total": 5})
+    try:
+        await sim.kv.get("orders", "o1")
+    except (ConnectionError, TimeoutError):
+        return
+    sim.effects.record("charge", key="o1")
+
+
+def charged_once(sim: bg.Simulation) -> None:
+    bg.assert_effects_once(sim, "charge")
+
+
+def test_absence_in_a_faulty_example_is_no_failure() -> None:
+    faults = bgst.fault_plans(points=["kv.get"], kinds=["fail"])
+    report = bg.explore(charge_if_found, faults=faults, checks=[charged_once], seed=1,
+                        max_examples=30, settings=QUIET)
+    assert report.examples == 30
+
+
+def test_a_check_whose_name_never_appears_in_the_clean_run_is_refused_before_the_search() -> None:
+    def charged_once_misspelt(sim: bg.Simulation) -> None:
+        bg.assert_effects_once(sim, "chrage")
+
+    with pytest.raises(NothingToCheck) as info:
+        bg.explore(charge_if_found, faults=bgst.fault_plans(), checks=[charged_once_misspelt],
+                   seed=1, settings=QUIET)
+    text = str(info.value)
+    assert text.startswith("bg.explore(charge_if_found): refused before the search: on the clean "
+                           "run (no faults) check ")
+    assert "assert_effects_once('chrage'): no effect named 'chrage' was ever recorded, so there " \
+           "is nothing to check (recorded: 'charge' x1); did you mean 'charge'?" in text
+
+
+def test_a_status_namespace_never_written_in_the_clean_run_is_refused() -> None:
+    def stuck(sim: bg.Simulation) -> None:
+        bg.assert_status_terminal(sim, "status")
+
+    test = bg.explore_test(charge_if_found, checks=[stuck], seed=1, settings=QUIET)
+    with pytest.raises(NothingToCheck, match=r"no key was ever written to KV namespace 'status'"):
+        test()
+
+
+# -- paused() -----------------------------------------------------------------------------------
+def test_paused_fires_no_rule_and_draws_no_latency_but_counts_the_calls() -> None:
+    sim = bg.Simulation(seed=1)
+    sim.faults.fail("kv.set", on_call=None)
+    sim.faults.apply([Fault("latency", "*", seconds=0.1)])
+    times: list[float] = []
+
+    async def main() -> None:
+        with sim.faults.paused():
+            assert sim.faults.healed
+            for i in range(3):
+                await sim.kv.set("seed", f"k{i}", i)
+        times.append(sim.clock.monotonic())
+        assert not sim.faults.healed
+        with pytest.raises(ConnectionError):
+            await sim.kv.set("seed", "k3", 3)
+
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
+    assert sim.faults.calls("kv.set") == 4
+    assert sim.kv.items("seed") == {"k0": 0, "k1": 1, "k2": 2}
+    assert sim.faults.injected == 1
+    assert times == [pytest.approx(times[0])]
+    assert [e.op for e in sim.history.events if e.service == "kv"].count("set") >= 3
+
+
+def test_paused_set_up_keeps_an_exploration_from_failing_it() -> None:
+    async def scenario(sim: bg.Simulation) -> None:
+        with sim.faults.paused():
+            await sim.kv.set("orders", "o1", {"kind": "placed"})
+        sim.effects.record("placed", key="o1")
+
+    def placed(sim: bg.Simulation) -> None:
+        bg.assert_effects_once(sim, "placed", keys=["o1"])
+
+    with pytest.raises(bg.ExplorationFailed):  # without paused(), the set-up's write fails
+        bg.explore(_unpaused(scenario), faults=KV_SET_FAILS, checks=[placed], seed=1,
+                   settings=QUIET)
+    bg.explore(scenario, faults=KV_SET_FAILS, checks=[placed], seed=1, max_examples=30,
+               settings=QUIET)
+
+
+def _unpaused(scenario: Any) -> Any:
+    async def unpaused(sim: bg.Simulation) -> None:
+        await sim.kv.set("orders", "o1", {"kind": "placed"})
+        sim.effects.record("placed", key="o1")
+
+    return unpaused
