@@ -274,3 +274,70 @@ def _unpaused(scenario: Any) -> Any:
         sim.effects.record("placed", key="o1")
 
     return unpaused
+
+
+# -- the report names only faults that fired; a failure is reported even when flaky ------------
+async def retry_then_email(sim: bg.Simulation) -> None:
+    """Buggy: the email goes out before the status write, so a retried write sends it again."""
+    for _ in range(3):
+        try:
+            sim.effects.record("email", key="o1")
+            await sim.kv.set("status", "o1", {"kind": "done"})
+            break
+        except (ConnectionError, TimeoutError):
+            continue
+
+
+def emails_once(sim: bg.Simulation) -> None:
+    bg.assert_effects_once(sim, "email", allow_empty=True)
+
+
+NEVER_FIRES = Fault("fail", "kv.get", on_call=1, error="ConnectionError('never')")
+FIRES = Fault("fail", "kv.set", on_call=1, error="ConnectionError('kv down')")
+
+
+def test_rules_that_never_fired_are_dropped_after_shrinking_and_the_failure_re_verified() -> None:
+    from hypothesis import strategies as st
+
+    with pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(retry_then_email, faults=st.just(FaultPlan([NEVER_FIRES, FIRES])),
+                   checks=[emails_once], seed=1, settings=QUIET)
+    failure = info.value
+    assert failure.plan == FaultPlan([FIRES])
+    text = str(failure)
+    assert "shrunk to 1 fault." in text
+    assert "kv.get" not in text.split("fault plan:")[1].split("choices:")[0]
+    from pytest_bgwork.checking import replay
+
+    assert replay.decode(failure.token).plan == FaultPlan([FIRES])  # the token replays it
+
+
+def test_a_replayed_plan_marks_the_rules_that_never_fired() -> None:
+    from pytest_bgwork.checking import replay
+
+    token = replay.encode(1, FaultPlan([NEVER_FIRES, FIRES]), [], scenario="retry_then_email")
+    with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(retry_then_email, checks=[emails_once], settings=QUIET)
+    text = str(info.value)
+    assert "1. fail at kv.get on call 1 raising ConnectionError('never') (never fired)" in text
+    assert "2. fail at kv.set on call 1 raising ConnectionError('kv down')\n" in text
+
+
+def test_a_failure_is_reported_with_its_token_even_when_shrinking_meets_nondeterminism() -> None:
+    state = {"failed": False}
+
+    def fails_once(sim: bg.Simulation) -> None:
+        if sim.faults.injected and not state["failed"]:
+            state["failed"] = True
+            raise bg.CheckFailed("the order was charged twice (only this once)")
+
+    with pytest.raises(bg.NonDeterministic) as info:
+        bg.explore(retry_then_email, faults=KV_SET_FAILS, checks=[fails_once], seed=1,
+                   settings=QUIET)
+    text = str(info.value)
+    assert "Hypothesis ran the failing example again and it did not fail the same way." in text
+    assert "The first failing example (example " in text
+    assert "fails_once\n    the order was charged twice (only this once)" in text
+    assert info.value.token is not None
+    assert f'@pytest.mark.bgwork(replay="{info.value.token}")' in text
+    assert isinstance(info.value.error, bg.CheckFailed)

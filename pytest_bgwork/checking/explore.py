@@ -117,7 +117,14 @@ class ExplorationFailed(CheckFailed):
 
 
 class NonDeterministic(CheckFailed):
-    """The same example (seed, plan, choices) gave two different histories."""
+    """The same example (seed, plan, choices) gave two different histories.
+
+    When a failing example was found first, the message also holds that failure (its
+    error, plan, timeline) and its replay token, also kept as ``token`` and ``error``.
+    """
+
+    token: str | None = None
+    error: BaseException | None = None
 
 
 class ExploreCoverageWarning(UserWarning):
@@ -441,6 +448,8 @@ class _Outcome:
     points: dict[str, int] = field(default_factory=dict)
     #: Which ingredients of each state the example showed (see ``_REACHABLE``).
     ingredients: frozenset[str] = frozenset()
+    #: The indexes of the plan's rules that fired in this example.
+    fired: tuple[int, ...] = ()
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -513,7 +522,8 @@ def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: F
     return _Outcome(error, where[0], events if (error is not None or keep_events) else [],
                     interesting_states(events) if "queue" in ingredients else set(),
                     list(choices.values), "queue" in ingredients, _AFTER_EFFECT in ingredients,
-                    dict(sorted(sim.faults._calls.items())), ingredients)
+                    dict(sorted(sim.faults._calls.items())), ingredients,
+                    tuple(i for i, f in enumerate(plan) if sim.faults._fired.get(id(f))))
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -573,10 +583,13 @@ def _first_difference(a: list[Event], b: list[Event]) -> str:
             + (a[len(b)] if len(a) > len(b) else b[len(a)]).render())
 
 
-def _nondeterminism(name: str, seed: int, plan: FaultPlan, first: list[Event],
-                    second: list[Event] | None) -> NonDeterministic:
-    lines = [f"bg.explore({name}): the same example (seed {seed}, the same fault plan and "
-             "choices) behaved differently when run again, so it cannot be shrunk or replayed."]
+def _nondeterminism(report: ExploreReport, plan: FaultPlan, first: list[Event],
+                    second: list[Event] | None,
+                    failing: tuple[FaultPlan, _Outcome] | None = None) -> NonDeterministic:
+    """The non-determinism report, with the first failing example and its token if any."""
+    lines = [f"bg.explore({report.scenario}): the same example (seed {report.seed}, the same "
+             "fault plan and choices) behaved differently when run again, so it cannot be shrunk "
+             "or replayed."]
     if second is not None:
         lines.append(f"digests {_digest(first)[:16]} != {_digest(second)[:16]}; "
                      + _first_difference(first, second))
@@ -585,7 +598,21 @@ def _nondeterminism(name: str, seed: int, plan: FaultPlan, first: list[Event],
     lines.append("fault plan:\n" + _indent(plan.describe()))
     lines.append("Likely causes in the code under test:")
     lines += [f"  - {cause}" for cause in _NONDETERMINISM_CAUSES]
-    return NonDeterministic("\n".join(lines))
+    token = None
+    if failing is not None:
+        f_plan, f_out = failing
+        token = _replay.encode(report.seed, f_plan, f_out.choices, scenario=report.scenario)
+        lines.append(f"The first failing example (example {report.first_failure_at or '?'}, "
+                     "before shrinking) failed so; its replay may not fail the same way again:")
+        lines += [_indent(line) for line in _failure_lines(report, f_plan, f_out, token)]
+        lines.append("  timeline:")
+        lines.append(_indent(_timeline(f_out.events)))
+        lines.append("  replay it with:")
+        lines.append(f'    @pytest.mark.bgwork(replay="{token}")')
+    out = NonDeterministic("\n".join(lines))
+    out.token = token
+    out.error = failing[1].error if failing is not None else None
+    return out
 
 
 def _indent(text: str) -> str:
@@ -987,6 +1014,9 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             settings: hypothesis.settings, seed: int | None, report: ExploreReport) -> None:
     __tracebackhide__ = True
     failures: list[tuple[FaultPlan, _Outcome]] = []
+    #: The first failing example (before shrinking): reported even if shrinking then meets
+    #: non-determinism.
+    first: list[tuple[FaultPlan, _Outcome]] = []
 
     def run(data: st.DataObject) -> None:
         plan = _draw_plan(data, plans)
@@ -1000,6 +1030,8 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             report.first_failure_at = report.first_failure_at or report.examples
             failures.append((plan, out))
             del failures[:-1]
+            if not first:
+                first.append((plan, out))
             raise out.error
 
     key = database_key(scenario, checks)
@@ -1016,13 +1048,15 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     except Flaky:
         if failures:
             plan, out = failures[-1]
-            raise _nondeterminism(report.scenario, report.seed, plan, out.events, None) from None
+            raise _nondeterminism(report, plan, out.events, None,
+                                  first[0] if first else None) from None
         raise
     except Exception as exc:
         if not failures or failures[-1][1].error is not exc:
             raise
         plan, out = failures[-1]
-        _fail(scenario, checks, report, plan, out, replayed=False)
+        _fail(scenario, checks, report, plan, out, replayed=False,
+              first=first[0] if first else None)
 
 
 #: The Hypothesis versions the engine path was run on (inclusive): the test suite, the
@@ -1063,31 +1097,73 @@ def _run_engine(run: Callable[[st.DataObject], None], settings: hypothesis.setti
     _engine.run(run, settings, seed, key)
 
 
-def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
-          out: _Outcome, *, replayed: bool) -> None:
-    __tracebackhide__ = True
-    assert out.error is not None
-    again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
+def _same_failure(a: _Outcome, b: _Outcome) -> bool:
+    """Whether two outcomes failed the same way: the same phase, the same type of error."""
+    return (a.error is not None and b.error is not None and a.phase == b.phase
+            and type(a.error) is type(b.error))
+
+
+def _fired_only(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
+                out: _Outcome) -> tuple[FaultPlan, _Outcome]:
+    """The plan without the rules that never fired, if the example still fails the same way.
+
+    Shrinking keeps a rule whose deletion Hypothesis did not try or whose draws it could not
+    spare; a report naming it would blame a fault that never happened. Re-verified: the
+    smaller plan is kept only when it fails in the same phase with the same type of error.
+    """
+    if len(out.fired) == len(plan):
+        return plan, out
+    fewer = FaultPlan([f for i, f in enumerate(plan) if i in out.fired])
+    trial = _run_example(scenario, checks, report.seed, fewer, ReplayChoices(out.choices),
                          keep_events=True, platform=report.platform)
-    first_digest = _digest(out.events)
-    if _digest(again.events) != first_digest:
-        raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)
-    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario)
+    if _same_failure(trial, out):
+        return fewer, trial
+    return plan, out
+
+
+def _describe_plan(plan: FaultPlan, fired: Sequence[int]) -> str:
+    """The plan, one rule a line, each rule that never fired in this example said so."""
+    if not plan.faults:
+        return "no faults"
+    return "\n".join(f"{i + 1}. {f.describe()}" + ("" if i in fired else " (never fired)")
+                     for i, f in enumerate(plan))
+
+
+def _failure_lines(report: ExploreReport, plan: FaultPlan, out: _Outcome, token: str) -> list[str]:
+    """What failed, where, with which seed, plan and choices (the body of every failure)."""
     error = out.error
     what = str(error) if isinstance(error, CheckFailed) else f"{type(error).__name__}: {error}"
-    head = ("replayed the example from the token" if replayed
-            else f"found a failing example at example {report.first_failure_at} "
-                 f"({report.examples} run in all, shrinking included), shrunk to "
-                 f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
     non_default = sum(1 for v in out.choices if v)
-    message = "\n".join([
-        f"bg.explore({report.scenario}): {head}.",
+    return [
         f"failed in: {out.phase}",
         _indent(what),
         f"seed: {report.seed}",
         "fault plan:",
-        _indent(plan.describe()),
+        _indent(_describe_plan(plan, out.fired)),
         f"choices: {len(out.choices)} drawn, {non_default} away from the default",
+    ]
+
+
+def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
+          out: _Outcome, *, replayed: bool, first: tuple[FaultPlan, _Outcome] | None = None) -> None:
+    __tracebackhide__ = True
+    assert out.error is not None
+    if not replayed:
+        plan, out = _fired_only(scenario, checks, report, plan, out)
+    again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
+                         keep_events=True, platform=report.platform)
+    first_digest = _digest(out.events)
+    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario)
+    if _digest(again.events) != first_digest:
+        raise _nondeterminism(report, plan, out.events, again.events, first or (plan, out))
+    error = out.error
+    head = ("replayed the example from the token" if replayed
+            else f"found a failing example at example {report.first_failure_at} "
+                 f"({report.examples} run in all, shrinking included), shrunk to "
+                 f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
+    message = "\n".join([
+        f"bg.explore({report.scenario}): {head}.",
+        *_failure_lines(report, plan, out, token),
         f"timeline (digest {first_digest[:16]}, identical on a second run):",
         _timeline(out.events),
         "replay it exactly with:",
