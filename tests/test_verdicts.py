@@ -341,3 +341,69 @@ def test_a_failure_is_reported_with_its_token_even_when_shrinking_meets_nondeter
     assert info.value.token is not None
     assert f'@pytest.mark.bgwork(replay="{info.value.token}")' in text
     assert isinstance(info.value.error, bg.CheckFailed)
+
+
+# -- the platform reaches every entry point -----------------------------------------------------
+PLATFORM_FILE = '''
+import json
+import pytest
+import pytest_bgwork as bg
+
+async def scenario(sim):
+    sim.queues.create("charges")
+
+    async def worker(payload, delivery):
+        sim.effects.record("charge", key=payload["id"])
+
+    sim.queues.route("charges", worker)
+
+    async def app(scope, receive, send):  # the webhook endpoint publishes with the event id
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        event = json.loads(body)
+        await sim.queues.publish("charges", event, idempotency_key=event["id"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    await sim.webhooks.deliver(app, "/hook", {"id": "evt_1"}, times=2)  # delivered twice
+
+def charged_once(sim):
+    print("PLATFORM=" + sim.platform)
+    bg.assert_effects_once(sim, "charge")
+
+MARK
+def test_explore():
+    bg.explore(scenario, checks=[charged_once], seed=1, max_examples=3)
+
+test_explore_fuzz = MARKED(bg.explore_test(scenario, checks=[charged_once], seed=1, max_examples=3))
+'''
+
+
+@pytest.mark.parametrize("how", ["default", "marker", "option", "ini", "argument"])
+def test_the_platform_reaches_explore_and_explore_test_in_a_plain_test(
+        pytester: pytest.Pytester, how: str) -> None:
+    source = PLATFORM_FILE.replace("MARK\n", '@pytest.mark.bgwork(platform="aws")\n'
+                                   if how == "marker" else "")
+    source = source.replace("MARKED(", 'pytest.mark.bgwork(platform="aws")(' if how == "marker"
+                            else "(")
+    if how == "argument":
+        source = source.replace("max_examples=3)", "max_examples=3, platform='aws')")
+    pytester.makepyfile(test_platform=source)
+    if how == "ini":
+        pytester.makeini("[pytest]\nbgwork_platform = aws\nasyncio_default_fixture_loop_scope = function\n")
+    args = ["-p", "no:cacheprovider", "-s"] + (["--bgwork-platform=aws"] if how == "option" else [])
+    result = pytester.runpytest(*args)
+    out = result.stdout.str()
+    if how == "default":  # Agentuity deduplicates the second publish by its idempotency key
+        result.assert_outcomes(passed=2)
+        assert "PLATFORM=agentuity" in out and "PLATFORM=aws" not in out
+        return
+    # SQS standard queues do not: the webhook delivered twice charges twice, and both find it
+    result.assert_outcomes(failed=2)
+    assert "PLATFORM=aws" in out and "PLATFORM=agentuity" not in out
+    result.stdout.fnmatch_lines(["*assert_effects_once('charge'): expected each key's 'charge' "
+                                 "effect exactly once; 1 key had it more than once:"])
