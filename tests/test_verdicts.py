@@ -407,3 +407,39 @@ def test_the_platform_reaches_explore_and_explore_test_in_a_plain_test(
     assert "PLATFORM=aws" in out and "PLATFORM=agentuity" not in out
     result.stdout.fnmatch_lines(["*assert_effects_once('charge'): expected each key's 'charge' "
                                  "effect exactly once; 1 key had it more than once:"])
+
+
+# -- the fault point ``http`` is the network, not an in-process app -----------------------------
+async def _asgi_ok(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("kind", ["adapters.asgi.transport", "httpx.ASGITransport"])
+def test_an_http_fault_does_not_fail_a_request_to_an_in_process_app(kind: str) -> None:
+    import httpx
+
+    from pytest_bgwork.adapters import asgi
+
+    sim = bg.Simulation(seed=1)
+    sim.faults.fail("http", on_call=None)
+    sim.faults.http("https://api.mail.example/*", status=503, on_call=None)
+    got: list[int] = []
+
+    async def main() -> None:
+        transport: httpx.AsyncBaseTransport = (
+            asgi.transport(_asgi_ok, sim) if kind == "adapters.asgi.transport"
+            else httpx.ASGITransport(app=_asgi_ok))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as client:
+            got.append((await client.post("/orders")).status_code)
+        async with httpx.AsyncClient() as outbound:  # the network still fails
+            with pytest.raises(httpx.ConnectError):
+                await outbound.get("https://api.mail.example/send")
+
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
+    assert got == [200]
+    assert sim.faults.calls("http") == 1

@@ -907,6 +907,32 @@ _in_async_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+def _in_process(frame: types.FrameType | None) -> bool:
+    """Whether the httpx client sending the request now sends it to an in-process app.
+
+    respx answers at the client (``_transport_for_url``), before the transport: so look up
+    the stack for the client's ``_send_single_request`` and at the transport it picked. An
+    ``httpx.ASGITransport``/``WSGITransport``, or any transport holding an ``app`` (the
+    adapters' ASGI transport), reaches no network.
+    """
+    import httpx
+
+    while frame is not None:
+        if frame.f_code.co_name == "_send_single_request":
+            transport = frame.f_locals.get("transport")
+            if transport is None:
+                return False
+            for inner in getattr(transport, "transports", (transport,)):
+                if isinstance(inner, httpx.ASGITransport | httpx.WSGITransport) or (
+                        not isinstance(inner, httpx.HTTPTransport | httpx.AsyncHTTPTransport
+                                       | httpx.MockTransport)
+                        and getattr(inner, "app", None) is not None):
+                    return True
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _start_http_router(injector: FaultInjector) -> Any:
     """A respx router at the front of httpx's transports that applies ``injector``'s rules.
 
@@ -936,8 +962,11 @@ def _start_http_router(injector: FaultInjector) -> Any:
         return result if result is not None else (None if others() else request)
 
     def side_effect(request: Any) -> Any:
-        # queue deliveries to an in-process app are the platform's calls, not the app's
-        if context.active() is not injector._sim or request.url.host == "bgwork.invalid":
+        # queue deliveries to an in-process app are the platform's calls, not the app's; a
+        # request to an in-process app (httpx.ASGITransport, adapters.asgi.transport) is not
+        # outbound: the fault point ``http`` is the network
+        if (context.active() is not injector._sim or request.url.host == "bgwork.invalid"
+                or _in_process(_getframe(1))):
             return None if others() else request
         if _in_async_handler.get():
             async def run() -> Any:
