@@ -108,12 +108,13 @@ def test_fault_plans_stay_inside_their_arguments(plan: FaultPlan) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_faults": -1}, ValueError, "max_faults=...) expects an int >= 0; got -1"),
+        ({"max_faults": -1}, ValueError, "max_faults=...) expects an int from 0 to 100 "
+                                         "(MAX_FAULTS); got -1"),
         ({"points": "kv.set"}, TypeError, "points= expects a list of names, e.g. ['kv.set']"),
         ({"points": ["kv set"]}, ValueError, "points= must be a fault point"),
         ({"kinds": ["explode"]}, ValueError, "kinds= may hold fail, crash"),
         ({"queues": []}, ValueError, "queues= must not be empty"),
-        ({"max_on_call": 0}, ValueError, "max_on_call= expects an int >= 1; got 0"),
+        ({"max_on_call": 0}, ValueError, "max_on_call=...) expects an int >= 1 or None; got 0"),
     ],
 )
 def test_fault_plans_reject_bad_arguments(kwargs: dict[str, Any], error: type[Exception],

@@ -443,3 +443,62 @@ def test_an_http_fault_does_not_fail_a_request_to_an_in_process_app(kind: str) -
         sim.close()
     assert got == [200]
     assert sim.faults.calls("http") == 1
+
+
+# -- on_call, max_on_call, max_faults -------------------------------------------------------------
+def _calls_drawn(learned: dict[str, int] | None, n: int = 300, **kwargs: Any) -> set[int | None]:
+    from hypothesis import strategies as st
+
+    from pytest_bgwork.strategies import learned_points
+
+    seen: set[int | None] = set()
+
+    @hypothesis.seed(1)
+    @hypothesis.settings(database=None, max_examples=n, phases=[hypothesis.Phase.generate],
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(st.data())
+    def draw(data: st.DataObject) -> None:
+        token = learned_points.set(learned)
+        try:
+            plan = data.draw(bgst.fault_plans(max_faults=1, points=["kv.get"], kinds=["crash"],
+                                              **kwargs))
+        finally:
+            learned_points.reset(token)
+        seen.update(f.on_call for f in plan)
+
+    draw()
+    return seen
+
+
+def test_on_call_is_drawn_among_every_call_the_clean_run_made() -> None:
+    seen = _calls_drawn({"kv.get": 17})
+    assert max(c for c in seen if c is not None) > 10  # was never past 3
+    assert seen <= set(range(1, 18))
+    assert _calls_drawn({"kv.get": 17}, max_on_call=5) <= {1, 2, 3, 4, 5}
+    assert _calls_drawn(None) <= {1, 2, 3}  # outside explore: DEFAULT_MAX_ON_CALL
+    assert max(c for c in _calls_drawn(None, max_on_call=8) if c is not None) > 3
+
+
+def test_on_call_shrinks_toward_call_1() -> None:
+    from pytest_bgwork.strategies import learned_points
+
+    token = learned_points.set({"kv.get": 17})
+    try:
+        plan = hypothesis.find(bgst.fault_plans(points=["kv.get"], kinds=["crash"]),
+                               lambda p: any((f.on_call or 0) >= 9 for f in p), settings=QUIET)
+    finally:
+        learned_points.reset(token)
+    assert [f.on_call for f in plan] == [9]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_faults": 100001}, "fault_plans(max_faults=...) expects an int from 0 to 100 "
+                             "(MAX_FAULTS); got 100001."),
+    ({"max_on_call": 0}, "fault_plans(max_on_call=...) expects an int >= 1 or None; got 0."),
+    ({"max_on_call": True}, "fault_plans(max_on_call=...) expects an int >= 1 or None; got True."),
+])
+def test_fault_plans_refuse_numbers_past_their_limits(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        bgst.fault_plans(**kwargs)
+    assert str(info.value).startswith(message)
+    assert bgst.MAX_FAULTS == 100

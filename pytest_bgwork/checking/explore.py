@@ -924,12 +924,14 @@ def explore_test(
         # resolved when the test runs: its marker, --bgwork-platform or ini bgwork_platform
         report.platform = _platform(platform, "explore_test")
         wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
-        token_var = learned_points.set(_learn(scenario, report.seed, report, check_list))
         try:
-            with _heap_frozen():
-                given()
+            token_var = learned_points.set(_learn(scenario, report.seed, report, check_list))
+            try:
+                with _heap_frozen():
+                    given()
+            finally:
+                learned_points.reset(token_var)
         finally:
-            learned_points.reset(token_var)
             wall_clock.stop()
 
     test.__name__ = test.__qualname__ = f"test_explore_{ident}"
