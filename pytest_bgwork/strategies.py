@@ -197,10 +197,9 @@ def fault_plans(
         cells = modes[(draw(wide) - _OFFSET) % len(modes)]
         cell = cells[(draw(wide) - _OFFSET) % len(cells)] if len(cells) > 1 else cells[0]
         made = learned.get(cell[1]) if learned else None  # the calls the clean run made there
-        if made is None:
-            calls = max_on_call or DEFAULT_MAX_ON_CALL
-        else:
-            calls = min(made, max_on_call) if max_on_call else made
+        calls = made if made is not None else DEFAULT_MAX_ON_CALL
+        if max_on_call is not None:  # a cap; outside explore, the range itself
+            calls = min(calls, max_on_call) if made is not None else max_on_call
         call = 1 + (draw(wide) - _OFFSET) % calls if calls > 1 else 1
         return build(cell, call, 0 if cell[0] == "crash" else (draw(wide) - _OFFSET))
 

@@ -29,7 +29,8 @@ def test_token_round_trips_seed_plan_choices_and_scenario() -> None:
     assert token.startswith("bgwork1:")
     assert re.fullmatch(r"bgwork1:[A-Za-z0-9_-]+", token)
     back = replay.decode(token)
-    assert back == replay.Replay(7, plan, (0, 3, 0.25), "test_x.<locals>.scenario")
+    assert back == replay.Replay(7, plan, (0, 3, 0.25), "test_x.<locals>.scenario",
+                                 version=bg.__version__)
 
 
 def test_token_without_choices_means_seeded_choices() -> None:

@@ -3,7 +3,11 @@ the platform at every entry point, unfired rules, non-determinism after a failur
 
 from __future__ import annotations
 
-import textwrap
+import base64
+import contextlib
+import json
+import pathlib
+import zlib
 from typing import Any
 
 import hypothesis
@@ -104,10 +108,8 @@ def test_scenario_errors_fail_makes_every_escaping_error_fail_the_example() -> N
 
 def test_an_error_of_the_scenarios_own_still_fails_the_example() -> None:
     async def buggy(sim: bg.Simulation) -> None:
-        try:
+        with contextlib.suppress(ConnectionError):
             await sim.kv.set("orders", "o1", {"kind": "placed"})
-        except ConnectionError:
-            pass
         raise LookupError("the driver's own bug")
 
     with pytest.raises(bg.ExplorationFailed) as info:
@@ -502,3 +504,91 @@ def test_fault_plans_refuse_numbers_past_their_limits(kwargs: dict[str, Any], me
         bgst.fault_plans(**kwargs)
     assert str(info.value).startswith(message)
     assert bgst.MAX_FAULTS == 100
+
+
+# -- replay tokens recorded by earlier releases -------------------------------------------------
+TOKENS = json.loads((pathlib.Path(__file__).parent / "fixtures" / "replay_tokens.json").read_text())
+
+
+def _raw_token(data: dict[str, Any]) -> str:
+    """A token holding exactly ``data`` (as an earlier or a later version would write it)."""
+    raw = json.dumps(data).encode()
+    return "bgwork1:" + base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+
+
+async def email_then_status(sim: bg.Simulation) -> None:
+    """The scenario ``fixtures/record_tokens.py`` recorded the tokens with (same name)."""
+    sim.queues.create("orders", visibility_timeout=30, max_retries=2)
+
+    async def worker(payload: Any, delivery: Any) -> None:
+        sim.effects.record("email", key=payload["id"])
+        await sim.kv.set("status", payload["id"], {"kind": "done"})
+
+    sim.queues.route("orders", worker)
+    for order in ("o1", "o2"):
+        await sim.queues.publish("orders", {"id": order}, idempotency_key=order)
+
+
+def emails_once_strict(sim: bg.Simulation) -> None:
+    bg.assert_effects_once(sim, "email")
+
+
+emails_once_strict.__qualname__ = emails_once_strict.__name__ = "emails_once"
+
+
+def _replay(token: str) -> bg.ExplorationFailed:
+    from pytest_bgwork.checking import replay
+
+    with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(email_then_status, checks=[emails_once_strict])
+    return info.value
+
+
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_a_token_recorded_by_0_2_replays_the_recorded_run(seed: str) -> None:
+    recorded = TOKENS["versions"]["0.2.0"][seed]
+    failure = _replay(recorded["token"])
+    assert failure.digest == recorded["digest"]  # the very history 0.2 recorded
+    text = str(failure)
+    assert text.startswith("bg.explore(email_then_status): replayed the example from the token.\n"
+                           "failed in: check emails_once\n")
+    assert "note:" not in text
+
+
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_a_token_recorded_by_0_1_replays_its_plan_and_is_never_nondeterministic(seed: str) -> None:
+    recorded = TOKENS["versions"]["0.1.0"][seed]
+    failure = _replay(recorded["token"])  # ExplorationFailed, not NonDeterministic
+    assert "failed in: check emails_once" in str(failure)
+    assert repr(failure.plan) == recorded["plan"]  # the plan is data: the same faults
+
+
+def test_a_token_whose_choices_this_version_draws_differently_is_refused() -> None:
+    from pytest_bgwork.checking import replay
+
+    old = replay.decode(TOKENS["versions"]["0.2.0"]["1"]["token"])
+    token = _raw_token({"seed": old.seed, "plan": old.plan.to_data(), "choices": [0.5, 7, 3],
+                        "scenario": old.scenario})  # as 0.2 wrote it: no version
+    with replay.activate(token), pytest.raises(replay.ReplayRefused) as info:
+        bg.explore(email_then_status, checks=[emails_once_strict])
+    text = str(info.value)
+    assert text.startswith("bg.explore(email_then_status): the replay token was recorded by "
+                           "pytest-bgwork 0.1 or 0.2 (the token names no version), which drew its "
+                           f"choices differently from this version ({bg.__version__}): replay "
+                           "token choice #1 is 0.5, but the code now asks for an integer in ")
+    assert "Nothing was judged. Record a fresh token: run this test without the replay marker " \
+           "and with --bgwork-seed=1 (or bg.explore(..., seed=1))" in text
+
+
+def test_a_token_names_its_version_and_a_replay_that_differs_says_so() -> None:
+    from pytest_bgwork.checking import replay
+
+    fresh = replay.decode(_replay(TOKENS["versions"]["0.2.0"]["1"]["token"]).token)
+    assert fresh.version == bg.__version__ and fresh.digest is not None
+    changed = replay.encode(fresh.seed, fresh.plan, fresh.choices, scenario=fresh.scenario,
+                            digest="0" * 64)
+    text = str(_replay(changed))
+    assert f"note: this replay's history (digest {fresh.digest}) differs from the one recorded " \
+           f"by pytest-bgwork {bg.__version__} (digest 0000000000000000)" in text
+    with pytest.raises(ValueError, match=r"recorded by pytest-bgwork 99\.0, newer than this one"):
+        replay.decode(_raw_token({"seed": 1, "plan": [], "choices": [], "version": "99.0"}))

@@ -601,7 +601,8 @@ def _nondeterminism(report: ExploreReport, plan: FaultPlan, first: list[Event],
     token = None
     if failing is not None:
         f_plan, f_out = failing
-        token = _replay.encode(report.seed, f_plan, f_out.choices, scenario=report.scenario)
+        token = _replay.encode(report.seed, f_plan, f_out.choices, scenario=report.scenario,
+                               digest=_digest(f_out.events))
         lines.append(f"The first failing example (example {report.first_failure_at or '?'}, "
                      "before shrinking) failed so; its replay may not fail the same way again:")
         lines += [_indent(line) for line in _failure_lines(report, f_plan, f_out, token)]
@@ -970,13 +971,31 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
                        platform=report.platform)
     _tally(report, out)
-    if out.error is not None:
-        _fail(scenario, checks, report, token.plan, out, replayed=True)
+    if choices.mismatch is not None:  # another version's draws: refuse, never NonDeterministic
+        from .. import __version__
+
+        raise _replay.ReplayRefused(
+            f"bg.explore({report.scenario}): the replay token was recorded by "
+            f"{_replay.recorded_by(token)}, which drew its choices differently from this "
+            f"version ({__version__}): {choices.mismatch}. Nothing was judged. Record a fresh "
+            f"token: run this test without the replay marker and with --bgwork-seed={token.seed} "
+            f"(or bg.explore(..., seed={token.seed})), then put the token it prints in "
+            "@pytest.mark.bgwork(replay=...).")
+    notes: list[str] = []
+    if token.digest is not None and _digest(out.events)[:16] != token.digest:
+        notes.append(
+            f"this replay's history (digest {_digest(out.events)[:16]}) differs from the one "
+            f"recorded by {_replay.recorded_by(token)} (digest {token.digest}): the code or "
+            "pytest-bgwork changed since the token was made, so this run is the same plan and "
+            "choices, not the recorded run; explore again for a fresh token")
     if not choices.exhausted:
-        report.warnings.append(
+        notes.append(
             "the replay used fewer choices than the token recorded: the code changed since the "
             "token was made, so this run is not the recorded one; explore again for a fresh token"
         )
+    report.warnings += notes
+    if out.error is not None:
+        _fail(scenario, checks, report, token.plan, out, replayed=True, notes=notes)
 
 
 def _tally(report: ExploreReport, out: _Outcome) -> None:
@@ -1147,7 +1166,8 @@ def _failure_lines(report: ExploreReport, plan: FaultPlan, out: _Outcome, token:
 
 
 def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
-          out: _Outcome, *, replayed: bool, first: tuple[FaultPlan, _Outcome] | None = None) -> None:
+          out: _Outcome, *, replayed: bool, first: tuple[FaultPlan, _Outcome] | None = None,
+          notes: Sequence[str] = ()) -> None:
     __tracebackhide__ = True
     assert out.error is not None
     if not replayed:
@@ -1155,16 +1175,19 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
     again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
                          keep_events=True, platform=report.platform)
     first_digest = _digest(out.events)
-    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario)
+    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario,
+                           digest=first_digest)
     if _digest(again.events) != first_digest:
         raise _nondeterminism(report, plan, out.events, again.events, first or (plan, out))
     error = out.error
+    assert error is not None
     head = ("replayed the example from the token" if replayed
             else f"found a failing example at example {report.first_failure_at} "
                  f"({report.examples} run in all, shrinking included), shrunk to "
                  f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
     message = "\n".join([
         f"bg.explore({report.scenario}): {head}.",
+        *(f"note: {note}" for note in notes),
         *_failure_lines(report, plan, out, token),
         f"timeline (digest {first_digest[:16]}, identical on a second run):",
         _timeline(out.events),

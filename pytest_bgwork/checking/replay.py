@@ -4,6 +4,12 @@ A token holds the simulation seed, the fault plan and the random choices made, a
 ``"bgwork1:" + urlsafe base64(zlib(JSON))``. ``@pytest.mark.bgwork(replay=token)``
 replays it: ``bg.explore`` runs just that example; a plain ``bgwork`` test gets the
 seed and plan applied to its simulation.
+
+Since 0.3 a token also names the version that recorded it (``version``) and the digest of
+the history it recorded (``digest``): a replay whose history differs says so, naming
+that version. Tokens of 0.1 and 0.2 hold neither; they are replayed the same way (the plan
+is data, the choices are read in order), and a choice that no longer fits refuses the
+token, naming the version and how to record a fresh one; never ``NonDeterministic``.
 """
 
 from __future__ import annotations
@@ -26,14 +32,26 @@ from ..core.faults import Fault, FaultPlan
 if TYPE_CHECKING:
     from ..simulation import Simulation
 
-__all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "apply", "decode", "encode", "mark_replayed",
-           "replayed"]
+__all__ = ["PREFIX", "Replay", "ReplayChoices", "ReplayMismatch", "ReplayRefused", "apply", "decode",
+           "encode", "mark_replayed", "recorded_by", "replayed"]
 
 PREFIX = "bgwork1:"
+#: What the token of a version before 0.3 (which recorded no version) is said to come from.
+LEGACY = "pytest-bgwork 0.1 or 0.2 (the token names no version)"
 
 
 class ReplayMismatch(BgworkError):
     """The code asked for a choice the replay token cannot give: the code changed since."""
+
+
+class ReplayRefused(BgworkError):
+    """A replay token this version cannot replay as recorded (another version drew it)."""
+
+
+def _this_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,15 @@ class Replay:
     plan: FaultPlan
     choices: tuple[int | float, ...] | None = None
     scenario: str | None = None
+    #: The pytest-bgwork version that recorded the token (None: 0.1 or 0.2, which named none).
+    version: str | None = None
+    #: The first 16 hex digits of the recorded history's digest (None: not recorded).
+    digest: str | None = None
+
+
+def recorded_by(replay: Replay) -> str:
+    """``pytest-bgwork X`` for the version that recorded ``replay``."""
+    return f"pytest-bgwork {replay.version}" if replay.version else LEGACY
 
 
 def _plan_data(plan: FaultPlan | Sequence[Fault | dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,10 +85,13 @@ def encode(
     choices: Sequence[int | float] | None = None,
     *,
     scenario: str | None = None,
+    digest: str | None = None,
 ) -> str:
     """A compact token for ``seed``, ``plan`` and the recorded ``choices`` (``None``: seeded).
 
-    ``scenario`` (the explored function's qualified name) marks a token as ``explore``'s.
+    ``scenario`` (the explored function's qualified name) marks a token as ``explore``'s;
+    ``digest`` is the recorded history's (its first 16 hex digits are kept). The token also
+    names this version, so a later one can say which recorded it.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"encode(seed=...) expects an int; got {seed!r}")
@@ -74,6 +104,9 @@ def encode(
         data["choices"] = values
     if scenario is not None:
         data["scenario"] = scenario
+    if digest is not None:
+        data["digest"] = digest[:16]
+    data["version"] = _this_version()
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     return PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
@@ -94,6 +127,8 @@ def decode(token: str) -> Replay:
         plan = FaultPlan(data.get("plan", []))
         choices = data.get("choices")
         scenario = data.get("scenario")
+        version = data.get("version")
+        digest = data.get("digest")
     except (binascii.Error, zlib.error, ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"replay= token is damaged ({type(exc).__name__}: {exc}); copy it again whole "
@@ -107,7 +142,30 @@ def decode(token: str) -> Replay:
         ):
             raise ValueError("replay= token holds bad choices; copy it again from the report")
         choices = tuple(choices)
-    return Replay(seed, plan, choices, scenario if isinstance(scenario, str) else None)
+    if version is not None and not isinstance(version, str):
+        raise ValueError(f"replay= token holds a bad version {version!r}; copy it again from the report")
+    if version is not None and _newer(version, _this_version()):
+        raise ValueError(
+            f"replay= token was recorded by pytest-bgwork {version}, newer than this one "
+            f"({_this_version()}), whose draws this version cannot know: upgrade pytest-bgwork, "
+            f"or record a fresh token with this version (run the exploration again with "
+            f"--bgwork-seed={seed} and use the token it prints)")
+    return Replay(seed, plan, choices, scenario if isinstance(scenario, str) else None,
+                  version, digest if isinstance(digest, str) else None)
+
+
+def _newer(a: str, b: str) -> bool:
+    """Whether version ``a`` is later than ``b`` (numeric parts compared; others ignored)."""
+    def parts(v: str) -> tuple[int, ...]:
+        out = []
+        for bit in v.split("."):
+            digits = "".join(ch for ch in bit if ch.isdigit()) if bit[:1].isdigit() else ""
+            if not digits:
+                break
+            out.append(int(digits))
+        return tuple(out)
+
+    return parts(a) > parts(b)
 
 
 class ReplayChoices:
@@ -120,6 +178,8 @@ class ReplayChoices:
         self._recorded = list(recorded)
         self._next = 0
         self.values: list[int | float] = []
+        #: The first choice that did not fit, if any (the replay is then not the recorded run).
+        self.mismatch: ReplayMismatch | None = None
 
     def _take(self) -> int | float | None:
         if self._next >= len(self._recorded):
@@ -135,7 +195,7 @@ class ReplayChoices:
         if value is None:
             value = lo
         if not isinstance(value, int) or not lo <= value <= hi:
-            raise ReplayMismatch(
+            raise self._mismatch(
                 f"replay token choice #{self._next} is {value!r}, but the code now asks for an "
                 f"integer in [{lo}, {hi}] ({label or 'unlabelled'}): the code changed since the "
                 "token was made; run the exploration again for a fresh token"
@@ -148,13 +208,19 @@ class ReplayChoices:
         if value is None:
             value = 0.0
         if not 0.0 <= value < 1.0:
-            raise ReplayMismatch(
+            raise self._mismatch(
                 f"replay token choice #{self._next} is {value!r}, but the code now asks for a "
                 f"fraction in [0, 1) ({label or 'unlabelled'}): the code changed since the token "
                 "was made; run the exploration again for a fresh token"
             )
         self.values.append(float(value))
         return float(value)
+
+    def _mismatch(self, text: str) -> ReplayMismatch:
+        exc = ReplayMismatch(text)
+        if self.mismatch is None:
+            self.mismatch = exc
+        return exc
 
     @property
     def exhausted(self) -> bool:

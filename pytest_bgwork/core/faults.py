@@ -176,10 +176,8 @@ _RESPONSE_TAG = "bgwork_injected"
 
 def _tag(exc: _E) -> _E:
     """Mark ``exc`` as raised by the fault injector, and return it."""
-    try:
+    with contextlib.suppress(AttributeError, TypeError):  # a type with __slots__: left untagged
         setattr(exc, _TAG, True)
-    except (AttributeError, TypeError):  # an exception type with __slots__: left untagged
-        pass
     return exc
 
 
