@@ -592,3 +592,59 @@ def test_a_token_names_its_version_and_a_replay_that_differs_says_so() -> None:
            f"by pytest-bgwork {bg.__version__} (digest 0000000000000000)" in text
     with pytest.raises(ValueError, match=r"recorded by pytest-bgwork 99\.0, newer than this one"):
         replay.decode(_raw_token({"seed": 1, "plan": [], "choices": [], "version": "99.0"}))
+
+
+# -- the report: logs of the failing example only, effects outside attempts ---------------------
+LOGS_FILE = '''
+import logging
+import hypothesis
+import pytest_bgwork as bg
+from pytest_bgwork import strategies as bgst
+
+log = logging.getLogger("app")
+
+async def scenario(sim):
+    for _ in range(3):
+        try:
+            log.warning("EXAMPLE-LOG sending the email")
+            sim.effects.record("email", key="o1")
+            await sim.kv.set("status", "o1", {"kind": "done"})
+            break
+        except (ConnectionError, TimeoutError):
+            continue
+
+def emails_once(sim):
+    bg.assert_effects_once(sim, "email", allow_empty=True)
+
+def test_explore():
+    bg.explore(scenario, faults=bgst.fault_plans(points=["kv.set"], kinds=["fail"]),
+               checks=[emails_once], seed=3, settings=hypothesis.settings(database=None))
+'''
+
+
+def test_a_failing_exploration_prints_only_the_final_replays_logs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_logs=LOGS_FILE)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- Captured log call -*",
+                                 "WARNING  app:test_logs.py:* EXAMPLE-LOG sending the email"])
+    # the failing example sends the email twice (a retried write): two records, its own only
+    assert result.stdout.str().count("EXAMPLE-LOG sending the email") == 2
+
+
+def test_the_report_does_not_say_no_effect_when_effects_were_recorded_outside_attempts() -> None:
+    async def scenario(sim: bg.Simulation) -> None:
+        sim.queues.create("orders")
+
+        async def worker(payload: Any, delivery: Any) -> None:
+            await sim.kv.set("status", payload["id"], {"kind": "done"})
+
+        sim.queues.route("orders", worker)
+        await sim.queues.publish("orders", {"id": "o1"})
+        sim.effects.record("receipt", key="o1")  # outside any queue attempt
+
+    report = bg.explore(scenario, seed=1, max_examples=2, settings=QUIET, expect_states=[])
+    text = report.summary()
+    assert "recorded no effect)" not in text
+    assert "n/a     a crash after an effect (the scenario recorded no effect inside a queue " \
+           "attempt)" in text

@@ -20,6 +20,7 @@ import functools
 import gc
 import hashlib
 import inspect
+import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -425,7 +426,8 @@ class ExploreReport:
             if not n and (not self.queue_traffic or (key == "crash_after_effect"
                                                      and not self.effects_seen)):
                 lines.append(f"  n/a     {text} (the scenario "
-                             f"{'recorded no effect' if self.queue_traffic else 'used no queue'})")
+                             + ("recorded no effect inside a queue attempt" if self.queue_traffic
+                                else "used no queue") + ")")
                 continue
             lines.append(f"  {'reached' if n else 'never  '} {text}" + (f" ({n} examples)" if n else ""))
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -501,9 +503,47 @@ def _has_schedules(sim: Simulation) -> bool:
 _START = parse_start(None)
 
 
+class _DropLogs(logging.Filter):
+    """A handler filter that drops every record: the logs of an example nobody will read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+_DROP_LOGS = _DropLogs()
+
+
+@contextlib.contextmanager
+def _logs_shown(shown: bool) -> Iterator[None]:
+    """Let the root logger's handlers (pytest's log capture) see this example's records or not.
+
+    A search runs hundreds of examples, each logging its failed tasks' tracebacks: pytest
+    would print every one of them under "Captured log call" (87,290 lines in one run). Only
+    the example a failure reports (its final replay) keeps its logs.
+    """
+    if shown:
+        yield
+        return
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(_DROP_LOGS)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_DROP_LOGS)
+
+
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
-                 latency: bool = True, platform: str = "agentuity") -> _Outcome:
+                 latency: bool = True, platform: str = "agentuity", logs: bool = False) -> _Outcome:
+    with _logs_shown(logs):
+        return _run_one(scenario, checks, seed, plan, choices, keep_events, latency, platform)
+
+
+def _run_one(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
+             choices: HypothesisChoices | ReplayChoices, keep_events: bool,
+             latency: bool, platform: str) -> _Outcome:
     chooser: Choices = choices
     sim = Simulation(seed=seed, start=_START, choices=chooser, platform=platform)
     where = ["set-up"]
@@ -1173,7 +1213,7 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
     if not replayed:
         plan, out = _fired_only(scenario, checks, report, plan, out)
     again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
-                         keep_events=True, platform=report.platform)
+                         keep_events=True, platform=report.platform, logs=True)  # the final replay
     first_digest = _digest(out.events)
     token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario,
                            digest=first_digest)
