@@ -648,3 +648,14 @@ def test_the_report_does_not_say_no_effect_when_effects_were_recorded_outside_at
     assert "recorded no effect)" not in text
     assert "n/a     a crash after an effect (the scenario recorded no effect inside a queue " \
            "attempt)" in text
+
+
+def test_the_clean_run_learns_the_points_the_run_passed_not_those_the_checks_read() -> None:
+    async def scenario(sim: bg.Simulation) -> None:
+        await sim.kv.set("status", "o1", {"kind": "done"})
+
+    async def reads_back(sim: bg.Simulation) -> None:  # a check that calls kv.get itself
+        assert (await sim.kv.get("status", "o1")).data == {"kind": "done"}
+
+    report = bg.explore(scenario, checks=[reads_back], seed=1, max_examples=1, settings=QUIET)
+    assert report.points == ("kv.set",)
