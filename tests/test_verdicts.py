@@ -235,11 +235,11 @@ def test_paused_fires_no_rule_and_draws_no_latency_but_counts_the_calls() -> Non
 
     async def main() -> None:
         with sim.faults.paused():
-            assert sim.faults.healed
+            assert sim.faults.is_paused and not sim.faults.healed
             for i in range(3):
                 await sim.kv.set("seed", f"k{i}", i)
         times.append(sim.clock.monotonic())
-        assert not sim.faults.healed
+        assert not sim.faults.is_paused
         with pytest.raises(ConnectionError):
             await sim.kv.set("seed", "k3", 3)
 

@@ -416,7 +416,17 @@ class FaultInjector:
 
     @property
     def healed(self) -> bool:
-        """True once ``heal()`` stopped injecting (rules stay, none fires), or inside ``paused()``."""
+        """True once ``heal()`` stopped injecting (rules stay, none fires)."""
+        return self._healed
+
+    @property
+    def is_paused(self) -> bool:
+        """True inside a ``paused()`` block."""
+        return self._paused > 0
+
+    @property
+    def _off(self) -> bool:
+        """No rule fires and no latency is drawn: healed, or inside ``paused()``."""
         return self._healed or self._paused > 0
 
     @healed.setter
@@ -454,7 +464,7 @@ class FaultInjector:
 
     def _reopen(self) -> None:
         """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
-        self._open = (not (self._rules or self._latency) or self.healed) and self._watch is None
+        self._open = (not (self._rules or self._latency) or self._off) and self._watch is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -581,7 +591,7 @@ class FaultInjector:
                          f"{name_error('', 'queue', f.queue, known)}")
             else:
                 line += f": {f.point or 'its point'} was entered {self.calls(f.point or '')} " \
-                        "time(s)" + (" while rules were healed" if self.healed else "")
+                        "time(s)" + (" while rules were healed" if self._healed else "")
             lines.append(line)
         return lines
 
@@ -668,7 +678,7 @@ class FaultInjector:
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
             raise _tag(cls(str(exc) or type(exc).__name__, request=request)) from exc
-        if self.healed:
+        if self._off:
             return None
         return self._http_rules(request)
 
@@ -754,7 +764,7 @@ class FaultInjector:
             await self._crash(attempt)
         if call:
             lat = self._latency
-            if lat and not self.healed:
+            if lat and not self._off:
                 step = self._sim.choices.integer(0, 1000, "latency")
                 if _sync_call.get():  # a blocking client holds the loop: time passes, nothing else runs
                     self._sim.clock.advance_to(self._sim.clock.monotonic() + step * lat / 1000)
@@ -766,7 +776,7 @@ class FaultInjector:
                     await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
-        if not self._rules or self.healed:
+        if not self._rules or self._off:
             return
         scoped = 0
         if queue is not None:
@@ -869,7 +879,7 @@ class FaultInjector:
         ``overlap=False`` counts the copies that follow each other's ack, ``True`` those
         that start together.
         """
-        if self.healed:
+        if self._off:
             return 1
         total = 1
         for rule in self._rules:
@@ -971,7 +981,7 @@ def _start_http_router(injector: FaultInjector) -> Any:
                 return decide(await injector._on_http_async(request), request)
 
             return run()
-        return decide(None if injector.healed else injector._http_rules(request), request)
+        return decide(None if injector._off else injector._http_rules(request), request)
 
     router.route().mock(side_effect=side_effect)
     router.start()
