@@ -419,6 +419,11 @@ class FaultInjector:
         """True once ``heal()`` stopped injecting (rules stay, none fires)."""
         return self._healed
 
+    @healed.setter
+    def healed(self, value: bool) -> None:
+        self._healed = value
+        self._reopen()
+
     @property
     def is_paused(self) -> bool:
         """True inside a ``paused()`` block."""
@@ -428,11 +433,6 @@ class FaultInjector:
     def _off(self) -> bool:
         """No rule fires and no latency is drawn: healed, or inside ``paused()``."""
         return self._healed or self._paused > 0
-
-    @healed.setter
-    def healed(self, value: bool) -> None:
-        self._healed = value
-        self._reopen()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
