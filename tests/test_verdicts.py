@@ -659,3 +659,29 @@ def test_the_clean_run_learns_the_points_the_run_passed_not_those_the_checks_rea
 
     report = bg.explore(scenario, checks=[reads_back], seed=1, max_examples=1, settings=QUIET)
     assert report.points == ("kv.set",)
+
+
+@pytest.mark.parametrize("own_bug", [False, True])
+def test_a_task_manager_task_follows_the_same_rule(own_bug: bool) -> None:
+    sim = bg.Simulation(seed=1)
+    sim.faults.fail("kv.set", on_call=1)
+
+    async def save_memory() -> None:
+        if own_bug:
+            raise KeyError("thread_id")
+        await sim.kv.set("memory", "t1", {"facts": []})
+
+    async def main() -> None:
+        sim.task_manager.create_task(save_memory(), name="save_memory")
+        await sim.run_until_idle()
+
+    try:
+        sim.run(main())
+        assert [r.status for r in sim.task_manager.tasks] == ["failed"]
+        if own_bug:
+            with pytest.raises(bg.CheckFailed, match="task-manager task save_memory"):
+                bg.assert_no_task_errors(sim)
+        else:
+            bg.assert_no_task_errors(sim)
+    finally:
+        sim.close()
