@@ -685,3 +685,45 @@ def test_a_task_manager_task_follows_the_same_rule(own_bug: bool) -> None:
             bg.assert_no_task_errors(sim)
     finally:
         sim.close()
+
+
+# -- keyed draws: a new kind of draw does not shift the old ones --------------------------------
+NEW_DRAW = {"on": False}
+
+
+async def jittered(sim: bg.Simulation) -> None:
+    if NEW_DRAW["on"]:  # a later version's new kind of draw, before the others
+        sim.choices.integer(0, 9, "a.new.kind")
+    for key in ("a", "b"):
+        await sim.kv.set("jitter", key, sim.choices.integer(0, 100, "jitter"))
+
+
+def small_jitter(sim: bg.Simulation) -> None:
+    if sum(sim.kv.items("jitter").values()) > 60:
+        raise bg.CheckFailed("jitter too big")
+
+
+def test_a_token_keeps_its_draws_by_kind_so_a_new_kind_does_not_shift_them() -> None:
+    from pytest_bgwork.checking import replay
+
+    NEW_DRAW["on"] = False
+    with pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(jittered, checks=[small_jitter], seed=2, settings=QUIET)
+    recorded = info.value
+    keyed = replay.decode(recorded.token).keyed
+    assert keyed is not None and sum(keyed["jitter"]) == 61
+    NEW_DRAW["on"] = True
+    try:
+        again = _replay_with(recorded.token, jittered, small_jitter)
+    finally:
+        NEW_DRAW["on"] = False
+    assert again.digest == recorded.digest  # the same history: the jitter draws did not shift
+    assert "note:" not in str(again)
+
+
+def _replay_with(token: str, scenario: Any, check: Any) -> bg.ExplorationFailed:
+    from pytest_bgwork.checking import replay
+
+    with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
+        bg.explore(scenario, checks=[check])
+    return info.value

@@ -288,6 +288,8 @@ class HypothesisChoices:
         self._conjecture = conjecture if hasattr(conjecture, "start_span") else None
         self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
+        #: Each choice's kind of draw (its label), for a token keyed by kind.
+        self.labels: list[str] = []
         # Latencies are drawn for as many service calls as the clean run passed points; later
         # calls (the retries a fault caused) take none. So a plan that causes more calls draws no
         # more choices than its neighbour: Hypothesis's mutations, which copy one example's
@@ -317,6 +319,7 @@ class HypothesisChoices:
         if label == "latency" and self._latencies_left is not None:
             if self._latencies_left <= 0:
                 self.values.append(lo)
+                self.labels.append(label)
                 return lo
             self._latencies_left -= 1
         value: int = lo
@@ -340,11 +343,13 @@ class HypothesisChoices:
                 except (StopTest, Frozen) as exc:
                     self.stopped, value = exc, lo
         self.values.append(value)
+        self.labels.append(label)
         return value
 
     def fraction(self, label: str = "") -> float:
         value: float = self._draw(_FLOATS, 0.0)
         self.values.append(value)
+        self.labels.append(label)
         return value
 
 
@@ -452,6 +457,8 @@ class _Outcome:
     ingredients: frozenset[str] = frozenset()
     #: The indexes of the plan's rules that fired in this example.
     fired: tuple[int, ...] = ()
+    #: Each choice's kind of draw (its label), for a token keyed by kind.
+    labels: list[str] = field(default_factory=list)
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -565,7 +572,8 @@ def _run_one(scenario: Scenario, checks: Sequence[Check], seed: int, plan: Fault
                     interesting_states(events) if "queue" in ingredients else set(),
                     list(choices.values), "queue" in ingredients, _AFTER_EFFECT in ingredients,
                     dict(sorted((calls or sim.faults._calls).items())), ingredients,
-                    tuple(i for i, f in enumerate(plan) if sim.faults._fired.get(id(f))))
+                    tuple(i for i, f in enumerate(plan) if sim.faults._fired.get(id(f))),
+                    list(choices.labels))
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -644,7 +652,7 @@ def _nondeterminism(report: ExploreReport, plan: FaultPlan, first: list[Event],
     if failing is not None:
         f_plan, f_out = failing
         token = _replay.encode(report.seed, f_plan, f_out.choices, scenario=report.scenario,
-                               digest=_digest(f_out.events))
+                               digest=_digest(f_out.events), labels=f_out.labels)
         lines.append(f"The first failing example (example {report.first_failure_at or '?'}, "
                      "before shrinking) failed so; its replay may not fail the same way again:")
         lines += [_indent(line) for line in _failure_lines(report, f_plan, f_out, token)]
@@ -1009,7 +1017,7 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     __tracebackhide__ = True
     report.replayed = True
     report.seed = token.seed
-    choices = ReplayChoices(token.choices or ())
+    choices = ReplayChoices.of(token)
     out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
                        platform=report.platform)
     _tally(report, out)
@@ -1218,7 +1226,7 @@ def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: 
                          keep_events=True, platform=report.platform, logs=True)  # the final replay
     first_digest = _digest(out.events)
     token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario,
-                           digest=first_digest)
+                           digest=first_digest, labels=out.labels)
     if _digest(again.events) != first_digest:
         raise _nondeterminism(report, plan, out.events, again.events, first or (plan, out))
     error = out.error
