@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time names load lazily
     from .checking.checks import (
+        NothingToCheck,
         assert_drained,
         assert_effects_once,
         assert_idempotent,
@@ -75,6 +76,7 @@ __all__ = [
     "Message",
     "NonDeterministic",
     "NotRunning",
+    "NothingToCheck",
     "PublishResult",
     "RuntimeShuttingDown",
     "Simulation",
@@ -130,6 +132,7 @@ _EXPORTS: dict[str, str] = {
     "Message": ".services.queues",
     "NonDeterministic": ".checking.explore",
     "NotRunning": ".core.errors",
+    "NothingToCheck": ".checking.checks",
     "PublishResult": ".services.queues",
     "RuntimeShuttingDown": ".core.errors",
     "Simulation": ".simulation",
