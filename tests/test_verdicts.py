@@ -93,6 +93,9 @@ def test_an_injected_error_escaping_the_scenario_is_recorded_and_the_example_goe
     report = bg.explore(save_order, faults=KV_SET_FAILS, checks=[work_ran], seed=1,
                         max_examples=30, settings=QUIET, expect_states=[])
     assert report.examples == 30
+    assert 0 < report.scenario_errors < 30
+    assert f"  {report.scenario_errors} example(s): the scenario saw an injected error (recorded " \
+           "as scenario.error; the example went on)" in report.summary()
     recorded = [errs for errs in seen_errors if errs]
     assert recorded, "some example failed the scenario's kv.set"
     assert recorded[0] == [{"injected": True, "error": "ConnectionError: injected fault"}] or \

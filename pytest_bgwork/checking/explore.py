@@ -409,6 +409,8 @@ class ExploreReport:
         return _REACHABLE[state] <= self.ingredients
     #: The platform every example's simulation models (its services' default profiles).
     platform: str = "agentuity"
+    #: Examples whose scenario saw an injected error (recorded as ``scenario.error``).
+    scenario_errors: int = 0
 
     @property
     def examples_per_second(self) -> float:
@@ -435,6 +437,9 @@ class ExploreReport:
                                 else "used no queue") + ")")
                 continue
             lines.append(f"  {'reached' if n else 'never  '} {text}" + (f" ({n} examples)" if n else ""))
+        if self.scenario_errors:
+            lines.append(f"  {self.scenario_errors} example(s): the scenario saw an injected error "
+                         "(recorded as scenario.error; the example went on)")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -459,6 +464,8 @@ class _Outcome:
     fired: tuple[int, ...] = ()
     #: Each choice's kind of draw (its label), for a token keyed by kind.
     labels: list[str] = field(default_factory=list)
+    #: Whether the scenario saw an injected error (``scenario.error``).
+    scenario_error: bool = False
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -466,7 +473,7 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
-                  where: list[str], calls: dict[str, int]) -> None:
+                  where: list[str], calls: dict[str, int], client_errors: list[str]) -> None:
     where[0] = "scenario"
     try:
         await scenario(sim)
@@ -477,6 +484,7 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
             raise
         sim.history.record("scenario", "error", "fail", injected=True,
                            error=f"{type(exc).__name__}: {exc}")
+        client_errors.append(type(exc).__name__)
     where[0] = "the scenario's work, faults on (run_until_idle)"
     with contextlib.suppress(Stalled):  # still busy after the fault window: heal and go on
         await sim.run_until_idle(max_time=FAULT_WINDOW)
@@ -556,12 +564,13 @@ def _run_one(scenario: Scenario, checks: Sequence[Check], seed: int, plan: Fault
     sim = Simulation(seed=seed, start=_START, choices=chooser, platform=platform)
     where = ["set-up"]
     calls: dict[str, int] = {}
+    client_errors: list[str] = []
     error: BaseException | None = None
     try:
         sim.faults.apply(plan)
         if latency:
             sim.faults.apply([LATENCY])
-        sim.run(_phases(sim, scenario, checks, where, calls))
+        sim.run(_phases(sim, scenario, checks, where, calls, client_errors))
     except Exception as exc:
         error = exc
     finally:
@@ -573,7 +582,7 @@ def _run_one(scenario: Scenario, checks: Sequence[Check], seed: int, plan: Fault
                     list(choices.values), "queue" in ingredients, _AFTER_EFFECT in ingredients,
                     dict(sorted((calls or sim.faults._calls).items())), ingredients,
                     tuple(i for i, f in enumerate(plan) if sim.faults._fired.get(id(f))),
-                    list(choices.labels))
+                    list(choices.labels), bool(client_errors))
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -1055,6 +1064,7 @@ def _tally(report: ExploreReport, out: _Outcome) -> None:
     report.ingredients |= out.ingredients
     for state in out.states:
         report.states[state] += 1
+    report.scenario_errors += out.scenario_error
 
 
 def _draw_plan(data: st.DataObject, plans: st.SearchStrategy[FaultPlan]) -> FaultPlan:
