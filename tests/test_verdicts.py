@@ -730,3 +730,48 @@ def _replay_with(token: str, scenario: Any, check: Any) -> bg.ExplorationFailed:
     with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
         bg.explore(scenario, checks=[check])
     return info.value
+
+
+SCENARIO_ERROR_FILE = '''
+import pytest_bgwork as bg
+from pytest_bgwork import strategies as bgst
+
+async def place_order(sim):
+    sim.queues.create("orders")
+
+    async def pack(payload, delivery):
+        sim.effects.record("packed", key=payload["id"])
+
+    sim.queues.route("orders", pack)
+    await sim.queues.publish("orders", {"id": "o1"})
+    await sim.kv.set("orders", "o1", {"kind": "placed"})  # the client does not catch errors
+
+def packed(sim):
+    bg.assert_effects_once(sim, "packed", keys=["o1"])
+
+FAULTS = bgst.fault_plans(points=["kv.set"], kinds=["fail"])
+
+def test_lenient():
+    bg.explore(place_order, faults=FAULTS, checks=[packed], seed=1, max_examples=30)
+
+test_lenient_fuzz = bg.explore_test(place_order, faults=FAULTS, checks=[packed], seed=1,
+                                    max_examples=30)
+
+def test_strict():
+    bg.explore(place_order, faults=FAULTS, checks=[packed], seed=1, max_examples=30,
+               scenario_errors="fail")
+
+test_strict_fuzz = bg.explore_test(place_order, faults=FAULTS, checks=[packed], seed=1,
+                                   max_examples=30, scenario_errors="fail")
+'''
+
+
+def test_a_client_error_passes_explore_and_explore_test_unless_strict(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_orders=SCENARIO_ERROR_FILE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W",
+                                "ignore::pytest_bgwork.ExploreCoverageWarning")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*failed in: scenario", "*ConnectionError: injected fault"])
+    assert "FAILED test_orders.py::test_strict" in result.stdout.str()
+    assert "FAILED test_orders.py::test_strict_fuzz" in result.stdout.str()
