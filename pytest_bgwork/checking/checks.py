@@ -216,7 +216,8 @@ def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None =
 
     A duplicate shows every attempt that did it, and their timeline. No effect named
     ``name`` at all fails too (a misspelt name would pass vacuously), naming the effects
-    that were recorded; ``allow_empty=True`` says none is expected.
+    that were recorded; ``allow_empty=True`` says none is expected. Inside ``bg.explore``
+    that is judged once, on the clean run; in faulty examples absence is no failure.
     """
     __tracebackhide__ = True
     _check_sim(sim, "assert_effects_once(sim, name)")
@@ -283,7 +284,9 @@ def assert_status_terminal(
     A stuck key is named with its status history and who wrote each value; so is a key
     whose TTL ran out while its status was not terminal (a poller then gets "not
     found"). A namespace that never had a key fails (a misspelt namespace would pass
-    vacuously), naming those that did; ``allow_empty=True`` says none is expected.
+    vacuously), naming those that did; ``allow_empty=True`` says none is expected. Inside
+    ``bg.explore`` that is judged once, on the clean run; in faulty examples absence is no
+    failure.
     """
     __tracebackhide__ = True
     _check_sim(sim, "assert_status_terminal(sim, ns)")

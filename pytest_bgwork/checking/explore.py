@@ -789,8 +789,10 @@ def explore(
     ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
 
-    Before the search a clean run (no fault, no latency) learns the fault points the
-    scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
+    Before the search a clean run (no fault, no latency) runs the checks, which judge
+    vacuity there once (a check whose effect name or namespace never appears is refused
+    before the search, ``bg.NothingToCheck``; in faulty examples absence is no failure), and
+    learns the fault points the scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
     example draws a latency (up to ``LATENCY_MAX``, shrinking to 0) for each service call,
     as many as the fault points the clean run passed; later calls (retries a fault caused)
     take none.
