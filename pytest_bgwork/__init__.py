@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time names load lazily
     from .checking.checks import (
         IdempotenceReport,
+        NothingToCheck,
         assert_drained,
         assert_effects_once,
         assert_idempotent,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs; at run time n
         UnsupportedFeature,
         UnusedFaultRuleWarning,
     )
-    from .core.faults import Fault, FaultPlan, fault_points, register_fault_point
+    from .core.faults import Fault, FaultPlan, fault_points, is_injected, register_fault_point
     from .core.history import Event, History
     from .core.loop import VirtualEventLoop
     from .services.http import DestinationError
@@ -78,6 +79,7 @@ __all__ = [
     "Message",
     "NonDeterministic",
     "NotRunning",
+    "NothingToCheck",
     "PublishResult",
     "RuntimeShuttingDown",
     "Simulation",
@@ -104,6 +106,7 @@ __all__ = [
     "explore",
     "explore_test",
     "fault_points",
+    "is_injected",
     "register_fault_point",
 ]
 __version__ = "0.2.0"
@@ -134,6 +137,7 @@ _EXPORTS: dict[str, str] = {
     "Message": ".services.queues",
     "NonDeterministic": ".checking.explore",
     "NotRunning": ".core.errors",
+    "NothingToCheck": ".checking.checks",
     "PublishResult": ".services.queues",
     "RuntimeShuttingDown": ".core.errors",
     "Simulation": ".simulation",
@@ -160,6 +164,7 @@ _EXPORTS: dict[str, str] = {
     "explore": ".checking.explore",
     "explore_test": ".checking.explore",
     "fault_points": ".core.faults",
+    "is_injected": ".core.faults",
     "register_fault_point": ".core.faults",
 }
 

@@ -9,6 +9,7 @@ it deduplicates, when a failed attempt comes back, how TTLs behave. ``PLATFORMS`
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 from dataclasses import FrozenInstanceError
@@ -237,6 +238,13 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 def _pick(table: dict[str, object], value: object, what: str, where: str) -> None:
     if not isinstance(value, str) or value not in table:
         raise ValueError(f"{where}: unknown {what} {value!r}; valid: {', '.join(map(repr, table))}")
+
+
+#: The platform the running pytest test resolved (marker, ``--bgwork-platform``, ini
+#: ``bgwork_platform``), set by the plugin around each test call: ``bg.explore`` and
+#: ``explore_test`` read it in tests that have no ``bgwork`` simulation. ``None``: no test.
+test_platform: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "bgwork_test_platform", default=None)
 
 
 def check_platform(platform: object, where: str = "Simulation(platform=...)") -> str:

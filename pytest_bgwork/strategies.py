@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from .core.faults import KINDS, Fault, FaultPlan, _check_point
 
-__all__ = ["DEFAULT_POINTS", "delivery_orders", "fault_plans", "learned_points", "retry_schedules"]
+__all__ = ["DEFAULT_MAX_ON_CALL", "DEFAULT_POINTS", "MAX_FAULTS", "delivery_orders", "fault_plans",
+           "learned_points", "retry_schedules"]
 
 #: Points ``fault_plans`` draws from outside ``bg.explore`` (inside it, by default, the
 #: points a clean run of the scenario passed): the writes that can fail after applying
@@ -26,6 +27,13 @@ DEFAULT_POINTS = (
     "stream.create", "stream.write", "stream.close",
     "http", "webhook.deliver",
 )
+#: The most faults one plan may hold (``fault_plans(max_faults=...)``): drawing a plan costs
+#: time in its size, and a failure needing more faults than this is not one shrinking can
+#: explain.
+MAX_FAULTS = 100
+#: ``on_call`` is drawn from 1 to this outside ``bg.explore`` (inside it, among every call the
+#: clean run made at that point) when ``fault_plans(max_on_call=...)`` is left out.
+DEFAULT_MAX_ON_CALL = 3
 #: Points where an error can come *after* the operation applied (a timeout after the write).
 _WRITES = frozenset({
     "queue.publish", "queue.ack", "queue.extend", "kv.set", "kv.delete",
@@ -62,12 +70,6 @@ _Cell = tuple[str, str, str | None, bool]
 _ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")
 
 
-def _positive_int(value: object, arg: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{arg}= expects an int >= {minimum}; got {value!r}")
-    return value
-
-
 def _names(values: Iterable[str] | str | None, arg: str, default: Sequence[str]) -> tuple[str, ...]:
     if values is None:
         return tuple(default)
@@ -85,7 +87,7 @@ def fault_plans(
     points: Iterable[str] | None = None,
     queues: Iterable[str] | None = None,
     kinds: Iterable[str] | None = None,
-    max_on_call: int = 3,
+    max_on_call: int | None = None,
     max_hang: float = 900.0,
     max_delay: float = 60.0,
 ) -> st.SearchStrategy[FaultPlan]:
@@ -96,10 +98,12 @@ def fault_plans(
     ``DEFAULT_POINTS``); ``queues`` scope ``crash``/``duplicate``/``hang`` (default
     ``["*"]``, every queue); ``kinds`` chooses among ``fail``, ``crash``, ``duplicate``,
     ``hang``, ``delay`` (default all; earlier kinds are the ones shrinking prefers).
-    ``on_call`` is drawn from 1 to ``max_on_call`` (inside ``bg.explore``, among the calls
-    the clean run made; ``fail``, ``delay`` and ``duplicate`` may also hit every call, which
-    can exhaust retries); hangs last up to ``max_hang`` seconds (enough to pass a
-    visibility timeout), delays up to ``max_delay``.
+    ``on_call`` is drawn uniformly among the calls the clean run of ``bg.explore`` made at
+    that point (outside it, from 1 to ``DEFAULT_MAX_ON_CALL``), shrinking toward call 1;
+    ``max_on_call`` caps it (an int >= 1). ``fail``, ``delay`` and ``duplicate`` may also
+    hit every call, which can exhaust retries. Hangs last up to ``max_hang`` seconds (enough
+    to pass a visibility timeout), delays up to ``max_delay``. ``max_faults`` is at most
+    ``MAX_FAULTS``.
 
     The distribution: the number of faults is uniform in ``0..max_faults``; each fault's
     *mode* is uniform among the kinds plus "fail after the write applied" (when ``fail`` is
@@ -108,9 +112,18 @@ def fault_plans(
     uniformly; 3 in 4 duplicates overlap. Each draw shrinks to 0: no fault, else the first
     kind at the first point, call 1, a ConnectionError before the write, copies in turn, 1 s.
     """
-    if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
-        raise ValueError(f"fault_plans(max_faults=...) expects an int >= 0; got {max_faults!r}")
-    _positive_int(max_on_call, "max_on_call")
+    if isinstance(max_faults, bool) or not isinstance(max_faults, int) or not 0 <= max_faults \
+            <= MAX_FAULTS:
+        raise ValueError(
+            f"fault_plans(max_faults=...) expects an int from 0 to {MAX_FAULTS} (MAX_FAULTS); got "
+            f"{max_faults!r}. A failure is shrunk to the fewest faults that cause it: a few "
+            "(the default is 3) find what many would, far faster.")
+    if max_on_call is not None and (isinstance(max_on_call, bool) or not isinstance(max_on_call, int)
+                                    or max_on_call < 1):
+        raise ValueError(
+            f"fault_plans(max_on_call=...) expects an int >= 1 or None; got {max_on_call!r}. "
+            "None draws among every call the clean run made at the point (outside bg.explore: "
+            f"1 to {DEFAULT_MAX_ON_CALL}).")
     for arg, value in (("max_hang", max_hang), ("max_delay", max_delay)):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
             raise ValueError(f"fault_plans({arg}=...) expects seconds >= 1; got {value!r}")
@@ -183,7 +196,10 @@ def fault_plans(
         modes = modes_for(point_list)
         cells = modes[(draw(wide) - _OFFSET) % len(modes)]
         cell = cells[(draw(wide) - _OFFSET) % len(cells)] if len(cells) > 1 else cells[0]
-        calls = max_on_call if not learned else min(max_on_call, learned.get(cell[1], max_on_call))
+        made = learned.get(cell[1]) if learned else None  # the calls the clean run made there
+        calls = made if made is not None else DEFAULT_MAX_ON_CALL
+        if max_on_call is not None:  # a cap; outside explore, the range itself
+            calls = min(calls, max_on_call) if made is not None else max_on_call
         call = 1 + (draw(wide) - _OFFSET) % calls if calls > 1 else 1
         return build(cell, call, 0 if cell[0] == "crash" else (draw(wide) - _OFFSET))
 

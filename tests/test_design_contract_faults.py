@@ -376,7 +376,8 @@ def test_explore_finds_and_shrinks_a_lost_message() -> None:
         await sim.queues.publish("jobs", {"id": "j1"})
 
     def effect_once(sim: bg.Simulation) -> None:
-        bg.assert_effects_once(sim, "email")
+        # keys=: the job's email must exist (absence alone is no failure in a faulty example)
+        bg.assert_effects_once(sim, "email", keys=["j1"])
 
     with pytest.raises(AssertionError) as info:
         bg.explore(scenario, faults=bgst.fault_plans(max_faults=3),

@@ -29,7 +29,8 @@ def test_token_round_trips_seed_plan_choices_and_scenario() -> None:
     assert token.startswith("bgwork1:")
     assert re.fullmatch(r"bgwork1:[A-Za-z0-9_-]+", token)
     back = replay.decode(token)
-    assert back == replay.Replay(7, plan, (0, 3, 0.25), "test_x.<locals>.scenario")
+    assert back == replay.Replay(7, plan, (0, 3, 0.25), "test_x.<locals>.scenario",
+                                 version=bg.__version__)
 
 
 def test_token_without_choices_means_seeded_choices() -> None:
@@ -108,12 +109,13 @@ def test_fault_plans_stay_inside_their_arguments(plan: FaultPlan) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_faults": -1}, ValueError, "max_faults=...) expects an int >= 0; got -1"),
+        ({"max_faults": -1}, ValueError, "max_faults=...) expects an int from 0 to 100 "
+                                         "(MAX_FAULTS); got -1"),
         ({"points": "kv.set"}, TypeError, "points= expects a list of names, e.g. ['kv.set']"),
         ({"points": ["kv set"]}, ValueError, "points= must be a fault point"),
         ({"kinds": ["explode"]}, ValueError, "kinds= may hold fail, crash"),
         ({"queues": []}, ValueError, "queues= must not be empty"),
-        ({"max_on_call": 0}, ValueError, "max_on_call= expects an int >= 1; got 0"),
+        ({"max_on_call": 0}, ValueError, "max_on_call=...) expects an int >= 1 or None; got 0"),
     ],
 )
 def test_fault_plans_reject_bad_arguments(kwargs: dict[str, Any], error: type[Exception],
@@ -206,8 +208,8 @@ def test_a_scenario_error_is_a_failure_that_names_the_phase() -> None:
     async def scenario(sim: bg.Simulation) -> None:
         await sim.kv.set("status", "o1", {"kind": "done"})  # does not catch injected errors
 
-    with pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(scenario, faults=KV_FAULTS, seed=1, settings=QUIET)
+    with pytest.raises(bg.ExplorationFailed) as info:  # the strict reading: any error fails
+        bg.explore(scenario, faults=KV_FAULTS, seed=1, settings=QUIET, scenario_errors="fail")
     assert "failed in: scenario\n  ConnectionError: injected fault" in str(info.value)
     assert isinstance(info.value.__cause__, ConnectionError)
 
@@ -222,8 +224,8 @@ def test_choices_are_hypothesis_draws_that_shrink_to_the_smallest_failing_value(
 
     with pytest.raises(bg.ExplorationFailed) as info:
         bg.explore(scenario, checks=[small_jitter], seed=2, settings=QUIET)
-    # then the kv.set's latency, shrunk to 0 (a plain yield)
-    assert replay.decode(info.value.token).choices == (41, 0)
+    # then the kv.set's latency, shrunk to 0 (a plain yield); the token keeps them by kind
+    assert replay.decode(info.value.token).keyed == {"jitter": (41,), "latency": (0,)}
     assert "choices: 2 drawn, 1 away from the default" in str(info.value)
 
 

@@ -20,6 +20,7 @@ import functools
 import gc
 import hashlib
 import inspect
+import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,15 +38,15 @@ from ..core import context as _context
 from ..core.choices import Choices
 from ..core.clock import parse_start
 from ..core.errors import BgworkError, CheckFailed, NotRunning, Stalled
-from ..core.faults import LATENCY_MAX, Fault, FaultPlan
+from ..core.faults import LATENCY_MAX, Fault, FaultPlan, is_injected
 from ..core.history import Event
 from ..core.validate import seconds
 from ..core.wallclock import wall_clock
-from ..profiles import check_platform
+from ..profiles import check_platform, test_platform
 from ..simulation import Simulation
 from ..strategies import _OFFSET, learned_points
 from . import replay as _replay
-from .checks import assert_no_task_errors
+from .checks import NothingToCheck, absence_ok, assert_no_task_errors
 from .replay import ReplayChoices
 
 __all__ = [
@@ -84,6 +85,12 @@ HEAL_TIME = 3600.0
 DEFAULT_CHECKS: tuple[Check, ...] = (assert_no_task_errors,)
 _heal_time: contextvars.ContextVar[float] = contextvars.ContextVar("bgwork_heal_time",
                                                                   default=HEAL_TIME)
+#: How an exception escaping the scenario is judged (``explore(scenario_errors=...)``):
+#: ``"continue"`` records one caused by an injected fault as ``scenario.error`` and goes on;
+#: ``"fail"`` fails the example on any.
+SCENARIO_ERRORS = ("continue", "fail")
+_scenario_errors: contextvars.ContextVar[str] = contextvars.ContextVar("bgwork_scenario_errors",
+                                                                       default="continue")
 _TIMELINE_LIMIT = 200
 _NONDETERMINISM_CAUSES = (
     "wall-clock or timer reads the simulation does not drive (time.perf_counter in a thread, "
@@ -111,7 +118,14 @@ class ExplorationFailed(CheckFailed):
 
 
 class NonDeterministic(CheckFailed):
-    """The same example (seed, plan, choices) gave two different histories."""
+    """The same example (seed, plan, choices) gave two different histories.
+
+    When a failing example was found first, the message also holds that failure (its
+    error, plan, timeline) and its replay token, also kept as ``token`` and ``error``.
+    """
+
+    token: str | None = None
+    error: BaseException | None = None
 
 
 class ExploreCoverageWarning(UserWarning):
@@ -274,6 +288,8 @@ class HypothesisChoices:
         self._conjecture = conjecture if hasattr(conjecture, "start_span") else None
         self._draw_fast = getattr(conjecture, "draw", None)
         self.values: list[int | float] = []
+        #: Each choice's kind of draw (its label), for a token keyed by kind.
+        self.labels: list[str] = []
         # Latencies are drawn for as many service calls as the clean run passed points; later
         # calls (the retries a fault caused) take none. So a plan that causes more calls draws no
         # more choices than its neighbour: Hypothesis's mutations, which copy one example's
@@ -303,6 +319,7 @@ class HypothesisChoices:
         if label == "latency" and self._latencies_left is not None:
             if self._latencies_left <= 0:
                 self.values.append(lo)
+                self.labels.append(label)
                 return lo
             self._latencies_left -= 1
         value: int = lo
@@ -326,11 +343,13 @@ class HypothesisChoices:
                 except (StopTest, Frozen) as exc:
                     self.stopped, value = exc, lo
         self.values.append(value)
+        self.labels.append(label)
         return value
 
     def fraction(self, label: str = "") -> float:
         value: float = self._draw(_FLOATS, 0.0)
         self.values.append(value)
+        self.labels.append(label)
         return value
 
 
@@ -390,6 +409,8 @@ class ExploreReport:
         return _REACHABLE[state] <= self.ingredients
     #: The platform every example's simulation models (its services' default profiles).
     platform: str = "agentuity"
+    #: Examples whose scenario saw an injected error (recorded as ``scenario.error``).
+    scenario_errors: int = 0
 
     @property
     def examples_per_second(self) -> float:
@@ -412,9 +433,13 @@ class ExploreReport:
             if not n and (not self.queue_traffic or (key == "crash_after_effect"
                                                      and not self.effects_seen)):
                 lines.append(f"  n/a     {text} (the scenario "
-                             f"{'recorded no effect' if self.queue_traffic else 'used no queue'})")
+                             + ("recorded no effect inside a queue attempt" if self.queue_traffic
+                                else "used no queue") + ")")
                 continue
             lines.append(f"  {'reached' if n else 'never  '} {text}" + (f" ({n} examples)" if n else ""))
+        if self.scenario_errors:
+            lines.append(f"  {self.scenario_errors} example(s): the scenario saw an injected error "
+                         "(recorded as scenario.error; the example went on)")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -435,6 +460,12 @@ class _Outcome:
     points: dict[str, int] = field(default_factory=dict)
     #: Which ingredients of each state the example showed (see ``_REACHABLE``).
     ingredients: frozenset[str] = frozenset()
+    #: The indexes of the plan's rules that fired in this example.
+    fired: tuple[int, ...] = ()
+    #: Each choice's kind of draw (its label), for a token keyed by kind.
+    labels: list[str] = field(default_factory=list)
+    #: Whether the scenario saw an injected error (``scenario.error``).
+    scenario_error: bool = False
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -442,9 +473,18 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
-                  where: list[str]) -> None:
+                  where: list[str], calls: dict[str, int], client_errors: list[str]) -> None:
     where[0] = "scenario"
-    await scenario(sim)
+    try:
+        await scenario(sim)
+    except Exception as exc:
+        # The scenario is the world outside the system: a client that sees an injected error
+        # is no bug of the system. Record it, and let the work already started go on.
+        if _scenario_errors.get() == "fail" or not is_injected(exc):
+            raise
+        sim.history.record("scenario", "error", "fail", injected=True,
+                           error=f"{type(exc).__name__}: {exc}")
+        client_errors.append(type(exc).__name__)
     where[0] = "the scenario's work, faults on (run_until_idle)"
     with contextlib.suppress(Stalled):  # still busy after the fault window: heal and go on
         await sim.run_until_idle(max_time=FAULT_WINDOW)
@@ -457,6 +497,7 @@ async def _phases(sim: Simulation, scenario: Scenario, checks: Sequence[Check],
         where[0] = f"heal window ({heal_time:g}s of schedules, faults healed)"
         await sim.advance(heal_time)
         await sim.run_until_idle()
+    calls.update(sim.faults._calls)  # the points the run passed, not those the checks read
     for check in checks:
         where[0] = f"check {_name(check)}"
         result = check(sim)
@@ -478,18 +519,58 @@ def _has_schedules(sim: Simulation) -> bool:
 _START = parse_start(None)
 
 
+class _DropLogs(logging.Filter):
+    """A handler filter that drops every record: the logs of an example nobody will read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+_DROP_LOGS = _DropLogs()
+
+
+@contextlib.contextmanager
+def _logs_shown(shown: bool) -> Iterator[None]:
+    """Let the root logger's handlers (pytest's log capture) see this example's records or not.
+
+    A search runs hundreds of examples, each logging its failed tasks' tracebacks: pytest
+    would print every one of them under "Captured log call" (87,290 lines in one run). Only
+    the example a failure reports (its final replay) keeps its logs.
+    """
+    if shown:
+        yield
+        return
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(_DROP_LOGS)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_DROP_LOGS)
+
+
 def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
                  choices: HypothesisChoices | ReplayChoices, keep_events: bool,
-                 latency: bool = True, platform: str = "agentuity") -> _Outcome:
+                 latency: bool = True, platform: str = "agentuity", logs: bool = False) -> _Outcome:
+    with _logs_shown(logs):
+        return _run_one(scenario, checks, seed, plan, choices, keep_events, latency, platform)
+
+
+def _run_one(scenario: Scenario, checks: Sequence[Check], seed: int, plan: FaultPlan,
+             choices: HypothesisChoices | ReplayChoices, keep_events: bool,
+             latency: bool, platform: str) -> _Outcome:
     chooser: Choices = choices
     sim = Simulation(seed=seed, start=_START, choices=chooser, platform=platform)
     where = ["set-up"]
+    calls: dict[str, int] = {}
+    client_errors: list[str] = []
     error: BaseException | None = None
     try:
         sim.faults.apply(plan)
         if latency:
             sim.faults.apply([LATENCY])
-        sim.run(_phases(sim, scenario, checks, where))
+        sim.run(_phases(sim, scenario, checks, where, calls, client_errors))
     except Exception as exc:
         error = exc
     finally:
@@ -499,7 +580,9 @@ def _run_example(scenario: Scenario, checks: Sequence[Check], seed: int, plan: F
     return _Outcome(error, where[0], events if (error is not None or keep_events) else [],
                     interesting_states(events) if "queue" in ingredients else set(),
                     list(choices.values), "queue" in ingredients, _AFTER_EFFECT in ingredients,
-                    dict(sorted(sim.faults._calls.items())), ingredients)
+                    dict(sorted((calls or sim.faults._calls).items())), ingredients,
+                    tuple(i for i, f in enumerate(plan) if sim.faults._fired.get(id(f))),
+                    list(choices.labels), bool(client_errors))
 
 
 #: A state is *reachable* when the scenario has what it needs: queue traffic, and for a
@@ -559,10 +642,13 @@ def _first_difference(a: list[Event], b: list[Event]) -> str:
             + (a[len(b)] if len(a) > len(b) else b[len(a)]).render())
 
 
-def _nondeterminism(name: str, seed: int, plan: FaultPlan, first: list[Event],
-                    second: list[Event] | None) -> NonDeterministic:
-    lines = [f"bg.explore({name}): the same example (seed {seed}, the same fault plan and "
-             "choices) behaved differently when run again, so it cannot be shrunk or replayed."]
+def _nondeterminism(report: ExploreReport, plan: FaultPlan, first: list[Event],
+                    second: list[Event] | None,
+                    failing: tuple[FaultPlan, _Outcome] | None = None) -> NonDeterministic:
+    """The non-determinism report, with the first failing example and its token if any."""
+    lines = [f"bg.explore({report.scenario}): the same example (seed {report.seed}, the same "
+             "fault plan and choices) behaved differently when run again, so it cannot be shrunk "
+             "or replayed."]
     if second is not None:
         lines.append(f"digests {_digest(first)[:16]} != {_digest(second)[:16]}; "
                      + _first_difference(first, second))
@@ -571,7 +657,22 @@ def _nondeterminism(name: str, seed: int, plan: FaultPlan, first: list[Event],
     lines.append("fault plan:\n" + _indent(plan.describe()))
     lines.append("Likely causes in the code under test:")
     lines += [f"  - {cause}" for cause in _NONDETERMINISM_CAUSES]
-    return NonDeterministic("\n".join(lines))
+    token = None
+    if failing is not None:
+        f_plan, f_out = failing
+        token = _replay.encode(report.seed, f_plan, f_out.choices, scenario=report.scenario,
+                               digest=_digest(f_out.events), labels=f_out.labels)
+        lines.append(f"The first failing example (example {report.first_failure_at or '?'}, "
+                     "before shrinking) failed so; its replay may not fail the same way again:")
+        lines += [_indent(line) for line in _failure_lines(report, f_plan, f_out, token)]
+        lines.append("  timeline:")
+        lines.append(_indent(_timeline(f_out.events)))
+        lines.append("  replay it with:")
+        lines.append(f'    @pytest.mark.bgwork(replay="{token}")')
+    out = NonDeterministic("\n".join(lines))
+    out.token = token
+    out.error = failing[1].error if failing is not None else None
+    return out
 
 
 def _indent(text: str) -> str:
@@ -665,6 +766,7 @@ def explore(
     expect_states: Iterable[str] | None = None,
     platform: str | None = None,
     heal_time: float = HEAL_TIME,
+    scenario_errors: str = "continue",
 ) -> ExploreReport:
     """Search fault plans and schedules for an example where ``checks`` fail.
 
@@ -687,17 +789,27 @@ def explore(
     ``bgwork`` simulation, else ``agentuity``).
     Synchronous: call it from a plain test function and do not ``await`` it.
 
-    Before the search a clean run (no fault, no latency) learns the fault points the
-    scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
+    Before the search a clean run (no fault, no latency) runs the checks, which judge
+    vacuity there once (a check whose effect name or namespace never appears is refused
+    before the search, ``bg.NothingToCheck``; in faulty examples absence is no failure), and
+    learns the fault points the scenario passes; ``bgst.fault_plans()`` without ``points=`` draws among those. Every
     example draws a latency (up to ``LATENCY_MAX``, shrinking to 0) for each service call,
     as many as the fault points the clean run passed; later calls (retries a fault caused)
     take none.
     ``ExploreCoverageWarning`` names the interesting states never reached that some example
     came close to (their ingredients seen); ``expect_states=[...]`` (keys of ``STATES``)
     declares which the scenario must reach instead, and warns for exactly those.
+
+    ``scenario_errors``: an exception escaping ``scenario`` that an injected fault caused
+    (the injected error, or one whose ``__cause__``/``__context__`` chain holds it) is a
+    client seeing an error, not a bug: with ``"continue"`` (the default) it is recorded as
+    ``scenario.error`` (``injected=True``) and the example goes on (the work already
+    started runs, the heal phase, the checks); any other exception fails the example.
+    ``"fail"`` fails the example on every exception that escapes the scenario.
     """
     __tracebackhide__ = True
     check_list = _check_args(scenario, checks, faults, seed)
+    errors_mode = _check_scenario_errors(scenario_errors, "explore")
     expected = _check_states(expect_states)
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore", "heal_time", fix="Use 0 to skip the heal window.")
@@ -721,13 +833,15 @@ def explore(
     wall_clock.start()
     started = _fz.real_perf_counter()
     heal_token = _heal_time.set(heal or 0.0)
+    errors_token = _scenario_errors.set(errors_mode)
+    absence_token = absence_ok.set(True)  # judged once, on the clean run (``_learn``)
     try:
         with _heap_frozen():
             if token is not None and token.scenario == name:
                 _replay.mark_replayed(name)
                 _replay_one(scenario, check_list, token, report)
             else:
-                token_var = learned_points.set(_learn(scenario, sim_seed, report))
+                token_var = learned_points.set(_learn(scenario, sim_seed, report, check_list))
                 try:
                     if _budget.seconds is None:
                         _search(scenario, check_list, plans, chosen, seed, report)
@@ -737,11 +851,22 @@ def explore(
                 finally:
                     learned_points.reset(token_var)
     finally:
+        absence_ok.reset(absence_token)
+        _scenario_errors.reset(errors_token)
         _heal_time.reset(heal_token)
         report.seconds = _fz.real_perf_counter() - started
         wall_clock.stop()
     _warn_coverage(report)
     return report
+
+
+def _check_scenario_errors(value: object, where: str) -> str:
+    if not isinstance(value, str) or value not in SCENARIO_ERRORS:
+        raise ValueError(
+            f"{where}(scenario_errors=...) must be one of {', '.join(map(repr, SCENARIO_ERRORS))}; "
+            f"got {value!r}. 'continue' (the default) records an error an injected fault caused "
+            "as scenario.error and goes on; 'fail' fails the example on any scenario error.")
+    return value
 
 
 def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -759,22 +884,39 @@ def _check_states(states: Iterable[str] | None) -> tuple[str, ...] | None:
     return out
 
 
-def _learn(scenario: Scenario, seed: int, report: ExploreReport) -> dict[str, int] | None:
-    """The fault points a clean run of ``scenario`` passes (no fault, no latency)."""
-    clean = _run_example(scenario, (), seed, FaultPlan(), ReplayChoices(()), keep_events=False,
-                         latency=False, platform=report.platform)
+def _learn(scenario: Scenario, seed: int, report: ExploreReport,
+           checks: Sequence[Check] = ()) -> dict[str, int] | None:
+    """The fault points a clean run of ``scenario`` passes (no fault, no latency).
+
+    The checks judge vacuity there, once: a check given a name or namespace that never
+    appears in the clean run could only pass vacuously, so it is refused before the search
+    (in the faulty examples, a name a fault kept from appearing is no failure).
+    """
+    __tracebackhide__ = True
+    strict = absence_ok.set(False)
+    try:
+        clean = _run_example(scenario, checks, seed, FaultPlan(), ReplayChoices(()),
+                             keep_events=False, latency=False, platform=report.platform)
+    finally:
+        absence_ok.reset(strict)
+    if isinstance(clean.error, NothingToCheck):
+        raise NothingToCheck(
+            f"bg.explore({report.scenario}): refused before the search: on the clean run (no "
+            f"faults) {clean.phase} found nothing to check, so no example could test it:\n"
+            f"{clean.error}") from None
     report.points = tuple(clean.points)
     return clean.points or None
 
 
-def _platform(platform: str | None) -> str:
-    """``platform``, checked; else the current test simulation's, else ``agentuity``."""
+def _platform(platform: str | None, where: str = "explore") -> str:
+    """``platform``, checked; else the current test simulation's; else the running test's
+    (its marker, ``--bgwork-platform``, ini ``bgwork_platform``); else ``agentuity``."""
     if platform is not None:
-        return check_platform(platform, "explore(platform=...)")
+        return check_platform(platform, f"{where}(platform=...)")
     try:
         return _context.current().platform
     except NotRunning:  # no simulation runs this test
-        return "agentuity"
+        return test_platform.get() or "agentuity"
 
 
 def explore_test(
@@ -784,8 +926,9 @@ def explore_test(
     max_examples: int | None = None,
     seed: int | None = None,
     settings: hypothesis.settings | None = None,
-    platform: str = "agentuity",
+    platform: str | None = None,
     heal_time: float = HEAL_TIME,
+    scenario_errors: str = "continue",
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
@@ -794,20 +937,26 @@ def explore_test(
     same settings, database key and failure report as ``explore``) and found by
     ``hypothesis fuzz``, which then searches the same fault plans for hours with coverage
     guidance. The example database is shared with ``explore`` of the same scenario and checks.
-    ``platform`` picks the examples' default profiles.
+    ``platform`` picks the examples' default profiles; left out, it is the running test's
+    (``@pytest.mark.bgwork(platform=...)``, ``--bgwork-platform``, ini ``bgwork_platform``),
+    else ``agentuity``.
     """
     check_list = _check_args(scenario, checks, faults, seed)
+    errors_mode = _check_scenario_errors(scenario_errors, "explore_test")
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore_test", "heal_time", fix="Use 0 to skip the heal window.")
     name = _name(scenario)
     plans = faults if faults is not None else st.just(FaultPlan())
-    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0,
-                           platform=check_platform(platform, "explore_test(platform=...)"))
+    if platform is not None:
+        check_platform(platform, "explore_test(platform=...)")
+    report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)
 
     def example(plan: FaultPlan, data: st.DataObject) -> None:
         __tracebackhide__ = True
         choices = HypothesisChoices(data)
         heal_token = _heal_time.set(heal or 0.0)  # here, not in test(): HypoFuzz calls given
+        errors_token = _scenario_errors.set(errors_mode)
+        absence_token = absence_ok.set(True)  # judged once, on the clean run (``_learn``)
         try:
             out = _run_example(scenario, check_list, report.seed, plan, choices,
                                keep_events=False, platform=report.platform)
@@ -818,6 +967,8 @@ def explore_test(
                 report.first_failure_at = report.first_failure_at or report.examples
                 _fail(scenario, check_list, report, plan, out, replayed=False)
         finally:
+            absence_ok.reset(absence_token)
+            _scenario_errors.reset(errors_token)
             _heal_time.reset(heal_token)
 
     ident = getattr(scenario, "__name__", "scenario")
@@ -832,13 +983,17 @@ def explore_test(
     def test() -> None:
         __tracebackhide__ = True
         report.examples = report.first_failure_at = 0
+        # resolved when the test runs: its marker, --bgwork-platform or ini bgwork_platform
+        report.platform = _platform(platform, "explore_test")
         wall_clock.start()  # once per run, not per example (HypoFuzz calls ``given`` directly)
-        token_var = learned_points.set(_learn(scenario, report.seed, report))
         try:
-            with _heap_frozen():
-                given()
+            token_var = learned_points.set(_learn(scenario, report.seed, report, check_list))
+            try:
+                with _heap_frozen():
+                    given()
+            finally:
+                learned_points.reset(token_var)
         finally:
-            learned_points.reset(token_var)
             wall_clock.stop()
 
     test.__name__ = test.__qualname__ = f"test_explore_{ident}"
@@ -873,17 +1028,35 @@ def _replay_one(scenario: Scenario, checks: list[Check], token: _replay.Replay,
     __tracebackhide__ = True
     report.replayed = True
     report.seed = token.seed
-    choices = ReplayChoices(token.choices or ())
+    choices = ReplayChoices.of(token)
     out = _run_example(scenario, checks, token.seed, token.plan, choices, keep_events=True,
                        platform=report.platform)
     _tally(report, out)
-    if out.error is not None:
-        _fail(scenario, checks, report, token.plan, out, replayed=True)
+    if choices.mismatch is not None:  # another version's draws: refuse, never NonDeterministic
+        from .. import __version__
+
+        raise _replay.ReplayRefused(
+            f"bg.explore({report.scenario}): the replay token was recorded by "
+            f"{_replay.recorded_by(token)}, which drew its choices differently from this "
+            f"version ({__version__}): {choices.mismatch}. Nothing was judged. Record a fresh "
+            f"token: run this test without the replay marker and with --bgwork-seed={token.seed} "
+            f"(or bg.explore(..., seed={token.seed})), then put the token it prints in "
+            "@pytest.mark.bgwork(replay=...).")
+    notes: list[str] = []
+    if token.digest is not None and _digest(out.events)[:16] != token.digest:
+        notes.append(
+            f"this replay's history (digest {_digest(out.events)[:16]}) differs from the one "
+            f"recorded by {_replay.recorded_by(token)} (digest {token.digest}): the code or "
+            "pytest-bgwork changed since the token was made, so this run is the same plan and "
+            "choices, not the recorded run; explore again for a fresh token")
     if not choices.exhausted:
-        report.warnings.append(
+        notes.append(
             "the replay used fewer choices than the token recorded: the code changed since the "
             "token was made, so this run is not the recorded one; explore again for a fresh token"
         )
+    report.warnings += notes
+    if out.error is not None:
+        _fail(scenario, checks, report, token.plan, out, replayed=True, notes=notes)
 
 
 def _tally(report: ExploreReport, out: _Outcome) -> None:
@@ -893,6 +1066,7 @@ def _tally(report: ExploreReport, out: _Outcome) -> None:
     report.ingredients |= out.ingredients
     for state in out.states:
         report.states[state] += 1
+    report.scenario_errors += out.scenario_error
 
 
 def _draw_plan(data: st.DataObject, plans: st.SearchStrategy[FaultPlan]) -> FaultPlan:
@@ -923,6 +1097,9 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             settings: hypothesis.settings, seed: int | None, report: ExploreReport) -> None:
     __tracebackhide__ = True
     failures: list[tuple[FaultPlan, _Outcome]] = []
+    #: The first failing example (before shrinking): reported even if shrinking then meets
+    #: non-determinism.
+    first: list[tuple[FaultPlan, _Outcome]] = []
 
     def run(data: st.DataObject) -> None:
         plan = _draw_plan(data, plans)
@@ -936,6 +1113,8 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
             report.first_failure_at = report.first_failure_at or report.examples
             failures.append((plan, out))
             del failures[:-1]
+            if not first:
+                first.append((plan, out))
             raise out.error
 
     key = database_key(scenario, checks)
@@ -952,13 +1131,15 @@ def _search(scenario: Scenario, checks: list[Check], plans: st.SearchStrategy[Fa
     except Flaky:
         if failures:
             plan, out = failures[-1]
-            raise _nondeterminism(report.scenario, report.seed, plan, out.events, None) from None
+            raise _nondeterminism(report, plan, out.events, None,
+                                  first[0] if first else None) from None
         raise
     except Exception as exc:
         if not failures or failures[-1][1].error is not exc:
             raise
         plan, out = failures[-1]
-        _fail(scenario, checks, report, plan, out, replayed=False)
+        _fail(scenario, checks, report, plan, out, replayed=False,
+              first=first[0] if first else None)
 
 
 #: The Hypothesis versions the engine path was run on (inclusive): the test suite, the
@@ -999,31 +1180,77 @@ def _run_engine(run: Callable[[st.DataObject], None], settings: hypothesis.setti
     _engine.run(run, settings, seed, key)
 
 
-def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
-          out: _Outcome, *, replayed: bool) -> None:
-    __tracebackhide__ = True
-    assert out.error is not None
-    again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
+def _same_failure(a: _Outcome, b: _Outcome) -> bool:
+    """Whether two outcomes failed the same way: the same phase, the same type of error."""
+    return (a.error is not None and b.error is not None and a.phase == b.phase
+            and type(a.error) is type(b.error))
+
+
+def _fired_only(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
+                out: _Outcome) -> tuple[FaultPlan, _Outcome]:
+    """The plan without the rules that never fired, if the example still fails the same way.
+
+    Shrinking keeps a rule whose deletion Hypothesis did not try or whose draws it could not
+    spare; a report naming it would blame a fault that never happened. Re-verified: the
+    smaller plan is kept only when it fails in the same phase with the same type of error.
+    """
+    if len(out.fired) == len(plan):
+        return plan, out
+    fewer = FaultPlan([f for i, f in enumerate(plan) if i in out.fired])
+    trial = _run_example(scenario, checks, report.seed, fewer, ReplayChoices(out.choices),
                          keep_events=True, platform=report.platform)
-    first_digest = _digest(out.events)
-    if _digest(again.events) != first_digest:
-        raise _nondeterminism(report.scenario, report.seed, plan, out.events, again.events)
-    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario)
+    if _same_failure(trial, out):
+        return fewer, trial
+    return plan, out
+
+
+def _describe_plan(plan: FaultPlan, fired: Sequence[int]) -> str:
+    """The plan, one rule a line, each rule that never fired in this example said so."""
+    if not plan.faults:
+        return "no faults"
+    return "\n".join(f"{i + 1}. {f.describe()}" + ("" if i in fired else " (never fired)")
+                     for i, f in enumerate(plan))
+
+
+def _failure_lines(report: ExploreReport, plan: FaultPlan, out: _Outcome, token: str) -> list[str]:
+    """What failed, where, with which seed, plan and choices (the body of every failure)."""
     error = out.error
     what = str(error) if isinstance(error, CheckFailed) else f"{type(error).__name__}: {error}"
-    head = ("replayed the example from the token" if replayed
-            else f"found a failing example at example {report.first_failure_at} "
-                 f"({report.examples} run in all, shrinking included), shrunk to "
-                 f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
     non_default = sum(1 for v in out.choices if v)
-    message = "\n".join([
-        f"bg.explore({report.scenario}): {head}.",
+    return [
         f"failed in: {out.phase}",
         _indent(what),
         f"seed: {report.seed}",
         "fault plan:",
-        _indent(plan.describe()),
+        _indent(_describe_plan(plan, out.fired)),
         f"choices: {len(out.choices)} drawn, {non_default} away from the default",
+    ]
+
+
+def _fail(scenario: Scenario, checks: list[Check], report: ExploreReport, plan: FaultPlan,
+          out: _Outcome, *, replayed: bool, first: tuple[FaultPlan, _Outcome] | None = None,
+          notes: Sequence[str] = ()) -> None:
+    __tracebackhide__ = True
+    assert out.error is not None
+    if not replayed:
+        plan, out = _fired_only(scenario, checks, report, plan, out)
+    again = _run_example(scenario, checks, report.seed, plan, ReplayChoices(out.choices),
+                         keep_events=True, platform=report.platform, logs=True)  # the final replay
+    first_digest = _digest(out.events)
+    token = _replay.encode(report.seed, plan, out.choices, scenario=report.scenario,
+                           digest=first_digest, labels=out.labels)
+    if _digest(again.events) != first_digest:
+        raise _nondeterminism(report, plan, out.events, again.events, first or (plan, out))
+    error = out.error
+    assert error is not None
+    head = ("replayed the example from the token" if replayed
+            else f"found a failing example at example {report.first_failure_at} "
+                 f"({report.examples} run in all, shrinking included), shrunk to "
+                 f"{len(plan)} fault{'s' if len(plan) != 1 else ''}")
+    message = "\n".join([
+        f"bg.explore({report.scenario}): {head}.",
+        *(f"note: {note}" for note in notes),
+        *_failure_lines(report, plan, out, token),
         f"timeline (digest {first_digest[:16]}, identical on a second run):",
         _timeline(out.events),
         "replay it exactly with:",

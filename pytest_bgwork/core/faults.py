@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import contextvars
 import fnmatch
 import random
@@ -30,9 +31,10 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
 
 __all__ = ["KINDS", "LATENCY_MAX", "POINTS", "Fault", "FaultInjector", "FaultPlan", "fault_points",
-           "register_fault_point", "suspend"]
+           "is_injected", "register_fault_point", "suspend"]
 
 #: Fault points the built-in services expose; ``task.<name>`` (waitUntil and manager
 #: tasks) and ``schedule.<name>`` (schedule runs) are points for any name.
@@ -168,23 +170,54 @@ def _error_text(error: BaseException | type[BaseException] | str | None,
                     f"got {error!r}")
 
 
+#: The attribute that marks an exception the fault injector raised (see ``is_injected``).
+_TAG = "_bgwork_injected"
+#: The key that marks an HTTP response a fault rule answered (``httpx.Response.extensions``).
+_RESPONSE_TAG = "bgwork_injected"
+
+
+def _tag(exc: _E) -> _E:
+    """Mark ``exc`` as raised by the fault injector, and return it."""
+    with contextlib.suppress(AttributeError, TypeError):  # a type with __slots__: left untagged
+        setattr(exc, _TAG, True)
+    return exc
+
+
 def is_injected(exc: BaseException | None) -> bool:
-    """Whether ``exc``, or an exception in its ``__cause__``/``__context__`` chain, is one the
-    fault injector raised (an injected error, not the user's code failing on its own)."""
+    """Whether ``exc`` was caused by an injected fault.
+
+    True for an error the fault injector raised (a ``fail`` rule, an ``after_apply``
+    error, an ``http`` rule's timeout or connect error), for an exception whose
+    ``__cause__``/``__context__`` chain holds one (``raise AppError(...) from exc``, or
+    raised while handling it), for an error about a response an ``http`` rule answered
+    (``httpx.HTTPStatusError`` from ``raise_for_status()``), and for an exception group
+    all of whose members are. ``bg.explore`` records such an error escaping the scenario
+    as ``scenario.error`` instead of failing the example, and ``assert_no_task_errors``
+    leaves background tasks that failed so to the business checks.
+    """
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if getattr(exc, "_bgwork_injected", False):
+    todo: list[BaseException] = [exc] if exc is not None else []
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if getattr(e, _TAG, False):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        response = getattr(e, "response", None)
+        extensions = getattr(response, "extensions", None)
+        if isinstance(extensions, dict) and extensions.get(_RESPONSE_TAG):
+            return True
+        if isinstance(e, BaseExceptionGroup) and e.exceptions and all(
+                is_injected(member) for member in e.exceptions):
+            return True
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
     return False
 
 
 def _make_error(text: str) -> BaseException:
-    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')`` (marked injected)."""
-    exc = _build_error(text)
-    exc._bgwork_injected = True  # type: ignore[attr-defined]  # builtin exceptions have a __dict__
-    return exc
+    """Rebuild an exception from its repr, e.g. ``ConnectionError('kv down')``, tagged as injected."""
+    return _tag(_build_error(text))
 
 
 def _build_error(text: str) -> BaseException:
@@ -368,6 +401,8 @@ class FaultInjector:
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
         self._healed = False
+        #: ``paused()`` blocks open: while > 0 no rule fires and no latency is drawn.
+        self._paused = 0
         self.injected = 0
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
@@ -394,6 +429,33 @@ class FaultInjector:
         self._reopen()
 
     @property
+    def is_paused(self) -> bool:
+        """True inside a ``paused()`` block."""
+        return self._paused > 0
+
+    @property
+    def _off(self) -> bool:
+        """No rule fires and no latency is drawn: healed, or inside ``paused()``."""
+        return self._healed or self._paused > 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """``with sim.faults.paused(): ...``: no rule fires and no latency is drawn inside.
+
+        For a scenario's set-up (seeding data, publishing the first message) that should
+        not meet the faults an exploration injects. Calls are still counted and recorded,
+        so ``on_call`` numbers stay those of the whole run. It pauses the whole simulation
+        while the block runs, background work included; blocks nest.
+        """
+        self._paused += 1
+        self._reopen()
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            self._reopen()
+
+    @property
     def watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
         """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
         even when healed (``assert_idempotent`` records and crashes attempts with it); an
@@ -407,7 +469,7 @@ class FaultInjector:
 
     def _reopen(self) -> None:
         """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
-        self._open = (not (self._rules or self._latency) or self._healed) and self._watch is None
+        self._open = (not (self._rules or self._latency) or self._off) and self._watch is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -534,7 +596,7 @@ class FaultInjector:
                          f"{name_error('', 'queue', f.queue, known)}")
             else:
                 line += f": {f.point or 'its point'} was entered {self.calls(f.point or '')} " \
-                        "time(s)" + (" while rules were healed" if self.healed else "")
+                        "time(s)" + (" while rules were healed" if self._healed else "")
             lines.append(line)
         return lines
 
@@ -605,10 +667,11 @@ class FaultInjector:
                        **({"status": rule.status} if rule.status else {"error": rule.error}))
             if rule.status is not None:
                 return httpx.Response(rule.status, request=request,
-                                      json={"error": "injected fault"})
+                                      json={"error": "injected fault"},
+                                      extensions={_RESPONSE_TAG: True})
             if rule.error == "timeout":
-                raise httpx.ReadTimeout("injected timeout", request=request)
-            raise httpx.ConnectError("injected connect error", request=request)
+                raise _tag(httpx.ReadTimeout("injected timeout", request=request))
+            raise _tag(httpx.ConnectError("injected connect error", request=request))
         return None
 
     async def _on_http_async(self, request: Any) -> Any:
@@ -619,8 +682,8 @@ class FaultInjector:
             self.leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
-            raise cls(str(exc) or type(exc).__name__, request=request) from exc
-        if self.healed:
+            raise _tag(cls(str(exc) or type(exc).__name__, request=request)) from exc
+        if self._off:
             return None
         return self._http_rules(request)
 
@@ -710,7 +773,7 @@ class FaultInjector:
                 await verdict
         if call:
             lat = self._latency
-            if lat and not self.healed:
+            if lat and not self._off:
                 step = self._sim.choices.integer(0, 1000, "latency")
                 if _sync_call.get():  # a blocking client holds the loop: time passes, nothing else runs
                     self._sim.clock.advance_to(self._sim.clock.monotonic() + step * lat / 1000)
@@ -722,7 +785,7 @@ class FaultInjector:
                     await _yield()
             if attempt is not None and attempt.crashed:
                 raise ProcessCrashed()
-        if not self._rules or self.healed:
+        if not self._rules or self._off:
             return
         if attempt is not None and attempt.fail_next is not None and point != "queue.deliver":
             rule, attempt.fail_next = attempt.fail_next, None  # a pull attempt's fail-first
@@ -863,7 +926,7 @@ class FaultInjector:
         time (sqs-fifo); chaos ``overlap`` leaves it alone (the profile promises the group
         never runs twice at once), a rule the test added still applies.
         """
-        if self.healed:
+        if self._off:
             return 1
         total = 1
         for rule in self._rules:
@@ -901,6 +964,32 @@ _in_async_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+def _in_process(frame: types.FrameType | None) -> bool:
+    """Whether the httpx client sending the request now sends it to an in-process app.
+
+    respx answers at the client (``_transport_for_url``), before the transport: so look up
+    the stack for the client's ``_send_single_request`` and at the transport it picked. An
+    ``httpx.ASGITransport``/``WSGITransport``, or any transport holding an ``app`` (the
+    adapters' ASGI transport), reaches no network.
+    """
+    import httpx
+
+    while frame is not None:
+        if frame.f_code.co_name == "_send_single_request":
+            transport = frame.f_locals.get("transport")
+            if transport is None:
+                return False
+            for inner in getattr(transport, "transports", (transport,)):
+                if isinstance(inner, httpx.ASGITransport | httpx.WSGITransport) or (
+                        not isinstance(inner, httpx.HTTPTransport | httpx.AsyncHTTPTransport
+                                       | httpx.MockTransport)
+                        and getattr(inner, "app", None) is not None):
+                    return True
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _start_http_router(injector: FaultInjector) -> Any:
     """A respx router at the front of httpx's transports that applies ``injector``'s rules.
 
@@ -930,15 +1019,18 @@ def _start_http_router(injector: FaultInjector) -> Any:
         return result if result is not None else (None if others() else request)
 
     def side_effect(request: Any) -> Any:
-        # queue deliveries to an in-process app are the platform's calls, not the app's
-        if context.active() is not injector._sim or request.url.host == "bgwork.invalid":
+        # queue deliveries to an in-process app are the platform's calls, not the app's; a
+        # request to an in-process app (httpx.ASGITransport, adapters.asgi.transport) is not
+        # outbound: the fault point ``http`` is the network
+        if (context.active() is not injector._sim or request.url.host == "bgwork.invalid"
+                or _in_process(_getframe(1))):
             return None if others() else request
         if _in_async_handler.get():
             async def run() -> Any:
                 return decide(await injector._on_http_async(request), request)
 
             return run()
-        return decide(None if injector.healed else injector._http_rules(request), request)
+        return decide(None if injector._off else injector._http_rules(request), request)
 
     router.route().mock(side_effect=side_effect)
     router.start()
