@@ -527,6 +527,16 @@ class DeliveryEngine:
         return (msg.partition_key is None or not q.ordered
                 or q.partitions[msg.partition_key][0] is msg)
 
+    @staticmethod
+    def _follows(q: _Queue, msg: Message, batch: set[Message]) -> bool:
+        """Whether every unfinished message before ``msg`` in its group was taken by ``batch``."""
+        for earlier in q.partitions[msg.partition_key]:  # type: ignore[index]
+            if earlier is msg:
+                return True
+            if earlier not in batch:
+                return False
+        return False
+
     def _past_receives(self, q: _Queue, msg: Message) -> bool:
         """SQS redrive: the receive past ``maxReceiveCount`` moves the message to the DLQ instead."""
         if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries:
@@ -550,8 +560,13 @@ class DeliveryEngine:
                          expired_at=when, retention=q.config.retention)
             self._finish(q, msg)
 
-    def _take(self, q: _Queue, *, remove: bool) -> Message | None:
-        """The oldest ready, deliverable message (popped from the heap when ``remove``)."""
+    def _take(self, q: _Queue, *, remove: bool, batch: set[Message] | None = None) -> Message | None:
+        """The oldest ready, deliverable message (popped from the heap when ``remove``).
+
+        ``batch``: messages this same receive took already; a message whose group's earlier
+        unfinished messages are all in it is deliverable too (an SQS FIFO batch receive
+        returns several messages of one group, in order).
+        """
         heap = q.ready
         aside: list[tuple[int, int, Message]] = []
         found = None
@@ -560,7 +575,7 @@ class DeliveryEngine:
             msg = entry[2]
             if msg.state != READY or msg._gen != entry[1]:
                 continue  # stale entry
-            if not self._is_head(q, msg):
+            if not self._is_head(q, msg) and not (batch and self._follows(q, msg, batch)):
                 aside.append(entry)
                 continue
             found = msg
@@ -975,6 +990,14 @@ class DeliveryEngine:
         err = self._leave("queue.extend")
         self._sim.history.add("queue", "extend", "unknown" if err else "ok", _EXTEND,
                               (name, msg.id, d.attempt, float(seconds)))
+        if seconds == 0 and not d._overlap and self._is_current(d):
+            # SQS ChangeMessageVisibility(0): visible to the very next receive, not a loop
+            # turn later when the lease's timer fires
+            self._release(d)
+            d.expired = True
+            q.stats["visibility_expired"] += 1
+            self._record("visibility_expired", queue=name, id=msg.id, attempt=d.attempt)
+            self._make_ready(q, msg)
         if err is not None:
             raise err
 

@@ -432,6 +432,29 @@ class Queues(DeliveryEngine):
 
     async def receive(self, name: str) -> Delivery | None:
         """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
+        return await self._receive(name, None)
+
+    async def receive_many(self, name: str, most: int) -> list[Delivery]:
+        """Pull up to ``most`` visible messages at once (an SQS batch receive).
+
+        On ordered queues (``sqs-fifo``) one call may take several messages of one group,
+        in group order, as SQS does; one at a time (``receive``) takes a group's next message
+        only after the one before it is settled.
+        """
+        if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+            raise ValueError(f"receive_many(most=...) must be an int >= 1 (how many messages "
+                             f"at most); got {most!r}")
+        out: list[Delivery] = []
+        taken: set[Message] = set()
+        while len(out) < most:
+            d = await self._receive(name, taken)
+            if d is None:
+                break
+            out.append(d)
+            taken.add(d.message)
+        return out
+
+    async def _receive(self, name: str, batch: set[Message] | None) -> Delivery | None:
         q = self._get("receive", name)
         if q.route is not None:
             raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
@@ -441,7 +464,7 @@ class Queues(DeliveryEngine):
             return self._start_copy(q, *q.copies.popleft())
         if q.retention:
             self._sweep_retention(q)
-        if self._take(q, remove=False) is None:
+        if self._take(q, remove=False, batch=batch) is None:
             return None
         step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
         if step is not None:
@@ -449,7 +472,7 @@ class Queues(DeliveryEngine):
         while True:
             if q.retention:
                 self._sweep_retention(q)
-            msg = self._take(q, remove=True)
+            msg = self._take(q, remove=True, batch=batch)
             if msg is None:  # taken while a fault delayed us
                 return None
             if not self._past_receives(q, msg):
