@@ -6,13 +6,12 @@ boto3 and for aiobotocore (which gets its own awaitable response type). Each SQS
 a ``sim.queues`` queue with the ``sqs-standard`` or ``sqs-fifo`` profile, so deliveries,
 visibility timeouts, faults, chaos, the history and the checks all apply.
 
-What it answers (botocore's JSON protocol, ``AmazonSQS.<Operation>``): CreateQueue,
-GetQueueUrl, SendMessage(+Batch), ReceiveMessage, DeleteMessage(+Batch),
-ChangeMessageVisibility, GetQueueAttributes, SetQueueAttributes, PurgeQueue. Any other
-operation raises ``UnsupportedOperation`` naming it. Out-of-range parameters get SQS's
-error codes as a botocore ``ClientError``. Rules that differ from moto, as AWS documents
-them: a delete with a receipt handle that is not the message's most recent one succeeds
-and deletes nothing; a malformed handle is ``ReceiptHandleIsInvalid``.
+What it answers (botocore's JSON protocol, ``AmazonSQS.<Operation>``): see ``_IMPLEMENTED``.
+Any other operation raises ``UnsupportedOperation`` naming it. Out-of-range parameters get
+SQS's error codes (and AWS's texts) as a botocore ``ClientError``; an injected fault is a
+500 ``InternalError`` (or botocore's own transport error), never the caller's bad input.
+As AWS does (moto's authors verified it), a delete or visibility change with an older
+receipt handle of a message acts on its most recent receive.
 
 Sync boto3 cannot wait on virtual time: its ``ReceiveMessage`` returns at once when no
 message is visible (whatever ``WaitTimeSeconds`` says), and botocore's retry sleeps are

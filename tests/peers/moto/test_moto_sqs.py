@@ -56,6 +56,8 @@ def run_suite(tmp_path: Path) -> dict[str, str]:
             "-p", "no:warnings", "-p", "no:randomly", "-p", "no:xdist"]
     for path in suite.get("ignore", []):
         args.append(f"--ignore={path}")
+    for nodeid in suite.get("deselect", []):
+        args.append(f"--deselect={nodeid}")
     proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert report.exists(), f"moto's suite did not run:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     outcomes: dict[str, str] = json.loads(report.read_text(encoding="utf-8"))
