@@ -170,3 +170,52 @@ def test_fifo_rules_as_moto_and_aws(sqs: Any) -> None:
     assert sim.run(main()) == (theirs, order) == (
         [True, True, True], [["a1"], ["b1"], [], ["a2"]])
     sim.close()
+
+
+class _FirstChoices:
+    """Choices that always take the unsurprising option (what shrinking goes to)."""
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        return lo
+
+    def fraction(self, label: str = "") -> float:
+        return 0.0
+
+
+def _pull_order(sim: bg.Simulation, profile: str, chaos: str = "") -> list[int]:
+    """Publish 0..5 to a queue of ``profile``, then pull them one at a time (each acked)."""
+    async def main() -> list[int]:
+        sim.queues.create("jobs", profile=profile)
+        for n in range(6):
+            await sim.queues.publish("jobs", n)
+        got = []
+        while (d := await sim.queues.receive("jobs")) is not None:
+            got.append(d.message.payload)
+            await d.ack()
+        return got
+
+    if chaos:
+        from pytest_bgwork.checking import chaos as chaos_mode
+
+        chaos_mode.apply(sim, chaos)
+    return sim.run(main())
+
+
+def test_a_standard_queue_is_best_effort_ordered_for_pull_consumers() -> None:
+    """AWS: standard queues give best-effort ordering; the order is drawn from sim.choices
+    (seeded), and shrinks to publish order."""
+    orders = {tuple(_pull_order(bg.Simulation(seed=seed), "sqs-standard")) for seed in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(6)) for o in orders)
+    assert _pull_order(bg.Simulation(seed=3), "sqs-standard") == _pull_order(bg.Simulation(seed=3),
+                                                                              "sqs-standard")
+    assert _pull_order(bg.Simulation(choices=_FirstChoices()), "sqs-standard") == list(range(6))
+    # FIFO and Agentuity queues keep publish order on every seed
+    assert {tuple(_pull_order(bg.Simulation(seed=s), "agentuity")) for s in range(10)} == {tuple(range(6))}
+
+
+def test_chaos_reorder_reaches_pull_consumers() -> None:
+    orders = {tuple(_pull_order(bg.Simulation(seed=s), "agentuity", "reorder")) for s in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(6)) for o in orders)
+    sim = bg.Simulation(seed=1)
+    _pull_order(sim, "agentuity", "reorder")
+    assert sim.history.filter("fault", "reorder")  # counted as the chaos fault it is

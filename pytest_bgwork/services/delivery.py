@@ -62,6 +62,9 @@ BACKOFF_CAP = 60.0
 BACKOFF_JITTER = 0.5
 STALE_ACK = ("ignore", "deletes")
 
+#: How many of the oldest ready messages a best-effort (SQS standard) receive draws from.
+ORDER_WINDOW = 10
+
 # Message states (``expired``: its queue's retention ran out before anyone consumed it).
 DELAYED, READY, IN_FLIGHT, ACKED, DEAD, EXPIRED = (
     "delayed", "ready", "in_flight", "acked", "dead", "expired")
@@ -354,15 +357,17 @@ class _Deadlines:
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "copies", "dead", "deadlines", "dedup", "dlq_on_receive", "messages",
-                 "next_offset", "ordered", "partitions", "profile", "publishes", "ready", "retention",
-                 "route", "route_text", "stats")
+    __slots__ = ("best_effort", "config", "copies", "dead", "deadlines", "dedup", "dlq_on_receive",
+                 "messages", "next_offset", "ordered", "partitions", "profile", "publishes", "ready",
+                 "retention", "route", "route_text", "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.profile: QueueProfile = QUEUE_PROFILES[config.profile]
         self.ordered = self.profile.ordered_partitions  # one key's messages go one at a time
         self.dlq_on_receive = self.profile.uses_visibility_retry  # SQS redrive at the receive
+        #: SQS standard queues are best-effort ordered: which ready message goes next is drawn
+        self.best_effort = self.profile.name == "sqs-standard"
         self.retention: list[tuple[float, int, Message]] = []  # heap: (retention end, offset, msg)
         self.route: Handler | None = None
         self.route_text = ""
@@ -527,6 +532,44 @@ class DeliveryEngine:
         return (msg.partition_key is None or not q.ordered
                 or q.partitions[msg.partition_key][0] is msg)
 
+    def _reorders(self, q: _Queue) -> bool:
+        """Whether a ``reorder`` fault rule (chaos ``reorder``) is in force on ``q``: it shuffles
+        what a pull consumer takes too, not only when routed handlers start."""
+        faults = self._sim.faults
+        if not faults._rules or faults.healed:
+            return False
+        return any(r.kind == "reorder" and faults._queue_matches(r, q.config.name)
+                   for r in faults._rules)
+
+    def _take_drawn(self, q: _Queue, batch: set[Message] | None) -> Message | None:
+        """Take one of the ``ORDER_WINDOW`` oldest deliverable messages, drawn from
+        ``sim.choices`` (label ``queue.order``; 0, the oldest, is what shrinking goes to)."""
+        heap = q.ready
+        aside: list[tuple[int, int, Message]] = []
+        window: list[tuple[int, int, Message]] = []
+        while heap and len(window) < ORDER_WINDOW:
+            entry = heapq.heappop(heap)
+            msg = entry[2]
+            if msg.state != READY or msg._gen != entry[1]:
+                continue  # stale entry
+            if not self._is_head(q, msg) and not (batch and self._follows(q, msg, batch)):
+                aside.append(entry)
+                continue
+            window.append(entry)
+        found = None
+        if window:
+            index = self._sim.choices.integer(0, len(window) - 1, "queue.order") if len(window) > 1 else 0
+            found = window.pop(index)[2]
+            if index and not q.best_effort:  # a chaos reorder acted: count it as its fault
+                for rule in self._sim.faults._rules:
+                    if rule.kind == "reorder":
+                        self._sim.faults._fire(rule, "queue.deliver", id=found.id,
+                                               skipped=index)
+                        break
+        for entry in (*aside, *window):
+            heapq.heappush(heap, entry)
+        return found
+
     @staticmethod
     def _follows(q: _Queue, msg: Message, batch: set[Message]) -> bool:
         """Whether every unfinished message before ``msg`` in its group was taken by ``batch``."""
@@ -568,6 +611,8 @@ class DeliveryEngine:
         returns several messages of one group, in order).
         """
         heap = q.ready
+        if remove and len(heap) > 1 and (q.best_effort or self._reorders(q)):
+            return self._take_drawn(q, batch)
         aside: list[tuple[int, int, Message]] = []
         found = None
         while heap:

@@ -140,7 +140,7 @@ def test_max_number_of_messages_and_batches(bgwork: bg.Simulation, sqs: Any, url
     sent = sqs.send_message_batch(QueueUrl=url, Entries=entries)
     assert len(sent["Successful"]) == 10 and not sent.get("Failed")
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=4)["Messages"]
-    assert [m["Body"] for m in got] == ["job 0", "job 1", "job 2", "job 3"]
+    assert len({m["Body"] for m in got}) == 4  # a standard queue: best-effort order
     done = sqs.delete_message_batch(QueueUrl=url, Entries=[
         *({"Id": f"d{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)),
         {"Id": "bad", "ReceiptHandle": "nope"}])
