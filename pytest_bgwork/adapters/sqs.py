@@ -59,8 +59,6 @@ MAX_WAIT = 20
 MAX_DELAY = 900
 MAX_BATCH = 10
 MAX_SIZE = 1024 * 1024  # SQS's message size limit since August 2025 (was 256 KiB)
-#: A queue without a RedrivePolicy keeps redelivering; the simulation's budget is set this high.
-NO_REDRIVE_RETRIES = 999
 PURGE_INTERVAL = 60.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _FIFO_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
@@ -425,7 +423,7 @@ class SqsBackend:
                 q.name, profile="sqs-fifo" if q.fifo else "sqs-standard",
                 visibility_timeout=q.int_attr("VisibilityTimeout"),
                 retention=q.int_attr("MessageRetentionPeriod"),
-                max_retries=NO_REDRIVE_RETRIES, stale_ack="deletes")
+                dead_letter=False, stale_ack="deletes")
         except ValueError as exc:
             raise _invalid("QueueName", q.name, str(exc)) from None
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
-from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
+from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, limit_error, seconds
 from ..profiles import seconds as profile_seconds
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ class QueueConfig:
     """A queue's settings as ``create`` accepted them (``retry_delay=None``: exponential backoff).
 
     ``profile`` names the platform the queue behaves like; ``retention`` is how long an
-    unconsumed message is kept (``None``: until consumed).
+    unconsumed message is kept (``None``: until consumed); ``dead_letter=False``: no
+    dead-letter queue, a failing message is retried until its retention ends.
     """
 
     name: str
@@ -112,6 +113,7 @@ class QueueConfig:
     profile: str = "agentuity"
     retention: float | None = None
     content_based_dedup: bool = False
+    dead_letter: bool = True
 
     @property
     def max_receive_count(self) -> int:
@@ -209,8 +211,8 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_deadline", "_overlap", "_q", "_queues", "_seq", "_settled", "_task", "attempt",
-                 "expired", "message", "payload")
+    __slots__ = ("_began", "_deadline", "_overlap", "_q", "_queues", "_seq", "_settled", "_task",
+                 "attempt", "expired", "message", "payload")
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
         self._queues = queues
@@ -229,6 +231,8 @@ class Delivery:
         #: An overlapping copy (``duplicate(..., overlap=True)``): it holds no lease of the
         #: message; its ack deletes nothing and its failure is not retried.
         self._overlap = False
+        #: When this receive began (virtual monotonic): SQS caps its visibility 12 h after it.
+        self._began = queues._sim.clock._mono
 
     @property
     def queue(self) -> str:
@@ -582,7 +586,7 @@ class DeliveryEngine:
 
     def _past_receives(self, q: _Queue, msg: Message) -> bool:
         """SQS redrive: the receive past ``maxReceiveCount`` moves the message to the DLQ instead."""
-        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries:
+        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries and q.config.dead_letter:
             self._dead_letter(q, msg)
             return True
         return False
@@ -593,6 +597,15 @@ class DeliveryEngine:
         now = self._sim.clock._mono
         while heap and heap[0][0] <= now:
             when, _, msg = heapq.heappop(heap)
+            if msg.state == DEAD and q.messages.get(msg.id) is msg and msg in q.dead:
+                # a dead letter expires too: SQS keeps it in the dead-letter queue only for
+                # that queue's retention, from the message's first enqueue
+                q.dead.remove(msg)
+                msg.state = EXPIRED
+                q.stats["expired"] += 1
+                self._record("expired", queue=q.config.name, id=msg.id, attempts=msg.attempts,
+                             expired_at=when, retention=q.config.retention, dead_letter=True)
+                continue
             if msg.state in (ACKED, DEAD, EXPIRED) or q.messages.get(msg.id) is not msg:
                 continue
             if msg._delivery is not None:
@@ -830,7 +843,8 @@ class DeliveryEngine:
 
         On SQS profiles the budget is checked on the next receive (``_past_receives``).
         """
-        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
+        if (msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry
+                and q.config.dead_letter):
             self._dead_letter(q, msg)
             return
         if delay is None:
@@ -881,7 +895,8 @@ class DeliveryEngine:
         msg._delivery = None
         q.stats["visibility_expired"] += 1
         self._record("visibility_expired", queue=q.config.name, id=msg.id, attempt=d.attempt)
-        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
+        if (msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry
+                and q.config.dead_letter):
             msg.last_error = msg.last_error or f"visibility timeout ({q.config.visibility_timeout:g}s)"
             self._dead_letter(q, msg)
         else:
@@ -1019,6 +1034,13 @@ class DeliveryEngine:
         seconds = profile_seconds("extend", "seconds", seconds, q.profile.name, lo, hi,
                                   fix="Extend again before the lease runs out for longer work.")
         self._extend_check(d)
+        if q.profile.uses_visibility_retry and not d._overlap:
+            held = self._sim.clock._mono - d._began
+            if held + seconds > hi:  # SQS: at most 12 hours after the receive, in all
+                raise limit_error("extend", "seconds", q.profile.name,
+                                  f"a visibility of at most {hi:g} s after the receive in all "
+                                  f"(received {held:g} s ago, so at most {hi - held:g} now)",
+                                  seconds, "Delete the message and publish it again for longer work.")
         name = q.config.name
         step = self._sim.faults.begin("queue.extend", queue=_scope(name))
         if step is not None:
