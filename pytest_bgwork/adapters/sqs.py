@@ -954,7 +954,6 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 # -- botocore glue --------------------------------------------------------------------------
 _active: list[SqsBackend] = []
-_registered = False
 _UNIQUE_ID = "pytest-bgwork-sqs"
 #: Attribute a request carries once answered (a handler registered twice answers once).
 _ANSWER = "_bgwork_sqs_response"
@@ -1125,12 +1124,12 @@ _dispatcher = _Dispatcher()
 def _ensure_registered() -> None:
     """Register the dispatcher for every botocore session made from now on (once per process),
     with aiobotocore's mapping to its async twin, and on boto3's default session if it exists."""
-    global _registered
-    if not _registered:
-        from botocore import handlers
+    from botocore import handlers
 
+    # checked on the list itself, not a flag: botocore may have been imported afresh since
+    # (pytest's in-process runs drop the modules a run imported)
+    if ("before-send.sqs", _dispatcher) not in handlers.BUILTIN_HANDLERS:
         handlers.BUILTIN_HANDLERS.append(("before-send.sqs", _dispatcher))
-        _registered = True
     try:
         from aiobotocore import hooks as aio_hooks
     except ImportError:
@@ -1142,6 +1141,10 @@ def _ensure_registered() -> None:
     boto3 = sys.modules.get("boto3")
     session = getattr(boto3, "DEFAULT_SESSION", None) if boto3 is not None else None
     if session is not None:
+        # unregister first: a handler left by an earlier import of this module (pytest's
+        # in-process runs re-import it) holds the unique id but answers from its own, empty
+        # list of installed simulations
+        session._session.unregister("before-send.sqs", unique_id=_UNIQUE_ID)
         session._session.register("before-send.sqs", _dispatcher, unique_id=_UNIQUE_ID)
 
 
