@@ -369,9 +369,14 @@ def test_bg_sqs_fixture(pytester: pytest.Pytester) -> None:
                 sqs.send_message(QueueUrl=url, MessageBody="hi")
             bgwork.run(main())
             assert len(bgwork.queues.messages("jobs")) == 1
+
+        def test_yields_the_simulation(bgwork, bg_sqs):
+            from pytest_bgwork import adapters
+            assert bg_sqs is bgwork  # like bg_agentuity and bg_alien
+            assert adapters.sqs.backend(bg_sqs).sim is bgwork  # the backend stays reachable
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
 def test_a_simulation_run_imports_no_adapter_sdk() -> None:

@@ -249,14 +249,15 @@ def test_sqs_visibility_timeout_is_0_to_43200_whole_seconds(
 async def test_sqs_size_limit_counts_message_attributes(bgwork: bg.Simulation) -> None:
     bgwork.queues.create("jobs", profile="sqs-standard")
     bgwork.queues.create("plain")
-    body = "x" * (MIB - 2 - 20)  # JSON adds 2 quotes
-    await bgwork.queues.publish("jobs", body, metadata={"a": "b"})  # {"a":"b"} = 9 bytes
+    body = "x" * (MIB - 2 - 20)  # the body's bytes count (not its JSON form)
+    await bgwork.queues.publish("jobs", body, metadata={"a": "b"})  # name 1 + JSON value 3 bytes
     await bgwork.queues.publish("plain", body, metadata={"trace": "t" * 100})  # not counted
     with pytest.raises(ValueError) as info:
-        await bgwork.queues.publish("jobs", body, metadata={"trace": "t" * 100})
+        await bgwork.queues.publish("jobs", body, metadata={"trace": "t" * 100})  # 5 + 102
     assert str(info.value).startswith(
-        "publish(payload=...) is 1048668 bytes as JSON with its metadata; the limit is 1 MiB "
-        "(1048576 bytes, profile 'sqs-standard', counting message attributes).")
+        "publish(payload=...) is 1048661 bytes as SQS counts them (body bytes, attribute names, "
+        "types and values) with its metadata; the limit is 1 MiB (1048576 bytes, profile "
+        "'sqs-standard', counting message attributes).")
     with pytest.raises(ValueError, match=r"profile 'sqs-standard' allows at most 10 message "
                                          r"attributes; got '11 keys'"):
         await bgwork.queues.publish("jobs", {}, metadata={str(i): i for i in range(11)})

@@ -170,3 +170,169 @@ def test_fifo_rules_as_moto_and_aws(sqs: Any) -> None:
     assert sim.run(main()) == (theirs, order) == (
         [True, True, True], [["a1"], ["b1"], [], ["a2"]])
     sim.close()
+
+
+class _FirstChoices:
+    """Choices that always take the unsurprising option (what shrinking goes to)."""
+
+    def integer(self, lo: int, hi: int, label: str = "") -> int:
+        return lo
+
+    def fraction(self, label: str = "") -> float:
+        return 0.0
+
+
+def _pull_order(sim: bg.Simulation, profile: str, chaos: str = "") -> list[int]:
+    """Publish 0..5 to a queue of ``profile``, then pull them one at a time (each acked)."""
+    async def main() -> list[int]:
+        sim.queues.create("jobs", profile=profile)
+        for n in range(6):
+            await sim.queues.publish("jobs", n)
+        got = []
+        while (d := await sim.queues.receive("jobs")) is not None:
+            got.append(d.message.payload)
+            await d.ack()
+        return got
+
+    if chaos:
+        from pytest_bgwork.checking import chaos as chaos_mode
+
+        chaos_mode.apply(sim, chaos)
+    return sim.run(main())
+
+
+def test_a_standard_queue_is_best_effort_ordered_for_pull_consumers() -> None:
+    """AWS: standard queues give best-effort ordering; the order is drawn from sim.choices
+    (seeded), and shrinks to publish order."""
+    orders = {tuple(_pull_order(bg.Simulation(seed=seed), "sqs-standard")) for seed in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(6)) for o in orders)
+    assert _pull_order(bg.Simulation(seed=3), "sqs-standard") == _pull_order(bg.Simulation(seed=3),
+                                                                              "sqs-standard")
+    assert _pull_order(bg.Simulation(choices=_FirstChoices()), "sqs-standard") == list(range(6))
+    # FIFO and Agentuity queues keep publish order on every seed
+    assert {tuple(_pull_order(bg.Simulation(seed=s), "agentuity")) for s in range(10)} == {tuple(range(6))}
+
+
+def test_chaos_reorder_reaches_pull_consumers() -> None:
+    orders = {tuple(_pull_order(bg.Simulation(seed=s), "agentuity", "reorder")) for s in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(6)) for o in orders)
+    sim = bg.Simulation(seed=1)
+    _pull_order(sim, "agentuity", "reorder")
+    assert sim.history.filter("fault", "reorder")  # counted as the chaos fault it is
+
+
+def test_sqs_visibility_ends_at_most_12_hours_after_the_receive() -> None:
+    """AWS ChangeMessageVisibility: a message's visibility timeout is at most 12 hours in all;
+    a longer extension is refused (the adapter and moto agree)."""
+    sim = bg.Simulation(seed=0)
+
+    async def main() -> str:
+        sim.queues.create("jobs", profile="sqs-standard")
+        await sim.queues.publish("jobs", 1)
+        d = await sim.queues.receive("jobs")
+        assert d is not None
+        await d.extend(360)
+        await sim.advance(300)
+        await d.extend(43_200 - 300)  # exactly 12 h after the receive: allowed
+        try:
+            await d.extend(43_200 - 299)
+        except ValueError as exc:
+            return str(exc)
+        return "accepted"
+
+    text = sim.run(main())
+    assert text.startswith("extend(seconds=...): profile 'sqs-standard' allows a visibility of at "
+                           "most 43200 s after the receive in all (received 300 s ago")
+    assert "Delete the message and publish it again" in text
+
+
+def test_sqs_size_counts_the_body_bytes_not_the_stored_json() -> None:
+    """AWS: 1 MiB (1,048,576 bytes) for the body and its attributes; a body full of quotes is
+    not twice as large because the simulation stores it as JSON."""
+    sim = bg.Simulation(seed=0)
+
+    async def main() -> list[str]:
+        sim.queues.create("jobs", profile="sqs-standard")
+        await sim.queues.publish("jobs", "x" * 1_048_576)
+        await sim.queues.publish("jobs", '"' * 950_000)
+        attrs = {"k": {"DataType": "String", "StringValue": "v"}}  # 1 + 6 + 1 bytes
+        await sim.queues.publish("jobs", "x" * (1_048_576 - 8), metadata=attrs)
+        refused = []
+        for payload, meta in (("x" * 1_048_577, None), ("x" * (1_048_576 - 7), attrs)):
+            try:
+                await sim.queues.publish("jobs", payload, metadata=meta)
+            except ValueError as exc:
+                refused.append(str(exc))
+        return refused
+
+    refused = sim.run(main())
+    assert len(refused) == 2
+    assert refused[0].startswith("publish(payload=...) is 1048577 bytes as SQS counts them")
+    assert "1048577 bytes" in refused[1] and "with its metadata" in refused[1]
+
+
+def _failing(sim: bg.Simulation, **create: Any) -> dict[str, int]:
+    """A routed handler that always fails, for a day of virtual time; the queue's stats."""
+    async def handler(payload: Any, delivery: Any) -> None:
+        raise RuntimeError("always")
+
+    async def main() -> dict[str, int]:
+        sim.queues.create("jobs", profile="sqs-standard", visibility_timeout=600, **create)
+        sim.queues.route("jobs", handler)
+        await sim.queues.publish("jobs", 1)
+        await sim.advance(86_400)
+        return {"dead": len(sim.queues.dead_letters("jobs")), **sim.queues.stats("jobs")}
+
+    return sim.run(main())
+
+
+def test_sqs_without_a_redrive_policy_redelivers_until_retention_ends() -> None:
+    """AWS: a queue without a RedrivePolicy has no dead-letter queue; a failing message comes
+    back every visibility timeout until its retention period ends."""
+    day = _failing(bg.Simulation(seed=0))
+    assert day["dead"] == 0 and day["delivered"] == 145  # at 0, 600, ..., 86,400 s
+    assert bg.Simulation(seed=0).queues.create("q", profile="sqs-standard").dead_letter is False
+    short = _failing(bg.Simulation(seed=0), retention=3600)
+    assert short["dead"] == 0 and short["expired"] == 1 and short["delivered"] == 6
+    assert _failing(bg.Simulation(seed=0), max_retries=2)["dead"] == 1  # a redrive policy
+    assert _failing(bg.Simulation(seed=0), max_retries=2, dead_letter=False)["dead"] == 0
+
+
+def test_sqs_dead_letters_expire_with_the_retention() -> None:
+    stats = _failing(bg.Simulation(seed=0), max_retries=0, retention=3600)
+    assert stats["dead"] == 0 and stats["expired"] == 1
+
+
+def test_extend_zero_makes_the_message_visible_to_the_next_receive() -> None:
+    """SQS ChangeMessageVisibility(VisibilityTimeout=0): visible at once, with no loop turn."""
+    sim = bg.Simulation(seed=0)
+
+    async def main() -> tuple[int, int]:
+        sim.queues.create("jobs.fifo", profile="sqs-fifo", content_based_dedup=True)
+        await sim.queues.publish("jobs.fifo", "m", partition_key="g")
+        first = await sim.queues.receive("jobs.fifo")
+        assert first is not None
+        await first.extend(0)
+        again = await sim.queues.receive("jobs.fifo")  # same instant, same task step
+        assert again is not None and again.message is first.message
+        return first.attempt, again.attempt
+
+    assert sim.run(main()) == (1, 2)
+
+
+def test_fifo_receive_many_takes_several_messages_of_one_group_in_order() -> None:
+    sim = bg.Simulation(seed=0)
+
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        sim.queues.create("jobs.fifo", profile="sqs-fifo", content_based_dedup=True)
+        for body in ("a1", "a2", "a3"):
+            await sim.queues.publish("jobs.fifo", body, partition_key="a")
+        await sim.queues.publish("jobs.fifo", "b1", partition_key="b")
+        first = await sim.queues.receive_many("jobs.fifo", 2)
+        other = await sim.queues.receive_many("jobs.fifo", 10)  # a's rest waits for a1, a2
+        for d in first:
+            await d.ack()
+        rest = await sim.queues.receive_many("jobs.fifo", 10)
+        return ([d.payload for d in first], [d.payload for d in other], [d.payload for d in rest])
+
+    assert sim.run(main()) == (["a1", "a2"], ["b1"], ["a3"])

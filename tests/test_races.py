@@ -310,7 +310,7 @@ async def test_extend_refuses_bad_seconds_naming_the_limit(bgwork: bg.Simulation
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("profile", "name", "good", "bad", "limit"), [
-    ("sqs-standard", "jobs", [0, 43_200], [-1, 43_201], ">= 0 and <= 43200"),
+    ("sqs-standard", "jobs", [43_200, 0], [-1, 43_201], ">= 0 and <= 43200"),  # 0 last: visible at once
     ("alien", "jobs", [1, 600], [0, 0.5, 601, 43_200], ">= 1 and <= 600"),
 ])
 async def test_extend_honours_the_queue_profiles_lease_range(

@@ -16,14 +16,14 @@ import pytest
 
 if TYPE_CHECKING:
     from ..simulation import Simulation
-    from .sqs import SqsBackend
 
 __all__ = ["bg_sqs"]
 
 
 @pytest.fixture
-def bg_sqs(bgwork: Simulation, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqsBackend]:
-    """boto3 and aiobotocore SQS answered by ``bgwork.queues`` (``adapters.sqs.install``)."""
+def bg_sqs(bgwork: Simulation, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulation]:
+    """The test's simulation, with boto3 and aiobotocore SQS answered by ``bgwork.queues``
+    (``adapters.sqs.install``); ``adapters.sqs.backend(sim)`` is the SQS backend (its queues)."""
     from . import sqs
 
     for key, value in sqs.DUMMY_CREDENTIALS.items():
@@ -35,5 +35,5 @@ def bg_sqs(bgwork: Simulation, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqsB
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with sqs.install(bgwork, credentials=False) as backend:
-        yield backend
+    with sqs.install(bgwork, credentials=False):
+        yield bgwork

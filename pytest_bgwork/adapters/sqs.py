@@ -6,13 +6,12 @@ boto3 and for aiobotocore (which gets its own awaitable response type). Each SQS
 a ``sim.queues`` queue with the ``sqs-standard`` or ``sqs-fifo`` profile, so deliveries,
 visibility timeouts, faults, chaos, the history and the checks all apply.
 
-What it answers (botocore's JSON protocol, ``AmazonSQS.<Operation>``): CreateQueue,
-GetQueueUrl, SendMessage(+Batch), ReceiveMessage, DeleteMessage(+Batch),
-ChangeMessageVisibility, GetQueueAttributes, SetQueueAttributes, PurgeQueue. Any other
-operation raises ``UnsupportedOperation`` naming it. Out-of-range parameters get SQS's
-error codes as a botocore ``ClientError``. Rules that differ from moto, as AWS documents
-them: a delete with a receipt handle that is not the message's most recent one succeeds
-and deletes nothing; a malformed handle is ``ReceiptHandleIsInvalid``.
+What it answers (botocore's JSON protocol, ``AmazonSQS.<Operation>``): see ``_IMPLEMENTED``.
+Any other operation raises ``UnsupportedOperation`` naming it. Out-of-range parameters get
+SQS's error codes (and AWS's texts) as a botocore ``ClientError``; an injected fault is a
+500 ``InternalError`` (or botocore's own transport error), never the caller's bad input.
+As AWS does (moto's authors verified it), a delete or visibility change with an older
+receipt handle of a message acts on its most recent receive.
 
 Sync boto3 cannot wait on virtual time: its ``ReceiveMessage`` returns at once when no
 message is visible (whatever ``WaitTimeSeconds`` says), and botocore's retry sleeps are
@@ -43,7 +42,7 @@ from typing import Any
 
 import pytest_bgwork as bg
 
-__all__ = ["ACCOUNT_ID", "SqsBackend", "UnsupportedOperation", "install", "patch_client"]
+__all__ = ["ACCOUNT_ID", "SqsBackend", "UnsupportedOperation", "backend", "install", "patch_client"]
 
 #: The account id in queue URLs and ARNs (moto's default, so URLs look the same).
 ACCOUNT_ID = "123456789012"
@@ -58,8 +57,6 @@ MAX_WAIT = 20
 MAX_DELAY = 900
 MAX_BATCH = 10
 MAX_SIZE = 1024 * 1024  # SQS's message size limit since August 2025 (was 256 KiB)
-#: A queue without a RedrivePolicy keeps redelivering; the simulation's budget is set this high.
-NO_REDRIVE_RETRIES = 999
 PURGE_INTERVAL = 60.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _FIFO_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,75}\.fifo$")
@@ -67,6 +64,8 @@ _BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 _ATTR_NAME_RE = re.compile(r"^(?!aws\.|amazon\.)(?!\.)(?!.*\.\.)(?!.*\.$)[A-Za-z0-9_.-]{1,256}$", re.I)
 _INVALID_BODY = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: What SQS takes as a Number attribute: a decimal, optionally signed, with an exponent.
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _HANDLE_PREFIX = "AQEB"
 _NS = uuid.UUID("6f0c3a52-93f5-4d6e-9b1a-1b4b5bcbd4f1")
 
@@ -97,9 +96,18 @@ _READ_ONLY = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisi
 _SYSTEM_ATTRIBUTES = ("ApproximateFirstReceiveTimestamp", "ApproximateReceiveCount", "SenderId",
                       "SentTimestamp", "MessageDeduplicationId", "MessageGroupId", "SequenceNumber",
                       "AWSTraceHeader", "DeadLetterQueueSourceArn")
-_IMPLEMENTED = ("CreateQueue", "GetQueueUrl", "SendMessage", "SendMessageBatch", "ReceiveMessage",
-                "DeleteMessage", "DeleteMessageBatch", "ChangeMessageVisibility",
-                "GetQueueAttributes", "SetQueueAttributes", "PurgeQueue")
+_IMPLEMENTED = ("CreateQueue", "GetQueueUrl", "ListQueues", "DeleteQueue", "SendMessage",
+                "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+                "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes",
+                "SetQueueAttributes", "PurgeQueue", "TagQueue", "UntagQueue", "ListQueueTags")
+#: SQS's own texts for the errors it documents (the code alone is not what users log).
+INVALID_QUEUE_NAME = ("Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
+                      "in length")
+INVALID_BATCH_ID = ("A batch entry id can only contain alphanumeric characters, hyphens and "
+                    "underscores. It can be at most 80 letters long.")
+NO_DEDUP_ID = ("The queue should either have ContentBasedDeduplication enabled or "
+               "MessageDeduplicationId provided explicitly")
+MAX_TAGS = 50
 
 
 class UnsupportedOperation(bg.BgworkError, NotImplementedError):
@@ -107,13 +115,15 @@ class UnsupportedOperation(bg.BgworkError, NotImplementedError):
 
 
 class _SqsError(Exception):
-    """An SQS error response: its shape name, message and status."""
+    """An SQS error response: its shape name, message and status (``whole``: a batch entry's
+    error that fails the whole batch request, as SQS does for missing FIFO ids)."""
 
-    def __init__(self, shape: str, message: str, status: int = 400) -> None:
+    def __init__(self, shape: str, message: str, status: int = 400, *, whole: bool = False) -> None:
         super().__init__(message)
         self.shape = shape
         self.message = message
         self.status = status
+        self.whole = whole
 
 
 def _invalid(param: str, value: object, reason: str) -> _SqsError:
@@ -184,6 +194,7 @@ class _Queue:
     dlq_for: set[str] = field(default_factory=set)
     purge_offset: int = -1
     purged_at: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def arn(self) -> str:
@@ -221,6 +232,12 @@ class SqsBackend:
         self._receipts: dict[str, _Receipt] = {}
         self._latest: dict[tuple[str, str], str] = {}
         self._first_receive: dict[tuple[str, str], int] = {}
+        #: (queue, simulation message id) -> AWSTraceHeader sent with it
+        self._trace: dict[tuple[str, str], str] = {}
+        #: (dead-letter queue, simulation message id) -> the MessageId it had (SQS keeps it)
+        self._moved_ids: dict[tuple[str, str], str] = {}
+        #: (queue, simulation message id) -> its first receive's monotonic time (12 h cap)
+        self._first_mono: dict[tuple[str, str], float] = {}
         self._wakers: dict[str, list[asyncio.Future[None]]] = {}
         self._requests = 0
         self._handles = 0
@@ -233,8 +250,10 @@ class SqsBackend:
         return str(uuid.uuid5(_NS, f"request/{self._requests}"))
 
     def message_id(self, queue: str, sim_id: str) -> str:
-        """The SQS ``MessageId`` of a simulation message (a deterministic UUID)."""
-        return str(uuid.uuid5(_NS, f"{queue}/{sim_id}"))
+        """The SQS ``MessageId`` of a simulation message (a deterministic UUID; a dead-lettered
+        message keeps the id it had on its source queue, as SQS does)."""
+        moved = self._moved_ids.get((queue, sim_id))
+        return moved if moved is not None else str(uuid.uuid5(_NS, f"{queue}/{sim_id}"))
 
     def _queue(self, params: dict[str, Any]) -> _Queue:
         url = params.get("QueueUrl")
@@ -280,30 +299,41 @@ class SqsBackend:
                 f"adapters.sqs got a {operation} request that is not JSON: this botocore speaks "
                 "SQS's old query protocol. Upgrade botocore (>= 1.34 speaks JSON to SQS).") from None
         handler = getattr(self, f"_op_{operation}")
+        injected = self.sim.faults.injected
         try:
             result: dict[str, Any] = await handler(params, base=base, region=region, can_wait=can_wait)
         except _SqsError as err:
             self.sim.history.record("sqs", operation, "fail", error=err.shape, message=err.message)
             return err.status, {"__type": f"com.amazonaws.sqs#{err.shape}", "message": err.message,
                                 "_query": _ERRORS.get(err.shape, err.shape)}
+        except (ConnectionError, TimeoutError):
+            raise  # a transport failure: botocore's own exception (``_convert``)
+        except Exception as exc:
+            if self.sim.faults.injected == injected:
+                raise  # not a fault this simulation injected: a bug shows as itself
+            # An injected fault is the service failing, never the caller's bad input: SQS's
+            # HTTP 500 InternalError, which botocore retries like the real one.
+            self.sim.history.record("sqs", operation, "fail", error="InternalError",
+                                    injected=True, cause=repr(exc))
+            return 500, {"__type": "com.amazonaws.sqs#InternalError",
+                         "message": "We encountered an internal error. Please try again.",
+                         "_query": "InternalError"}
         return 200, result
 
     # -- queues ----------------------------------------------------------------------------
     async def _op_CreateQueue(self, params: dict[str, Any], *, base: str, region: str,
                               **_: Any) -> dict[str, Any]:
         name = params.get("QueueName")
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):
             raise _SqsError("MissingParameter", "The request must contain the parameter QueueName.")
         given = {str(k): str(v) for k, v in (params.get("Attributes") or {}).items()}
         fifo = given.get("FifoQueue", "false").lower() == "true"
-        if name.endswith(".fifo") != fifo:
-            raise _invalid("QueueName", name, "The name of a FIFO queue can only include alphanumeric "
-                           "characters, hyphens, or underscores, must end with .fifo suffix and be 1 "
-                           "to 80 in length." if fifo else "Only FIFO queue names can end with "
-                           ".fifo; set the attribute FifoQueue=true.")
         if not (_FIFO_NAME_RE if fifo else _NAME_RE).match(name):
-            raise _invalid("QueueName", name, "Can only include alphanumeric characters, hyphens, "
-                           "or underscores. 1 to 80 in length")
+            if name.endswith(".fifo") and not fifo and _FIFO_NAME_RE.match(name):
+                raise _invalid("QueueName", name, "Only FIFO queue names can end with .fifo; set "
+                               "the attribute FifoQueue=true.")
+            raise _SqsError("InvalidParameterValue", INVALID_QUEUE_NAME)
+        tags = self._check_tags(params.get("tags") or {}, name)
         attributes = self._defaults(fifo)
         for key, value in given.items():
             self._set_attribute(attributes, key, value, fifo, name)
@@ -315,7 +345,7 @@ class SqsBackend:
                                 f"different value for attribute(s) {', '.join(differ)}")
             return {"QueueUrl": self._url(existing, base)}
         now = _epoch_ms(self.sim) // 1000
-        q = _Queue(name, fifo, attributes, now, now, region)
+        q = _Queue(name, fifo, attributes, now, now, region, tags=tags)
         self._create_sim_queue(q)
         self.queues[name] = q
         self._link_redrive(q)
@@ -328,7 +358,8 @@ class SqsBackend:
                "MessageRetentionPeriod": "345600", "ReceiveMessageWaitTimeSeconds": "0",
                "VisibilityTimeout": "30"}
         if fifo:
-            out.update(FifoQueue="true", ContentBasedDeduplication="false")
+            out.update(FifoQueue="true", ContentBasedDeduplication="false",
+                       DeduplicationScope="queue", FifoThroughputLimit="perQueue")
         return out
 
     def _set_attribute(self, attributes: dict[str, str], key: str, value: str, fifo: bool,
@@ -370,6 +401,8 @@ class SqsBackend:
                 raise _SqsError("InvalidAttributeValue", "Invalid value for the parameter "
                                 f"ContentBasedDeduplication: {value!r} (true or false).")
             attributes[key] = value.lower()
+        elif key == "Policy" and value == "":
+            attributes.pop(key, None)  # SQS: an empty policy removes the queue's policy
         elif key in _READ_ONLY or key in ("Policy", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds",
                                           "SqsManagedSseEnabled", "DeduplicationScope",
                                           "FifoThroughputLimit", "RedriveAllowPolicy"):
@@ -380,12 +413,15 @@ class SqsBackend:
             raise _SqsError("InvalidAttributeName", f"Unknown Attribute {key}.")
 
     def _create_sim_queue(self, q: _Queue) -> None:
+        if q.name in self.sim.queues.names():  # re-created after DeleteQueue: a fresh start
+            q.purge_offset = max((m.offset for m in self.sim.queues.messages(q.name)), default=-1) + 1
+            return
         try:
             self.sim.queues.create(
                 q.name, profile="sqs-fifo" if q.fifo else "sqs-standard",
                 visibility_timeout=q.int_attr("VisibilityTimeout"),
                 retention=q.int_attr("MessageRetentionPeriod"),
-                max_retries=NO_REDRIVE_RETRIES, stale_ack="deletes")
+                dead_letter=False, stale_ack="deletes")
         except ValueError as exc:
             raise _invalid("QueueName", q.name, str(exc)) from None
 
@@ -393,6 +429,72 @@ class SqsBackend:
         redrive = q.redrive
         if redrive is not None and redrive[0] in self.queues:
             self.queues[redrive[0]].dlq_for.add(q.name)
+
+    @staticmethod
+    def _check_tags(tags: object, name: str) -> dict[str, str]:
+        if not isinstance(tags, dict):
+            raise _SqsError("MissingParameter", "The request must contain the parameter Tags.")
+        if len(tags) > MAX_TAGS:
+            raise _SqsError("InvalidParameterValue", f"Too many tags added for queue {name}.")
+        out = {}
+        for key, value in tags.items():
+            if not isinstance(key, str) or not 1 <= len(key) <= 128:
+                raise _SqsError("InvalidParameterValue",
+                                "Tag keys must be between 1 and 128 characters in length.")
+            out[key] = str(value)
+        return out
+
+    async def _op_ListQueues(self, params: dict[str, Any], *, base: str, region: str,
+                             **_: Any) -> dict[str, Any]:
+        prefix = params.get("QueueNamePrefix") or ""
+        most = _int_param(params, "MaxResults", 1, 1000, None)
+        token = params.get("NextToken")
+        start = 0
+        if token is not None:
+            try:
+                start = int(base64.b64decode(str(token)).decode())
+            except ValueError:
+                raise _invalid("NextToken", token, "Invalid NextToken value.") from None
+        names = [n for n, q in self.queues.items() if n.startswith(prefix) and q.region == region]
+        page = names[start:start + (most or 1000)]
+        out: dict[str, Any] = {}
+        if page:
+            out["QueueUrls"] = [self._url(self.queues[n], base) for n in page]
+        if most is not None and start + most < len(names):
+            out["NextToken"] = base64.b64encode(str(start + most).encode()).decode()
+        return out
+
+    async def _op_DeleteQueue(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        purged = await self._drop_messages(q)
+        del self.queues[q.name]
+        self.sim.history.record("sqs", "DeleteQueue", queue=q.name, deleted=purged)
+        return {}
+
+    async def _op_TagQueue(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        tags = params.get("Tags")
+        if not tags:
+            raise _SqsError("MissingParameter", "The request must contain the parameter Tags.")
+        merged = {**q.tags, **self._check_tags(tags, q.name)}
+        if len(merged) > MAX_TAGS:
+            raise _SqsError("InvalidParameterValue", f"Too many tags added for queue {q.name}.")
+        q.tags = merged
+        return {}
+
+    async def _op_UntagQueue(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        keys = params.get("TagKeys") or []
+        if not keys:
+            raise _SqsError("InvalidParameterValue",
+                            "Tag keys must be between 1 and 128 characters in length.")
+        for key in keys:
+            q.tags.pop(key, None)
+        return {}
+
+    async def _op_ListQueueTags(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        return {"Tags": dict(q.tags)} if q.tags else {}
 
     async def _op_GetQueueUrl(self, params: dict[str, Any], *, base: str, **_: Any) -> dict[str, Any]:
         name = params.get("QueueName")
@@ -456,6 +558,12 @@ class SqsBackend:
             raise _SqsError("PurgeQueueInProgress", f"Only one PurgeQueue operation on {q.name} is "
                             "allowed every 60 seconds.", 403)
         q.purged_at = now
+        purged = await self._drop_messages(q)
+        self.sim.history.record("sqs", "PurgeQueue", queue=q.name, purged=purged)
+        return {}
+
+    async def _drop_messages(self, q: _Queue) -> int:
+        """Delete every message of ``q`` (PurgeQueue, DeleteQueue); how many were visible or in flight."""
         messages = self.sim.queues.messages(q.name)
         q.purge_offset = max((m.offset for m in messages), default=-1) + 1
         purged = 0
@@ -470,12 +578,11 @@ class SqsBackend:
                 break
             await d.ack()
             purged += 1
-        self.sim.history.record("sqs", "PurgeQueue", queue=q.name, purged=purged)
-        return {}
+        return purged
 
     # -- sending -----------------------------------------------------------------------------
-    def _check_message(self, q: _Queue, entry: dict[str, Any]) -> tuple[str, dict[str, Any] | None,
-                                                                         int, str | None, str | None]:
+    def _check_message(self, q: _Queue, entry: dict[str, Any]) -> tuple[
+            str, dict[str, Any] | None, int, str | None, str | None, str | None]:
         body = entry.get("MessageBody")
         if not isinstance(body, str) or not body:
             raise _SqsError("MissingParameter", "The request must contain the parameter MessageBody.")
@@ -491,19 +598,23 @@ class SqsBackend:
                                "Number of message attributes cannot exceed 10.")
             for name, attr in attributes.items():
                 if not _ATTR_NAME_RE.match(name):
-                    raise _invalid("MessageAttributes", name, "Message attribute name is invalid: "
-                                   "1 to 256 of A-Z a-z 0-9 '_' '-' '.', no aws./amazon. prefix.")
+                    raise _SqsError("InvalidParameterValue", f"The message attribute name '{name}' "
+                                    "is invalid. Attribute name can contain A-Z, a-z, 0-9, underscore "
+                                    "(_), hyphen (-), and period (.) characters.")
                 kind = str(attr.get("DataType", ""))
                 base_kind = kind.split(".", 1)[0]
                 if base_kind not in ("String", "Number", "Binary"):
-                    raise _invalid("MessageAttributes", name, f"The message attribute '{name}' has "
-                                   f"an invalid message attribute type {kind!r}; use String, Number "
-                                   "or Binary.")
+                    raise _SqsError("InvalidParameterValue", f"The message attribute '{name}' has "
+                                    "an invalid message attribute type, the set of supported type "
+                                    "prefixes is Binary, Number, and String.")
                 key = "BinaryValue" if base_kind == "Binary" else "StringValue"
                 if not attr.get(key):
                     raise _invalid("MessageAttributes", name, f"The message attribute '{name}' must "
                                    f"contain a non-empty {key}.")
                 value = attr[key]
+                if base_kind == "Number" and not _NUMBER_RE.match(str(value)):
+                    raise _SqsError("InvalidParameterValue", f"Can't cast the value of message "
+                                    f"(user) attribute '{name}' to a number.")
                 size += len(name.encode()) + len(kind.encode()) + (
                     len(base64.b64decode(value)) if key == "BinaryValue" else len(value.encode()))
             attributes = {n: {"DataType": a["DataType"],
@@ -512,27 +623,29 @@ class SqsBackend:
                           for n, a in attributes.items()}
         limit = q.int_attr("MaximumMessageSize")
         if size > limit:
-            raise _invalid("MessageBody", f"({size} bytes)", f"Message must be shorter than "
-                           f"{limit} bytes.")
+            raise _SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
+                            f"Message must be shorter than {limit} bytes.")
         delay = entry.get("DelaySeconds")
-        if delay is not None and q.fifo:
+        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int)
+                                  or not 0 <= delay <= MAX_DELAY):
+            raise _invalid("DelaySeconds", delay, f"DelaySeconds must be >= 0 and <= {MAX_DELAY}.")
+        if delay and q.fifo:  # SQS FIFO: 0 is accepted, any other per-message delay is not
             raise _invalid("DelaySeconds", delay, "The request include parameter that is not valid "
                            "for this queue type.")
         if delay is None:
             delay = 0 if q.fifo else q.int_attr("DelaySeconds")
-        elif isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY:
-            raise _invalid("DelaySeconds", delay, f"Must be between 0 and {MAX_DELAY}, if provided.")
         group = entry.get("MessageGroupId")
         dedup = entry.get("MessageDeduplicationId")
         if q.fifo:
-            if not isinstance(group, str) or not _KEY_RE.match(group):
+            if group is None:
                 raise _SqsError("MissingParameter", "The request must contain the parameter "
-                                "MessageGroupId (1 to 128 printable ASCII characters) for a FIFO queue.")
+                                "MessageGroupId.", whole=True)
+            if not isinstance(group, str) or not _KEY_RE.match(group):
+                raise _invalid("MessageGroupId", group, "MessageGroupId can contain up to 128 "
+                               "alphanumeric and punctuation characters.")
             if dedup is None:
                 if q.attributes.get("ContentBasedDeduplication") != "true":
-                    raise _invalid("MessageDeduplicationId", None, "The queue should either have "
-                                   "ContentBasedDeduplication enabled or MessageDeduplicationId "
-                                   "provided explicitly")
+                    raise _SqsError("InvalidParameterValue", NO_DEDUP_ID, whole=True)
                 dedup = hashlib.sha256(body.encode()).hexdigest()
             elif not isinstance(dedup, str) or not _KEY_RE.match(dedup):
                 raise _invalid("MessageDeduplicationId", dedup, "1 to 128 printable ASCII characters.")
@@ -541,13 +654,32 @@ class SqsBackend:
                 raise _invalid("MessageDeduplicationId", dedup, "The request includes a parameter "
                                "that is not valid for this queue type.")
             group = None  # standard queues accept and ignore MessageGroupId (fair queues)
-        return body, attributes, delay, group, dedup
+        return body, attributes, delay, group, dedup, self._trace_header(entry)
+
+    @staticmethod
+    def _trace_header(entry: dict[str, Any]) -> str | None:
+        """The ``AWSTraceHeader`` system attribute sent with a message (the only one SQS takes)."""
+        system = entry.get("MessageSystemAttributes") or {}
+        for name in system:
+            if name != "AWSTraceHeader":
+                raise _invalid("MessageSystemAttributes", name, "Only AWSTraceHeader is a valid "
+                               "message system attribute.")
+        attr = system.get("AWSTraceHeader")
+        if attr is None:
+            return None
+        value = attr.get("StringValue") if isinstance(attr, dict) else None
+        if not isinstance(value, str) or not value or attr.get("DataType") != "String":
+            raise _invalid("MessageSystemAttributes", "AWSTraceHeader", "AWSTraceHeader needs "
+                           "DataType String and a non-empty StringValue.")
+        return value
 
     async def _send_one(self, q: _Queue, checked: tuple[str, dict[str, Any] | None, int, str | None,
-                                                         str | None]) -> dict[str, Any]:
-        body, attributes, delay, group, dedup = checked
+                                                         str | None, str | None]) -> dict[str, Any]:
+        body, attributes, delay, group, dedup, trace = checked
         result = await self.sim.queues.publish(q.name, body, idempotency_key=dedup, partition_key=group,
                                                metadata=attributes, delay=delay)
+        if trace is not None and not result.duplicate:
+            self._trace[(q.name, result.id)] = trace
         out: dict[str, Any] = {"MessageId": self.message_id(q.name, result.id),
                                "MD5OfMessageBody": md5_of_body(body)}
         if attributes:
@@ -566,12 +698,14 @@ class SqsBackend:
         total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
         if total > q.int_attr("MaximumMessageSize"):
             raise _SqsError("BatchRequestTooLong", f"Batch requests cannot be longer than "
-                            f"{q.int_attr('MaximumMessageSize')} bytes; got {total}.")
+                            f"{q.int_attr('MaximumMessageSize')} bytes. You have sent {total} bytes.")
         ok, failed = [], []
         for entry in entries:
             try:
                 res = await self._guard(self._send_one(q, self._check_message(q, entry)))
             except _SqsError as err:
+                if err.whole:
+                    raise
                 failed.append({"Id": entry["Id"], "SenderFault": True, "Code": err.shape,
                                "Message": err.message})
             else:
@@ -590,19 +724,23 @@ class SqsBackend:
         ids = [e.get("Id") for e in entries]
         for i in ids:
             if not isinstance(i, str) or not _BATCH_ID_RE.match(i):
-                raise _SqsError("InvalidBatchEntryId", f"A batch entry id can only contain alphanumeric "
-                                f"characters, hyphens and underscores. It can be at most 80 letters "
-                                f"long; got {i!r}.")
-        if len(set(ids)) != len(ids):
-            raise _SqsError("BatchEntryIdsNotDistinct", "Two or more batch entries in the request "
-                            "have the same Id.")
+                raise _SqsError("InvalidBatchEntryId", INVALID_BATCH_ID)
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                raise _SqsError("BatchEntryIdsNotDistinct", f"Id {i} repeated.")
+            seen.add(i)
         return list(entries)
 
     async def _guard(self, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-        """Run a queue operation; a ``ValueError`` the simulation raises is SQS's InvalidParameterValue."""
+        """Run a queue operation; a ``ValueError`` the simulation raises while validating is SQS's
+        InvalidParameterValue. One raised by an injected fault is not (``answer`` makes it a 500)."""
+        injected = self.sim.faults.injected
         try:
             return await coro
         except (bg.UnknownQueue, ValueError, TypeError) as exc:
+            if self.sim.faults.injected != injected:
+                raise
             raise _SqsError("InvalidParameterValue", str(exc)) from None
 
     # -- receiving ---------------------------------------------------------------------------
@@ -642,32 +780,39 @@ class SqsBackend:
         redrive = q.redrive
         effective = visibility if visibility is not None else q.int_attr("VisibilityTimeout")
         while len(out) < most:
-            d = await self.sim.queues.receive(q.name)
-            if d is None:
+            got = await self.sim.queues.receive_many(q.name, most - len(out))
+            dropped = False
+            for d in got:
+                msg = d.message
+                if msg.offset < q.purge_offset:  # sent before a purge: SQS deleted it
+                    await d.ack()
+                    dropped = True
+                elif redrive is not None and d.attempt > redrive[1] and redrive[0] in self.queues:
+                    await self._move_to_dlq(q, d, self.queues[redrive[0]])
+                    dropped = True
+                else:
+                    out.append(await self._received(q, d, effective, names, wanted))
+            if not dropped:  # (a second pull only to fill the places of dropped messages)
                 break
-            msg = d.message
-            if msg.offset < q.purge_offset:  # sent before a purge: SQS deleted it
-                await d.ack()
-                continue
-            if redrive is not None and d.attempt > redrive[1] and redrive[0] in self.queues:
-                await self._move_to_dlq(q, d, self.queues[redrive[0]])
-                continue
-            if effective != self.sim.queues.config(q.name).visibility_timeout:
-                extend = getattr(d, "extend", None)
-                if extend is None:
-                    raise bg.BgworkError(
-                        "adapters.sqs needs Delivery.extend() (pytest-bgwork 0.2 leases) to apply a "
-                        f"visibility timeout of {effective}s other than queue {q.name!r}'s own")
-                await extend(effective)
-            out.append(self._wire_message(q, d, names, wanted))
         return out
+
+    async def _received(self, q: _Queue, d: Any, effective: int, names: set[str],
+                        wanted: list[str]) -> dict[str, Any]:
+        """One message of a ReceiveMessage answer: its visibility set, its receipt handle made."""
+        if effective != self.sim.queues.config(q.name).visibility_timeout:
+            await d.extend(effective)
+        return self._wire_message(q, d, names, wanted)
 
     async def _move_to_dlq(self, q: _Queue, d: Any, dlq: _Queue) -> None:
         """The receive past maxReceiveCount: SQS moves the message to the dead-letter queue."""
         msg = d.message
-        await self.sim.queues.move_to_dead_letter_queue(  # checks see the copy as accounted for
+        res = await self.sim.queues.move_to_dead_letter_queue(  # checks see the copy as accounted for
             d, dlq.name, idempotency_key=msg.idempotency_key if dlq.fifo else None,
             partition_key=msg.partition_key if dlq.fifo else None)
+        self._moved_ids[(dlq.name, res.id)] = self.message_id(q.name, msg.id)
+        trace = self._trace.get((q.name, msg.id))
+        if trace is not None:
+            self._trace[(dlq.name, res.id)] = trace
         self.sim.history.record("sqs", "dead_letter", queue=q.name, id=msg.id, dlq=dlq.name,
                                 receives=d.attempt - 1)
 
@@ -679,6 +824,7 @@ class SqsBackend:
         raw = hashlib.sha256(f"{q.name}/{msg.id}/{d.attempt}/{self._handles}".encode()).digest()
         handle = _HANDLE_PREFIX + base64.b64encode(raw * 3).decode()
         first_ms = self._first_receive.setdefault(key, _epoch_ms(self.sim))
+        self._first_mono.setdefault(key, now)
         self._receipts[handle] = _Receipt(q.name, msg.id, d, now, now)
         if not getattr(d, "_overlap", False):
             # An overlapping copy (a duplicate delivered at the same time, as a standard queue
@@ -697,6 +843,9 @@ class SqsBackend:
             system.update(MessageGroupId=str(msg.partition_key),
                           MessageDeduplicationId=str(msg.idempotency_key),
                           SequenceNumber=str(10**19 + msg.offset))
+        trace = self._trace.get(key)
+        if trace is not None:
+            system["AWSTraceHeader"] = trace
         if names:
             chosen = system if "All" in names else {k: v for k, v in system.items() if k in names}
             if chosen:
@@ -717,22 +866,20 @@ class SqsBackend:
                             "valid receipt handle.")
         return receipt
 
-    def _current(self, q: _Queue, receipt: _Receipt, handle: object) -> bool:
-        """Whether ``handle`` is its message's most recent one (an overlapping copy's always is)."""
-        return bool(getattr(receipt.delivery, "_overlap", False)) or \
-            self._latest.get((q.name, receipt.message_id)) == handle
+    def _target(self, q: _Queue, receipt: _Receipt) -> tuple[Any, _Receipt]:
+        """The delivery a handle acts on: its message's most recent receive. SQS (verified by
+        moto's authors) deletes or changes the visibility with an older handle of the message
+        too; an overlapping copy (a duplicate delivered at the same time) keeps its own."""
+        if getattr(receipt.delivery, "_overlap", False):
+            return receipt.delivery, receipt
+        latest = self._receipts.get(self._latest.get((q.name, receipt.message_id), ""), receipt)
+        return latest.delivery, latest
 
     async def _delete(self, q: _Queue, handle: object) -> None:
-        receipt = self._receipt(q, handle)
-        d = receipt.delivery
-        if not self._current(q, receipt, handle):
-            # AWS: "you must provide the most recently received ReceiptHandle for the message
-            # (otherwise, the request succeeds, but the message will not be deleted)"
-            self.sim.history.record("sqs", "stale_delete", queue=q.name, id=receipt.message_id,
-                                    attempt=d.attempt)
-            return
+        d, _ = self._target(q, self._receipt(q, handle))
         if d.settled is not None:
             return  # deleted already: SQS answers a repeated delete with success
+        # also after the lease lapsed: the queue's stale_ack="deletes" removes the message
         await d.ack()
 
     async def _op_DeleteMessage(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -753,17 +900,12 @@ class SqsBackend:
                 ok.append({"Id": entry["Id"]})
         return {"Successful": ok, "Failed": failed}
 
-    async def _op_ChangeMessageVisibility(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
-        q = self._queue(params)
-        seconds = params.get("VisibilityTimeout")
+    async def _change_visibility(self, q: _Queue, entry: dict[str, Any]) -> None:
+        seconds = entry.get("VisibilityTimeout")
         if seconds is None:
             raise _SqsError("MissingParameter", "The request must contain the parameter VisibilityTimeout.")
-        _int_param(params, "VisibilityTimeout", 0, MAX_VISIBILITY, None)
-        handle = params.get("ReceiptHandle")
-        receipt = self._receipt(q, handle)
-        d = receipt.delivery
-        if not self._current(q, receipt, handle):
-            raise _invalid("ReceiptHandle", handle, "The receipt handle has expired.")
+        _int_param(entry, "VisibilityTimeout", 0, MAX_VISIBILITY, None)
+        d, receipt = self._target(q, self._receipt(q, entry.get("ReceiptHandle")))
         if d.settled is not None or d.expired:
             raise _SqsError("MessageNotInflight", f"Message {self.message_id(q.name, receipt.message_id)} "
                             "is not in flight (its visibility timeout ended or it was deleted).")
@@ -771,19 +913,33 @@ class SqsBackend:
         if held + seconds > MAX_VISIBILITY:
             raise _invalid("VisibilityTimeout", seconds, f"Total VisibilityTimeout for the message is "
                            f"beyond the limit [{MAX_VISIBILITY} seconds]")
-        extend = getattr(d, "extend", None)
-        if extend is None:
-            raise bg.BgworkError("adapters.sqs needs Delivery.extend() (pytest-bgwork 0.2 leases) "
-                                 "for ChangeMessageVisibility")
-        await extend(seconds)
+        await d.extend(seconds)  # 0: visible to the very next receive
+
+    async def _op_ChangeMessageVisibility(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        await self._change_visibility(q, params)
         return {}
+
+    async def _op_ChangeMessageVisibilityBatch(self, params: dict[str, Any],
+                                               **_: Any) -> dict[str, Any]:
+        q = self._queue(params)
+        ok, failed = [], []
+        for entry in self._batch(params, "ChangeMessageVisibilityBatch"):
+            try:
+                await self._change_visibility(q, entry)
+            except _SqsError as err:
+                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": err.shape,
+                               "Message": err.message})
+            else:
+                ok.append({"Id": entry["Id"]})
+        return {"Successful": ok, "Failed": failed}
 
 
 def _attr_wanted(name: str, wanted: list[str]) -> bool:
     for pattern in wanted:
         if pattern in ("All", ".*") or pattern == name:
             return True
-        if pattern.endswith(".*") and name.startswith(pattern[:-1]):
+        if pattern.endswith(".*") and name.startswith(pattern[:-2]):
             return True
     return False
 
@@ -795,7 +951,6 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 # -- botocore glue --------------------------------------------------------------------------
 _active: list[SqsBackend] = []
-_registered = False
 _UNIQUE_ID = "pytest-bgwork-sqs"
 #: Attribute a request carries once answered (a handler registered twice answers once).
 _ANSWER = "_bgwork_sqs_response"
@@ -968,12 +1123,12 @@ _dispatcher = _Dispatcher()
 def _ensure_registered() -> None:
     """Register the dispatcher for every botocore session made from now on (once per process),
     with aiobotocore's mapping to its async twin, and on boto3's default session if it exists."""
-    global _registered
-    if not _registered:
-        from botocore import handlers
+    from botocore import handlers
 
+    # checked on the list itself, not a flag: botocore may have been imported afresh since
+    # (pytest's in-process runs drop the modules a run imported)
+    if ("before-send.sqs", _dispatcher) not in handlers.BUILTIN_HANDLERS:
         handlers.BUILTIN_HANDLERS.append(("before-send.sqs", _dispatcher))
-        _registered = True
     try:
         from aiobotocore import hooks as aio_hooks
     except ImportError:
@@ -985,7 +1140,21 @@ def _ensure_registered() -> None:
     boto3 = sys.modules.get("boto3")
     session = getattr(boto3, "DEFAULT_SESSION", None) if boto3 is not None else None
     if session is not None:
+        # unregister first: a handler left by an earlier import of this module (pytest's
+        # in-process runs re-import it) holds the unique id but answers from its own, empty
+        # list of installed simulations
+        session._session.unregister("before-send.sqs", unique_id=_UNIQUE_ID)
         session._session.register("before-send.sqs", _dispatcher, unique_id=_UNIQUE_ID)
+
+
+def backend(sim: bg.Simulation) -> SqsBackend:
+    """The SQS backend installed on ``sim`` (its queues, attributes, receipt handles): what
+    ``install`` yields, for code that got the simulation (the ``bg_sqs`` fixture yields it)."""
+    for candidate in reversed(_active):
+        if candidate.sim is sim:
+            return candidate
+    raise bg.BgworkError("adapters.sqs.backend(sim): adapters.sqs is not installed on this "
+                         "simulation; use the bg_sqs fixture or `with adapters.sqs.install(sim):`.")
 
 
 def patch_client(client: Any) -> Any:

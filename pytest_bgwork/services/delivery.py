@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
-from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, seconds
+from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, limit_error, seconds
 from ..profiles import seconds as profile_seconds
 from .workers import current_worker
 
@@ -63,6 +63,9 @@ BACKOFF_CAP = 60.0
 BACKOFF_JITTER = 0.5
 STALE_ACK = ("ignore", "deletes")
 
+#: How many of the oldest ready messages a best-effort (SQS standard) receive draws from.
+ORDER_WINDOW = 10
+
 # Message states (``expired``: its queue's retention ran out before anyone consumed it).
 DELAYED, READY, IN_FLIGHT, ACKED, DEAD, EXPIRED = (
     "delayed", "ready", "in_flight", "acked", "dead", "expired")
@@ -98,7 +101,8 @@ class QueueConfig:
     """A queue's settings as ``create`` accepted them (``retry_delay=None``: exponential backoff).
 
     ``profile`` names the platform the queue behaves like; ``retention`` is how long an
-    unconsumed message is kept (``None``: until consumed).
+    unconsumed message is kept (``None``: until consumed); ``dead_letter=False``: no
+    dead-letter queue, a failing message is retried until its retention ends.
     """
 
     name: str
@@ -110,6 +114,7 @@ class QueueConfig:
     profile: str = "agentuity"
     retention: float | None = None
     content_based_dedup: bool = False
+    dead_letter: bool = True
 
     @property
     def max_receive_count(self) -> int:
@@ -207,7 +212,7 @@ class Delivery:
     already did. ``expired`` says the visibility timeout lapsed (an ack now is *stale*).
     """
 
-    __slots__ = ("_deadline", "_overlap", "_pull", "_q", "_queues", "_seq", "_settled", "_task",
+    __slots__ = ("_began", "_deadline", "_overlap", "_pull", "_q", "_queues", "_seq", "_settled", "_task",
                  "_worker", "attempt", "expired", "message", "payload")
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
@@ -231,6 +236,8 @@ class Delivery:
         #: service calls run in until it settles this delivery (``None`` otherwise).
         self._worker: Any = None
         self._pull: Attempt | None = None
+        #: When this receive began (virtual monotonic): SQS caps its visibility 12 h after it.
+        self._began = queues._sim.clock._mono
 
     @property
     def queue(self) -> str:
@@ -360,15 +367,17 @@ class _Deadlines:
 class _Queue:
     """Internal state of one queue."""
 
-    __slots__ = ("config", "copies", "dead", "deadlines", "dedup", "dlq_on_receive", "messages",
-                 "next_offset", "ordered", "partitions", "profile", "publishes", "ready", "retention",
-                 "route", "route_text", "stats")
+    __slots__ = ("best_effort", "config", "copies", "dead", "deadlines", "dedup", "dlq_on_receive",
+                 "messages", "next_offset", "ordered", "partitions", "profile", "publishes", "ready",
+                 "retention", "route", "route_text", "stats")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.profile: QueueProfile = QUEUE_PROFILES[config.profile]
         self.ordered = self.profile.ordered_partitions  # one key's messages go one at a time
         self.dlq_on_receive = self.profile.uses_visibility_retry  # SQS redrive at the receive
+        #: SQS standard queues are best-effort ordered: which ready message goes next is drawn
+        self.best_effort = self.profile.name == "sqs-standard"
         self.retention: list[tuple[float, int, Message]] = []  # heap: (retention end, offset, msg)
         self.route: Handler | None = None
         self.route_text = ""
@@ -533,9 +542,57 @@ class DeliveryEngine:
         return (msg.partition_key is None or not q.ordered
                 or q.partitions[msg.partition_key][0] is msg)
 
+    def _reorders(self, q: _Queue) -> bool:
+        """Whether a ``reorder`` fault rule (chaos ``reorder``) is in force on ``q``: it shuffles
+        what a pull consumer takes too, not only when routed handlers start."""
+        faults = self._sim.faults
+        if not faults._rules or faults.healed:
+            return False
+        return any(r.kind == "reorder" and faults._queue_matches(r, q.config.name)
+                   for r in faults._rules)
+
+    def _take_drawn(self, q: _Queue, batch: set[Message] | None) -> Message | None:
+        """Take one of the ``ORDER_WINDOW`` oldest deliverable messages, drawn from
+        ``sim.choices`` (label ``queue.order``; 0, the oldest, is what shrinking goes to)."""
+        heap = q.ready
+        aside: list[tuple[int, int, Message]] = []
+        window: list[tuple[int, int, Message]] = []
+        while heap and len(window) < ORDER_WINDOW:
+            entry = heapq.heappop(heap)
+            msg = entry[2]
+            if msg.state != READY or msg._gen != entry[1]:
+                continue  # stale entry
+            if not self._is_head(q, msg) and not (batch and self._follows(q, msg, batch)):
+                aside.append(entry)
+                continue
+            window.append(entry)
+        found = None
+        if window:
+            index = self._sim.choices.integer(0, len(window) - 1, "queue.order") if len(window) > 1 else 0
+            found = window.pop(index)[2]
+            if index and not q.best_effort:  # a chaos reorder acted: count it as its fault
+                for rule in self._sim.faults._rules:
+                    if rule.kind == "reorder":
+                        self._sim.faults._fire(rule, "queue.deliver", id=found.id,
+                                               skipped=index)
+                        break
+        for entry in (*aside, *window):
+            heapq.heappush(heap, entry)
+        return found
+
+    @staticmethod
+    def _follows(q: _Queue, msg: Message, batch: set[Message]) -> bool:
+        """Whether every unfinished message before ``msg`` in its group was taken by ``batch``."""
+        for earlier in q.partitions[msg.partition_key]:  # type: ignore[index]
+            if earlier is msg:
+                return True
+            if earlier not in batch:
+                return False
+        return False
+
     def _past_receives(self, q: _Queue, msg: Message) -> bool:
         """SQS redrive: the receive past ``maxReceiveCount`` moves the message to the DLQ instead."""
-        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries:
+        if q.dlq_on_receive and msg._copy_attempts > q.config.max_retries and q.config.dead_letter:
             self._dead_letter(q, msg)
             return True
         return False
@@ -546,6 +603,15 @@ class DeliveryEngine:
         now = self._sim.clock._mono
         while heap and heap[0][0] <= now:
             when, _, msg = heapq.heappop(heap)
+            if msg.state == DEAD and q.messages.get(msg.id) is msg and msg in q.dead:
+                # a dead letter expires too: SQS keeps it in the dead-letter queue only for
+                # that queue's retention, from the message's first enqueue
+                q.dead.remove(msg)
+                msg.state = EXPIRED
+                q.stats["expired"] += 1
+                self._record("expired", queue=q.config.name, id=msg.id, attempts=msg.attempts,
+                             expired_at=when, retention=q.config.retention, dead_letter=True)
+                continue
             if msg.state in (ACKED, DEAD, EXPIRED) or q.messages.get(msg.id) is not msg:
                 continue
             if msg._delivery is not None:
@@ -556,9 +622,16 @@ class DeliveryEngine:
                          expired_at=when, retention=q.config.retention)
             self._finish(q, msg)
 
-    def _take(self, q: _Queue, *, remove: bool) -> Message | None:
-        """The oldest ready, deliverable message (popped from the heap when ``remove``)."""
+    def _take(self, q: _Queue, *, remove: bool, batch: set[Message] | None = None) -> Message | None:
+        """The oldest ready, deliverable message (popped from the heap when ``remove``).
+
+        ``batch``: messages this same receive took already; a message whose group's earlier
+        unfinished messages are all in it is deliverable too (an SQS FIFO batch receive
+        returns several messages of one group, in order).
+        """
         heap = q.ready
+        if remove and len(heap) > 1 and (q.best_effort or self._reorders(q)):
+            return self._take_drawn(q, batch)
         aside: list[tuple[int, int, Message]] = []
         found = None
         while heap:
@@ -566,7 +639,7 @@ class DeliveryEngine:
             msg = entry[2]
             if msg.state != READY or msg._gen != entry[1]:
                 continue  # stale entry
-            if not self._is_head(q, msg):
+            if not self._is_head(q, msg) and not (batch and self._follows(q, msg, batch)):
                 aside.append(entry)
                 continue
             found = msg
@@ -794,7 +867,8 @@ class DeliveryEngine:
 
         On SQS profiles the budget is checked on the next receive (``_past_receives``).
         """
-        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
+        if (msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry
+                and q.config.dead_letter):
             self._dead_letter(q, msg)
             return
         if delay is None:
@@ -845,7 +919,8 @@ class DeliveryEngine:
         msg._delivery = None
         q.stats["visibility_expired"] += 1
         self._record("visibility_expired", queue=q.config.name, id=msg.id, attempt=d.attempt)
-        if msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry:
+        if (msg._copy_attempts > q.config.max_retries and not q.profile.uses_visibility_retry
+                and q.config.dead_letter):
             msg.last_error = msg.last_error or f"visibility timeout ({q.config.visibility_timeout:g}s)"
             self._dead_letter(q, msg)
         else:
@@ -997,6 +1072,13 @@ class DeliveryEngine:
         seconds = profile_seconds("extend", "seconds", seconds, q.profile.name, lo, hi,
                                   fix="Extend again before the lease runs out for longer work.")
         self._extend_check(d)
+        if q.profile.uses_visibility_retry and not d._overlap:
+            held = self._sim.clock._mono - d._began
+            if held + seconds > hi:  # SQS: at most 12 hours after the receive, in all
+                raise limit_error("extend", "seconds", q.profile.name,
+                                  f"a visibility of at most {hi:g} s after the receive in all "
+                                  f"(received {held:g} s ago, so at most {hi - held:g} now)",
+                                  seconds, "Delete the message and publish it again for longer work.")
         name = q.config.name
         step = self._sim.faults.begin("queue.extend", queue=_scope(name))
         if step is not None:
@@ -1013,6 +1095,14 @@ class DeliveryEngine:
         err = self._leave("queue.extend")
         self._sim.history.add("queue", "extend", "unknown" if err else "ok", _EXTEND,
                               (name, msg.id, d.attempt, float(seconds)))
+        if seconds == 0 and not d._overlap and self._is_current(d):
+            # SQS ChangeMessageVisibility(0): visible to the very next receive, not a loop
+            # turn later when the lease's timer fires
+            self._release(d)
+            d.expired = True
+            q.stats["visibility_expired"] += 1
+            self._record("visibility_expired", queue=name, id=msg.id, attempt=d.attempt)
+            self._make_ready(q, msg)
         if err is not None:
             raise err
 

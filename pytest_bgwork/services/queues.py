@@ -86,6 +86,25 @@ def _key(call: str, arg: str, value: object, prof: QueueProfile) -> str | None:
     return validate.utf8(value, call, arg)
 
 
+def _sqs_size(payload: Any, body: str, metadata: dict[str, Any] | None) -> int:
+    """A message's size as SQS counts it: a string body's UTF-8 bytes (other payloads: their
+    JSON), plus each attribute's name, data type and value; other metadata counts as JSON."""
+    size = len(payload.encode()) if isinstance(payload, str) else len(body.encode())
+    for name, attr in (metadata or {}).items():
+        if isinstance(attr, dict) and isinstance(attr.get("DataType"), str) and (
+                isinstance(attr.get("StringValue"), str) or isinstance(attr.get("BinaryValue"), str)):
+            value = attr.get("StringValue")
+            if isinstance(value, str):
+                n = len(value.encode())
+            else:
+                raw = attr["BinaryValue"]
+                n = len(raw) * 3 // 4 - raw.count("=", -2)  # base64: the decoded bytes
+            size += len(str(name).encode()) + len(attr["DataType"].encode()) + n
+        else:
+            size += len(str(name).encode()) + len(_to_json("publish", "metadata", attr).encode())
+    return size
+
+
 def _check_name(call: str, name: object, prof: QueueProfile) -> str:
     if not isinstance(name, str) or len(name) > prof.max_name or not prof.name_re.match(name):
         got = f"{len(name)} characters" if isinstance(name, str) and len(name) > prof.max_name else (
@@ -150,11 +169,15 @@ class Queues(DeliveryEngine):
         retention: float | None = None,
         content_based_dedup: bool = False,
         stale_ack: str = "ignore",
+        dead_letter: bool | None = None,
     ) -> QueueConfig:
         """Make queue ``name`` behaving like ``profile`` (default: the simulation's platform's).
 
         Unset settings take the profile's defaults; ``retry_delay=None`` means exponential
-        backoff (1 s..60 s, x2) on profiles that retry after a backoff.
+        backoff (1 s..60 s, x2) on profiles that retry after a backoff. ``dead_letter=False``:
+        no dead-letter queue (a failing message comes back until its retention ends). SQS
+        queues have none unless given a redrive policy, so on the ``sqs-*`` profiles it
+        defaults to whether ``max_retries`` (maxReceiveCount - 1) was given.
         """
         prof = queue_profile(self._default_profile if profile is None else profile)
         _check_name("create", name, prof)
@@ -162,6 +185,11 @@ class Queues(DeliveryEngine):
             raise ValueError(f"create(name=...): queue {name!r} already exists in this "
                              "simulation; create each queue once (sim.queues.config(name) shows "
                              "its settings).")
+        if dead_letter is None:
+            dead_letter = max_retries is not None or not prof.uses_visibility_retry
+        elif dead_letter not in (False, True):
+            raise TypeError(f"create(dead_letter=...) must be True, False or None (the profile's "
+                            f"default); got {dead_letter!r}")
         if max_retries is None:
             max_retries = prof.default_max_retries
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -228,7 +256,7 @@ class Queues(DeliveryEngine):
             raise ValueError(f"create(stale_ack=...) must be one of {', '.join(STALE_ACK)}; got "
                              f"{stale_ack!r}")
         config = QueueConfig(name, max_retries, visibility, retry_delay, window, stale_ack,
-                             prof.name, kept, content_based_dedup)
+                             prof.name, kept, content_based_dedup, dead_letter)
         self._queues[name] = _Queue(config)
         detail: dict[str, Any] = {}
         if prof.name != "agentuity":
@@ -331,10 +359,15 @@ class Queues(DeliveryEngine):
                                   "Put the rest in the payload.")
         counted = meta is not None and prof.metadata_counts
         if len(body) * 4 > MAX_PAYLOAD or counted:
-            size = len(body.encode()) + (len(meta.encode()) if counted and meta else 0)
+            if prof.metadata_counts:  # SQS counts the body's bytes and each attribute's parts
+                size = _sqs_size(payload, body, metadata)
+                as_what = "as SQS counts them (body bytes, attribute names, types and values)"
+            else:
+                size = len(body.encode())
+                as_what = "as JSON"
             if size > MAX_PAYLOAD:
                 what = " with its metadata" if counted else ""
-                raise ValueError(f"publish(payload=...) is {size} bytes as JSON{what}; the "
+                raise ValueError(f"publish(payload=...) is {size} bytes {as_what}{what}; the "
                                  f"limit is 1 MiB ({MAX_PAYLOAD} bytes, profile {prof.name!r}"
                                  f"{', counting message attributes' if counted else ''}). Store "
                                  "large data elsewhere (a stream or KV) and publish its key.")
@@ -434,6 +467,29 @@ class Queues(DeliveryEngine):
 
     async def receive(self, name: str) -> Delivery | None:
         """Pull the oldest visible message of a queue without a route; ``None`` if there is none."""
+        return await self._receive(name, None)
+
+    async def receive_many(self, name: str, most: int) -> list[Delivery]:
+        """Pull up to ``most`` visible messages at once (an SQS batch receive).
+
+        On ordered queues (``sqs-fifo``) one call may take several messages of one group,
+        in group order, as SQS does; one at a time (``receive``) takes a group's next message
+        only after the one before it is settled.
+        """
+        if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+            raise ValueError(f"receive_many(most=...) must be an int >= 1 (how many messages "
+                             f"at most); got {most!r}")
+        out: list[Delivery] = []
+        taken: set[Message] = set()
+        while len(out) < most:
+            d = await self._receive(name, taken)
+            if d is None:
+                break
+            out.append(d)
+            taken.add(d.message)
+        return out
+
+    async def _receive(self, name: str, batch: set[Message] | None) -> Delivery | None:
         q = self._get("receive", name)
         if q.route is not None:
             raise ValueError(f"receive({name!r}): the queue routes to {q.route_text}, which "
@@ -443,7 +499,7 @@ class Queues(DeliveryEngine):
             return self._start_copy(q, *q.copies.popleft())
         if q.retention:
             self._sweep_retention(q)
-        if self._take(q, remove=False) is None:
+        if self._take(q, remove=False, batch=batch) is None:
             return self._empty()
         step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
         if step is not None:
@@ -451,7 +507,7 @@ class Queues(DeliveryEngine):
         while True:
             if q.retention:
                 self._sweep_retention(q)
-            msg = self._take(q, remove=True)
+            msg = self._take(q, remove=True, batch=batch)
             if msg is None:  # taken while a fault delayed us
                 return self._empty()
             if not self._past_receives(q, msg):
