@@ -244,14 +244,26 @@ async def test_unsupported_features_raise_naming_them(bgwork: bg.Simulation) -> 
 
 
 @pytest.mark.asyncio
-async def test_unregistered_tasks_fail_their_attempts_loudly(bgwork: bg.Simulation) -> None:
-    bgwork.queues.create("celery", max_retries=0)
-    with bc.install(bgwork, app):
-        app.send_task("billing.nowhere")
-        await bgwork.run_until_idle()
-    failed = bgwork.history.filter("queue", "attempt_failed")
-    assert "Received unregistered task 'billing.nowhere'" in failed[0].detail["error"]
-    assert len(bgwork.queues.dead_letters("celery")) == 1
+async def test_unregistered_tasks_are_logged_and_discarded(
+        bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
+    from celery.signals import task_unknown
+
+    unknown: list[str] = []
+
+    def on_unknown(sender: Any, name: str, **kwargs: Any) -> None:
+        unknown.append(name)
+
+    task_unknown.connect(on_unknown)
+    try:
+        with bc.install(bgwork, app):
+            result = app.send_task("billing.nowhere")
+            await bgwork.run_until_idle()
+    finally:
+        task_unknown.disconnect(on_unknown)
+    assert "Received unregistered task of type 'billing.nowhere'" in caplog.text
+    assert unknown == ["billing.nowhere"]
+    assert _deliveries(bgwork) == 1 and bgwork.queues.stats("celery")["acked"] == 1  # not retried
+    assert result.state == "FAILURE"
 
 
 @pytest.mark.asyncio
