@@ -93,7 +93,7 @@ class Channel(virtual.Channel):
         return _require_active("publishing a Celery message").next_uuid()
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
-        return queue in self._inst().sim.queues.names()
+        return _is_pidbox(queue) or queue in self._inst().sim.queues.names()
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         if _is_pidbox(queue):
@@ -128,6 +128,8 @@ class Channel(virtual.Channel):
         )
 
     def _size(self, queue: str) -> int:
+        if _is_pidbox(queue):
+            return 0
         return int(self._inst().sim.queues.stats(queue)["pending"])
 
     def _purge(self, queue: str) -> int:
@@ -256,23 +258,23 @@ def _backend_class() -> type[Any]:
             sim = self.worker.sim
             deadline = None if timeout is None else sim.clock.monotonic() + timeout
             while True:
+                await sim.advance(0)  # let work ready now finish, without moving time
                 meta = self.get_task_meta(task_id)
                 if meta["status"] in _ready_states():
                     return meta
-                if deadline is not None and sim.clock.monotonic() >= deadline:
+                now = sim.clock.monotonic()
+                if deadline is not None and now >= deadline:
                     raise CeleryTimeout("The operation timed out.")
-                if not sim.loop.pending_timers() and not self.worker._pending:
-                    await sim.run_until_idle()  # let ready work finish without moving time
-                    meta = self.get_task_meta(task_id)
-                    if meta["status"] in _ready_states():
-                        return meta
-                    if not sim.loop.pending_timers():
-                        raise ResultNotReady(
-                            f"AsyncResult({task_id!r}).get(): the simulation is idle and the task "
-                            f"is still {meta['status']}: nothing will ever finish it (was it sent "
-                            "to a queue no installation serves?)")
-                step = interval if deadline is None else min(interval, deadline - sim.clock.monotonic())
-                await asyncio.sleep(max(step, 0.0))
+                timers = sim.loop.pending_timers()
+                if not timers:
+                    raise ResultNotReady(
+                        f"AsyncResult({task_id!r}).get(): the simulation is idle and the task is "
+                        f"still {meta['status']}: nothing will ever finish it (was it sent to a "
+                        "queue no installation serves?)")
+                target = min(h.when() for h in timers)
+                if deadline is not None:
+                    target = min(target, deadline)
+                await sim.advance(max(0.0, target - now))  # to the next event, not past it
 
     return BgworkBackend
 
