@@ -61,7 +61,7 @@ def bg_dramatiq(bgwork: Simulation) -> Iterator[Any]:
         if previous is not None:
             moved = broker.adopt(previous)
         dq_broker.set_broker(broker)
-    broker.dead_letters.clear()
+    broker.dead_letters_by_queue.clear()
     broker.publish_errors.clear()
     try:
         yield broker

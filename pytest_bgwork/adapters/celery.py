@@ -93,10 +93,29 @@ class Channel(virtual.Channel):
         return _require_active("publishing a Celery message").next_uuid()
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
-        return queue in self._inst().sim.queues.names()
+        return _is_pidbox(queue) or queue in self._inst().sim.queues.names()
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        if _is_pidbox(queue):
+            return  # a remote-control reply queue: accepted; the broadcast itself raises
         self._inst().ensure_queue(queue)
+
+    def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        """Publish; a remote-control broadcast (``revoke``, ``ping``, ``inspect``) raises."""
+        if _is_pidbox(exchange) or _is_pidbox(routing_key):
+            try:
+                command = json.loads(_text(base64.b64decode(message["body"])
+                                           if (message.get("properties") or {}).get("body_encoding") == "base64"
+                                           else message["body"])).get("method")
+            except (ValueError, TypeError, KeyError, AttributeError):
+                command = None
+            raise _unsupported(
+                f"remote control ({command or 'a broadcast'!s} through {exchange or routing_key!r}: "
+                "revoke, revoke_by_stamped_headers, ping, inspect, ...)",
+                "The simulated worker takes no commands: to stop a task, let it expire "
+                "(expires=) or do not send it; check state through results instead.",
+            )
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         self._inst().put(queue, message)
@@ -109,6 +128,8 @@ class Channel(virtual.Channel):
         )
 
     def _size(self, queue: str) -> int:
+        if _is_pidbox(queue):
+            return 0
         return int(self._inst().sim.queues.stats(queue)["pending"])
 
     def _purge(self, queue: str) -> int:
@@ -219,14 +240,51 @@ def _backend_class() -> type[Any]:
             meta = self.get_task_meta(task_id)
             if meta["status"] in _ready_states():
                 return meta
-            raise ResultNotReady(
-                f"AsyncResult({task_id!r}).get() would wait for a task that has not finished "
-                f"(state {meta['status']}); in a simulation nothing runs while you block. Drive "
-                "it first (`await sim.run_until_idle()` or `await sim.advance(...)`), then read "
-                "the result."
-            )
+            inst = self.worker
+            if _on_loop() or in_fiber():
+                raise ResultNotReady(
+                    f"AsyncResult({task_id!r}).get() would wait for a task that has not finished "
+                    f"(state {meta['status']}) inside the simulation, blocking the loop it waits "
+                    "for. Drive it first (`await sim.run_until_idle()` or `await "
+                    "sim.advance(...)`), then read the result.")
+            inst.require_loop_thread("waiting for a Celery result")
+            # a sync caller (a test, a script): run the simulation until the result is ready
+            # or `timeout` virtual seconds pass, polling every `interval` as Celery does
+            return inst.sim.run(self._run_until_ready(task_id, timeout, interval))
+
+        async def _run_until_ready(self, task_id: str, timeout: float | None, interval: float) -> Any:
+            from celery.exceptions import TimeoutError as CeleryTimeout
+
+            sim = self.worker.sim
+            deadline = None if timeout is None else sim.clock.monotonic() + timeout
+            while True:
+                await sim.advance(0)  # let work ready now finish, without moving time
+                meta = self.get_task_meta(task_id)
+                if meta["status"] in _ready_states():
+                    return meta
+                now = sim.clock.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise CeleryTimeout("The operation timed out.")
+                timers = sim.loop.pending_timers()
+                if not timers:
+                    raise ResultNotReady(
+                        f"AsyncResult({task_id!r}).get(): the simulation is idle and the task is "
+                        f"still {meta['status']}: nothing will ever finish it (was it sent to a "
+                        "queue no installation serves?)")
+                target = min(h.when() for h in timers)
+                if deadline is not None:
+                    target = min(target, deadline)
+                await sim.advance(max(0.0, target - now))  # to the next event, not past it
 
     return BgworkBackend
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _ready_states() -> frozenset[str]:
@@ -251,6 +309,11 @@ def _portable(value: str) -> str:
         return value
     meta["traceback"] = _PATH.sub(r'File "\1"', meta["traceback"])
     return json.dumps(meta)
+
+
+def _is_pidbox(name: str | None) -> bool:
+    """Celery's remote-control exchanges and queues (``celery.pidbox``, ``<uuid>.reply.celery.pidbox``)."""
+    return bool(name) and str(name).endswith("pidbox")
 
 
 def _text(value: bytes | str) -> str:
@@ -400,11 +463,8 @@ class SimWorker:
         name = (payload.get("headers") or {}).get("task")
         task = self.app.tasks.get(name) if isinstance(name, str) else None
         if task is None:
-            raise KeyError(
-                f"Received unregistered task {name!r}: the Celery app given to install() does "
-                "not know it (import the module that defines it, as the worker's -A/include "
-                "would)"
-            )
+            _unknown_task(self.app, name, message)
+            return None
         return Request(message, app=self.app, task=task, hostname=self.hostname)
 
     async def _main(self, fn: Any, *args: Any) -> Any:
@@ -424,7 +484,11 @@ class SimWorker:
         from celery.exceptions import WorkerLostError
 
         req = self._request(payload, delivery)
+        if req is None:  # a task the app does not know: logged and discarded, as Celery does
+            await delivery.ack()
+            return
         task = req.task
+        _received(req)
         clock = self.sim.clock
         if req.eta is not None:  # held in memory, unacked, while the visibility timeout runs
             wait = (req.eta - clock.now()).total_seconds()
@@ -480,6 +544,39 @@ class SimWorker:
             await self._settle(delivery, "ack")  # acks_on_failure, or reject(requeue=False)
         await self._main(functools.partial(task.backend.mark_as_failure, req.id, exc,
                                                      request=req._context))
+
+
+def _received(req: Any) -> None:
+    """What the worker's strategy does on receiving a task: the log record and the signal."""
+    from celery import signals
+    from celery.app.trace import LOG_RECEIVED
+    from celery.utils.log import get_logger
+
+    get_logger("celery.worker.strategy").info(
+        LOG_RECEIVED, {"name": req.name, "id": req.id, "args": req.argsrepr,
+                       "kwargs": req.kwargsrepr, "eta": req.eta})
+    signals.task_received.send(sender=None, request=req)
+
+
+def _unknown_task(app: Any, name: Any, message: Any) -> None:
+    """The consumer's ``on_unknown_task``: log the error, send ``task_unknown``, discard."""
+    from celery import signals
+    from celery.utils.log import get_logger
+    from celery.worker.consumer.consumer import UNKNOWN_TASK_ERROR, dump_body
+
+    exc = KeyError(name)
+    get_logger("celery.worker.consumer.consumer").error(
+        UNKNOWN_TASK_ERROR, exc, dump_body(message, message.body), message.headers,
+        message.delivery_info, exc_info=True)
+    headers = message.headers or {}
+    from celery.exceptions import NotRegistered
+    from celery.utils.collections import AttributeDict
+
+    request = AttributeDict(name=name, chord=None, root_id=headers.get("root_id"),
+                            correlation_id=message.properties.get("correlation_id"),
+                            reply_to=message.properties.get("reply_to"), errbacks=None)
+    app.backend.mark_as_failure(headers.get("id"), NotRegistered(name), request=request)
+    signals.task_unknown.send(sender=None, message=message, exc=exc, name=name, id=headers.get("id"))
 
 
 class _Router:

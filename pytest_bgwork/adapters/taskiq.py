@@ -30,6 +30,7 @@ from taskiq.receiver import Receiver
 from taskiq.utils import maybe_awaitable
 
 from ..core import context, validate
+from ..core.errors import NotRunning
 from ._publish import publish_delayed
 
 if TYPE_CHECKING:
@@ -60,13 +61,23 @@ class _InlineExecutor(concurrent.futures.Executor):
 
 
 class SimResultBackend(AsyncResultBackend[Any]):
-    """taskiq results in ``sim.kv`` (``taskiq-results``; progress in ``taskiq-progress``)."""
+    """taskiq results in ``sim.kv`` (``taskiq-results``; progress in ``taskiq-progress``).
+
+    The record in ``sim.kv`` is JSON; the result object itself is kept beside it, so a
+    result read back while its record is unchanged keeps its exception's type (a
+    pydantic ``ValidationError`` stays one), as taskiq's in-memory and pickle backends do.
+    """
 
     def __init__(self, broker: SimBroker) -> None:
         self._broker = weakref.proxy(broker)
+        self._objects: weakref.WeakKeyDictionary[Simulation, dict[str, tuple[Any, TaskiqResult[Any]]]] = (
+            weakref.WeakKeyDictionary())
 
     async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
-        await self._broker.sim.kv.set(RESULTS_NS, task_id, result.model_dump(mode="json"))
+        sim = self._broker.sim
+        record = result.model_dump(mode="json")
+        await sim.kv.set(RESULTS_NS, task_id, record)
+        self._objects.setdefault(sim, {})[task_id] = (record, result)
 
     async def is_result_ready(self, task_id: str) -> bool:
         return bool((await self._broker.sim.kv.get(RESULTS_NS, task_id)).exists)
@@ -75,6 +86,9 @@ class SimResultBackend(AsyncResultBackend[Any]):
         r = await self._broker.sim.kv.get(RESULTS_NS, task_id)
         if not r.exists:
             raise KeyError(f"no taskiq result for task {task_id!r} in sim.kv[{RESULTS_NS!r}] yet")
+        kept = self._objects.get(self._broker.sim, {}).get(task_id)
+        if kept is not None and kept[0] == r.data:
+            return kept[1]
         return TaskiqResult.model_validate(r.data)
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
@@ -91,6 +105,63 @@ class _PerSim:
     def __init__(self) -> None:
         self.receiver: Receiver | None = None
         self.holds: set[asyncio.Task[Any]] = set()
+        self.router: _Router | None = None
+
+
+class _Router:
+    """One simulated queue shared by every ``SimBroker`` that names it in a simulation.
+
+    Several brokers may use one queue (as several real brokers may point at one Redis
+    list): each delivery goes to the broker that registered the task, else to the broker
+    that kicked it.
+    """
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.brokers: list[weakref.ref[SimBroker]] = []
+
+    def index(self, broker: SimBroker) -> int:
+        for i, ref in enumerate(self.brokers):
+            if ref() is broker:
+                return i
+        self.brokers.append(weakref.ref(broker))
+        return len(self.brokers) - 1
+
+    def pick(self, task_name: str, kicked_by: int | None) -> SimBroker:
+        live = [b for b in (ref() for ref in self.brokers) if b is not None]
+        for broker in live:
+            if task_name in broker.local_task_registry:
+                return broker
+        if kicked_by is not None and kicked_by < len(self.brokers):
+            broker = self.brokers[kicked_by]()
+            if broker is not None:
+                return broker
+        if not live:
+            raise RuntimeError(f"no SimBroker is left to receive queue {self.queue!r}'s messages")
+        return live[0]
+
+    async def handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
+        broker = self.pick(str(payload.get("task_name", "")), payload.get("broker"))
+        await broker._handle(payload, delivery)
+
+
+_routers: weakref.WeakKeyDictionary[Simulation, dict[str, _Router]] = weakref.WeakKeyDictionary()
+
+
+def _router(sim: Simulation, broker: SimBroker) -> _Router:
+    """The router of ``broker.queue`` in ``sim``: made (queue created and routed) on first use."""
+    routers = _routers.setdefault(sim, {})
+    router = routers.get(broker.queue)
+    if router is None:
+        router = routers[broker.queue] = _Router(broker.queue)
+        if broker.queue not in sim.queues.names():
+            # the broker's own queue, whatever the platform
+            sim.queues.create(broker.queue, profile="agentuity",
+                              visibility_timeout=broker.visibility_timeout,
+                              max_retries=broker.max_retries)
+        sim.queues.route(broker.queue, router.handle)
+    router.index(broker)
+    return router
 
 
 class SimBroker(AsyncBroker):
@@ -122,6 +193,25 @@ class SimBroker(AsyncBroker):
         """The simulation this broker works on now."""
         return self._sim if self._sim is not None else cast("Simulation", context.current())
 
+    def _on_loop(self, what: str) -> Simulation:
+        """The simulation, checked to be the one whose loop runs this code.
+
+        A message kicked on another loop (``asyncio.run(...)`` in a sync test) would never
+        be delivered and its ``wait_result`` never time out: refuse it at the call.
+        """
+        sim = self.sim
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not sim.loop:
+            raise NotRunning(
+                f"SimBroker.{what}() ran on {'no event loop' if loop is None else 'a foreign event loop'}, "
+                f"not the simulation's: its messages would never be delivered. Run the code "
+                f"under the simulation (an `async def` test with the `bgwork` fixture, or "
+                f"`sim.run(main())` instead of `asyncio.run(main())`)")
+        return sim
+
     def _next_id(self) -> str:
         return self.sim.next_id("taskiq")
 
@@ -129,13 +219,7 @@ class SimBroker(AsyncBroker):
         state = self._per_sim.get(sim)
         if state is None:
             state = self._per_sim[sim] = _PerSim()
-            queues = sim.queues
-            if self.queue not in queues.names():
-                # the broker's own queue, whatever the platform
-                queues.create(self.queue, profile="agentuity",
-                              visibility_timeout=self.visibility_timeout,
-                              max_retries=self.max_retries)
-            queues.route(self.queue, self._handle)
+            state.router = _router(sim, self)
         return state
 
     def _route_jitter(self) -> None:
@@ -171,14 +255,16 @@ class SimBroker(AsyncBroker):
 
     async def kick(self, message: BrokerMessage) -> None:
         """Publish ``message`` to the queue; the ``delay`` label (seconds) delays delivery."""
-        sim = self.sim
+        sim = self._on_loop("kick")
         state = self._state(sim)
         data = message.message
         try:
             body: dict[str, Any] = {"text": data.decode()}
         except UnicodeDecodeError:
             body = {"b64": base64.b64encode(data).decode()}
-        body.update(task_id=message.task_id, task_name=message.task_name)
+        assert state.router is not None
+        body.update(task_id=message.task_id, task_name=message.task_name,
+                    broker=state.router.index(self))
         delay = message.labels.get("delay")
         seconds = 0.0 if delay in (None, "") else validate.number(
             float(delay), "SimBroker.kick(message)", "labels['delay']", lo=-float("inf"),

@@ -244,14 +244,26 @@ async def test_unsupported_features_raise_naming_them(bgwork: bg.Simulation) -> 
 
 
 @pytest.mark.asyncio
-async def test_unregistered_tasks_fail_their_attempts_loudly(bgwork: bg.Simulation) -> None:
-    bgwork.queues.create("celery", max_retries=0)
-    with bc.install(bgwork, app):
-        app.send_task("billing.nowhere")
-        await bgwork.run_until_idle()
-    failed = bgwork.history.filter("queue", "attempt_failed")
-    assert "Received unregistered task 'billing.nowhere'" in failed[0].detail["error"]
-    assert len(bgwork.queues.dead_letters("celery")) == 1
+async def test_unregistered_tasks_are_logged_and_discarded(
+        bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
+    from celery.signals import task_unknown
+
+    unknown: list[str] = []
+
+    def on_unknown(sender: Any, name: str, **kwargs: Any) -> None:
+        unknown.append(name)
+
+    task_unknown.connect(on_unknown)
+    try:
+        with bc.install(bgwork, app):
+            result = app.send_task("billing.nowhere")
+            await bgwork.run_until_idle()
+    finally:
+        task_unknown.disconnect(on_unknown)
+    assert "Received unregistered task of type 'billing.nowhere'" in caplog.text
+    assert unknown == ["billing.nowhere"]
+    assert _deliveries(bgwork) == 1 and bgwork.queues.stats("celery")["acked"] == 1  # not retried
+    assert result.state == "FAILURE"
 
 
 @pytest.mark.asyncio
@@ -345,3 +357,143 @@ async def test_the_transport_answers_kombus_channel_calls(bgwork: bg.Simulation)
         assert channel._size("reports") == 0 and channel._purge("reports") == 0
         with pytest.raises(bc.UnsupportedFeature, match="consuming"):
             channel._get("reports")
+
+
+# -- user-style tests: written as for a real worker, `.get()` included --------------------------
+@app.task(bind=True, max_retries=3)
+def charge(self: Any, order: str) -> str:
+    _log("charge", self.request.retries)
+    if self.request.retries < 2:
+        raise self.retry(countdown=30)
+    return f"charged {order}"
+
+
+@app.task(autoretry_for=(ConnectionError,), retry_backoff=10, retry_jitter=False, max_retries=4)
+def fetch_rates(currency: str) -> float:
+    _log("fetch_rates", currency)
+    if len([r for r in runs if r[0] == "fetch_rates"]) < 3:
+        raise ConnectionError("rates API down")
+    return 1.25
+
+
+@app.task(autoretry_for=(ConnectionError,), max_retries=2, default_retry_delay=5)
+def never_up() -> None:
+    _log("never_up", None)
+    raise ConnectionError("down for good")
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def book(seat: str) -> str:
+    _log("book", seat)
+    bc.call(bg.current().kv.set("seats", seat, "booked"))
+    return seat
+
+
+def test_user_retry_then_get(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert charge.delay("o-1").get(timeout=300) == "charged o-1"
+    assert [r[2] for r in runs] == [0.0, 30.0, 60.0]
+
+
+def test_user_countdown_then_get(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = remind.apply_async(("ana",), countdown=600)
+        assert result.get() == "ana"
+    assert bgwork.clock.monotonic() == 600
+
+
+def test_user_get_times_out_on_virtual_time(bgwork: bg.Simulation) -> None:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    with bc.install(bgwork, app):
+        result = remind.apply_async(("bo",), countdown=600)
+        with pytest.raises(CeleryTimeout):
+            result.get(timeout=10)
+        assert bgwork.clock.monotonic() == 10  # virtual seconds; no real wait
+        assert result.get() == "bo"
+
+
+def test_user_autoretry_with_backoff(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert fetch_rates.delay("EUR").get(timeout=120) == 1.25
+    assert [r[2] for r in runs] == [0.0, 10.0, 30.0]  # retry_backoff=10: 10 s, then 20 s
+
+
+def test_user_autoretry_gives_up(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = never_up.delay()
+        with pytest.raises(ConnectionError, match="down for good"):
+            result.get()
+    assert len(runs) == 3 and result.state == "FAILURE"
+
+
+def test_user_failure_propagates_through_get(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = broken.delay()
+        with pytest.raises(ValueError, match="bad invoice"):
+            result.get()
+        assert result.get(propagate=False).args == ("bad invoice",)
+
+
+def test_user_acks_late_crash_is_redelivered(bgwork: bg.Simulation) -> None:
+    bgwork.faults.crash("celery", at="kv.set")
+    with bc.install(bgwork, app):
+        assert book.delay("12A").get() == "12A"
+    assert [r[2] for r in runs] == [0.0, 0.0]  # reject_on_worker_lost: requeued at once
+    assert bgwork.kv.items("seats") == {"12A": "booked"}
+
+
+def test_user_chain_get(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert chain(add.s(1, 2), add.s(10), add.s(100)).delay().get() == 113
+
+
+def test_user_group_get(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert group(add.s(i, i) for i in range(4)).delay().get() == [0, 2, 4, 6]
+
+
+def test_user_several_results_in_order(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        late = remind.apply_async(("late",), countdown=50)
+        soon = remind.apply_async(("soon",), countdown=5)
+        assert soon.get() == "soon" and bgwork.clock.monotonic() == 5
+        assert late.get() == "late" and bgwork.clock.monotonic() == 50
+
+
+def test_user_received_signal_and_log(bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
+    from celery.signals import task_received
+
+    seen: list[str] = []
+
+    def on_received(sender: Any, request: Any, **kwargs: Any) -> None:
+        seen.append(request.name)
+
+    task_received.connect(on_received)
+    caplog.set_level("INFO", logger="celery.worker.strategy")
+    try:
+        with bc.install(bgwork, app):
+            result = add.delay(2, 2)
+            assert result.get() == 4
+    finally:
+        task_received.disconnect(on_received)
+    assert seen == [add.name]
+    assert f"Task {add.name}[{result.id}] received" in caplog.text
+
+
+def test_user_revoke_raises_unsupported(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = remind.apply_async(("cy",), countdown=60)
+        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
+            result.revoke()
+        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
+            app.control.revoke_by_stamped_headers({"stamp": "x"})
+        result.get()  # never revoked: it still runs
+
+
+def test_user_remote_control_with_replies_raises_unsupported(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
+            app.control.ping(timeout=1)
+        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
+            app.control.inspect(timeout=1).active()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import dramatiq.broker as dq_broker
 import pytest
+from dramatiq.results import Results
+from dramatiq.results.backends import StubBackend
 
 import pytest_bgwork as bg
 from pytest_bgwork.adapters import dramatiq as bd
 
 #: Made before the actors below are decorated (they bind get_broker() then).
 broker = bd.SimBroker()
+results_backend = StubBackend()
+broker.add_middleware(Results(backend=results_backend))
 _previous = dq_broker.global_broker
 dramatiq.set_broker(broker)
 runs: list[tuple[str, Any, float]] = []
@@ -66,7 +72,7 @@ dramatiq.set_broker(_previous)  # type: ignore[arg-type]
 @pytest.fixture(autouse=True)
 def _global_broker() -> Iterator[None]:
     runs.clear()
-    broker.dead_letters.clear()
+    broker.dead_letters_by_queue.clear()
     saved = dq_broker.global_broker
     dq_broker.global_broker = broker
     yield
@@ -76,7 +82,7 @@ def _global_broker() -> Iterator[None]:
 @pytest.mark.asyncio
 async def test_retries_back_off_on_virtual_time_past_the_delay_cap(bgwork: bg.Simulation) -> None:
     message = send_email.send("ana@example.com")
-    assert message.message_id == "dramatiq_1"
+    assert uuid.UUID(message.message_id).version == 4  # dramatiq's own id form, seeded
     await bgwork.run_until_idle()
     times = [r[2] for r in runs]
     assert len(times) == 3 and bgwork.kv.items("outbox") == {"ana@example.com": "sent"}
@@ -147,7 +153,7 @@ async def test_delayed_sends_and_unknown_actors(bgwork: bg.Simulation) -> None:
 async def test_unsupported_features_raise_naming_them(bgwork: bg.Simulation) -> None:
     with pytest.raises(bd.UnsupportedFeature, match="time limits"):
         limited.send()
-    with pytest.raises(bd.UnsupportedFeature, match="run_until_idle"):
+    with pytest.raises(bd.UnsupportedFeature, match="inside the simulation would block"):
         broker.join("default")
     with pytest.raises(dramatiq.errors.QueueNotFound):
         broker.enqueue(dramatiq.Message(queue_name="nowhere", actor_name="x", args=(), kwargs={},
@@ -214,3 +220,74 @@ async def test_the_brokers_queue_keeps_its_own_retries_on_any_platform(
     await bgwork.run_until_idle()
     assert [bgwork.queues.config(q).profile for q in bgwork.queues.names()] == ["agentuity"]
     assert len(runs) == 3 and bgwork.kv.items("outbox") == {"ana@example.com": "sent"}
+
+
+@dramatiq.actor(store_results=True, broker=broker)
+def double_it(n: int) -> int:
+    return 2 * n
+
+
+def _ids_and_result(seed: int) -> tuple[list[str], int]:
+    with bg.Simulation(seed=seed) as sim:
+        async def main() -> tuple[list[str], int]:
+            msg = double_it.message(21)
+            broker.enqueue(msg)  # the id made before enqueue is the one delivered
+            await sim.run_until_idle()
+            return [msg.message_id], msg.get_result(backend=results_backend)
+
+        return sim.run(main())
+
+
+def test_message_ids_are_dramatiqs_seeded_uuids_and_results_are_found_by_them() -> None:
+    ids, result = _ids_and_result(5)
+    assert result == 42
+    assert uuid.UUID(ids[0]).version == 4
+    assert _ids_and_result(5)[0] == ids  # same seed, same ids
+    assert _ids_and_result(6)[0] != ids  # a result kept by id never leaks into another test
+
+
+@pytest.mark.asyncio
+async def test_a_binary_encoder_travels_through_the_queue(bgwork: bg.Simulation) -> None:
+    from dramatiq.encoder import PickleEncoder
+
+    previous = dramatiq.get_encoder()
+    dramatiq.set_encoder(PickleEncoder())
+    try:
+        write.send("pickled")
+        await bgwork.run_until_idle()
+    finally:
+        dramatiq.set_encoder(previous)
+    assert bgwork.kv.items("outbox") == {"pickled": "sent"}
+
+
+@pytest.mark.asyncio
+async def test_worker_log_records_are_dramatiqs(bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="dramatiq")
+    no_retry.send()
+    broker.enqueue(dramatiq.Message(queue_name="default", actor_name="gone", args=(), kwargs={},
+                                    options={}))
+    await bgwork.run_until_idle()
+    records = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert ("dramatiq.worker.WorkerThread", "INFO",
+            "Failed to process message no_retry() with expected exception KeyError.") in records
+    assert ("dramatiq.worker.ConsumerThread(default)", "ERROR",
+            "Received message for undefined actor 'gone'. Moving it to the DLQ.") in records
+
+
+@dramatiq.actor(max_retries=0, broker=broker)
+def boom() -> None:
+    raise LookupError("no such invoice")
+
+
+def test_join_in_a_sync_test_runs_the_simulation(bgwork: bg.Simulation) -> None:
+    write.send("sync")
+    broker.join("default")
+    assert bgwork.kv.items("outbox") == {"sync": "sent"}
+    write.send_with_options(args=("late",), delay=3_600_000)
+    with pytest.raises(dramatiq.errors.QueueJoinTimeout):
+        broker.join("default", timeout=1000)  # virtual milliseconds
+    broker.join("default")
+    assert bgwork.clock.monotonic() == 3600
+    boom.send()
+    with pytest.raises(LookupError, match="no such invoice"):
+        broker.join("default")  # fail_fast, as StubBroker.join

@@ -149,3 +149,55 @@ async def test_a_broker_wide_ack_type(bgwork: bg.Simulation) -> None:
     await write.kiq()
     await bgwork.run_until_idle()
     assert len(runs) == 1 and bgwork.queues.stats("early")["acked"] == 1  # acked, then lost
+
+
+@pytest.mark.asyncio
+async def test_several_brokers_share_one_simulation(bgwork: bg.Simulation) -> None:
+    first, second = SimBroker(bgwork), SimBroker(bgwork)
+
+    @first.task(task_name="first.hello")
+    async def hello() -> str:
+        return "first"
+
+    @second.task(task_name="second.hello")
+    async def hello2() -> str:
+        return "second"
+
+    a, b = await hello.kiq(), await hello2.kiq()
+    assert (await a.wait_result(timeout=5)).return_value == "first"
+    assert (await b.wait_result(timeout=5)).return_value == "second"
+    assert bgwork.queues.stats("taskiq")["acked"] == 2  # one simulated queue, as one Redis list
+
+
+@pytest.mark.asyncio
+async def test_a_results_exception_keeps_its_type(bgwork: bg.Simulation) -> None:
+    import pydantic
+
+    class Invoice(pydantic.BaseModel):
+        total: int
+
+    @bg_broker.task
+    async def parse(raw: str) -> int:
+        return Invoice.model_validate_json(raw).total
+
+    task = await parse.kiq('{"total": "many"}')
+    result = await task.wait_result(timeout=5)
+    assert isinstance(result.error, pydantic.ValidationError)  # not a plain Exception
+    assert bgwork.kv.items(RESULTS_NS)[task.task_id]["is_err"] is True  # the record is still JSON
+
+
+bg_broker = SimBroker()
+
+
+def test_a_kick_on_a_foreign_loop_is_refused_naming_the_fix(bgwork: bg.Simulation) -> None:
+    import asyncio
+
+    from taskiq.exceptions import SendTaskError
+
+    async def main() -> None:
+        await enrich.kiq("hal")
+
+    with pytest.raises(SendTaskError) as info:
+        asyncio.run(main())  # a loop the simulation does not run: nothing would deliver it
+    assert isinstance(info.value.__cause__, bg.NotRunning)
+    assert "sim.run(main())" in str(info.value.__cause__)

@@ -1,0 +1,43 @@
+"""dramatiq 2.2.1's own tests, run on ``adapters.dramatiq.SimBroker`` (``stub_broker`` swapped).
+
+The suite is downloaded from the package index at test time (never copied here). Its
+sdist lacks ``tests/conftest.py`` and ``tests/common.py``: the glue
+``bgwork_dramatiq_glue`` supplies their fixtures on the simulation. Every test that does
+not pass is listed with its reason in ``expected.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .._peer_suite import compare, read_expected, run_suite
+from .._sdist import unpack
+
+VERSION = "2.2.1"
+#: The suite's files whose tests run on a stub broker (the glue keeps only those tests).
+PATHS = [
+    "tests/test_actors.py",
+    "tests/test_broker.py",
+    "tests/test_callbacks.py",
+    "tests/test_composition.py",
+    "tests/test_encoders.py",
+    "tests/test_generic_actors.py",
+    "tests/test_messages.py",
+    "tests/test_results.py",
+    "tests/test_stub_broker.py",
+    "tests/test_worker.py",
+]
+
+
+@pytest.mark.timeout(900)
+def test_dramatiq_suite_matches_expected_outcomes() -> None:
+    pytest.importorskip("pika", reason="dramatiq's test_broker.py imports its RabbitMQ broker (pika)")
+    root = unpack("dramatiq", VERSION)
+    run = run_suite(root, PATHS, "bgwork_dramatiq_glue", per_test_timeout=5, total_timeout=800,
+                    extra=["--import-mode=importlib"])
+    expected = read_expected(Path(__file__).with_name("expected.txt"))
+    problems = compare(run, expected)
+    print(f"dramatiq {VERSION}: {run.count('passed')} of {len(run.outcomes)} passed in {run.seconds:.1f}s")
+    assert not problems, "\n".join(problems) + "\n\n" + run.output
