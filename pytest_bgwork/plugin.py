@@ -20,7 +20,7 @@ from .adapters._redis_fixtures import bg_arq, bg_redis
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .adapters._web_fixtures import bg_sqs
 from .checking import chaos
-from .profiles import PLATFORMS, test_platform
+from .profiles import PLATFORMS, current_test_platform
 
 # Start-up: pytest imports this module in every run of a venv that has the plugin, so it
 # loads only what options, markers and fixture definitions need. The simulation (loop,
@@ -712,7 +712,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Make the test's replay token visible to ``bg.explore`` while the test runs; fail a
     test that never awaited a pytest-bgwork coroutine."""
     _unawaited.clear()
-    platform_token = test_platform.set(_platform_for(item))  # bg.explore in any test reads it
+    platform_token = current_test_platform.set(_platform_for(item))  # bg.explore in any test reads it
     try:
         token = _replay_token(item)
         if token is None and _REPLAY_MODULE not in sys.modules:  # nothing can be active
@@ -729,7 +729,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             exc.add_note(_unawaited_message())
         raise
     finally:
-        test_platform.reset(platform_token)
+        current_test_platform.reset(platform_token)
     _fail_unawaited()
     if unreplayed:
         assert token is not None

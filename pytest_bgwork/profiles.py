@@ -243,7 +243,7 @@ def _pick(table: dict[str, object], value: object, what: str, where: str) -> Non
 #: The platform the running pytest test resolved (marker, ``--bgwork-platform``, ini
 #: ``bgwork_platform``), set by the plugin around each test call: ``bg.explore`` and
 #: ``explore_test`` read it in tests that have no ``bgwork`` simulation. ``None``: no test.
-test_platform: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+current_test_platform: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "bgwork_test_platform", default=None)
 
 

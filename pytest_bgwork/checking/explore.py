@@ -42,7 +42,7 @@ from ..core.faults import LATENCY_MAX, Fault, FaultPlan, is_injected
 from ..core.history import Event
 from ..core.validate import seconds
 from ..core.wallclock import wall_clock
-from ..profiles import check_platform, test_platform
+from ..profiles import check_platform, current_test_platform
 from ..simulation import Simulation
 from ..strategies import _OFFSET, learned_points
 from . import replay as _replay
@@ -916,7 +916,7 @@ def _platform(platform: str | None, where: str = "explore") -> str:
     try:
         return _context.current().platform
     except NotRunning:  # no simulation runs this test
-        return test_platform.get() or "agentuity"
+        return current_test_platform.get() or "agentuity"
 
 
 def explore_test(
