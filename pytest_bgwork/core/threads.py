@@ -100,6 +100,8 @@ class Wait:
         if future is None:
             self._lock.release()
             self.loop._write_to_self()  # type: ignore[attr-defined]  # the loop looks again at once
+        elif getattr(self.loop, "_thread_id", None) == threading.get_ident():
+            _resolve(future)  # on the loop's thread (its deadline, a check): no self-pipe write
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_resolve, future)
