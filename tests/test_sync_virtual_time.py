@@ -135,6 +135,12 @@ def test_a_thread_the_simulation_did_not_start_may_end_a_wait(bgwork):
     assert event.wait()  # no timeout: not a deadlock while a foreign thread may still act
 
 
+def test_a_child_process_is_waited_for_in_real_time(bgwork):
+    import subprocess
+
+    assert subprocess.run(["sleep", "0.3"], timeout=2).returncode == 0  # no false TimeoutExpired
+
+
 def wait_forever(event):
     event.wait()  # nobody sets it
 
@@ -147,7 +153,7 @@ async def test_a_thread_waiting_forever_is_a_deadlock(bgwork):
 def test_each_kind_of_wait_runs_on_virtual_time(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(WAITS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:looptime")
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([
         "*Deadlock: nothing can run and no timer is pending, yet 1 task(s) still wait*",
         "*thread blocked in Condition.wait() at *test_each_kind_of_wait_runs_on_virtual_time.py:*"

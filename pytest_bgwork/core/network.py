@@ -22,6 +22,7 @@ import sys
 import types
 import weakref
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from . import context
@@ -345,6 +346,8 @@ def _is_address(host: str) -> bool:
 
 #: Client sockets connected while the network is allowed.
 _clients: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+#: Real seconds a client socket still holds the clock after it last received.
+_LINGER = 0.2
 _IO_NAMES = ("send", "sendall", "recv", "recv_into", "close")
 
 
@@ -352,15 +355,19 @@ class HeldSocket:
     """A real socket of an allowed network request with a request in flight: it holds the
     loop's clock from its connect or send until it receives (or closes), as a thread does."""
 
-    __slots__ = ("release", "sock")
+    __slots__ = ("quiet_since", "release", "sock")
 
     def __init__(self, sock: socket.socket, release: Callable[[], None]) -> None:
         self.sock = sock
         self.release = release
+        #: real time of the last receive (``None``: waiting for the first byte of an answer)
+        self.quiet_since: float | None = None
 
     def gone(self) -> bool:
-        """Closed (or never to be read again): the hold must end."""
-        return self.sock.fileno() == -1
+        """Closed, or silent for ``_LINGER`` real seconds since its last receive (an answer
+        may come in several pieces; an idle keep-alive connection must not hold the clock)."""
+        quiet = self.quiet_since
+        return self.sock.fileno() == -1 or (quiet is not None and perf_counter() - quiet > _LINGER)
 
 
 def _allowed_loop() -> Any:
@@ -385,12 +392,14 @@ def _in_flight(sock: socket.socket) -> None:
     waits = loop._vwaits
     for entry in waits:
         if type(entry) is HeldSocket and entry.sock is sock:
+            entry.quiet_since = None
             return
     waits[HeldSocket(sock, loop.hold_clock())] = None
 
 
-def _answered(sock: socket.socket) -> None:
-    """``sock`` received (or closed): its hold ends."""
+def _answered(sock: socket.socket, more: bool = False) -> None:
+    """``sock`` received (``more``: some bytes, the rest may follow) or closed: its hold ends,
+    at once or after ``_LINGER`` real seconds of silence."""
     if sock not in _clients:
         return
     loop = _allowed_loop()
@@ -399,8 +408,11 @@ def _answered(sock: socket.socket) -> None:
     waits = loop._vwaits
     for entry in list(waits):
         if type(entry) is HeldSocket and entry.sock is sock:
-            del waits[entry]
-            entry.release()
+            if more:
+                entry.quiet_since = perf_counter()
+            else:
+                del waits[entry]
+                entry.release()
 
 
 def _io_patches() -> dict[str, Callable[..., Any]]:
@@ -418,12 +430,12 @@ def _io_patches() -> dict[str, Callable[..., Any]]:
 
     def recv(self: socket.socket, *args: Any) -> Any:
         data = real["recv"](self, *args)
-        _answered(self)
+        _answered(self, more=bool(data))
         return data
 
     def recv_into(self: socket.socket, *args: Any) -> Any:
         n = real["recv_into"](self, *args)
-        _answered(self)
+        _answered(self, more=bool(n))
         return n
 
     def close(self: socket.socket) -> None:

@@ -100,6 +100,8 @@ class Wait:
         if future is None:
             self._lock.release()
             self.loop._write_to_self()  # type: ignore[attr-defined]  # the loop looks again at once
+        elif getattr(self.loop, "_thread_id", None) == threading.get_ident():
+            _resolve(future)  # on the loop's thread (its deadline, a check): no self-pipe write
         else:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_resolve, future)
@@ -335,9 +337,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float | None = None, *,
 
 
 # -- the patched calls ----------------------------------------------------------------------
+def _polls_real_work() -> frozenset[Any]:
+    """Code whose sleeps poll real work (a child process's exit): they stay real sleeps."""
+    import subprocess
+
+    return frozenset({subprocess.Popen._wait.__code__})  # type: ignore[attr-defined]
+
+
 def _sleep(seconds: float) -> None:
     """``time.sleep`` for the simulation's threads: virtual seconds."""
     mode = _mode()
+    if mode is not None and sys._getframe(1).f_code in _REAL["pollers"]:
+        _REAL["sleep"](seconds)  # ``subprocess.run(timeout=)`` waits for the child in real time
+        return
     if mode is None:
         loop = _on_loop_thread()
         if loop is None or _local.call is not None:
@@ -500,6 +512,8 @@ def start() -> None:
     _depth += 1
     if _depth > 1:
         return
+    if "pollers" not in _REAL:
+        _REAL["pollers"] = _polls_real_work()
     time.sleep = _sleep  # type: ignore[assignment]
     threading.Condition.wait = _cond_wait  # type: ignore[method-assign]
     queue.time = _monotonic  # type: ignore[attr-defined]
