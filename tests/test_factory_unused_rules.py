@@ -47,9 +47,9 @@ def test_factory_rules_that_never_fired_are_reported_at_teardown(pytester: pytes
         "entered 0 time(s)",
     ])
     result.stdout.fnmatch_lines([
-        "*UnusedFaultRule: bgwork_factory simulation seed=11: 1 fault rule(s) never fired, so "
+        "*UnusedFaultRuleWarning: bgwork_factory simulation seed=11: 1 fault rule(s) never fired, so "
         "the test never saw the fault it asked for:",
         "*- fail at kv.get on call 1 raising ConnectionError('injected fault'): kv.get was "
         "entered 0 time(s)",
     ])
-    assert result.stdout.str().count("UnusedFaultRule: ") == 1  # only test_unused's seed=11
+    assert result.stdout.str().count("UnusedFaultRuleWarning: ") == 1  # only test_unused's seed=11

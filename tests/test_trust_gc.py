@@ -144,7 +144,7 @@ def test_no_finished_tests_simulation_stays_alive(pytester: pytest.Pytester) -> 
                 sim = bgwork_factory()
                 sim.run(asyncio.sleep(1))
     """)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "-W", "ignore::pytest_bgwork.LeftoverWork")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s", "-W", "ignore::pytest_bgwork.LeftoverWorkWarning")
     result.assert_outcomes(passed=50)
     result.stdout.fnmatch_lines(["*simulations tracked 60 alive 0*",
                                  "*40 simulation(s): simulated 40.0s*"])
