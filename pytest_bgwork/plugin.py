@@ -285,7 +285,7 @@ _OTHER_ASYNC_MARKERS = frozenset({"asyncio", "anyio", "trio"})
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Generator[None, None, None]:
-    """Mark an unmarked ``async def`` test that asks for ``bgwork`` with ``asyncio`` (DESIGN §1)."""
+    """Mark an unmarked ``async def`` test that asks for ``bgwork`` with ``asyncio``."""
     if inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name):
         try:
             params = set(inspect.signature(obj).parameters)

@@ -1,4 +1,4 @@
-"""The architecture contracts of DESIGN §11, enforced.
+"""The architecture contracts (CONTRIBUTING.md, "Layout"), enforced.
 
 import-linter checks the layers (core <- services <- simulation <- checking <- adapters
 <- report/plugin) and that nothing below the plugin imports pytest; an AST walk checks

@@ -1,4 +1,4 @@
-"""Never lie (issue 9, DESIGN §7): no stranded message, no typo'd rule, no vacuous check.
+"""Never lie (issue 9, docs/trust.md): no stranded message, no typo'd rule, no vacuous check.
 
 Each test here failed before its fix: the retry backoff overflowed at attempt 1025, fault
 rules with typos were accepted and never fired, checks passed on names that never

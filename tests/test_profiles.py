@@ -1,4 +1,4 @@
-"""Platform profiles (DESIGN §9): each row of docs/profiles.md is a test here (or in the
+"""Platform profiles (docs/profiles.md): each row of docs/profiles.md is a test here (or in the
 differential tests against a real redis-server and moto)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A service call's yield is skipped only when it could change nothing (``suspend``'s rule).
 
-Every service call is a suspension point (DESIGN §8). When nothing else is ready, no
+Every service call is a suspension point (docs/interleavings.md). When nothing else is ready, no
 timer is due and the task was stepped by the loop itself, the yield would only make the
 loop step the same task again: ``suspend`` skips it. Whatever else is ready still runs
 before the call takes effect, and histories are byte-identical with or without the skip.

@@ -1,4 +1,4 @@
-"""Never hang (DESIGN §7): horizons, the busy guard, the clock's range, callback errors."""
+"""Never hang (docs/trust.md): horizons, the busy guard, the clock's range, callback errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Threads and network hold the clock; an unanswered outbound request is refused (DESIGN §7)."""
+"""Threads and network hold the clock; an unanswered outbound request is refused (docs/trust.md)."""
 
 from __future__ import annotations
 

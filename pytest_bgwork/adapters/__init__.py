@@ -1,4 +1,4 @@
-"""Adapters: users' real client libraries running on the simulation (DESIGN §10).
+"""Adapters: users' real client libraries running on the simulation.
 
 One module per client library (``agentuity``, ``alien``, ``agentflow``, ``asgi``, ``sqs``,
 ``celery``, ``taskiq``, ``dramatiq``, ``redis``, ``arq``). An adapter may import only the public

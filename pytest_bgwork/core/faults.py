@@ -61,7 +61,7 @@ CRASH_DEPTH = 6
 def suspend() -> Any:
     """Yield to the other ready tasks once, as ``asyncio.sleep(0)`` does (no time passes).
 
-    Every service call is a suspension point (DESIGN §8). When the yield could not let
+    Every service call is a suspension point (docs/interleavings.md). When the yield could not let
     anything else happen it is skipped: the loop would only count a busy iteration and
     step this same task again at the same instant, so the call goes on at once with the
     busy count advanced as the loop would have advanced it (the exact rule:
@@ -724,7 +724,7 @@ class FaultInjector:
         return True
 
     def begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
-        """Start a service call at fault point ``point`` (a suspension point, DESIGN §8).
+        """Start a service call at fault point ``point`` (a suspension point).
 
         ``None`` when the call goes on at once: no rule in force, no watcher, no crash
         due, and its yield would change nothing (``VirtualEventLoop._yield_changes_nothing``); the call is

@@ -7,7 +7,7 @@ time with the clock held still, so a thread's result is never skipped over. Noth
 ready, no timer, no thread, yet tasks waiting: ``Deadlock``, naming each task and the
 line it waits on.
 
-Trust (DESIGN §7): the loop never jumps past its *horizon* (``Stalled``, naming the
+Trust: the loop never jumps past its *horizon* (``Stalled``, naming the
 waiting tasks), never spins at one virtual instant for more than ``BUSY_LIMIT``
 iterations (``Stalled``), turns an error raised in a loop callback into a failure of
 the run, and lets outcome exceptions that are not its own (pytest's ``Failed``,

@@ -1,4 +1,4 @@
-"""One validator for the numbers and strings every entry point takes (DESIGN §7, "Bad input").
+"""One validator for the numbers and strings every entry point takes ("Bad input" in docs/trust.md).
 
 Each function returns the clean value or raises at the user's call, naming the argument,
 the limit and the fix: ``nack(delay=...) must be a number of seconds >= 0 and at most

@@ -1,4 +1,4 @@
-"""DESIGN §8 as a user reads it: suspension points, KV versions and conditional writes,
+"""Interleavings (docs/interleavings.md) as a user reads them: suspension points, KV versions and conditional writes,
 leases, overlapping duplicates, chaos ``latency`` / ``overlap``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN §10 as a user reads it: users' real clients on the simulation (adapters on main)."""
+"""Users' real clients on the simulation (docs/adapters/), as a user reads the docs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §7 as a user reads it: never hang, never lie, bad input, threads, network."""
+"""The trust rules (docs/trust.md) as a user reads them: never hang, never lie, bad input, threads, network."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §2 as a user reads it: queues, KV, streams, waitUntil, the task manager, schedules,
+"""The services as a user reads their docs: queues, KV, streams, waitUntil, the task manager, schedules,
 webhooks and tasks, each from its documented names and rules alone."""
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ async def test_stream_default_ttl_is_30_days(bgwork: bg.Simulation) -> None:
     await bgwork.advance(29 * 86400)
     assert await bgwork.streams.read(s.url) == b"x"
     await bgwork.advance(2 * 86400)
-    with pytest.raises(Exception):  # noqa: B017 - expired or not found; DESIGN names neither
+    with pytest.raises(Exception):  # noqa: B017 - expired or not found; the docs name neither
         await bgwork.streams.read(s.url)
 
 

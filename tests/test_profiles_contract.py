@@ -1,4 +1,4 @@
-"""DESIGN §9 as a user reads it: platform profiles for queues and KV."""
+"""Platform profiles for queues and KV, as a user reads docs/profiles.md."""
 
 from __future__ import annotations
 

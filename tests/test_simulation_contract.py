@@ -1,7 +1,7 @@
-"""DESIGN §1 and §6 as a user reads them: the simulation, virtual time, the pytest surface.
+"""The simulation, virtual time and the pytest surface, as a user reads their docs.
 
-Each test is written from DESIGN.md's names and rules alone, the way a user of the plugin
-would first write it. Other sections live in ``test_design_contract_*.py``.
+Each test is written from the documented names and rules alone, the way a user of the plugin
+would first write it. Other areas live in ``test_*_contract.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN §3–§5 as a user reads them: faults, checks and the Hypothesis explorer."""
+"""Faults, checks and the Hypothesis explorer, as a user reads their docs."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ async def test_crash_stops_the_attempt_no_finally_nothing_acked(bgwork: bg.Simul
     statuses = [repr(v) for v in bgwork.kv.history("report-status", "j1")]
     assert sum("running" in s for s in statuses) == 2
     assert len(bgwork.streams.open_streams()) == 1  # attempt 1's stream never closed
-    bg.assert_streams_closed(bgwork)  # DESIGN: only finished or failed attempts' streams count
+    bg.assert_streams_closed(bgwork)  # the rule: only finished or failed attempts' streams count
 
 
 @pytest.mark.asyncio
@@ -182,7 +182,7 @@ async def test_stale_ack_deletes_nothing_by_default(bgwork: bg.Simulation) -> No
     d1 = await bgwork.queues.receive("jobs")
     assert d1 is not None
     await bgwork.advance(31)
-    with contextlib.suppress(Exception):  # DESIGN only says a stale ack deletes nothing
+    with contextlib.suppress(Exception):  # the docs only say a stale ack deletes nothing
         await d1.ack()  # stale: its visibility lapsed
     d2 = await bgwork.queues.receive("jobs")
     assert d2 is not None and d2.attempt == 2
