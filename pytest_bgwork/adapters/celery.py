@@ -552,9 +552,10 @@ def _received(req: Any) -> None:
     from celery.app.trace import LOG_RECEIVED
     from celery.utils.log import get_logger
 
-    get_logger("celery.worker.strategy").info(
-        LOG_RECEIVED, {"name": req.name, "id": req.id, "args": req.argsrepr,
-                       "kwargs": req.kwargsrepr, "eta": req.eta})
+    context = {"id": req.id, "name": req.name, "args": req.argsrepr, "kwargs": req.kwargsrepr,
+               "eta": req.eta}
+    # as the strategy does: the formatting args also as `extra` for custom log handlers
+    get_logger("celery.worker.strategy").info(LOG_RECEIVED, context, extra={"data": context})
     signals.task_received.send(sender=None, request=req)
 
 
