@@ -710,7 +710,7 @@ def _refuse_real_workers() -> None:
             )
         original(self, app, *args, **kwargs)
 
-    WorkController.__init__ = init  # type: ignore[method-assign]
+    WorkController.__init__ = init
 
 
 def _reset_pools(app: Celery) -> None:

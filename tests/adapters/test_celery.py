@@ -502,6 +502,6 @@ def test_user_remote_control_with_replies_raises_unsupported(bgwork: bg.Simulati
 def test_a_real_worker_on_bgwork_fails_at_once(bgwork: bg.Simulation) -> None:
     from celery.contrib.testing.worker import start_worker
 
-    with bc.install(bgwork, app), pytest.raises(bc.UnsupportedFeature, match="real Celery worker"):
-        with start_worker(app, perform_ping_check=False, shutdown_timeout=5):
-            pass  # never reached: it used to wait forever for a worker that could not start
+    with (bc.install(bgwork, app), pytest.raises(bc.UnsupportedFeature, match="real Celery worker"),
+          start_worker(app, perform_ping_check=False, shutdown_timeout=5)):
+        pass  # never reached: it used to wait forever for a worker that could not start
