@@ -115,7 +115,7 @@ class Channel(virtual.Channel):
                 "The simulated worker takes no commands: to stop a task, let it expire "
                 "(expires=) or do not send it; check state through results instead.",
             )
-        return super().basic_publish(message, exchange, routing_key, **kwargs)
+        return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[no-untyped-call]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         self._inst().put(queue, message)
@@ -552,9 +552,10 @@ def _received(req: Any) -> None:
     from celery.app.trace import LOG_RECEIVED
     from celery.utils.log import get_logger
 
-    get_logger("celery.worker.strategy").info(
-        LOG_RECEIVED, {"name": req.name, "id": req.id, "args": req.argsrepr,
-                       "kwargs": req.kwargsrepr, "eta": req.eta})
+    context = {"id": req.id, "name": req.name, "args": req.argsrepr, "kwargs": req.kwargsrepr,
+               "eta": req.eta}
+    # as the strategy does: the formatting args also as `extra` for custom log handlers
+    get_logger("celery.worker.strategy").info(LOG_RECEIVED, context, extra={"data": context})
     signals.task_received.send(sender=None, request=req)
 
 
@@ -650,6 +651,7 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         module = importlib.import_module(modname)
         saved_uuids.append((module, vars(module)["uuid"]))
         setattr(module, "uuid", worker.next_uuid)  # noqa: B010 - a module attribute mypy cannot see
+    _refuse_real_workers()
     _reset_pools(celery_app)
     conf.update(broker_url="bgwork://", broker_read_url=None, broker_write_url=None)
     backend = _backend_class()(app=celery_app)
@@ -677,6 +679,38 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         raise BgworkError(f"{len(worker.publish_errors)} Celery publish(es) from the test's thread "
                           f"failed after task.delay() returned: {errors}. Clear "
                           "worker.publish_errors if the test injected them on purpose.")
+
+
+_worker_init: list[Any] = []
+
+
+def _refuse_real_workers() -> None:
+    """Make a real worker (``WorkController``: ``start_worker``, ``celery_session_worker``,
+    ``celery worker``) on a ``bgwork://`` app fail at once, in the caller's thread.
+
+    Started, it would fail in its consumer thread (nothing consumes ``bgwork://``) while
+    ``start_worker`` waits forever for it to be ready.
+    """
+    if _worker_init:
+        return
+    from celery.worker.worker import WorkController
+
+    original = WorkController.__init__
+    _worker_init.append(original)
+
+    @functools.wraps(original)
+    def init(self: Any, app: Any = None, *args: Any, **kwargs: Any) -> None:
+        url = str(getattr(getattr(app, "conf", None), "broker_url", "") or "")
+        if url.startswith("bgwork:"):
+            raise _unsupported(
+                "a real Celery worker on bgwork:// (WorkController: start_worker, "
+                "celery_session_worker, `celery worker`)",
+                "The simulation is the worker: drop the worker fixture and let "
+                "`result.get()` (sync) or `await sim.run_until_idle()` (async) run the tasks.",
+            )
+        original(self, app, *args, **kwargs)
+
+    WorkController.__init__ = init
 
 
 def _reset_pools(app: Celery) -> None:

@@ -24,11 +24,12 @@ import asyncio
 import base64
 import contextvars
 import hashlib
+import logging
 import random
 import threading
 import uuid
-from collections import defaultdict
 import weakref
+from collections import defaultdict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,7 +42,6 @@ import dramatiq.worker as _dq_worker
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.stub import _StubMessageProxy
 from dramatiq.errors import ActorNotFound, QueueJoinTimeout, QueueNotFound, RateLimitExceeded, Retry
-from dramatiq.logging import get_logger
 from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
@@ -62,7 +62,12 @@ DEFAULT_VISIBILITY = 60.0
 
 
 #: The logger dramatiq's worker threads log on (``dramatiq.worker.WorkerThread``).
-_WORKER_LOGGER = get_logger("dramatiq.worker", "WorkerThread")
+_WORKER_LOGGER = logging.getLogger("dramatiq.worker.WorkerThread")
+
+
+def _consumer_logger(queue_name: str) -> logging.Logger:
+    """The logger of dramatiq's consumer thread for ``queue_name``."""
+    return logging.getLogger(f"dramatiq.worker.ConsumerThread({queue_name})")
 
 
 class UnsupportedFeature(BgworkError, NotImplementedError):
@@ -357,7 +362,7 @@ class SimBroker(dramatiq.Broker):
             if eta is None:
                 del message.options["eta"]
             elif not isinstance(eta, int | float):
-                get_logger("dramatiq.worker", f"ConsumerThread({message.queue_name})").warning(
+                _consumer_logger(message.queue_name).warning(
                     "Invalid eta value for message %r: %r. Setting eta to current_millis().",
                     message.message_id, eta)
                 message.options["eta"] = _dq_common.current_millis()
@@ -371,7 +376,7 @@ class SimBroker(dramatiq.Broker):
         try:
             self.get_actor(message.actor_name)
         except ActorNotFound as exc:
-            get_logger("dramatiq.worker", f"ConsumerThread({message.queue_name})").error(
+            _consumer_logger(message.queue_name).error(
                 "Received message for undefined actor %r. Moving it to the DLQ.",
                 message.actor_name, exc_info=True)
             proxy.fail()
@@ -409,7 +414,7 @@ class SimBroker(dramatiq.Broker):
                         "Actor '%s' returned a value that is not None, and you haven't added the "
                         "Results middleware to the broker, so the value has been discarded. "
                         "Consider adding the Results middleware to your broker or piping the "
-                        "result into another actor." % actor.actor_name)
+                        "result into another actor.", actor.actor_name)
             self.emit_after("process_message", message, result=res)
         except SkipMessage as e:
             if message.failed:

@@ -133,9 +133,9 @@ class _Router:
             if task_name in broker.local_task_registry:
                 return broker
         if kicked_by is not None and kicked_by < len(self.brokers):
-            broker = self.brokers[kicked_by]()
-            if broker is not None:
-                return broker
+            kicker = self.brokers[kicked_by]()
+            if kicker is not None:
+                return kicker
         if not live:
             raise RuntimeError(f"no SimBroker is left to receive queue {self.queue!r}'s messages")
         return live[0]

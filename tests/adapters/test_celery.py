@@ -497,3 +497,11 @@ def test_user_remote_control_with_replies_raises_unsupported(bgwork: bg.Simulati
             app.control.ping(timeout=1)
         with pytest.raises(bc.UnsupportedFeature, match="remote control"):
             app.control.inspect(timeout=1).active()
+
+
+def test_a_real_worker_on_bgwork_fails_at_once(bgwork: bg.Simulation) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    with (bc.install(bgwork, app), pytest.raises(bc.UnsupportedFeature, match="real Celery worker"),
+          start_worker(app, perform_ping_check=False, shutdown_timeout=5)):
+        pass  # never reached: it used to wait forever for a worker that could not start
