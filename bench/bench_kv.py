@@ -29,7 +29,8 @@ import fakeredis
 
 import pytest_bgwork as bg
 from pytest_bgwork.core.loop import VirtualEventLoop
-from pytest_bgwork.services.kv import _decode, _encode
+from pytest_bgwork.core.jsoncopy import dumps as _encode
+from pytest_bgwork.core.jsoncopy import loads as _decode
 
 _cpu = time.process_time  # bound before any freezegun patching
 VALUE = {"kind": "running", "progress": 42, "steps": ["fetch", "render"]}
@@ -90,7 +91,7 @@ class _NoFaults:
 
 class _JsonOnly:
     """Only what the KV contract requires of set+get: a JSON copy in, a fresh copy out
-    (with ``sim.kv``'s own encoder and scanner, the fastest the C accelerator offers)."""
+    (with the copy rule ``sim.kv`` uses, ``pytest_bgwork.core.jsoncopy``)."""
 
     def __init__(self) -> None:
         self._data: dict[str, str] = {}
