@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 import fakeredis
 
 import pytest_bgwork as bg
-from pytest_bgwork.core.loop import VirtualEventLoop
 from pytest_bgwork.core.jsoncopy import dumps as _encode
 from pytest_bgwork.core.jsoncopy import loads as _decode
+from pytest_bgwork.core.loop import VirtualEventLoop
 
 _cpu = time.process_time  # bound before any freezegun patching
 VALUE = {"kind": "running", "progress": 42, "steps": ["fetch", "render"]}
