@@ -2,8 +2,8 @@
 
 Run ``python bench/bench_kv.py [N] [ROUNDS] [--against DIR]`` (``DIR``: a checkout whose
 ``pytest_bgwork`` runs the same ``sim.kv`` pairs in a fresh process each round, an anchor).
-Both sides store and read back a small JSON status record: ``sim.kv`` serialises it itself (a JSON copy, a history event, a
-fault-point check and a suspension point per call); fakeredis gets the JSON string from
+Both sides store and read back a small JSON status record: ``sim.kv`` serialises it itself
+(a JSON copy, a history event, a fault-point check and a suspension point per call); fakeredis gets the JSON string from
 ``json.dumps`` and the reader parses it with ``json.loads``, as an app using Redis would.
 
 Each figure is CPU time (``time.process_time``), the best of ``ROUNDS`` interleaved
