@@ -1,6 +1,6 @@
 """KV throughput: N set+get pairs on ``sim.kv`` against fakeredis's async client.
 
-Run ``python bench/bench_kv.py [N] [ROUNDS] [--against DIR]`` (``DIR``: a checkout whose
+Run ``python bench/bench_kv.py [N] [ROUNDS] [--against DIR ...]`` (``DIR``: a checkout whose
 ``pytest_bgwork`` runs the same ``sim.kv`` pairs in a fresh process each round, an anchor).
 Both sides store and read back a small JSON status record: ``sim.kv`` serialises it itself
 (a JSON copy, a history event, a fault-point check and a suspension point per call); fakeredis gets the JSON string from
@@ -164,18 +164,18 @@ def interleaved_best(runs: dict[str, Callable[[], float]], rounds: int) -> dict[
 
 def main() -> None:
     argv = sys.argv[1:]
-    against = None
-    if "--against" in argv:  # an anchor: a checkout whose pytest_bgwork runs sim.kv each round
+    anchors: list[str] = []
+    while "--against" in argv:  # an anchor: a checkout whose pytest_bgwork runs sim.kv each round
         i = argv.index("--against")
-        against = argv[i + 1]
+        anchors.append(argv[i + 1])
         del argv[i:i + 2]
     n = int(argv[0]) if argv else 20_000
     rounds = int(argv[1]) if len(argv) > 1 else 5
     small = max(n // 10, 1)
-    anchor: dict[str, Callable[[], float]] = {}
-    if against:
-        anchor[f"  the same at {os.path.basename(against.rstrip('/'))}"] = (
-            lambda: anchor_cpu(against, n))
+    anchor: dict[str, Callable[[], float]] = {
+        f"  the same at {os.path.basename(d.rstrip('/'))}": lambda d=d: anchor_cpu(d, n)  # type: ignore[misc]
+        for d in anchors
+    }
     runs: dict[str, Callable[[], float]] = {
         "fakeredis FakeAsyncRedis": lambda: bench_fakeredis(small) * n / small,
         "sim.kv": lambda: bench_bgwork(n),
