@@ -1,8 +1,9 @@
 """KV throughput: N set+get pairs on ``sim.kv`` against fakeredis's async client.
 
-Run ``python bench/bench_kv.py [N] [ROUNDS]``. Both sides store and read back a small
-JSON status record: ``sim.kv`` serialises it itself (a JSON copy, a history event, a
-fault-point check and a suspension point per call); fakeredis gets the JSON string from
+Run ``python bench/bench_kv.py [N] [ROUNDS] [--against DIR ...]`` (``DIR``: a checkout whose
+``pytest_bgwork`` runs the same ``sim.kv`` pairs in a fresh process each round, an anchor).
+Both sides store and read back a small JSON status record: ``sim.kv`` serialises it itself
+(a JSON copy, a history event, a fault-point check and a suspension point per call); fakeredis gets the JSON string from
 ``json.dumps`` and the reader parses it with ``json.loads``, as an app using Redis would.
 
 Each figure is CPU time (``time.process_time``), the best of ``ROUNDS`` interleaved
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +32,6 @@ import fakeredis
 
 import pytest_bgwork as bg
 from pytest_bgwork.core.loop import VirtualEventLoop
-from pytest_bgwork.services.kv import _decode, _encode
 
 _cpu = time.process_time  # bound before any freezegun patching
 VALUE = {"kind": "running", "progress": 42, "steps": ["fetch", "render"]}
@@ -90,17 +92,20 @@ class _NoFaults:
 
 class _JsonOnly:
     """Only what the KV contract requires of set+get: a JSON copy in, a fresh copy out
-    (with ``sim.kv``'s own encoder and scanner, the fastest the C accelerator offers)."""
+    (with the copy rule ``sim.kv`` uses, ``pytest_bgwork.core.jsoncopy``)."""
 
     def __init__(self) -> None:
+        from pytest_bgwork.core.jsoncopy import dumps, loads  # here: an anchor may predate it
+
         self._data: dict[str, str] = {}
+        self._encode, self._decode = dumps, loads
 
     async def set(self, ns: str, key: str, value: Any) -> bool:
-        self._data[key] = _encode(value)
+        self._data[key] = self._encode(value)
         return True
 
     async def get(self, ns: str, key: str) -> Any:
-        return _Result(_decode(self._data[key]))
+        return _Result(self._decode(self._data[key]))
 
 
 class _Result:
@@ -136,6 +141,18 @@ def bench_fakeredis(n: int) -> float:
     return asyncio.run(main())
 
 
+_ANCHOR = "import sys; sys.path.insert(0, sys.argv[1]); import bench_kv; print(bench_kv.bench_bgwork(int(sys.argv[2])))"
+
+
+def anchor_cpu(checkout: str, n: int) -> float:
+    """CPU seconds of ``bench_bgwork(n)`` with ``pytest_bgwork`` imported from ``checkout``
+    (a fresh process, timed by its own clock, so its start-up is not counted)."""
+    out = subprocess.run([sys.executable, "-c", _ANCHOR, os.path.dirname(os.path.abspath(__file__)),
+                          str(n)], env={**os.environ, "PYTHONPATH": checkout}, cwd=checkout,
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
 def interleaved_best(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
     """Best of ``rounds`` of each run's own CPU figure, every round running each entry once."""
     best = dict.fromkeys(runs, float("inf"))
@@ -146,12 +163,23 @@ def interleaved_best(runs: dict[str, Callable[[], float]], rounds: int) -> dict[
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    argv = sys.argv[1:]
+    anchors: list[str] = []
+    while "--against" in argv:  # an anchor: a checkout whose pytest_bgwork runs sim.kv each round
+        i = argv.index("--against")
+        anchors.append(argv[i + 1])
+        del argv[i:i + 2]
+    n = int(argv[0]) if argv else 20_000
+    rounds = int(argv[1]) if len(argv) > 1 else 5
     small = max(n // 10, 1)
+    anchor: dict[str, Callable[[], float]] = {
+        f"  the same at {os.path.basename(d.rstrip('/'))}": lambda d=d: anchor_cpu(d, n)  # type: ignore[misc]
+        for d in anchors
+    }
     runs: dict[str, Callable[[], float]] = {
         "fakeredis FakeAsyncRedis": lambda: bench_fakeredis(small) * n / small,
         "sim.kv": lambda: bench_bgwork(n),
+        **anchor,
         "  every call yields (no skip)": lambda: _stubbed(n, always_yield=True),
         "  history stubbed": lambda: _stubbed(n, history=True),
         "  history + faults stubbed": lambda: _stubbed(n, history=True, faults=True),

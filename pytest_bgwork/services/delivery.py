@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
-import json
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
-from json.scanner import c_make_scanner, py_make_scanner  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
+from ..core.jsoncopy import dumps, loads
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, limit_error, seconds
 from ..profiles import seconds as profile_seconds
 from .workers import current_worker
@@ -407,47 +405,15 @@ def _seconds(call: str, arg: str, value: object, *, hi: float | None = None,
     return out
 
 
-#: Compact, UTF-8, no NaN/Infinity (not JSON); built once, ``json.dumps`` would build it per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-#: The C encoder ``_ENCODER.encode`` makes on every call, made once (``_MARKERS`` finds cycles
-#: and is empty between calls); ``_ENCODER.encode`` where the C accelerator is missing.
-_MARKERS: dict[int, object] = {}
-_C_ENCODE: Callable[[object, int], tuple[str, ...]] | None = (
-    None if c_make_encoder is None else c_make_encoder(
-        _MARKERS, _ENCODER.default, c_encode_basestring or json.encoder.py_encode_basestring,
-        None, ":", ",", False, False, False))
-#: The C scanner of ``json.loads``: ``_SCAN(body, 0)`` is ``(value, end)``. Bodies are our own
-#: compact JSON (no leading space), so it decodes them like ``json.loads``, minus the checks.
-_SCAN: Callable[[str, int], tuple[Any, int]] = (
-    c_make_scanner or py_make_scanner)(json.decoder.JSONDecoder())
-
-
-def _encode(value: object) -> str:
-    """``_ENCODER.encode(value)`` without rebuilding the C encoder per call."""
-    if _C_ENCODE is None:  # pragma: no cover - CPython always has the accelerator
-        return _ENCODER.encode(value)
-    try:
-        return "".join(_C_ENCODE(value, 0))
-    except BaseException:
-        _MARKERS.clear()  # an error leaves the containers it was inside marked
-        raise
-
-
 def _decode(body: str) -> Any:
-    """A fresh copy of the value in ``body`` (what ``_encode`` made)."""
-    return _SCAN(body, 0)[0]
+    """A fresh copy of the value in ``body`` (the copy rule's JSON text)."""
+    return loads(body)
 
 
 def _to_json(call: str, arg: str, value: object) -> str:
+    """The copy rule's JSON text of a queue argument, or an error naming ``call`` and ``arg``."""
     try:
-        if _C_ENCODE is None:  # pragma: no cover - CPython always has the accelerator
-            text = _ENCODER.encode(value)
-        else:  # ``_encode``, inlined
-            try:
-                text = "".join(_C_ENCODE(value, 0))
-            except BaseException:
-                _MARKERS.clear()  # an error leaves the containers it was inside marked
-                raise
+        text = dumps(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{call}({arg}=...) must be JSON-serialisable (dict, list, str, int, "
                         f"float, bool, None); got {type(value).__name__}: {exc}. Convert it "

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
-import json
-import json.encoder
-import json.scanner
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -25,14 +22,13 @@ from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
 from ..core.faults import suspend
+from ..core.jsoncopy import dumps, loads, to_text
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
 if TYPE_CHECKING:
     from ..core.kernel import Kernel
 
 __all__ = ["KV", "KVResult", "KVVersion"]
-
-_SCALARS = (str, int, float, bool)
 
 #: (JSON text, expiry in virtual seconds or None, version, the value itself when it is immutable
 #: (str, int, float, bool, None, bytes) and can be handed out as is, else ``_COPY``)
@@ -45,26 +41,6 @@ _State = tuple[
 ]
 
 
-def _reject(value: object) -> Any:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _make_encode() -> Callable[[Any], str]:
-    """Compact JSON text; C encoder without the circular check (a cycle is a RecursionError)."""
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the C accelerator
-        return json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-    encoder = c_make_encoder(None, _reject, json.encoder.encode_basestring, None, ":", ",",
-                             False, False, False)
-    return lambda value: "".join(encoder(value, 0))
-
-
-_encode = _make_encode()
-_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-    cast(Any, json.JSONDecoder())
-)
-
-
 #: Bytes values are stored as this marker (never the start of JSON text) + latin-1 text.
 _BYTES = "\x00"
 
@@ -73,7 +49,7 @@ def _decode(text: str) -> Any:
     """Parse text this module encoded (compact, no surrounding whitespace), or bytes."""
     if text[:1] == _BYTES:
         return text[1:].encode("latin-1")
-    return _scan(text, 0)[0]
+    return loads(text)
 
 
 #: The detail names of the ``kv.set`` and ``kv.get`` events the hot paths record.
@@ -91,7 +67,6 @@ def _value(entry: _Entry) -> Any:
 
 
 _new = object.__new__
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _float_repr = float.__repr__
 _int_repr = int.__repr__
 
@@ -183,60 +158,9 @@ def check_ttl(ttl: object, where: str) -> float | None:
     return validate.seconds(ttl, where, "ttl", positive=True, none="for no expiry", hi=None)
 
 
-def _find_bad(value: Any, path: str, seen: set[int]) -> tuple[str, str] | None:
-    """The first part of ``value`` JSON cannot hold: (where, what it is)."""
-    if value is None or isinstance(value, _SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
-            return path, f"the float {value!r} (JSON has no NaN or infinity)"
-        return None
-    if id(value) in seen:
-        return path, "a circular reference back to a container that holds it"
-    if isinstance(value, list | tuple):
-        seen.add(id(value))
-        for i, item in enumerate(value):
-            found = _find_bad(item, f"{path}[{i}]", seen)
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        seen.add(id(value))
-        for k, item in value.items():
-            if k is not None and not isinstance(k, _SCALARS):
-                return f"{path} (a key)", f"a {_type_name(k)} key {k!r}"
-            found = _find_bad(item, f"{path}[{k!r}]", seen)
-            if found:
-                return found
-        return None
-    return path, f"a {_type_name(value)}"
-
-
-def _type_name(value: object) -> str:
-    """The type's name, seen through freezegun's stand-ins (``FakeDatetime`` is a datetime)."""
-    cls = type(value)
-    while cls.__module__.startswith("freezegun") and cls.__bases__:
-        cls = cls.__bases__[0]
-    return cls.__name__
-
-
 def to_json_text(value: Any, where: str, arg: str = "value") -> str:
-    """Serialise ``value`` to JSON text, or raise an error that points at the bad part.
-
-    A part of an unsupported type raises ``TypeError``; NaN, infinity and circular
-    references raise ``ValueError``.
-    """
-    try:
-        return _encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        found = _find_bad(value, arg, set())
-        if found is None:  # pragma: no cover - json refused something the walk accepts
-            raise TypeError(f"{where}: {arg} is not JSON ({exc})") from None
-        at, what = found
-        error = TypeError if what.startswith("a ") and "circular" not in what else ValueError
-        raise error(
-            f"{where}: {arg} must be JSON (dicts, lists, str, int, float, bool, None), but "
-            f"{at} is {what}. Values are stored as JSON copies, as the real service does: "
-            "convert it first (e.g. datetime.isoformat(), list(a_set), str(a_uuid))."
-        ) from None
+    """The copy rule's JSON text of ``value``, or an error naming ``where``, ``arg`` and the bad part."""
+    return to_text(value, where, arg)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -254,6 +178,78 @@ def check_version(if_version: object, where: str) -> int | None:
         raise ValueError(f"{where}: if_version= must be >= 1 (versions start at 1); got "
                          f"{if_version!r}. For 'only if the key is missing' use if_absent=True.")
     return if_version
+
+
+def _where(call: str, ns: str, key: str) -> str:
+    """How an error names the call: ``kv.set(ns='a', key='b')``."""
+    return f"{call}(ns={ns!r}, key={key!r})"
+
+
+def _set_condition(ns: str, key: str, if_absent: object,
+                   if_version: object) -> dict[str, Any]:
+    """``set``'s ``if_absent=``/``if_version=`` checked, as the event's details."""
+    where = _where("kv.set", ns, key)
+    if not isinstance(if_absent, bool):
+        raise TypeError(f"{where}: if_absent= must be True or False; got {if_absent!r}")
+    version = check_version(if_version, where)
+    if if_absent and version is not None:
+        raise ValueError(f"{where}: give if_absent=True or if_version=n, not both (a key "
+                         "with a version is never absent)")
+    return {"if_absent": True} if if_absent else {"if_version": version}
+
+
+def _condition_holds(cond: dict[str, Any], prev: _Entry | None) -> bool:
+    """Whether a conditional ``set`` writes: the key is absent, or has the version asked for."""
+    have = None if prev is None else prev[2]
+    return have is None if "if_absent" in cond else have == cond["if_version"]
+
+
+def _copy(value: Any, ns: str, key: str) -> tuple[str, Any]:
+    """``set``'s value as (its JSON text, what reads hand out: the value itself or ``_COPY``).
+
+    An immutable JSON value (exact str, int, float, bool, None) is its own copy: its text is
+    what the JSON encoder writes, and reads hand it out without parsing. Anything else (a
+    dict, a list) is stored as JSON text and parsed on every read, so a later change to the
+    caller's object never reaches the store. Bytes are kept as ``_BYTES`` + latin-1 text.
+    """
+    kind = type(value)
+    stored: Any = value
+    if kind is dict or kind is list:
+        stored = _COPY
+        try:
+            text = dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            text = to_text(value, _where("kv.set", ns, key))  # raises, clearly
+    elif kind is str:
+        text = dumps(value)
+    elif kind is int:
+        text = _int_repr(value)
+    elif kind is bool:
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif kind is float and value - value == 0.0:  # finite: NaN and infinity are refused below
+        text = _float_repr(value)
+    elif isinstance(value, bytes | bytearray):  # a subclass too: stored as plain bytes
+        stored = bytes(value)
+        return _BYTES + stored.decode("latin-1"), stored
+    else:
+        stored = _COPY
+        text = to_text(value, _where("kv.set", ns, key))
+    if not text.isascii():
+        validate.utf8(text, _where("kv.set", ns, key), "value", inside=True)
+    return text, stored
+
+
+def _check_content_type(prof: KVProfile, ns: str, key: str, content_type: object) -> None:
+    """``content_type=`` is kept by Agentuity only, and must be a non-empty string."""
+    if not prof.content_types:
+        raise ValueError(f"kv.set(ns={ns!r}, key={key!r}): profile {prof.name!r} keeps "
+                         f"no content type (only 'agentuity' does); got "
+                         f"content_type={content_type!r}. Leave it out.")
+    if not isinstance(content_type, str) or not content_type:
+        raise TypeError(f"kv.set(ns={ns!r}, key={key!r}): content_type= must be a "
+                        f"non-empty string such as 'text/csv'; got {content_type!r}")
 
 
 class KV:
@@ -425,71 +421,27 @@ class KV:
         ``n`` (a compare-and-set). Returns ``True`` when it wrote, ``False`` when the
         condition failed (nothing changed).
         """
+        # 1. arguments: names, ttl and condition, then the copy; all refused before the fault
+        # point, so a refused call leaves no event (the caller's mistake, not the service's)
         if (type(ns) is not str or not ns or type(key) is not str or not key
                 or not (ns.isascii() and key.isascii())):
             ns = check_name("ns", ns, "kv.set()")
             key = self._key_name(ns, key, "kv.set()")
         prof = self._profiles.get(ns, self._default) if self._profiles else self._default
         if prof.key_re is not None:
-            self._check_key(prof, key, f"kv.set(ns={ns!r}, key={key!r})")
+            self._check_key(prof, key, _where("kv.set", ns, key))
         if ttl is not None:
-            ttl = check_ttl(ttl, f"kv.set(ns={ns!r}, key={key!r})")
-            assert ttl is not None
-            self._check_ttl(prof, ttl, f"kv.set(ns={ns!r}, key={key!r})")
-        cond: dict[str, Any] | None = None
+            ttl = self._set_ttl(prof, ns, key, ttl)
+        cond = None
         if if_absent is not False or if_version is not None:
-            where = f"kv.set(ns={ns!r}, key={key!r})"
-            if not isinstance(if_absent, bool):
-                raise TypeError(f"{where}: if_absent= must be True or False; got {if_absent!r}")
-            check_version(if_version, where)
-            if if_absent and if_version is not None:
-                raise ValueError(f"{where}: give if_absent=True or if_version=n, not both (a key "
-                                 "with a version is never absent)")
-            cond = {"if_absent": True} if if_absent else {"if_version": if_version}
-        # An immutable JSON value (exact str, int, float, bool, None) is its own copy: its
-        # text is what the JSON encoder writes, and reads hand it out without parsing.
-        # Anything else (a dict, a list) is stored as JSON text and parsed on every read,
-        # so a later change to the caller's object never reaches the store.
-        kind = type(value)
-        stored: Any = value
-        if kind is dict or kind is list:
-            stored = _COPY
-            try:
-                text = _encode(value)
-            except (TypeError, ValueError, RecursionError):
-                text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
-        elif kind is str:
-            text = _encode_str(value)
-        elif kind is int:
-            text = _int_repr(value)
-        elif kind is bool:
-            text = "true" if value else "false"
-        elif value is None:
-            text = "null"
-        elif kind is float and value - value == 0.0:  # finite: NaN and infinity are refused below
-            text = _float_repr(value)
-        elif isinstance(value, bytes | bytearray):  # a subclass too: stored as plain bytes
-            stored = bytes(value)
-            text = _BYTES + stored.decode("latin-1")
-        else:
-            stored = _COPY
-            try:
-                text = _encode(value)
-            except (TypeError, ValueError, RecursionError):
-                text = to_json_text(value, f"kv.set(ns={ns!r}, key={key!r})")  # raises, clearly
-        if not text.isascii() and text[:1] != _BYTES:
-            validate.utf8(text, f"kv.set(ns={ns!r}, key={key!r})", "value", inside=True)
-        limit = prof.max_value
-        if limit is not None and (len(text) + len(key)) * 4 > limit:
-            self._check_size(prof, key, text, f"kv.set(ns={ns!r}, key={key!r})")
+            cond = _set_condition(ns, key, if_absent, if_version)
+        text, stored = _copy(value, ns, key)
+        # 2. the profile's rules on what it stores
+        if prof.max_value is not None and (len(text) + len(key)) * 4 > prof.max_value:
+            self._check_size(prof, key, text, _where("kv.set", ns, key))
         if content_type is not None:
-            if not prof.content_types:
-                raise ValueError(f"kv.set(ns={ns!r}, key={key!r}): profile {prof.name!r} keeps "
-                                 f"no content type (only 'agentuity' does); got "
-                                 f"content_type={content_type!r}. Leave it out.")
-            if not isinstance(content_type, str) or not content_type:
-                raise TypeError(f"kv.set(ns={ns!r}, key={key!r}): content_type= must be a "
-                                f"non-empty string such as 'text/csv'; got {content_type!r}")
+            _check_content_type(prof, ns, key, content_type)
+        # 3. the fault point, then the write (or the refused condition), then history
         faults = self._faults
         step = faults.begin("kv.set")
         if step is not None:
@@ -505,21 +457,37 @@ class KV:
         if space is None:
             space = self._data[ns] = {}
         prev = space.get(key)
-        if cond is not None:
-            have = None if prev is None else prev[2]
-            if (have is not None) if if_absent else (have != if_version):
-                if not space:
-                    del self._data[ns]
-                try:
-                    faults.leave("kv.set")
-                except Exception as exc:
-                    self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, applied=False,
-                                 version=have, error=_error_text(exc), **cond)
-                    raise
-                self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have,
-                             **cond)
-                return False
+        if cond is not None and not _condition_holds(cond, prev):
+            self._refuse_set(ns, key, ttl, cond, prev, space)
+            return False
         now = self._clock._mono
+        version = self._write(prof, space, ns, key, text, stored, ttl, content_type, prev, now)
+        attempt = current_attempt.get()
+        label = attempt.label if attempt is not None else None
+        if faults._pending_after or cond is not None:
+            self._leave_set(ns, key, ttl, text, label, now, cond, version)
+            return True
+        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
+        row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
+        self._writes.append(row)
+        if self._listeners:
+            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
+        else:
+            self._rows.append(row)
+        return True
+
+    def _set_ttl(self, prof: KVProfile, ns: str, key: str, ttl: object) -> float:
+        """``set``'s ``ttl=`` checked: seconds > 0, within the profile's limits and the clock's range."""
+        where = _where("kv.set", ns, key)
+        out = check_ttl(ttl, where)
+        assert out is not None
+        self._check_ttl(prof, out, where)
+        return out
+
+    def _write(self, prof: KVProfile, space: dict[str, _Entry], ns: str, key: str, text: str,
+               stored: Any, ttl: float | None, content_type: str | None, prev: _Entry | None,
+               now: float) -> int:
+        """Store the entry with its new version and expiry (as the profile keeps them); the version."""
         expires = None if ttl is None else now + ttl
         version = 1 if prev is None else prev[2] + 1
         if prof.unique_versions:  # Alien: a key's versions never repeat, even after a delete
@@ -542,29 +510,38 @@ class KV:
             self._lag(prof, ns, key, prev, now)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, ns, key))
-        attempt = current_attempt.get()
-        label = attempt.label if attempt is not None else None
-        if faults._pending_after or cond is not None:
-            extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
-                                                             "version": version}
-            try:
-                faults.leave("kv.set")
-            except Exception as exc:
-                self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
-                self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
-                             error=_error_text(exc), **extra)
-                raise
-            self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
-            self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
-            return True
-        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
-        row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
-        self._writes.append(row)
-        if self._listeners:
-            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
-        else:
-            self._rows.append(row)
-        return True
+        return version
+
+    def _refuse_set(self, ns: str, key: str, ttl: float | None, cond: dict[str, Any],
+                    prev: _Entry | None, space: dict[str, _Entry]) -> None:
+        """A conditional ``set`` whose condition failed: nothing written; leave the fault point
+        (an ``after_apply`` fault still fires) and record ``applied=False``."""
+        have = None if prev is None else prev[2]
+        if not space:
+            del self._data[ns]
+        try:
+            self._faults.leave("kv.set")
+        except Exception as exc:
+            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, applied=False,
+                         version=have, error=_error_text(exc), **cond)
+            raise
+        self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have, **cond)
+
+    def _leave_set(self, ns: str, key: str, ttl: float | None, text: str, label: str | None,
+                   now: float, cond: dict[str, Any] | None, version: int) -> None:
+        """A written ``set`` with a pending ``after_apply`` fault or a condition: leave the fault
+        point, then log the write and its event (``unknown`` when the fault fired)."""
+        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
+                                                         "version": version}
+        try:
+            self._faults.leave("kv.set")
+        except Exception as exc:
+            self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
+            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
+                         error=_error_text(exc), **extra)
+            raise
+        self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
+        self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
 
     async def get(self, ns: str, key: str, *, consistent: bool = False) -> KVResult:
         """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired).
@@ -613,7 +590,7 @@ class KV:
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
-        data = _scan(text, 0)[0] if value is _COPY else value  # bytes are never _COPY
+        data = loads(text) if value is _COPY else value  # bytes are never _COPY
         if expires is None:
             at = None
         else:
