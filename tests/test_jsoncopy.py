@@ -89,3 +89,39 @@ def test_a_users_test_meets_the_same_refusal_in_kv_and_queues(pytester: pytest.P
         "*ValueError: kv.set(ns='s', key='k'): value must be JSON*value?'progress'? is the float nan*",
         "*TypeError: publish(payload=...) must be JSON-serialisable*Out of range float values*",
     ])
+
+
+def test_the_c_accelerator_shim_writes_and_refuses_exactly_as_the_public_encoder() -> None:
+    import json
+
+    from pytest_bgwork.core import jsoncopy
+
+    shim = jsoncopy._c_dumps(getattr(json.encoder, "c_make_encoder", None))
+    assert shim is not None  # CPython 3.11 and 3.13 have it
+    public = jsoncopy._ENCODER.encode
+    cycle: list[object] = []
+    cycle.append(cycle)
+    samples: list[object] = ["é\n\"", 1e16, 2**70, {"a": [1, 2.5, None, True]}, {1: "x", None: 2.0},
+                             [], {}, float("nan"), {"k": {1, 2}}, cycle, {(1, 2): 3}]
+    for value in samples:
+        try:
+            expected: object = public(value)
+        except Exception as exc:  # the same refusal, type and text
+            expected = (type(exc), str(exc))
+        try:
+            got: object = shim(value)
+        except Exception as exc:
+            got = (type(exc), str(exc))
+        assert got == expected, value
+    assert shim({"after": "a refusal"}) == public({"after": "a refusal"})  # markers were cleared
+
+
+def test_without_the_accelerator_the_public_encoder_is_used() -> None:
+    from pytest_bgwork.core import jsoncopy
+
+    assert jsoncopy._c_dumps(None) is None
+
+    def other_signature(*args: object) -> None:
+        raise TypeError("takes other arguments")
+
+    assert jsoncopy._c_dumps(other_signature) is None
