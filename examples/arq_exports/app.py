@@ -15,7 +15,7 @@ job cut off after taking the lock leaves the export stuck at ``running`` (or ``q
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.exceptions
 from arq import ArqRedis, Retry
@@ -88,8 +88,8 @@ async def build_export_buggy(ctx: dict[str, Any], export_id: str) -> None:
 class WorkerSettings:
     """``arq arq_exports.app.WorkerSettings`` in production."""
 
-    functions = [func(build_export, name="build_export", timeout=60, max_tries=20)]
+    functions: ClassVar[list[Any]] = [func(build_export, name="build_export", timeout=60, max_tries=20)]
 
 
 class BuggyWorkerSettings:
-    functions = [func(build_export_buggy, name="build_export", timeout=60, max_tries=20)]
+    functions: ClassVar[list[Any]] = [func(build_export_buggy, name="build_export", timeout=60, max_tries=20)]
