@@ -357,3 +357,17 @@ def test_tls_unix_and_resp3_urls_reach_their_own_servers(bgwork: bg.Simulation) 
         assert redis.Redis(protocol=3, decode_responses=True).hgetall("nothing") == {}
         assert redis.Redis.from_url("rediss://secure:6380/0").get("k") == b"tls"
     assert sorted(backend.servers) == ["localhost:6379", "secure:6380", "unix:/run/redis.sock"]
+
+
+def test_nothing_of_redis_or_arq_loads_until_asked_for() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, asyncio, pytest_bgwork.plugin, pytest_bgwork as bg\n"
+            "from pytest_bgwork import adapters\n"
+            "bg.Simulation(seed=0).run(asyncio.sleep(1))\n"
+            "print(sorted(m for m in ('redis', 'fakeredis', 'lupa', 'arq') if m in sys.modules))\n"
+            "adapters.arq\n"
+            "print(sorted(m for m in ('redis', 'fakeredis', 'arq') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "['arq',", "'fakeredis',", "'redis']"]
