@@ -371,3 +371,35 @@ def test_nothing_of_redis_or_arq_loads_until_asked_for() -> None:
             "print(sorted(m for m in ('redis', 'fakeredis', 'arq') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "['arq',", "'fakeredis',", "'redis']"]
+
+
+def test_a_sync_task_body_blocks_on_the_loop_until_fed_or_timed_out() -> None:
+    """A sync dramatiq actor's BLPOP waits on virtual time while the loop runs the others."""
+    import dramatiq
+    import dramatiq.broker
+
+    from pytest_bgwork.adapters.dramatiq import SimBroker
+
+    previous = dramatiq.broker.global_broker
+    dramatiq.set_broker(SimBroker())
+    got: list[tuple[object, float]] = []
+    try:
+        @dramatiq.actor(max_retries=0)
+        def consume() -> None:
+            r = redis.Redis(decode_responses=True)
+            got.append((r.blpop(["jobs"], timeout=10), bg.current().clock.monotonic()))
+            got.append((r.blpop(["jobs"], timeout=3), bg.current().clock.monotonic()))
+
+        sim = bg.Simulation(seed=1)
+
+        async def main() -> None:
+            consume.send()
+            await asyncio.sleep(2)
+            await aredis.Redis().rpush("jobs", "j1")  # the blocked body is fed at 2 s
+            await sim.run_until_idle()
+
+        with adapters.redis.install(sim):
+            sim.run(main())
+    finally:
+        dramatiq.broker.global_broker = previous
+    assert got == [(("jobs", "j1"), 2.0), (None, 5.0)]
