@@ -354,7 +354,12 @@ class _SyncSocket(_Recording, FakeSocket):
         if ret is not None or self._in_transaction:
             return ret if shape is None else shape(ret)
         if in_fiber():  # a sync job body: the loop runs the other tasks while it waits
-            ret = _fiber_call(self._wait(timeout, func))
+            lock = self._server.lock  # held by this command: let the other clients in meanwhile,
+            lock.release()            # as fakeredis's own condition wait does
+            try:
+                ret = _fiber_call(self._wait(timeout, func))
+            finally:
+                lock.acquire()
             return ret if shape is None else shape(ret)
         if not timeout:
             raise bg.BgworkError(

@@ -357,3 +357,49 @@ def test_tls_unix_and_resp3_urls_reach_their_own_servers(bgwork: bg.Simulation) 
         assert redis.Redis(protocol=3, decode_responses=True).hgetall("nothing") == {}
         assert redis.Redis.from_url("rediss://secure:6380/0").get("k") == b"tls"
     assert sorted(backend.servers) == ["localhost:6379", "secure:6380", "unix:/run/redis.sock"]
+
+
+def test_nothing_of_redis_or_arq_loads_until_asked_for() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, asyncio, pytest_bgwork.plugin, pytest_bgwork as bg\n"
+            "from pytest_bgwork import adapters\n"
+            "bg.Simulation(seed=0).run(asyncio.sleep(1))\n"
+            "print(sorted(m for m in ('redis', 'fakeredis', 'lupa', 'arq') if m in sys.modules))\n"
+            "adapters.arq\n"
+            "print(sorted(m for m in ('redis', 'fakeredis', 'arq') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "['arq',", "'fakeredis',", "'redis']"]
+
+
+def test_a_sync_task_body_blocks_on_the_loop_until_fed_or_timed_out() -> None:
+    """A sync dramatiq actor's BLPOP waits on virtual time while the loop runs the others."""
+    import dramatiq
+    import dramatiq.broker
+
+    from pytest_bgwork.adapters.dramatiq import SimBroker
+
+    previous = dramatiq.broker.global_broker
+    dramatiq.set_broker(SimBroker())
+    got: list[tuple[object, float]] = []
+    try:
+        @dramatiq.actor(max_retries=0)
+        def consume() -> None:
+            r = redis.Redis(decode_responses=True)
+            got.append((r.blpop(["jobs"], timeout=10), bg.current().clock.monotonic()))
+            got.append((r.blpop(["jobs"], timeout=3), bg.current().clock.monotonic()))
+
+        sim = bg.Simulation(seed=1)
+
+        async def main() -> None:
+            consume.send()
+            await asyncio.sleep(2)
+            await aredis.Redis().rpush("jobs", "j1")  # the blocked body is fed at 2 s
+            await sim.run_until_idle()
+
+        with adapters.redis.install(sim):
+            sim.run(main())
+    finally:
+        dramatiq.broker.global_broker = previous
+    assert got == [(("jobs", "j1"), 2.0), (None, 5.0)]
