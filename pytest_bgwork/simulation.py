@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import inspect
 import random as _random
@@ -343,10 +344,8 @@ class Simulation(Kernel):
                 # the first round runs only what is ready now; the second gives clean-up time
                 grace = min(_TEARDOWN_GRACE, self.max_time) if round_ == 1 else 0.0
                 loop.set_horizon(self.clock.monotonic() + grace, "teardown's clean-up")
-                try:
+                with contextlib.suppress(Stalled, Deadlock):  # still waiting: look, cancel again, or give up
                     loop.run_until_complete(asyncio.gather(*live, return_exceptions=True))
-                except (Stalled, Deadlock):  # still waiting: look, cancel again, or give up
-                    pass
                 live = [t for t in live if not t.done()]
                 if round_ == 0:  # back where it was cancelled: it caught the cancellation and looped
                     stuck = [t for t in live if spots.get(t) is not None

@@ -72,7 +72,8 @@ def test_a_finally_block_that_waits_still_runs_at_teardown(pytester: pytest.Pyte
         def test_its_clean_up_ran():
             assert DONE == [31.0]
     """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore::pytest_bgwork.LeftoverWorkWarning", timeout=60)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "ignore::pytest_bgwork.LeftoverWorkWarning", timeout=60)
     result.assert_outcomes(passed=2)
 
 
@@ -81,7 +82,7 @@ def test_simulation_close_names_the_stubborn_task_and_ends() -> None:
 
     async def stubborn() -> None:
         while True:
-            try:
+            try:  # noqa: SIM105  # the pattern users write
                 await asyncio.sleep(1)
             except asyncio.CancelledError:
                 pass

@@ -1,0 +1,65 @@
+"""The CPython and asyncio internals the virtual loop reads, each in one place, each gated.
+
+The loop's fast path (skipping a service call's no-op ``yield``) asks three questions whose
+answers only CPython's internals give cheaply. Each function below answers from the
+internal on the versions it was checked on (CPython 3.11 and 3.13; ``CHECKED``), and
+otherwise takes a fallback that is always correct but may be slower: the fast path is not
+taken, the call ``yield``s as plain asyncio code does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import opcode
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["CHECKED", "cancel_requested", "current_task_getter", "is_awaiting"]
+
+#: The CPython versions these readings were checked on (3.11 and 3.13; 3.12 lies between:
+#: same ``SEND`` opcode, same ``_must_cancel`` and ``_current_tasks``). Other versions and
+#: other implementations get the fallbacks.
+CHECKED = sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (3, 13)
+
+#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
+_SEND = opcode.opmap.get("SEND", -1)
+
+
+def current_task_getter(checked: bool = CHECKED) -> Callable[[Any], asyncio.Task[Any] | None]:
+    """A function loop -> the task the loop is stepping.
+
+    Checked on 3.11 and 3.13: ``asyncio.tasks._current_tasks`` is the dict asyncio's own
+    ``current_task`` reads (C and Python tasks both keep it); its ``get`` skips a call and a
+    ``get_running_loop``. Fallback (missing, or another version, where 3.14 keeps the
+    current task elsewhere): ``asyncio.current_task``.
+    """
+    table = getattr(asyncio.tasks, "_current_tasks", None) if checked else None
+    if isinstance(table, dict):
+        return table.get
+    return asyncio.current_task
+
+
+def cancel_requested(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task.cancel()`` was called and the task has not yet been stepped to raise it.
+
+    Checked on 3.11 and 3.13: ``Task._must_cancel`` (C and Python tasks). Fallback (the
+    field missing): True, so the caller assumes a cancellation may be pending and yields.
+    """
+    return bool(getattr(task, "_must_cancel", True))
+
+
+def is_awaiting(frame: types.FrameType, checked: bool = CHECKED) -> bool:
+    """Whether a running ``frame`` is suspended in an ``await`` (delegating to the frame below).
+
+    Checked on 3.11 and 3.13: the instruction at ``f_lasti`` (a byte offset into the
+    unspecialised ``co_code``) is ``SEND`` while the frame awaits. Fallback (another version,
+    no ``SEND`` opcode): False, so the caller cannot prove the yield reaches the loop and
+    yields.
+    """
+    if not checked or _SEND < 0:
+        return False
+    code = frame.f_code.co_code
+    lasti = frame.f_lasti
+    return 0 <= lasti < len(code) and code[lasti] == _SEND
