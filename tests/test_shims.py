@@ -110,3 +110,106 @@ def test_the_loop_falls_back_to_plain_yields_with_the_same_history(
     slow, same = _kv_run()
     assert slow >= 40  # every service call yielded to the loop
     assert same == digest
+
+
+# -- pytest_bgwork._shims: the plugin's reads of CPython and pytest-asyncio -------------------
+def test_unawaited_hook_sees_a_freed_coroutine_and_is_restored() -> None:
+    import gc
+    import warnings
+
+    from pytest_bgwork import _shims
+
+    seen: list[str] = []
+    before = warnings._warn_unawaited_coroutine  # type: ignore[attr-defined]
+    original = _shims.install_unawaited_hook(lambda coro: seen.append(coro.__qualname__))
+    assert original is before
+    try:
+        async def forgotten() -> None:
+            pass
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            forgotten()  # type: ignore[unused-coroutine]
+            gc.collect()
+    finally:
+        _shims.restore_unawaited_hook(original)
+    assert seen == [forgotten.__qualname__]
+    assert warnings._warn_unawaited_coroutine is before  # type: ignore[attr-defined]
+
+
+def test_unawaited_hook_installs_nothing_when_cpython_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from pytest_bgwork import _shims
+
+    monkeypatch.delattr(warnings, "_warn_unawaited_coroutine")
+    assert _shims.install_unawaited_hook(lambda coro: None) is None
+    assert not hasattr(warnings, "_warn_unawaited_coroutine")
+    _shims.restore_unawaited_hook(None)  # a no-op
+
+
+def test_names_in_body_finds_the_name_through_decorators() -> None:
+    import functools
+
+    from pytest_bgwork import _shims
+
+    def expects() -> None:
+        with pytest.raises(bg.UnmockedRequest):
+            pass
+
+    @functools.wraps(expects)
+    def wrapped() -> None:
+        expects()
+
+    def other() -> None:
+        pass
+
+    assert _shims.names_in_body(expects, "UnmockedRequest") is expects.__code__
+    assert _shims.names_in_body(wrapped, "UnmockedRequest") is expects.__code__
+    assert _shims.names_in_body(other, "UnmockedRequest") is None
+    assert _shims.names_in_body(None, "UnmockedRequest") is None
+    assert _shims.names_in_body(print, "UnmockedRequest") is None  # no code object
+
+
+@pytest.mark.parametrize("where", ["marker", "ini"])
+def test_a_wider_asyncio_loop_scope_is_refused_from_marker_and_ini(
+        pytester: pytest.Pytester, where: str) -> None:
+    mark = '@pytest.mark.asyncio(loop_scope="module")' if where == "marker" else "@pytest.mark.asyncio"
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     + ("asyncio_default_test_loop_scope = module\n" if where == "ini" else ""))
+    pytester.makepyfile(f"""
+        import pytest
+
+        {mark}
+        async def test_wide(bgwork):
+            pass
+
+        @pytest.mark.asyncio
+        async def test_narrow(bgwork):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 1
+    result.stdout.fnmatch_lines(["*this test asks pytest-asyncio for loop_scope='module'*"])
+    if where == "marker":
+        result.assert_outcomes(passed=1, errors=1)
+
+
+def test_a_missing_pytest_asyncio_runner_is_a_clear_usage_error(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_bgwork import _shims
+
+    monkeypatch.setattr(_shims, "_RUNNER_FIXTURE", "_no_such_runner")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_it(bgwork):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines([
+        "*cannot find the loop pytest-asyncio * made for test_a_missing*::test_it*"
+        "checked with pytest-asyncio 1.4 and 1.5*",
+    ])
