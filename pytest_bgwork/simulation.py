@@ -92,6 +92,8 @@ class Simulation(Kernel):
         #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
         self.unmocked_errors: list[UnmockedRequest] = []
         self._closed = False
+        #: leftovers that swallowed their cancellation at teardown: given up on, not retried
+        self._abandoned: set[asyncio.Task[object]] = set()
         from .core import network
 
         network.install()
@@ -319,8 +321,7 @@ class Simulation(Kernel):
         # workers the scenario owns end with the simulation: stopped, not leftover work
         workers = self.__dict__.get("workers")
         stopping = set(workers._stop_all()) if workers is not None else set()
-        abandoned = self.__dict__.setdefault("_abandoned", set())
-        live = [t for t in loop.live_tasks() if t not in abandoned]
+        live = [t for t in loop.live_tasks() if t not in self._abandoned]
         # ``aclose()`` of an async generator the test dropped, scheduled by the loop's
         # finalizer hook: clean-up, not work left running. It runs to the end (its
         # ``finally`` blocks act, as ``shutdown_asyncgens`` lets them) and is not reported.
@@ -360,7 +361,7 @@ class Simulation(Kernel):
         stuck += live
         if stuck:
             listed = "\n".join(f"  - {describe_task(t)}" for t in stuck)
-            abandoned.update(stuck)
+            self._abandoned.update(stuck)
             self._frozen.extend(stuck)  # closed without running more of them, as crashed attempts
             raise Stalled(
                 f"{len(stuck)} task(s) did not end when cancelled at teardown: each caught "
