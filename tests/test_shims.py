@@ -94,7 +94,15 @@ def _kv_run() -> tuple[int, str]:
         return count[0], sim.history.digest()
 
 
-@pytest.mark.parametrize("shim", ["is_awaiting", "cancel_requested", "current_task_getter"])
+def test_handle_run_code_is_asyncio_s_and_none_when_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    if _cpython.CHECKED:
+        assert _cpython.handle_run_code() is asyncio.Handle._run.__code__  # type: ignore[attr-defined]
+    assert _cpython.handle_run_code(checked=False) is None
+    monkeypatch.delattr(asyncio.Handle, "_run")
+    assert _cpython.handle_run_code() is None
+
+
+@pytest.mark.parametrize("shim", ["is_awaiting", "cancel_requested", "current_task_getter", "handle_run_code"])
 def test_the_loop_falls_back_to_plain_yields_with_the_same_history(
         monkeypatch: pytest.MonkeyPatch, shim: str) -> None:
     from pytest_bgwork.core import loop
@@ -106,7 +114,10 @@ def test_the_loop_falls_back_to_plain_yields_with_the_same_history(
         monkeypatch.setattr(loop, "_current_task", _cpython.current_task_getter(checked=False))
         assert _kv_run() == (fast, digest)
         return
-    monkeypatch.setattr(_cpython, shim, lambda *a, **k: shim == "cancel_requested")
+    if shim == "handle_run_code":  # unknown: no frame is the loop's own step
+        monkeypatch.setattr(loop, "_HANDLE_RUN", _cpython.handle_run_code(checked=False))
+    else:
+        monkeypatch.setattr(_cpython, shim, lambda *a, **k: shim == "cancel_requested")
     slow, same = _kv_run()
     assert slow >= 40  # every service call yielded to the loop
     assert same == digest

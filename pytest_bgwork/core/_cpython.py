@@ -16,7 +16,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHECKED", "cancel_requested", "current_task_getter", "is_awaiting"]
+__all__ = ["CHECKED", "cancel_requested", "current_task_getter", "handle_run_code", "is_awaiting"]
 
 #: The CPython versions these readings were checked on (3.11 and 3.13; 3.12 lies between:
 #: same ``SEND`` opcode, same ``_must_cancel`` and ``_current_tasks``). Other versions and
@@ -63,3 +63,16 @@ def is_awaiting(frame: types.FrameType, checked: bool = CHECKED) -> bool:
     code = frame.f_code.co_code
     lasti = frame.f_lasti
     return 0 <= lasti < len(code) and code[lasti] == _SEND
+
+
+def handle_run_code(checked: bool = CHECKED) -> types.CodeType | None:
+    """The code of ``asyncio.Handle._run``: the frame a task's coroutine runs under when the
+    loop itself steps it (its coroutine frame's ``f_back``).
+
+    Checked on 3.11 and 3.13 (Python and C tasks alike are stepped from that Python method).
+    Fallback (another version, or the method not Python code): None, which matches no frame,
+    so the caller yields.
+    """
+    run = getattr(getattr(asyncio, "Handle", None), "_run", None)
+    code = getattr(run, "__code__", None)
+    return code if checked and isinstance(code, types.CodeType) else None

@@ -68,7 +68,7 @@ _MAX_SELECT = 24 * 3600
 BUSY_LIMIT = 100_000
 #: loop -> the task it is stepping (asyncio's own table where checked: ``_cpython``)
 _current_task: Callable[[Any], asyncio.Task[Any] | None] = _cpython.current_task_getter()
-_HANDLE_RUN = asyncio.Handle._run.__code__
+_HANDLE_RUN = _cpython.handle_run_code()
 #: Real seconds the loop may work at one virtual instant (no thread working) before the run
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
 #: doubles its work with every delivery without ever moving time or spinning idle.
@@ -648,7 +648,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         if task is None or _cpython.cancel_requested(task):
             return False
         try:
-            top = task._coro.cr_frame  # type: ignore[attr-defined]
+            top = task.get_coro().cr_frame  # type: ignore[union-attr]
         except AttributeError:  # a task of something else than a coroutine
             return False
         f = frame
