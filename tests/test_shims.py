@@ -66,6 +66,11 @@ def test_is_awaiting_tells_an_await_from_a_call() -> None:
 
     asyncio.run(outer())
     assert seen == {"awaiting": _cpython.CHECKED, "unchecked": False, "calling": False}
+    assert _cpython.await_opcode(checked=False) == -1
+    if _cpython.CHECKED:
+        import opcode
+
+        assert _cpython.await_opcode() == opcode.opmap["SEND"]
 
 
 def _iterations(sim: bg.Simulation) -> list[int]:
@@ -116,6 +121,8 @@ def test_the_loop_falls_back_to_plain_yields_with_the_same_history(
         return
     if shim == "handle_run_code":  # unknown: no frame is the loop's own step
         monkeypatch.setattr(loop, "_HANDLE_RUN", _cpython.handle_run_code(checked=False))
+    elif shim == "is_awaiting":  # unknown opcode: no frame counts as awaiting
+        monkeypatch.setattr(loop, "_SEND", _cpython.await_opcode(checked=False))
     else:
         monkeypatch.setattr(_cpython, shim, lambda *a, **k: shim == "cancel_requested")
     slow, same = _kv_run()

@@ -16,15 +16,25 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHECKED", "cancel_requested", "current_task_getter", "handle_run_code", "is_awaiting"]
+__all__ = ["CHECKED", "await_opcode", "cancel_requested", "current_task_getter", "handle_run_code",
+           "is_awaiting"]
 
 #: The CPython versions these readings were checked on (3.11 and 3.13; 3.12 lies between:
 #: same ``SEND`` opcode, same ``_must_cancel`` and ``_current_tasks``). Other versions and
 #: other implementations get the fallbacks.
 CHECKED = sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (3, 13)
 
-#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
-_SEND = opcode.opmap.get("SEND", -1)
+
+
+def await_opcode(checked: bool = CHECKED) -> int:
+    """The opcode at ``f_lasti`` of a running frame that awaits: ``SEND`` (``await`` and
+    ``yield from`` delegate through it). The loop compares it inline, on every service call.
+
+    Checked on 3.11 and 3.13 (``f_lasti`` is a byte offset into the unspecialised
+    ``co_code``). Fallback (another version, no ``SEND``): -1, which no byte equals, so no
+    frame counts as awaiting and the caller yields.
+    """
+    return opcode.opmap.get("SEND", -1) if checked else -1
 
 
 def current_task_getter(checked: bool = CHECKED) -> Callable[[Any], asyncio.Task[Any] | None]:
@@ -53,16 +63,13 @@ def cancel_requested(task: asyncio.Task[Any]) -> bool:
 def is_awaiting(frame: types.FrameType, checked: bool = CHECKED) -> bool:
     """Whether a running ``frame`` is suspended in an ``await`` (delegating to the frame below).
 
-    Checked on 3.11 and 3.13: the instruction at ``f_lasti`` (a byte offset into the
-    unspecialised ``co_code``) is ``SEND`` while the frame awaits. Fallback (another version,
-    no ``SEND`` opcode): False, so the caller cannot prove the yield reaches the loop and
-    yields.
+    The instruction at ``f_lasti`` is ``await_opcode()`` (checked on 3.11 and 3.13).
+    Fallback: False, so the caller cannot prove the yield reaches the loop and yields.
     """
-    if not checked or _SEND < 0:
-        return False
+    send = await_opcode(checked)
     code = frame.f_code.co_code
     lasti = frame.f_lasti
-    return 0 <= lasti < len(code) and code[lasti] == _SEND
+    return send >= 0 and 0 <= lasti < len(code) and code[lasti] == send
 
 
 def handle_run_code(checked: bool = CHECKED) -> types.CodeType | None:

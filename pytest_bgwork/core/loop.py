@@ -68,6 +68,8 @@ _MAX_SELECT = 24 * 3600
 BUSY_LIMIT = 100_000
 #: loop -> the task it is stepping (asyncio's own table where checked: ``_cpython``)
 _current_task: Callable[[Any], asyncio.Task[Any] | None] = _cpython.current_task_getter()
+#: The opcode a frame is at while it awaits (-1, matching none, where unchecked: ``_cpython``).
+_SEND = _cpython.await_opcode()
 _HANDLE_RUN = _cpython.handle_run_code()
 #: Real seconds the loop may work at one virtual instant (no thread working) before the run
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
@@ -653,10 +655,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             return False
         f = frame
         while f is not top:  # the frames between the call and the task's coroutine
-            if f is None or not _cpython.is_awaiting(f):
+            if f is None or f.f_code.co_code[f.f_lasti] != _SEND:
                 return False
             f = f.f_back
-        if top is None or not _cpython.is_awaiting(top):
+        if top is None or top.f_code.co_code[top.f_lasti] != _SEND:
             return False
         handle = top.f_back
         if handle is None or handle.f_code is not _HANDLE_RUN:
