@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import _shims
 from .adapters._fixtures import bg_agentflow, bg_agentuity, bg_alien
 from .adapters._redis_fixtures import bg_arq, bg_redis
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
@@ -329,7 +330,7 @@ def _async_loop_for(request: pytest.FixtureRequest) -> VirtualEventLoop | None:
         return None
     if not isinstance(item, pytest.Function) or not pytest_asyncio.is_async_test(item):
         return None
-    scope = getattr(item, "_loop_scope", "function")
+    scope = _shims.asyncio_loop_scope(item)
     if scope != "function":
         raise pytest.UsageError(
             f"{item.nodeid}: a test that uses `bgwork` runs on its own function-scoped virtual "
@@ -339,8 +340,7 @@ def _async_loop_for(request: pytest.FixtureRequest) -> VirtualEventLoop | None:
         )
     from .core.loop import VirtualEventLoop
 
-    runner = request.getfixturevalue("_function_scoped_runner")
-    loop = runner.get_loop()
+    loop = _shims.asyncio_test_loop(request)
     if not isinstance(loop, VirtualEventLoop):
         raise pytest.UsageError(
             f"{item.nodeid}: uses `bgwork` but runs on {type(loop).__name__}, not the virtual "
@@ -479,8 +479,8 @@ def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
     left = list(sim.unmocked_requests)
     codes: set[object] = set()
     for fn in (getattr(item, "obj", None), getattr(item, "function", None)):
-        code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
-        if code is not None and "UnmockedRequest" in code.co_names:
+        code = _shims.names_in_body(fn, "UnmockedRequest")
+        if code is not None:
             codes.add(code)
     for error in sim.unmocked_errors:
         tb = error.__traceback__  # its first frame is where the error was caught
@@ -759,7 +759,7 @@ _original_warn_unawaited: Callable[[Any], None] | None = None
 
 
 def _watch_unawaited(coro: Any) -> None:
-    """``warnings._warn_unawaited_coroutine``, noting the coroutines of pytest-bgwork.
+    """CPython's never-awaited hook (``_shims.install_unawaited_hook``), noting the coroutines of pytest-bgwork.
 
     CPython calls it when a coroutine that never started is freed: for ours that is an API
     call missing its ``await`` (``sim.queues.publish(...)``), which did nothing at all.
@@ -817,16 +817,15 @@ _installs = [0]  # nested sessions (pytester's inline runs) share one installed 
 def _install_unawaited_watch() -> None:
     global _original_warn_unawaited
     _installs[0] += 1
-    if _original_warn_unawaited is None:
-        _original_warn_unawaited = warnings._warn_unawaited_coroutine  # type: ignore[attr-defined]
-        warnings._warn_unawaited_coroutine = _watch_unawaited  # type: ignore[attr-defined]
+    if _original_warn_unawaited is None:  # (None again if this CPython has no such hook)
+        _original_warn_unawaited = _shims.install_unawaited_hook(_watch_unawaited)
 
 
 def _uninstall_unawaited_watch() -> None:
     global _original_warn_unawaited
     _installs[0] -= 1
     if _installs[0] <= 0 and _original_warn_unawaited is not None:
-        warnings._warn_unawaited_coroutine = _original_warn_unawaited  # type: ignore[attr-defined]
+        _shims.restore_unawaited_hook(_original_warn_unawaited)
         _original_warn_unawaited = None
         _installs[0] = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import inspect
 import random as _random
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from .core import context
 from .core.choices import Choices
 from .core.clock import check_span
-from .core.errors import NotRunning, ProcessCrashed, Stalled, UnmockedRequest
+from .core.errors import Deadlock, NotRunning, ProcessCrashed, Stalled, UnmockedRequest
 from .core.kernel import Kernel
 from .core.loop import VirtualEventLoop, describe_task
 from .core.wallclock import wall_clock
@@ -36,6 +37,11 @@ _T = TypeVar("_T")
 #: ``run_until_idle``'s default horizon: one simulated week.
 DEFAULT_MAX_TIME = 7 * 86400.0
 _BUSY_LIMIT = 200_000
+#: Virtual seconds cancelled leftovers get at teardown for their ``finally`` blocks.
+_TEARDOWN_GRACE = 3600.0
+#: Further cancellations (each running only the callbacks ready then) before a leftover that
+#: keeps running is declared to swallow ``CancelledError`` and abandoned.
+_TEARDOWN_RECANCELS = 2
 
 
 class Simulation(Kernel):
@@ -86,6 +92,8 @@ class Simulation(Kernel):
         #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
         self.unmocked_errors: list[UnmockedRequest] = []
         self._closed = False
+        #: leftovers that swallowed their cancellation at teardown: given up on, not retried
+        self._abandoned: set[asyncio.Task[object]] = set()
         from .core import network
 
         network.install()
@@ -298,14 +306,22 @@ class Simulation(Kernel):
 
     # -- teardown ---------------------------------------------------------------------
     def cancel_leftovers(self) -> list[str]:
-        """Cancel tasks still running (a test may stop mid-flight); return what was cut off."""
+        """Cancel tasks still running (a test may stop mid-flight); return what was cut off.
+
+        Clean-up is bounded, so teardown always ends. After the cancellation only the
+        callbacks ready at that instant run; a task then back at the ``await`` it was cancelled
+        at caught the cancellation and looped. The others get ``_TEARDOWN_GRACE`` virtual
+        seconds for their ``finally`` blocks, then are cancelled ``_TEARDOWN_RECANCELS`` more
+        times. A task still running swallows ``CancelledError``: it is abandoned (its
+        coroutine closed) and ``Stalled`` names it and the line it waits on.
+        """
         loop = self.loop
         if loop.is_closed() or loop.is_running():
             return []
         # workers the scenario owns end with the simulation: stopped, not leftover work
         workers = self.__dict__.get("workers")
         stopping = set(workers._stop_all()) if workers is not None else set()
-        live = loop.live_tasks()
+        live = [t for t in loop.live_tasks() if t not in self._abandoned]
         # ``aclose()`` of an async generator the test dropped, scheduled by the loop's
         # finalizer hook: clean-up, not work left running. It runs to the end (its
         # ``finally`` blocks act, as ``shutdown_asyncgens`` lets them) and is not reported.
@@ -314,16 +330,48 @@ class Simulation(Kernel):
         described = [describe_task(t) for t in tasks]
         for text in described:
             self.history.record("sim", "cancelled_at_teardown", task=text)
-        for t in tasks:
-            t.cancel()
-        if live:
-            context.push(self)
-            self.enter_random()  # their finally blocks draw as the run did
-            try:
-                loop.run_until_complete(asyncio.gather(*live, return_exceptions=True))
-            finally:
-                self.exit_random()
-                context.pop(self)
+        if not live:
+            return described
+        context.push(self)
+        self.enter_random()  # their finally blocks draw as the run did
+        horizon, reason = loop._horizon, loop.horizon_reason
+        spots = {t: _suspension_point(t) for t in tasks}
+        stuck: list[asyncio.Task[object]] = []
+        try:
+            for round_ in range(2 + _TEARDOWN_RECANCELS):
+                if round_ != 1:  # first all, then (after the grace) whatever still runs
+                    for t in tasks if round_ == 0 else live:
+                        t.cancel()
+                # the first round runs only what is ready now; the second gives clean-up time
+                grace = min(_TEARDOWN_GRACE, self.max_time) if round_ == 1 else 0.0
+                loop.set_horizon(self.clock.monotonic() + grace, "teardown's clean-up")
+                with contextlib.suppress(Stalled, Deadlock):  # still waiting: look, cancel again, or give up
+                    loop.run_until_complete(asyncio.gather(*live, return_exceptions=True))
+                live = [t for t in live if not t.done()]
+                if round_ == 0:  # back where it was cancelled: it caught the cancellation and looped
+                    stuck = [t for t in live if spots.get(t) is not None
+                             and _suspension_point(t) == spots[t]]
+                    live = [t for t in live if t not in stuck]
+                if not live:
+                    break
+        finally:
+            loop.set_horizon(horizon, reason)
+            self.exit_random()
+            context.pop(self)
+        stuck += live
+        if stuck:
+            listed = "\n".join(f"  - {describe_task(t)}" for t in stuck)
+            self._abandoned.update(stuck)
+            self._frozen.extend(stuck)  # closed without running more of them, as crashed attempts
+            raise Stalled(
+                f"{len(stuck)} task(s) did not end when cancelled at teardown: each caught "
+                "the cancellation and went on waiting (or was still waiting after "
+                f"{_TEARDOWN_GRACE:g} virtual seconds and {_TEARDOWN_RECANCELS} more "
+                "cancellations), so it swallows asyncio.CancelledError (e.g. `except "
+                f"CancelledError: pass` in a loop). It was abandoned:\n{listed}\n"
+                "Re-raise CancelledError after clean-up (or catch Exception, which does not "
+                "include it), or stop the task before the test ends."
+            )
         return described
 
     def dispose_frozen(self) -> None:
@@ -371,6 +419,19 @@ class Simulation(Kernel):
 
     def __repr__(self) -> str:
         return f"<Simulation seed={self.seed} t=+{self.clock.monotonic():.3f}s events={len(self.history)}>"
+
+
+def _suspension_point(task: asyncio.Task[object]) -> tuple[tuple[object, int], ...] | None:
+    """Where a task waits: the code and line of each frame of its ``await`` chain (None if
+    it has no frame). A task back at the same point after a cancellation caught it."""
+    chain: list[tuple[object, int]] = []
+    aw: object = task.get_coro()
+    while aw is not None and len(chain) < 100:
+        frame = getattr(aw, "cr_frame", None) or getattr(aw, "gi_frame", None)
+        if frame is not None:
+            chain.append((frame.f_code, frame.f_lineno))
+        aw = getattr(aw, "cr_await", None) or getattr(aw, "gi_yieldfrom", None)
+    return tuple(chain) or None
 
 
 def current() -> Simulation:

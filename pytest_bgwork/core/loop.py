@@ -28,7 +28,6 @@ import itertools
 import linecache
 import logging
 import math
-import opcode
 import os
 import selectors
 import sys
@@ -37,7 +36,7 @@ from collections.abc import Callable, Mapping
 from time import perf_counter as _perf
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import threads
+from . import _cpython, threads
 from .clock import VirtualClock
 from .errors import Deadlock, ProcessCrashed, Stalled
 
@@ -67,13 +66,11 @@ _MAX_SELECT = 24 * 3600
 #: Loop iterations with work ready at one virtual instant (no thread working) before the
 #: loop declares the run busy-stalled: under a second of real time; real work stays far below it.
 BUSY_LIMIT = 100_000
-#: loop -> the task it is stepping (asyncio's own table; read directly, it is on every call)
-_current_tasks: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
-_current_task: Callable[[Any], asyncio.Task[Any] | None] = (
-    asyncio.current_task if _current_tasks is None else _current_tasks.get)
-#: The opcode a frame is at while it awaits (``await`` and ``yield from`` delegate through it).
-_SEND = opcode.opmap.get("SEND", -1)
-_HANDLE_RUN = asyncio.Handle._run.__code__
+#: loop -> the task it is stepping (asyncio's own table where checked: ``_cpython``)
+_current_task: Callable[[Any], asyncio.Task[Any] | None] = _cpython.current_task_getter()
+#: The opcode a frame is at while it awaits (-1, matching none, where unchecked: ``_cpython``).
+_SEND = _cpython.await_opcode()
+_HANDLE_RUN = _cpython.handle_run_code()
 #: Real seconds the loop may work at one virtual instant (no thread working) before the run
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
 #: doubles its work with every delivery without ever moving time or spinning idle.
@@ -650,10 +647,10 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                     and self._timer_cancelled_count > len(scheduled) // 2)):
             return False
         task = _current_task(self)
-        if task is None or task._must_cancel:  # type: ignore[attr-defined]
+        if task is None or _cpython.cancel_requested(task):
             return False
         try:
-            top = task._coro.cr_frame  # type: ignore[attr-defined]
+            top = task.get_coro().cr_frame  # type: ignore[union-attr]
         except AttributeError:  # a task of something else than a coroutine
             return False
         f = frame
