@@ -40,7 +40,7 @@ def test_taskiq_suite_matches_expected_outcomes() -> None:
     pytest.importorskip("opentelemetry.test", reason="the suite's otel tests need opentelemetry-test-utils")
     pytest.importorskip("polyfactory", reason="the suite's admin-middleware test needs polyfactory")
     root = unpack("taskiq", VERSION)
-    run = run_suite(root, PATHS, "bgwork_taskiq_glue", per_test_timeout=20, total_timeout=800)
+    run = run_suite(root, PATHS, "bgwork_taskiq_glue", per_test_timeout=8, total_timeout=800)
     expected = read_expected(Path(__file__).with_name("expected.txt"))
     problems = compare(run, expected)
     print(f"taskiq {VERSION}: {run.count('passed')} of {len(run.outcomes)} passed in {run.seconds:.1f}s")
