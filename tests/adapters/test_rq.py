@@ -1,0 +1,117 @@
+"""adapters.rq: RQ's real SimpleWorker on the simulation's Redis, on virtual time."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue, Retry
+from rq.job import JobStatus
+
+import pytest_bgwork as bg
+from pytest_bgwork import adapters
+
+runs: list[tuple[Any, ...]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    runs.clear()
+
+
+def add(a: int, b: int) -> int:
+    runs.append(("add", a, b, time.monotonic()))
+    return a + b
+
+
+def flaky(name: str) -> str:
+    runs.append((name, time.monotonic()))
+    if len(runs) < 3:
+        raise RuntimeError("the payment API is down")
+    return name
+
+
+def broken() -> None:
+    raise ValueError("no such export")
+
+
+def slow() -> str:
+    time.sleep(100)
+    return "late"
+
+
+def write_status(export_id: str) -> str:
+    r = redis.Redis()
+    r.hset(f"export:{export_id}", "state", "running")
+    r.hset(f"export:{export_id}", "state", "done")
+    return export_id
+
+
+def test_enqueue_runs_the_job_and_keeps_its_result(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    job = q.enqueue(add, 1, 2)
+    assert job.id == "rq_job_1"  # ids from the simulation: same seed, same keys
+    workers = adapters.rq.work(bg_rq, [q])
+    assert job.get_status() == JobStatus.FINISHED and job.return_value() == 3
+    assert runs == [("add", 1, 2, 0.0)] and len(workers) == 1
+
+
+def test_enqueue_in_runs_at_that_virtual_time(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    q.enqueue_in(timedelta(seconds=60), add, 3, 4)
+    q.enqueue(add, 1, 1)
+    later = q.enqueue_at(bg_rq.clock.now() + timedelta(hours=2), add, 5, 5)
+    adapters.rq.work(bg_rq)
+    assert runs == [("add", 1, 1, 0.0), ("add", 3, 4, 60.0), ("add", 5, 5, 7200.0)]
+    assert later.return_value() == 10
+
+
+def test_retry_intervals_run_on_virtual_time(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    job = q.enqueue(flaky, "charge", retry=Retry(max=3, interval=30))
+    adapters.rq.work(bg_rq)
+    assert runs == [("charge", 0.0), ("charge", 30.0), ("charge", 60.0)]
+    assert job.get_status() == JobStatus.FINISHED
+
+
+def test_the_failed_registry_holds_a_failing_job(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    job = q.enqueue(broken)
+    adapters.rq.work(bg_rq)
+    assert job.get_status() == JobStatus.FAILED
+    assert q.failed_job_registry.get_job_ids() == [job.id]
+    assert "ValueError: no such export" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+def test_a_job_past_its_timeout_fails_when_it_returns(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    late = q.enqueue(slow, job_timeout=10)
+    ok = q.enqueue(slow, job_timeout=200)
+    adapters.rq.work(bg_rq)
+    assert late.get_status() == JobStatus.FAILED
+    assert "JobTimeoutException" in (late.latest_result().exc_string or "")  # type: ignore[union-attr]
+    assert ok.return_value() == "late"
+    assert bg_rq.clock.monotonic() == 200.0  # each ran its 100 virtual s: no real wait
+
+
+def test_a_crash_at_a_redis_fault_point_kills_the_worker_in_the_job(bg_rq: bg.Simulation) -> None:
+    bg_rq.faults.crash("rq.default", at="redis.hset", on_call=2)  # dies after "running"
+    r = redis.Redis()
+    q = Queue(connection=r)
+    dead = q.enqueue(write_status, "e1")
+    after = q.enqueue(write_status, "e2")
+    workers = adapters.rq.work(bg_rq)
+    assert len(workers) == 2  # the dead worker, then a restarted one ran e2
+    assert r.hget("export:e1", "state") == b"running"  # type: ignore[comparison-overlap]  # never reached "done"
+    assert dead.get_status() == JobStatus.STARTED and dead.id in q.started_job_registry
+    assert after.return_value() == "e2" and r.hget("export:e2", "state") == b"done"  # type: ignore[comparison-overlap]
+    crashed = [e for e in bg_rq.history if e.service == "rq" and e.op == "crashed"]
+    assert [e.detail["job"] for e in crashed] == [dead.id]
+
+
+def test_work_needs_the_install(bgwork: bg.Simulation) -> None:
+    with pytest.raises(bg.BgworkError, match="bg_rq fixture"):
+        adapters.rq.work(bgwork)
