@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -115,3 +117,24 @@ def test_a_crash_at_a_redis_fault_point_kills_the_worker_in_the_job(bg_rq: bg.Si
 def test_work_needs_the_install(bgwork: bg.Simulation) -> None:
     with pytest.raises(bg.BgworkError, match="bg_rq fixture"):
         adapters.rq.work(bgwork)
+
+
+@pytest.mark.bgwork(chaos="crash", seed=3)
+def test_chaos_crash_kills_jobs_inside_their_body(bg_rq: bg.Simulation) -> None:
+    r = redis.Redis()
+    q = Queue(connection=r)
+    jobs = [q.enqueue(write_status, f"e{i}") for i in range(8)]
+    workers = adapters.rq.work(bg_rq)
+    crashed = [e.detail["job"] for e in bg_rq.history if e.service == "rq" and e.op == "crashed"]
+    assert crashed and len(workers) == len(crashed) + 1
+    for job in jobs:  # a crashed job is left started; every other one finished
+        status = job.get_status()
+        assert status == (JobStatus.STARTED if job.id in crashed else JobStatus.FINISHED), job.id
+
+
+def test_the_plugin_loads_without_importing_rq() -> None:
+    code = ("import sys, pytest_bgwork.plugin\nfrom pytest_bgwork import adapters\n"
+            "assert 'rq' not in sys.modules and 'pytest_bgwork.adapters.rq' not in sys.modules\n"
+            "adapters.rq\nassert 'rq' in sys.modules\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ok"
