@@ -10,7 +10,8 @@ cannot use SIGALRM (virtual seconds pass in no real time): a job that returns af
 virtual seconds than its timeout fails with ``JobTimeoutException`` then, as RQ would
 record it, but it is not interrupted. Each job runs as a bgwork attempt (queue ``rq.<name>``,
 message the job id), so ``sim.faults.crash("rq.default", at="redis.hset")`` kills the
-worker in that job: the job is left started, as under a dead worker process.
+worker in that job: the job is left started, as under a dead worker process, until RQ's
+registry clean-up finds it abandoned (then it is retried or failed).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class _Worker(rq.SimpleWorker):
             raise ProcessCrashed()
         super()._finalize_failure(job, *args, **kwargs)
 
+    def subscribe(self) -> None:
+        """No command channel: RQ listens on a pub/sub thread of its own, a real thread whose
+        start the simulation would wait for while virtual time moved on."""
+
     def teardown(self) -> None:
         if not self.dead:  # a dead process registers no death
             super().teardown()  # type: ignore[no-untyped-call]
@@ -123,23 +128,25 @@ def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
             rq.job.uuid4 = uuid.uuid4  # type: ignore[attr-defined]
 
 
-def _next_scheduled(queues: list[rq.Queue]) -> float | None:
-    """Epoch seconds of the earliest job scheduled on ``queues`` (``None``: none)."""
+def _first(queues: list[rq.Queue], registry: str) -> float | None:
+    """The lowest score (epoch seconds) in one registry of ``queues`` (``None``: empty)."""
     times: list[float] = []
     for queue in queues:
-        first: Any = queue.connection.zrange(queue.scheduled_job_registry.key, 0, 0, withscores=True)
-        times += [float(score) for _, score in first]
+        first: Any = queue.connection.zrange(getattr(queue, registry).key, 0, 0, withscores=True)
+        times += [float(score) for _, score in first if float(score) != float("inf")]
     return min(times) if times else None
 
 
 def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
          connection: redis.Redis | None = None, max_bursts: int = 10_000) -> list[rq.SimpleWorker]:
-    """Run RQ ``SimpleWorker`` bursts until no job on ``queues`` is queued or scheduled.
+    """Run RQ ``SimpleWorker`` bursts until no job on ``queues`` is queued, scheduled or abandoned.
 
     Call it from a thread of the simulation (a sync test body, or ``await
     asyncio.to_thread(adapters.rq.work, sim)``). Scheduled jobs (``enqueue_in``,
-    ``enqueue_at``, ``Retry(interval=)``) run at their virtual time. Returns the workers
-    that ran (a new one after each crash, as a restarted process).
+    ``enqueue_at``, ``Retry(interval=)``) run at their virtual time; a job whose worker
+    died in it is handed to RQ's started-registry clean-up once its entry lapses (retried
+    if it has retries left, else failed). Returns the workers that ran (a new one after
+    each crash, as a restarted process).
     """
     if sim not in _installs:
         raise bg.BgworkError("adapters.rq.work(sim, ...) runs on a simulation: call it inside "
@@ -162,10 +169,15 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
         if worker.dead:
             sim.history.record("rq", "crashed", job=worker.dead, worker=worker.name)
             continue
-        due = _next_scheduled(qs)
-        if due is None:
+        scheduled = _first(qs, "scheduled_job_registry")
+        abandoned = _first(qs, "started_job_registry")  # only a dead worker's jobs are left there
+        if scheduled is None and abandoned is None:
             return workers
+        due = min(t for t in (scheduled, abandoned) if t is not None)
         time.sleep(max(0.0, due - time.time()))
+        if abandoned is not None and abandoned <= due:
+            for queue in qs:  # RQ's own clean-up: an abandoned job is retried or failed
+                queue.started_job_registry.cleanup()
     raise bg.BgworkError(f"adapters.rq.work(): jobs were still scheduled after {max_bursts} "
                          "bursts (a job that re-enqueues itself forever?); raise max_bursts= "
                          "if that many are expected")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from rq import Queue, Retry
 from rq.job import JobStatus
 
@@ -103,15 +105,39 @@ def test_a_crash_at_a_redis_fault_point_kills_the_worker_in_the_job(bg_rq: bg.Si
     bg_rq.faults.crash("rq.default", at="redis.hset", on_call=2)  # dies after "running"
     r = redis.Redis()
     q = Queue(connection=r)
-    dead = q.enqueue(write_status, "e1")
+    dead = q.enqueue(write_status, "e1", job_timeout=30)
     after = q.enqueue(write_status, "e2")
+    seen: list[tuple[Any, ...]] = []
+
+    async def look() -> None:  # at 10 s, before the dead worker's entry lapses
+        await asyncio.sleep(10)
+        ar: Any = redis.asyncio.Redis()
+        started = await ar.zrange(q.started_job_registry.key, 0, -1)  # "<job id>:<execution id>"
+        seen.append((await ar.hget("export:e1", "state"), await ar.hget(dead.key, "status"),
+                     [m.decode().split(":")[0] for m in started]))
+
+    bg_rq.loop.create_task(look())
     workers = adapters.rq.work(bg_rq)
     assert len(workers) == 2  # the dead worker, then a restarted one ran e2
-    assert r.hget("export:e1", "state") == b"running"  # type: ignore[comparison-overlap]  # never reached "done"
-    assert dead.get_status() == JobStatus.STARTED and dead.id in q.started_job_registry
+    assert seen == [(b"running", b"started", [dead.id])]  # left started: nothing recorded its end
     assert after.return_value() == "e2" and r.hget("export:e2", "state") == b"done"  # type: ignore[comparison-overlap]
+    # RQ's clean-up finds it abandoned once its entry lapses (timeout + 60 s) and fails it
+    assert dead.get_status() == JobStatus.FAILED and dead.id in q.failed_job_registry
+    assert "AbandonedJobError" in (dead.latest_result().exc_string or "")  # type: ignore[union-attr]
+    assert r.hget("export:e1", "state") == b"running"  # type: ignore[comparison-overlap]
     crashed = [e for e in bg_rq.history if e.service == "rq" and e.op == "crashed"]
     assert [e.detail["job"] for e in crashed] == [dead.id]
+
+
+def test_an_abandoned_job_with_retries_left_runs_again(bg_rq: bg.Simulation) -> None:
+    bg_rq.faults.crash("rq.default", at="redis.hset", on_call=2)
+    r = redis.Redis()
+    q = Queue(connection=r)
+    job = q.enqueue(write_status, "e1", job_timeout=30, retry=Retry(max=1))
+    adapters.rq.work(bg_rq)
+    assert job.get_status() == JobStatus.FINISHED
+    assert r.hget("export:e1", "state") == b"done"  # type: ignore[comparison-overlap]
+    assert bg_rq.clock.monotonic() >= 30  # not before the dead worker's entry lapsed
 
 
 def test_work_needs_the_install(bgwork: bg.Simulation) -> None:
@@ -127,9 +153,9 @@ def test_chaos_crash_kills_jobs_inside_their_body(bg_rq: bg.Simulation) -> None:
     workers = adapters.rq.work(bg_rq)
     crashed = [e.detail["job"] for e in bg_rq.history if e.service == "rq" and e.op == "crashed"]
     assert crashed and len(workers) == len(crashed) + 1
-    for job in jobs:  # a crashed job is left started; every other one finished
+    for job in jobs:  # a crashed job is found abandoned and failed; every other one finished
         status = job.get_status()
-        assert status == (JobStatus.STARTED if job.id in crashed else JobStatus.FINISHED), job.id
+        assert status == (JobStatus.FAILED if job.id in crashed else JobStatus.FINISHED), job.id
 
 
 def test_the_plugin_loads_without_importing_rq() -> None:
