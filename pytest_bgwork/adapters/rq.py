@@ -153,8 +153,10 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
                              "`with adapters.rq.install(sim):` or with the bg_rq fixture")
     if max_bursts < 1:
         raise ValueError(f"adapters.rq.work(max_bursts=): must be at least 1; got {max_bursts}")
-    conn = connection if connection is not None else redis.Redis()
-    qs = [q if isinstance(q, rq.Queue) else rq.Queue(q, connection=conn) for q in queues]
+    names = list(queues)
+    given = [q.connection for q in names if isinstance(q, rq.Queue)]
+    conn = connection if connection is not None else given[0] if given else redis.Redis()
+    qs = [q if isinstance(q, rq.Queue) else rq.Queue(q, connection=conn) for q in names]
     if not qs:
         raise ValueError("adapters.rq.work(queues=): give at least one queue name or rq.Queue")
     tries: dict[str, int] = {}

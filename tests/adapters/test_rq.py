@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +166,52 @@ def test_the_plugin_loads_without_importing_rq() -> None:
             "adapters.rq\nassert 'rq' in sys.modules\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ok"
+
+
+def test_the_worker_uses_the_queues_redis(bg_rq: bg.Simulation) -> None:
+    r = redis.Redis.from_url("redis://cache:6380/0")
+    q = Queue("exports", connection=r)
+    job = q.enqueue(add, 2, 2)
+    workers = adapters.rq.work(bg_rq, [q])
+    assert job.return_value() == 4
+    assert adapters.redis.snapshot(bg_rq, "rq:worker:*", url="redis://localhost:6379/0") == {}
+    assert workers[0].connection is r
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# imported here, once: pytester's in-process runs drop the modules a run imported, and a
+# second run would otherwise pair a fresh redis-py with the adapter bound to the first
+sys.path.insert(0, str(EXAMPLES))
+try:
+    importlib.import_module("rq_exports.test_rq_exports")
+finally:
+    sys.path.remove(str(EXAMPLES))
+
+RQ_SUITE = """
+    import pytest
+    from rq_exports import app
+    from rq_exports.test_rq_exports import exports_done, run_exports
+
+    @pytest.mark.parametrize("n", range(4))
+    def test_rq_exports_{name}(bg_rq, n):
+        app.BUCKET.clear()
+        run_exports(bg_rq, app.{job})
+        exports_done(bg_rq)
+"""
+
+
+@pytest.mark.parametrize("mode", ["crash", "latency", "duplicate,fail-first,reorder,crash,latency,overlap"])
+def test_the_fixed_rq_job_passes_under_chaos(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.syspathinsert(EXAMPLES)
+    pytester.makepyfile(RQ_SUITE.format(name="fixed", job="build_export"))
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
+    result.assert_outcomes(passed=4)
+
+
+def test_chaos_crash_catches_the_first_rq_job(pytester: pytest.Pytester) -> None:
+    pytester.syspathinsert(EXAMPLES)
+    pytester.makepyfile(RQ_SUITE.format(name="buggy", job="build_export_buggy"))
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=crash")
+    assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*hash(es) not terminal (state not in *"])
