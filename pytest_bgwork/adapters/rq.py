@@ -100,6 +100,10 @@ class _Worker(rq.SimpleWorker):
             raise ProcessCrashed()
         super()._finalize_failure(job, *args, **kwargs)
 
+    def _install_signal_handlers(self) -> None:
+        """None: the simulation stops the worker (RQ's SIGINT/SIGTERM handlers would take
+        Ctrl-C from pytest, and cannot be set outside the main thread)."""
+
     def subscribe(self) -> None:
         """No command channel: RQ listens on a pub/sub thread of its own, a real thread whose
         start the simulation would wait for while virtual time moved on."""

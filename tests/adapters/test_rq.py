@@ -215,3 +215,30 @@ def test_chaos_crash_catches_the_first_rq_job(pytester: pytest.Pytester) -> None
     result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=crash")
     assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
     result.stdout.fnmatch_lines(["*hash(es) not terminal (state not in *"])
+
+
+@pytest.mark.asyncio
+async def test_work_from_an_async_test_runs_in_a_thread_on_virtual_time(bg_rq: bg.Simulation) -> None:
+    q = Queue(connection=redis.Redis())
+    job = q.enqueue_in(timedelta(minutes=5), add, 2, 3)
+    await asyncio.to_thread(adapters.rq.work, bg_rq, [q])
+    assert job.return_value() == 5 and runs == [("add", 2, 3, 300.0)]
+
+
+def test_bad_arguments_name_the_fix(bg_rq: bg.Simulation) -> None:
+    with pytest.raises(ValueError, match=r"max_bursts=\): must be at least 1; got 0"):
+        adapters.rq.work(bg_rq, max_bursts=0)
+    with pytest.raises(ValueError, match="give at least one queue name"):
+        adapters.rq.work(bg_rq, [])
+    with pytest.raises(TypeError, match="sim must be a pytest_bgwork Simulation"), \
+            adapters.rq.install("sim"):  # type: ignore[arg-type]
+        pass
+
+
+def test_work_leaves_pytests_signal_handlers_alone(bg_rq: bg.Simulation) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    Queue(connection=redis.Redis()).enqueue(add, 1, 1)
+    adapters.rq.work(bg_rq)
+    assert signal.getsignal(signal.SIGINT) is before and runs
