@@ -17,7 +17,7 @@ import pytest
 
 from . import _shims
 from .adapters._fixtures import bg_agentflow, bg_agentuity, bg_alien
-from .adapters._redis_fixtures import bg_arq, bg_redis
+from .adapters._redis_fixtures import bg_arq, bg_redis, bg_rq
 from .adapters._task_fixtures import bg_celery, bg_dramatiq, bg_taskiq
 from .adapters._web_fixtures import bg_sqs
 from .checking import chaos
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SimulationFactory", "bg_agentflow", "bg_agentuity", "bg_alien", "bg_celery", "bg_dramatiq", "bg_sqs",
            "bg_taskiq"]
-__all__ += ["bg_arq", "bg_redis"]
+__all__ += ["bg_arq", "bg_redis", "bg_rq"]
 
 
 def _report_html() -> Any:

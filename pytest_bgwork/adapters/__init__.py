@@ -1,7 +1,7 @@
 """Adapters: users' real client libraries running on the simulation.
 
 One module per client library (``agentuity``, ``alien``, ``agentflow``, ``asgi``, ``sqs``,
-``celery``, ``taskiq``, ``dramatiq``, ``redis``, ``arq``). An adapter may import only the public
+``celery``, ``taskiq``, ``dramatiq``, ``redis``, ``arq``, ``rq``). An adapter may import only the public
 ``pytest_bgwork`` API and the services' public methods, plus its own client library,
 and only when it is used: ``from pytest_bgwork import adapters`` imports no SDK, and
 ``adapters.agentuity`` imports ``pytest_bgwork.adapters.agentuity`` on first access
@@ -15,10 +15,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; nothing is imported at run time
-    from . import agentflow, agentuity, alien, arq, asgi, celery, dramatiq, redis, sqs, taskiq
+    from . import agentflow, agentuity, alien, arq, asgi, celery, dramatiq, redis, rq, sqs, taskiq
 
 __all__ = ["agentflow", "agentuity", "alien", "asgi", "celery", "dramatiq", "sqs", "taskiq"]
-__all__ += ["arq", "redis"]
+__all__ += ["arq", "redis", "rq"]
 
 _NAMES = frozenset(__all__)
 

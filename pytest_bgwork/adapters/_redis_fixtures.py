@@ -1,6 +1,6 @@
-"""The ``bg_redis`` and ``bg_arq`` fixtures (plain fixture functions; the plugin registers them).
+"""The ``bg_redis``, ``bg_arq`` and ``bg_rq`` fixtures (plain fixture functions; the plugin registers them).
 
-redis-py and arq are imported only in the fixtures' bodies, when a test asks for it, never at
+redis-py, arq and RQ are imported only in the fixtures' bodies, when a test asks for it, never at
 plugin start-up.
 """
 
@@ -14,7 +14,7 @@ import pytest
 if TYPE_CHECKING:
     from ..simulation import Simulation
 
-__all__ = ["bg_arq", "bg_redis"]
+__all__ = ["bg_arq", "bg_redis", "bg_rq"]
 
 
 @pytest.fixture
@@ -34,4 +34,14 @@ def bg_arq(bgwork: Simulation) -> Iterator[Simulation]:
     from . import arq
 
     with arq.install(bgwork):
+        yield bgwork
+
+
+@pytest.fixture
+def bg_rq(bgwork: Simulation) -> Iterator[Simulation]:
+    """The test's simulation, with RQ on it (``adapters.rq.install``): its Redis simulated,
+    ``adapters.rq.work(bg_rq)`` runs its ``SimpleWorker`` with schedules and retries on virtual time."""
+    from . import rq
+
+    with rq.install(bgwork):
         yield bgwork

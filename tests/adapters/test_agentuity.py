@@ -330,7 +330,7 @@ def test_plugin_start_up_imports_no_sdk_and_adapters_load_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(["agentflow", "agentuity", "alien", "arq", "asgi", "celery", "dramatiq", "redis",
-                               "sqs", "taskiq"])
+                               "rq", "sqs", "taskiq"])
 
 
 def test_fixture_bg_agentuity_in_a_user_suite(pytester: pytest.Pytester) -> None:
