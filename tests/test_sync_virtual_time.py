@@ -291,3 +291,21 @@ def test_threads_the_simulation_did_not_start_keep_real_time() -> None:
         assert out and out[0] >= 0.05
     assert time.sleep is threads._REAL["sleep"]  # restored once no simulation is current
     assert threading.Condition.wait is threads._REAL["cond_wait"]
+
+
+def test_starting_a_real_thread_waits_for_it_in_real_time(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import threading
+
+        def test_start(bgwork):
+            fired = []
+            bgwork.loop.call_later(10, fired.append, 1)
+            for _ in range(20):
+                t = threading.Thread(target=lambda: None)
+                t.start()  # waits (Event.wait) until the thread runs: real start-up time
+                t.join()
+            assert bgwork.clock.monotonic() == 0 and fired == []
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

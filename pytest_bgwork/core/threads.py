@@ -344,6 +344,22 @@ def _polls_real_work() -> frozenset[Any]:
     return frozenset({subprocess.Popen._wait.__code__})  # type: ignore[attr-defined]
 
 
+def _starts_a_thread(frame: Any) -> bool:
+    """Whether this wait is ``Thread.start`` waiting for the new thread to run (through
+    ``Event.wait``): a real thread's start-up takes real time, never virtual time (while it
+    waited virtually the clock jumped to the next timer)."""
+    for _ in range(2):
+        if frame is None:
+            return False
+        if frame.f_code is _THREAD_START:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_THREAD_START = threading.Thread.start.__code__
+
+
 def _sleep(seconds: float) -> None:
     """``time.sleep`` for the simulation's threads: virtual seconds."""
     mode = _mode()
@@ -373,7 +389,7 @@ def _cond_wait(self: threading.Condition, timeout: float | None = None) -> bool:
     releases), with a ``Wait`` as the waiter.
     """
     mode = _mode()
-    if mode is None:
+    if mode is None or _starts_a_thread(sys._getframe(1)):
         return _REAL["cond_wait"](self, timeout)  # type: ignore[no-any-return]
     if not self._is_owned():  # type: ignore[attr-defined]
         raise RuntimeError("cannot wait on un-acquired lock")

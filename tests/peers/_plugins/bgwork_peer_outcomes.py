@@ -51,3 +51,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
         data = {k: [v, _reasons.get(k, "")] for k, v in sorted(_outcomes.items())}
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The runner's per-test timeout is the most a test may take: it beats a suite's own
+    longer ``@pytest.mark.timeout`` (Celery's integration tests carry 300 s), so a test that
+    would block is stopped quickly."""
+    limit = config.getoption("timeout", None)
+    if not limit:
+        return
+    for item in items:
+        item.add_marker(pytest.mark.timeout(float(limit)), append=False)
