@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork import adapters
@@ -89,7 +90,7 @@ def test_pull_exports_app_stays_green(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pull_exports_buggy_twin_is_found(seed: int) -> None:
-    with pytest.raises(bg.ExplorationFailed, match="mailed_once|deleted_exports_are_done"):
+    with pytest.raises(bg.ExplorationFailed, match=r"mailed_once|deleted_exports_are_done"):
         explore(exports_scenario(exports_buggy), EXPORT_CHECKS, seed, max_examples=60)
 
 
@@ -173,3 +174,24 @@ def test_a_background_task_cancelled_before_it_started_is_closed() -> None:
         assert _cancel_a_task_before_it_starts() == 0
         gc.collect()
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+# -- explore draws faults by default ----------------------------------------------------------
+
+
+async def _save_order(sim: bg.Simulation) -> None:
+    await sim.kv.set("orders", "o1", {"kind": "placed"})
+
+
+def test_explore_without_faults_draws_the_default_fault_plans() -> None:
+    """A user who leaves ``faults=`` out gets faults (it drew none before: interleavings only)."""
+    assert bg.explore(_save_order, max_examples=20, seed=1).scenario_errors > 0
+    quiet = bg.explore(_save_order, faults=st.just(bg.FaultPlan()), max_examples=20, seed=1)
+    assert quiet.scenario_errors == 0
+
+
+def test_explore_test_without_faults_draws_the_default_fault_plans() -> None:
+    with pytest.raises(bg.ExplorationFailed, match=r"fail at kv\.set"):
+        bg.explore_test(_save_order, max_examples=20, seed=1, scenario_errors="fail")()
+    bg.explore_test(_save_order, faults=st.just(bg.FaultPlan()), max_examples=20, seed=1,
+                    scenario_errors="fail")()
