@@ -67,7 +67,7 @@ def close_awaitable(obj: object) -> None:
         obj.cancel()
 
 
-def _close_unstarted(obj: object) -> None:
+def _close_unstarted(obj: object, _task: object = None) -> None:
     """Close a coroutine its task never started (it would warn "never awaited")."""
     if inspect.iscoroutine(obj) and inspect.getcoroutinestate(obj) == inspect.CORO_CREATED:
         obj.close()
@@ -390,7 +390,7 @@ class Runtime:
         rec.task = loop.create_task(self._run(rec, awaitable), name=f"waitUntil {task_name} {rec.id}")
         # a task cancelled before its first step (its request crashed, the simulation closed)
         # never ran ``_run``: close the awaitable it would have run, so it does not warn
-        rec.task.add_done_callback(lambda _t, a=awaitable: _close_unstarted(a))
+        rec.task.add_done_callback(functools.partial(_close_unstarted, awaitable))
         return rec
 
     def _record(self, task_name: str, req: Request | None) -> RuntimeTask:
