@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 from _support.redis_server import RedisServer, running_redis
+from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
 import pytest_bgwork as bg
@@ -133,11 +134,13 @@ def test_an_unreachable_database_is_reported_once_and_the_run_goes_on(
         sim.effects.record("ran", key="x")
 
     with pytest.warns(bg.ExploreDatabaseWarning, match=rf"redis://localhost:{port}/0 cannot be reached"):
-        report = bg.explore(scenario, max_examples=3, settings=hypothesis.settings(database=db))
+        report = bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                            max_examples=3, settings=hypothesis.settings(database=db))
     assert report.examples >= 1  # it ran, on the local database
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second exploration does not report it again
-        assert bg.explore(scenario, max_examples=2, settings=hypothesis.settings(database=db)).examples >= 1
+        assert bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                          max_examples=2, settings=hypothesis.settings(database=db)).examples >= 1
 
 
 # -- explore_test: a Hypothesis test pytest runs and HypoFuzz fuzzes --------------------------------
@@ -285,7 +288,7 @@ def test_explorations_are_counted_from_what_a_test_calls() -> None:
 
     async def scenario(sim: bg.Simulation) -> None: ...
 
-    built = bg.explore_test(scenario, settings=hypothesis.settings(database=None))
+    built = bg.explore_test(scenario, faults=st.just(bg.FaultPlan()), settings=hypothesis.settings(database=None))
     items = [Item(calls_explore), Item(nested), Item(plain), Item(built)]
     assert count_explorations(items) == 3  # type: ignore[arg-type]
 
@@ -351,6 +354,7 @@ def test_in_memory_database_sanity() -> None:
         sim.effects.record("x", key="1")
 
     with pytest.raises(bg.ExplorationFailed):
-        bg.explore(scenario, checks=[lambda sim: bg.assert_effects_once(sim, "x")], max_examples=5,
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                   checks=[lambda sim: bg.assert_effects_once(sim, "x")], max_examples=5,
                    settings=hypothesis.settings(database=db))
     assert any(k.startswith(b"bgwork.explore:") for k in db.data)

@@ -223,7 +223,7 @@ def test_choices_are_hypothesis_draws_that_shrink_to_the_smallest_failing_value(
             raise bg.CheckFailed("jitter too big")
 
     with pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(scenario, checks=[small_jitter], seed=2, settings=QUIET)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[small_jitter], seed=2, settings=QUIET)
     # then the kv.set's latency, shrunk to 0 (a plain yield); the token keeps them by kind
     assert replay.decode(info.value.token).keyed == {"jitter": (41,), "latency": (0,)}
     assert "choices: 2 drawn, 1 away from the default" in str(info.value)
@@ -239,7 +239,7 @@ def test_the_two_phases_heal_faults_before_the_checks() -> None:
     def check(sim: bg.Simulation) -> None:
         seen.append((sim.faults.healed, sim.clock.monotonic()))
 
-    bg.explore(scenario, checks=[check], max_examples=3, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[check], max_examples=3, seed=1, settings=QUIET)
     assert seen and all(item == (True, 30.0) for item in seen)
 
 
@@ -251,7 +251,7 @@ def test_async_checks_are_awaited() -> None:
         raise bg.CheckFailed("async check ran")
 
     with pytest.raises(bg.ExplorationFailed, match="async check ran"):
-        bg.explore(scenario, checks=[check], seed=1, settings=QUIET)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[check], seed=1, settings=QUIET)
 
 
 def test_every_example_gets_a_fresh_simulation() -> None:
@@ -262,7 +262,7 @@ def test_every_example_gets_a_fresh_simulation() -> None:
         assert len(sim.history) == 0
         sims.append(sim)
 
-    bg.explore(scenario, max_examples=5, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=5, seed=1, settings=QUIET)
     assert len({id(s) for s in sims}) == len(sims) >= 1
 
 
@@ -278,7 +278,7 @@ def test_nondeterminism_is_reported_with_likely_causes() -> None:
         raise bg.CheckFailed("boom")
 
     with pytest.raises(bg.NonDeterministic) as info:
-        bg.explore(scenario, checks=[always_fails], seed=1, settings=QUIET)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[always_fails], seed=1, settings=QUIET)
     text = str(info.value)
     assert "behaved differently when run again" in text
     assert re.search(r"digests [0-9a-f]{16} != [0-9a-f]{16}; first difference at event #0:\n"
@@ -301,7 +301,7 @@ def test_a_failure_that_does_not_come_back_is_reported_as_nondeterminism() -> No
 
     with pytest.raises(bg.NonDeterministic, match="Hypothesis ran the failing example again "
                                                   "and it did not fail the same way"):
-        bg.explore(scenario, checks=[flaky], seed=1, settings=QUIET)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[flaky], seed=1, settings=QUIET)
 
 
 # -- settings, seeds, database, wall clock -----------------------------------------------------
@@ -309,7 +309,7 @@ def test_max_examples_none_takes_the_settings_value() -> None:
     async def scenario(sim: bg.Simulation) -> None:
         sim.choices.integer(0, 10**6)  # a search space Hypothesis cannot exhaust in 7 tries
 
-    report = bg.explore(scenario, max_examples=None, seed=1,
+    report = bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=None, seed=1,
                         settings=hypothesis.settings(max_examples=7, database=None))
     assert report.examples == 7
 
@@ -322,8 +322,9 @@ def test_a_loaded_hypothesis_profile_applies() -> None:
     previous = hypothesis.settings.get_current_profile_name()
     hypothesis.settings.load_profile("bgwork-test-fast")
     try:
-        assert bg.explore(scenario, max_examples=None, seed=1).examples == 4
-        assert bg.explore(scenario, max_examples=6, seed=1).examples == 6  # the argument wins
+        assert bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=None, seed=1).examples == 4
+        assert bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                          max_examples=6, seed=1).examples == 6  # the argument wins
     finally:
         hypothesis.settings.load_profile(previous)
 
@@ -382,7 +383,7 @@ def test_the_wall_clock_patch_starts_once_per_explore(monkeypatch: pytest.Monkey
         await asyncio.sleep(86400)
         days.append(datetime.date.today().isoformat())
 
-    bg.explore(scenario, max_examples=10, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=10, seed=1, settings=QUIET)
     assert len(started) == 1
     assert set(days) == {"2026-01-02"}  # each example's wall clock is its own virtual one
 
@@ -392,7 +393,7 @@ def test_explore_is_synchronous_and_refuses_a_running_loop() -> None:
     async def scenario(sim: bg.Simulation) -> None: ...
 
     async def inside() -> None:
-        bg.explore(scenario)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()))
 
     sim = bg.Simulation()
     with pytest.raises(bg.BgworkError, match=r"bg\.explore\(\) is synchronous"):
@@ -456,7 +457,7 @@ def test_the_report_counts_the_interesting_states_the_search_reached() -> None:
 
 def test_a_search_that_never_got_there_warns() -> None:
     with pytest.warns(bg.ExploreCoverageWarning) as caught:
-        report = bg.explore(queued_emails, checks=[bg.assert_nothing_lost], seed=1,
+        report = bg.explore(queued_emails, faults=st.just(bg.FaultPlan()), checks=[bg.assert_nothing_lost], seed=1,
                             settings=QUIET)  # no fault plans: nothing interesting can happen
     text = str(caught[0].message)
     assert text.startswith("bg.explore(queued_emails) never reached: a redelivery while an "
@@ -635,12 +636,12 @@ def test_explore_freezes_the_old_heap_only_while_it_runs_and_leaves_a_frozen_hea
         seen.append(gc.get_freeze_count())
 
     assert gc.get_freeze_count() == 0
-    bg.explore(scenario, max_examples=3, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=3, seed=1, settings=QUIET)
     assert seen and min(seen) > 0  # the heap from before the search was frozen during it
     assert gc.get_freeze_count() == 0  # and given back after
     gc.freeze()
     try:
-        bg.explore(scenario, max_examples=3, seed=1, settings=QUIET)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=3, seed=1, settings=QUIET)
         assert gc.get_freeze_count() > 0  # someone else's freeze is not undone
     finally:
         gc.unfreeze()
@@ -704,7 +705,7 @@ def test_the_engine_path_stops_as_given_does_with_the_same_words(
     async def writes(sim: bg.Simulation) -> None:
         await sim.kv.set("ns", "k", "v", sim.choices.integer(0, 1))
 
-    kwargs: dict[str, Any] = dict(max_examples=10, seed=1)
+    kwargs: dict[str, Any] = dict(max_examples=10, seed=1, faults=st.just(bg.FaultPlan()))
     if how == "unsatisfiable":
         kwargs.update(scenario=rejects, settings=QUIET)
         expected: type[BaseException] = hypothesis.errors.Unsatisfiable
@@ -755,7 +756,7 @@ def test_the_engine_path_runs_only_on_the_hypothesis_versions_it_was_tested_on(
     async def scenario(sim: bg.Simulation) -> None:
         await sim.kv.set("ns", "k", "v")
 
-    bg.explore(scenario, max_examples=5, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=5, seed=1, settings=QUIET)
     assert used == ["engine" if engine else "given"]
 
 
@@ -770,7 +771,7 @@ def test_every_example_draws_the_global_random_from_its_simulations_seed() -> No
 
     random.seed(123)
     before = random.getstate()
-    bg.explore(scenario, max_examples=20, seed=1, settings=QUIET)
+    bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=20, seed=1, settings=QUIET)
     # the search leaves the global random exactly where it found it (the clean run too)
     assert random.getstate() == before
     # inside a simulation the random module draws from its seed: every example alike

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork.core.context import Attempt, current_attempt
@@ -575,7 +576,7 @@ async def _paid_then_read(sim: bg.Simulation) -> None:
 
 def test_explore_finds_a_read_after_write_bug_under_dynamodb() -> None:
     with pytest.raises(bg.ExplorationFailed) as failed:
-        bg.explore(_paid_then_read, max_examples=50, seed=1, platform="aws")
+        bg.explore(_paid_then_read, faults=st.just(bg.FaultPlan()), max_examples=50, seed=1, platform="aws")
     text = str(failed.value)
     assert "read-after-write saw None" in text and "kv.get" in text and "stale=true" in text
 
@@ -583,8 +584,10 @@ def test_explore_finds_a_read_after_write_bug_under_dynamodb() -> None:
         sim.kv.configure("orders", profile="dynamodb", consistent_reads=True)
         await _paid_then_read(sim)
 
-    bg.explore(consistent, max_examples=50, seed=1, platform="aws")  # ConsistentRead: no such read
-    bg.explore(_paid_then_read, max_examples=50, seed=1, platform="agentuity")  # other stores: consistent
+    bg.explore(consistent, faults=st.just(bg.FaultPlan()),
+               max_examples=50, seed=1, platform="aws")  # ConsistentRead: no such read
+    bg.explore(_paid_then_read, faults=st.just(bg.FaultPlan()),
+               max_examples=50, seed=1, platform="agentuity")  # other stores: consistent
 
 
 def test_a_stale_read_sees_the_state_before_the_write_for_the_drawn_lag() -> None:

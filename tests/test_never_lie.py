@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork import strategies as bgst
@@ -253,12 +254,13 @@ def status_done(sim: bg.Simulation) -> None:
 
 
 def test_heal_phase_runs_schedules() -> None:
-    report = bg.explore(cron_recovers, checks=[status_done], seed=1, max_examples=1)
+    report = bg.explore(cron_recovers, faults=st.just(bg.FaultPlan()), checks=[status_done], seed=1, max_examples=1)
     assert report.examples == 1
     with pytest.raises(bg.ExplorationFailed, match="j1: kind='processing'"):
-        bg.explore(cron_recovers, checks=[status_done], seed=1, max_examples=1, heal_time=0)
+        bg.explore(cron_recovers, faults=st.just(bg.FaultPlan()),
+                   checks=[status_done], seed=1, max_examples=1, heal_time=0)
     with pytest.raises(ValueError, match=r"explore\(heal_time=...\) must be a number of seconds"):
-        bg.explore(cron_recovers, heal_time=float("nan"))
+        bg.explore(cron_recovers, faults=st.just(bg.FaultPlan()), heal_time=float("nan"))
 
 
 # -- 8. a pytest-bgwork coroutine that is never awaited fails the test -----------------------------

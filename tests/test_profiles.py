@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork.profiles import KV_PROFILES, PLATFORMS, QUEUE_PROFILES
@@ -607,10 +608,10 @@ def test_explore_runs_its_examples_on_the_platform_given() -> None:
     async def scenario(sim: bg.Simulation) -> None:
         seen.add(sim.platform)
 
-    report = bg.explore(scenario, max_examples=3, seed=1, platform="aws")
+    report = bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=3, seed=1, platform="aws")
     assert (seen, report.platform) == ({"aws"}, "aws")
     with pytest.raises(ValueError, match=r"explore\(platform=...\): unknown platform 'gcp'"):
-        bg.explore(scenario, max_examples=1, seed=1, platform="gcp")
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=1, seed=1, platform="gcp")
 
 
 @pytest.mark.bgwork(platform="alien")
@@ -620,7 +621,7 @@ def test_explore_defaults_to_the_tests_platform(bgwork: bg.Simulation) -> None:
     async def scenario(sim: bg.Simulation) -> None:
         seen.add(sim.kv.profile("ns").name)
 
-    assert bg.explore(scenario, max_examples=2, seed=1).platform == "alien"
+    assert bg.explore(scenario, faults=st.just(bg.FaultPlan()), max_examples=2, seed=1).platform == "alien"
     assert seen == {"alien"}
 
 
@@ -630,7 +631,7 @@ def test_explore_test_runs_its_examples_on_the_platform_given() -> None:
     async def scenario(sim: bg.Simulation) -> None:
         seen.add(sim.platform)
 
-    bg.explore_test(scenario, max_examples=2, seed=1, platform="alien")()
+    bg.explore_test(scenario, faults=st.just(bg.FaultPlan()), max_examples=2, seed=1, platform="alien")()
     assert seen == {"alien"}
     with pytest.raises(ValueError, match=r"explore_test\(platform=...\): unknown platform"):
-        bg.explore_test(scenario, platform="gcp")
+        bg.explore_test(scenario, faults=st.just(bg.FaultPlan()), platform="gcp")

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 from races_cases import CASES
 
 import pytest_bgwork as bg
@@ -382,11 +383,11 @@ def test_explore_learns_the_points_the_scenario_passes() -> None:
 def test_expect_states_warns_for_exactly_the_declared_states() -> None:
     scenario, checks = CASES["check-then-act"](True)
     with pytest.warns(bg.ExploreCoverageWarning, match=r"never reached: a dead letter\. "):
-        report = bg.explore(scenario, checks=checks, seed=1, max_examples=3,
+        report = bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=checks, seed=1, max_examples=3,
                             expect_states=["dead_letter"])
     assert len(report.warnings) == 1
     with pytest.raises(ValueError, match=r"expect_states=\.\.\.\): unknown state\(s\) \['nope'\]"):
-        bg.explore(scenario, expect_states=["nope"])
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), expect_states=["nope"])
 
 
 def test_a_crash_after_an_effect_is_not_expected_when_effects_happen_outside_attempts() -> None:
@@ -401,5 +402,5 @@ def test_a_crash_after_an_effect_is_not_expected_when_effects_happen_outside_att
         await sim.queues.publish("jobs", 1, idempotency_key="j1")
 
     with pytest.warns(bg.ExploreCoverageWarning) as caught:
-        bg.explore(scenario, seed=1, max_examples=3)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), seed=1, max_examples=3)
     assert "crash after an effect" not in str(caught[0].message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 
@@ -28,7 +29,7 @@ def order_completed(sim: bg.Simulation) -> None:
 
 def test_explore_reports_the_real_failure_when_an_example_leaves_a_task() -> None:
     with pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(scenario, checks=[order_completed], max_examples=3, seed=1)
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[order_completed], max_examples=3, seed=1)
     assert not isinstance(info.value, bg.NonDeterministic)
     assert "order o1 never completed" in str(info.value)
     assert "sim.cancelled_at_teardown" in str(info.value)

@@ -12,6 +12,7 @@ from typing import Any
 
 import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import pytest_bgwork as bg
 from pytest_bgwork import strategies as bgst
@@ -124,9 +125,9 @@ def test_an_error_of_the_scenarios_own_still_fails_the_example() -> None:
 def test_scenario_errors_is_validated(value: Any) -> None:
     with pytest.raises(ValueError, match=r"explore\(scenario_errors=...\) must be one of "
                                          r"'continue', 'fail'; got"):
-        bg.explore(save_order, scenario_errors=value)
+        bg.explore(save_order, faults=st.just(bg.FaultPlan()), scenario_errors=value)
     with pytest.raises(ValueError, match=r"explore_test\(scenario_errors=...\) must be one of"):
-        bg.explore_test(save_order, scenario_errors=value)
+        bg.explore_test(save_order, faults=st.just(bg.FaultPlan()), scenario_errors=value)
 
 
 # -- tasks that failed because of an injected fault ---------------------------------------------
@@ -224,7 +225,7 @@ def test_a_status_namespace_never_written_in_the_clean_run_is_refused() -> None:
     def stuck(sim: bg.Simulation) -> None:
         bg.assert_status_terminal(sim, "status")
 
-    test = bg.explore_test(charge_if_found, checks=[stuck], seed=1, settings=QUIET)
+    test = bg.explore_test(charge_if_found, faults=st.just(bg.FaultPlan()), checks=[stuck], seed=1, settings=QUIET)
     with pytest.raises(NothingToCheck, match=r"no key was ever written to KV namespace 'status'"):
         test()
 
@@ -322,7 +323,7 @@ def test_a_replayed_plan_marks_the_rules_that_never_fired() -> None:
 
     token = replay.encode(1, FaultPlan([NEVER_FIRES, FIRES]), [], scenario="retry_then_email")
     with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(retry_then_email, checks=[emails_once], settings=QUIET)
+        bg.explore(retry_then_email, faults=st.just(bg.FaultPlan()), checks=[emails_once], settings=QUIET)
     text = str(info.value)
     assert "1. fail at kv.get on call 1 raising ConnectionError('never') (never fired)" in text
     assert "2. fail at kv.set on call 1 raising ConnectionError('kv down')\n" in text
@@ -352,6 +353,7 @@ def test_a_failure_is_reported_with_its_token_even_when_shrinking_meets_nondeter
 PLATFORM_FILE = '''
 import json
 import pytest
+from hypothesis import strategies as st
 import pytest_bgwork as bg
 
 async def scenario(sim):
@@ -380,11 +382,14 @@ def charged_once(sim):
     print("PLATFORM=" + sim.platform)
     bg.assert_effects_once(sim, "charge")
 
+NO_FAULTS = st.just(bg.FaultPlan())  # the platform's own duplicate, without faults
+
 MARK
 def test_explore():
-    bg.explore(scenario, checks=[charged_once], seed=1, max_examples=3)
+    bg.explore(scenario, faults=NO_FAULTS, checks=[charged_once], seed=1, max_examples=3)
 
-test_explore_fuzz = MARKED(bg.explore_test(scenario, checks=[charged_once], seed=1, max_examples=3))
+test_explore_fuzz = MARKED(bg.explore_test(scenario, faults=NO_FAULTS, checks=[charged_once], seed=1,
+                                           max_examples=3))
 '''
 
 
@@ -543,7 +548,7 @@ def _replay(token: str) -> bg.ExplorationFailed:
     from pytest_bgwork.checking import replay
 
     with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(email_then_status, checks=[emails_once_strict])
+        bg.explore(email_then_status, faults=st.just(bg.FaultPlan()), checks=[emails_once_strict])
     return info.value
 
 
@@ -573,7 +578,7 @@ def test_a_token_whose_choices_this_version_draws_differently_is_refused() -> No
     token = _raw_token({"seed": old.seed, "plan": old.plan.to_data(), "choices": [0.5, 7, 3],
                         "scenario": old.scenario})  # as 0.2 wrote it: no version
     with replay.activate(token), pytest.raises(replay.ReplayRefused) as info:
-        bg.explore(email_then_status, checks=[emails_once_strict])
+        bg.explore(email_then_status, faults=st.just(bg.FaultPlan()), checks=[emails_once_strict])
     text = str(info.value)
     assert text.startswith("bg.explore(email_then_status): the replay token was recorded by "
                            "pytest-bgwork 0.1 or 0.2 (the token names no version), which drew its "
@@ -646,7 +651,8 @@ def test_the_report_does_not_say_no_effect_when_effects_were_recorded_outside_at
         await sim.queues.publish("orders", {"id": "o1"})
         sim.effects.record("receipt", key="o1")  # outside any queue attempt
 
-    report = bg.explore(scenario, seed=1, max_examples=2, settings=QUIET, expect_states=[])
+    report = bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                        seed=1, max_examples=2, settings=QUIET, expect_states=[])
     text = report.summary()
     assert "recorded no effect)" not in text
     assert "n/a     a crash after an effect (the scenario recorded no effect inside a queue " \
@@ -660,7 +666,8 @@ def test_the_clean_run_learns_the_points_the_run_passed_not_those_the_checks_rea
     async def reads_back(sim: bg.Simulation) -> None:  # a check that calls kv.get itself
         assert (await sim.kv.get("status", "o1")).data == {"kind": "done"}
 
-    report = bg.explore(scenario, checks=[reads_back], seed=1, max_examples=1, settings=QUIET)
+    report = bg.explore(scenario, faults=st.just(bg.FaultPlan()),
+                        checks=[reads_back], seed=1, max_examples=1, settings=QUIET)
     assert report.points == ("kv.set",)
 
 
@@ -711,7 +718,7 @@ def test_a_token_keeps_its_draws_by_kind_so_a_new_kind_does_not_shift_them() -> 
 
     NEW_DRAW["on"] = False
     with pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(jittered, checks=[small_jitter], seed=2, settings=QUIET)
+        bg.explore(jittered, faults=st.just(bg.FaultPlan()), checks=[small_jitter], seed=2, settings=QUIET)
     recorded = info.value
     keyed = replay.decode(recorded.token).keyed
     assert keyed is not None and sum(keyed["jitter"]) == 61
@@ -728,7 +735,7 @@ def _replay_with(token: str, scenario: Any, check: Any) -> bg.ExplorationFailed:
     from pytest_bgwork.checking import replay
 
     with replay.activate(token), pytest.raises(bg.ExplorationFailed) as info:
-        bg.explore(scenario, checks=[check])
+        bg.explore(scenario, faults=st.just(bg.FaultPlan()), checks=[check])
     return info.value
 
 

@@ -43,8 +43,10 @@ async def two_reports(sim: bg.Simulation) -> None:
                     break
 
 
-# The app records no external effects, so "a crash after an effect" cannot happen here.
-@pytest.mark.filterwarnings("ignore:.*crash after an effect:pytest_bgwork.ExploreCoverageWarning")
+# The app records no external effects, so "a crash after an effect" cannot happen here: the
+# search declares the states it must reach, and is warned about exactly those. Seed 4 reaches
+# each of them within 150 examples (seed 1 never dead-lettered a job).
+@pytest.mark.filterwarnings("error::pytest_bgwork.ExploreCoverageWarning")
 def test_no_fault_plan_loses_a_job_leaves_a_stream_open_or_sticks_a_status() -> None:
     report = bg.explore(
         two_reports,
@@ -54,7 +56,9 @@ def test_no_fault_plan_loses_a_job_leaves_a_stream_open_or_sticks_a_status() -> 
         checks=[bg.assert_nothing_lost, bg.assert_streams_closed, every_done_report_is_complete,
                 statuses_terminal_once_the_reaper_ran],
         max_examples=150,
-        seed=1,
+        seed=4,
+        expect_states=["redelivery_while_running", "dead_letter", "stale_ack"],
     )
     assert report.examples >= 150
-    assert report.reached("redelivery_while_running"), report.summary()
+    for state in ("redelivery_while_running", "dead_letter", "stale_ack"):
+        assert report.reached(state), report.summary()

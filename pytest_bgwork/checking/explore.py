@@ -44,7 +44,7 @@ from ..core.validate import seconds
 from ..core.wallclock import wall_clock
 from ..profiles import check_platform, current_test_platform
 from ..simulation import Simulation
-from ..strategies import _OFFSET, learned_points
+from ..strategies import _OFFSET, fault_plans, learned_points
 from . import replay as _replay
 from .checks import NothingToCheck, absence_ok, assert_no_task_errors
 from .replay import ReplayChoices
@@ -771,7 +771,9 @@ def explore(
     """Search fault plans and schedules for an example where ``checks`` fail.
 
     ``scenario`` is ``async def scenario(sim)``; each example runs it on a fresh
-    simulation with a plan drawn from ``faults`` (default: no faults) and lets the work
+    simulation with a plan drawn from ``faults`` (default: ``bgst.fault_plans()``, up to
+    three faults at the points a clean run passes; ``faults=st.just(bg.FaultPlan())``
+    explores interleavings only, without faults) and lets the work
     it started run until idle (at most an hour of virtual time) with faults on; then it
     heals, runs until idle, lets recurring schedules run for ``heal_time`` more virtual
     seconds (default an hour: a cron that recovers stuck work runs there), and calls each
@@ -824,7 +826,7 @@ def explore(
         )
     name = _name(scenario)
     sim_seed = seed if seed is not None else 0
-    plans = faults if faults is not None else st.just(FaultPlan())
+    plans = faults if faults is not None else fault_plans()
     report = ExploreReport(scenario=name, seed=sim_seed, expected=expected,
                            platform=_platform(platform))
     token = _replay.active()
@@ -932,6 +934,8 @@ def explore_test(
 ) -> Callable[[], None]:
     """``bg.explore`` as a Hypothesis test function, for pytest and for HypoFuzz.
 
+    ``faults`` left out draws ``bgst.fault_plans()``, as in ``explore``.
+
     ``test_reports_fuzz = bg.explore_test(scenario, faults=..., checks=[...])`` at module
     level is collected by pytest like any test (it runs ``max_examples`` examples, with the
     same settings, database key and failure report as ``explore``) and found by
@@ -946,7 +950,7 @@ def explore_test(
     chosen = _settings(settings, max_examples)
     heal = seconds(heal_time, "explore_test", "heal_time", fix="Use 0 to skip the heal window.")
     name = _name(scenario)
-    plans = faults if faults is not None else st.just(FaultPlan())
+    plans = faults if faults is not None else fault_plans()
     if platform is not None:
         check_platform(platform, "explore_test(platform=...)")
     report = ExploreReport(scenario=name, seed=seed if seed is not None else 0)

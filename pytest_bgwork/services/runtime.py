@@ -67,6 +67,12 @@ def close_awaitable(obj: object) -> None:
         obj.cancel()
 
 
+def _close_unstarted(obj: object, _task: object = None) -> None:
+    """Close a coroutine its task never started (it would warn "never awaited")."""
+    if inspect.iscoroutine(obj) and inspect.getcoroutinestate(obj) == inspect.CORO_CREATED:
+        obj.close()
+
+
 def _name_of(obj: object) -> str:
     """Deterministic name for a callable or awaitable (never a global counter like ``Task-7``)."""
     if isinstance(obj, functools.partial):
@@ -382,6 +388,9 @@ class Runtime:
         rec = self._record(task_name, req)
         sim.history.record("runtime", "wait_until", task=task_name, id=rec.id, **where)
         rec.task = loop.create_task(self._run(rec, awaitable), name=f"waitUntil {task_name} {rec.id}")
+        # a task cancelled before its first step (its request crashed, the simulation closed)
+        # never ran ``_run``: close the awaitable it would have run, so it does not warn
+        rec.task.add_done_callback(functools.partial(_close_unstarted, awaitable))
         return rec
 
     def _record(self, task_name: str, req: Request | None) -> RuntimeTask:
