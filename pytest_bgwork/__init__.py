@@ -109,7 +109,7 @@ __all__ = [
     "is_injected",
     "register_fault_point",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Where each public name lives. Importing ``pytest_bgwork`` (the plugin does, in every
 #: pytest run of a venv that has it installed) loads none of them: each module is
