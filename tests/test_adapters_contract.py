@@ -389,3 +389,12 @@ def test_a_simulation_run_imports_no_adapter_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_adapter_raises_one_not_simulated_error() -> None:
+    from pytest_bgwork import adapters
+
+    assert adapters.celery.UnsupportedFeature is bg.UnsupportedFeature
+    assert adapters.dramatiq.UnsupportedFeature is bg.UnsupportedFeature
+    assert adapters.sqs.UnsupportedOperation is bg.UnsupportedFeature
+    assert adapters.agentuity.NotSimulated is bg.UnsupportedFeature

@@ -68,8 +68,9 @@ class UnescapedKey(ValueError):
     """A key the SDK put into the URL unescaped, so the real service would read another key."""
 
 
-class NotSimulated(bg.BgworkError):
-    """The SDK called a part of the Agentuity API this adapter does not simulate."""
+#: The SDK called a part of the Agentuity API this adapter does not simulate: the one "not
+#: simulated" error every adapter raises, under the name this adapter used first.
+NotSimulated = bg.UnsupportedFeature
 
 
 def object_namespace(bucket: str) -> str:

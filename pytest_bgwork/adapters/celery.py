@@ -38,6 +38,7 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 
 from ..core.context import current_attempt
 from ..core.errors import BgworkError, NotRunning
+from ..core.errors import UnsupportedFeature as _UnsupportedFeature
 from ._threads import Fiber, call, in_fiber
 
 if TYPE_CHECKING:
@@ -65,8 +66,9 @@ DEFAULT_MAX_RETRIES = 100
 HOSTNAME = "celery@bgwork"
 
 
-class UnsupportedFeature(BgworkError, NotImplementedError):
-    """A Celery feature this adapter does not simulate; raised instead of faking it."""
+#: A Celery feature this adapter does not simulate, raised instead of faking it: the one
+#: "not simulated" error every adapter raises (``bg.UnsupportedFeature``).
+UnsupportedFeature = _UnsupportedFeature
 
 
 class ResultNotReady(BgworkError):

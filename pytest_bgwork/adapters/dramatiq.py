@@ -46,7 +46,8 @@ from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage, TimeLimit
 
 from ..core import context, validate
-from ..core.errors import BgworkError, NotRunning, Stalled
+from ..core.errors import NotRunning, Stalled
+from ..core.errors import UnsupportedFeature as _UnsupportedFeature
 from ._publish import publish_delayed
 from ._threads import Fiber, call, in_fiber
 
@@ -70,8 +71,9 @@ def _consumer_logger(queue_name: str) -> logging.Logger:
     return logging.getLogger(f"dramatiq.worker.ConsumerThread({queue_name})")
 
 
-class UnsupportedFeature(BgworkError, NotImplementedError):
-    """A dramatiq feature this adapter does not simulate; raised instead of faking it."""
+#: A dramatiq feature this adapter does not simulate, raised instead of faking it: the one
+#: "not simulated" error every adapter raises (``bg.UnsupportedFeature``).
+UnsupportedFeature = _UnsupportedFeature
 
 
 # -- global seams: jitter and async actors --------------------------------------------------

@@ -110,8 +110,9 @@ NO_DEDUP_ID = ("The queue should either have ContentBasedDeduplication enabled o
 MAX_TAGS = 50
 
 
-class UnsupportedOperation(bg.BgworkError, NotImplementedError):
-    """An SQS operation the adapter does not answer (it never sends it anywhere either)."""
+#: An SQS operation the adapter does not answer (it never sends it anywhere either): the
+#: one "not simulated" error every adapter raises, under the name this adapter used first.
+UnsupportedOperation = bg.UnsupportedFeature
 
 
 class _SqsError(Exception):

@@ -158,6 +158,9 @@ def drive(make: Any, cap: int, program: list[tuple[Any, ...]]) -> Run:
         STUBBORN.clear()
         try:
             sim.close()
+        except bg.Stalled:  # the driver's own ``main`` catches CancelledError (it records
+            if run.error is None:  # each op's outcome), so after a hang teardown abandons it
+                raise
         finally:
             STUBBORN.append(True)
     run.ends = [outcome(t) for t in tasks]
