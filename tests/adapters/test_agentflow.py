@@ -282,7 +282,7 @@ def test_a_load_failure_names_module_and_line(tmp_path: Any, monkeypatch: pytest
     bad = tmp_path / "tenxgraph" / "utils"
     bad.mkdir(parents=True)
     (bad / "metrics.py").write_text("x = 1\n")
-    (bad / "background_task_manager.py").write_text("import asyncio\n\nclass BackgroundTaskManager[S]:\n    pass\n")
+    (bad / "background_task_manager.py").write_text("import asyncio\n\nclass BackgroundTaskManager(:\n    pass\n")
 
     class Dist:
         version = "9.9.9"
