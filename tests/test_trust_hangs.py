@@ -239,7 +239,9 @@ def test_runaway_work_under_duplicate_chaos_ends_in_stalled(pytester: pytest.Pyt
             await q.publish("jobs", {"n": 0})
             await bgwork.run_until_idle()
     """)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "timeout", "--timeout=120")
+    # in a fresh process: after a long in-process session the run was once not stopped in CI
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "timeout", "--timeout=120",
+                                           timeout=240)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*Stalled: runaway work: more than 0.5s of real time at virtual t=+0.000s*"

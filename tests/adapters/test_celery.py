@@ -499,6 +499,27 @@ def test_user_remote_control_with_replies_raises_unsupported(bgwork: bg.Simulati
             app.control.inspect(timeout=1).active()
 
 
+@pytest.fixture
+def logging_restored() -> Any:
+    """``start_worker`` sets up Celery's logging (it hijacks the root logger) before the
+    worker is refused: put every logger back as it was, so later tests' ``caplog`` works."""
+    import logging
+
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    saved = [(lg, lg.level, lg.disabled, lg.propagate, list(lg.handlers)) for lg in loggers]
+    disable = logging.root.manager.disable
+    yield
+    logging.disable(disable)
+    for lg, level, disabled, propagate, handlers in saved:
+        lg.setLevel(level)
+        lg.disabled, lg.propagate, lg.handlers = disabled, propagate, handlers
+    for v in logging.Logger.manager.loggerDict.values():  # loggers made by the worker's set-up
+        if isinstance(v, logging.Logger) and all(v is not s[0] for s in saved):
+            v.disabled = False
+
+
+@pytest.mark.usefixtures("logging_restored")
 def test_a_real_worker_on_bgwork_fails_at_once(bgwork: bg.Simulation) -> None:
     from celery.contrib.testing.worker import start_worker
 
