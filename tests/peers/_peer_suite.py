@@ -1,10 +1,11 @@
 """Run a peer library's own tests on an adapter and compare outcomes to an expected file.
 
 ``expected.txt`` (one per suite folder) lists every test that does not pass, one line
-each: ``<outcome> <node id> -- <reason>`` (``failed|timeout`` for a test that races), where the reason says either "not applicable"
-(the adapter does not claim the operation) or names a documented difference with its docs
-page. Every other collected test must pass, and the header line ``collected: N`` pins how
-many tests the suite has, so a test whose outcome changes (or that disappears) fails.
+each: ``<outcome> <node id> -- <reason>`` (``failed|timeout`` for a test that races),
+where the reason says either "not applicable" (the adapter does not claim the
+operation) or names a documented difference with its docs page. Every other collected
+test must pass, and the header line ``collected: N`` pins how many tests the suite has,
+so a test whose outcome changes (or that disappears) fails.
 """
 
 from __future__ import annotations
