@@ -127,6 +127,23 @@ def _check_point(point: str, arg: str = "point") -> str:
     )
 
 
+def _crash_point(at: str | None, point: str | None) -> str:
+    """The fault point of a ``crash`` given as ``at=`` or ``point=`` (one of the two)."""
+    if at is not None and point is not None:
+        raise TypeError(
+            f"sim.faults.crash() got at={at!r} and point={point!r}: they are one argument "
+            "under two names; give one, e.g. crash('jobs', point='stream.write')"
+        )
+    if at is not None:
+        return _check_point(at, "at")
+    if point is None:
+        raise TypeError(
+            "sim.faults.crash() needs the fault point where the worker dies: "
+            "point='stream.write' (or its first name, at=...)"
+        )
+    return _check_point(point, "point")
+
+
 def _check_on_call(on_call: int | None, where: str = "sim.faults") -> int | None:
     from .validate import integer
 
@@ -262,30 +279,42 @@ def _validate(f: Fault, where: str) -> None:
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault rule as plain data.
+    """One fault rule as plain data: what happens, where, and on which call.
 
-    ``kind`` is one of ``fail``, ``crash``, ``duplicate``, ``hang``, ``delay``.
-    ``point`` is where it fires; ``queue`` scopes it to one queue's attempts
-    (``"*"`` for every queue); ``on_call`` is the 1-based call of that point it
-    fires on (``None``: every call); ``times`` caps how often it fires (for
-    ``duplicate``: how many times each message is delivered in all).
+    The ``sim.faults`` methods build these; a ``FaultPlan`` is a list of them, so a
+    plan prints, compares and replays.
     """
 
     kind: str
+    """What happens: ``fail``, ``crash``, ``duplicate``, ``hang``, ``delay`` or ``http``
+    (chaos mode adds ``reorder`` and ``latency``)."""
     point: str | None = None
+    """The fault point it fires at, e.g. ``"kv.set"`` (``None``: the kind's own point)."""
     queue: str | None = None
+    """Only inside attempts of this queue (``"*"``: any queue; ``None``: anywhere)."""
     on_call: int | None = None
+    """The call of ``point`` it fires on, counted from 1 (``None``: every call). For a
+    queue-scoped rule, the calls made inside that queue's attempts."""
     error: str | None = None
+    """``fail``: the error raised, as its text, e.g. ``"ConnectionError('kv down')"``;
+    ``http``: ``"timeout"`` or ``"connect_error"``."""
     after_apply: bool = False
+    """``fail``: raise after the operation took effect (its outcome is ``unknown``)."""
     seconds: float = 0.0
+    """``hang`` and ``delay``: how long, in virtual seconds (``reorder``, ``latency``:
+    the most)."""
     times: int | None = None
-    #: ``http`` faults only: the URL glob, and the status to answer with.
+    """How often it fires in all (``None``: as often as it matches); ``duplicate``:
+    how many times each message is delivered in all."""
     url: str | None = None
+    """``http``: the glob on the full request URL, e.g. ``"https://api.example/*"``."""
     status: int | None = None
-    #: Fire only in this attempt of each queue message (chaos mode's "first attempt" rules).
+    """``http``: the status code to answer with (``None``: raise ``error`` instead)."""
     attempt: int | None = None
-    #: ``duplicate`` only: start the copies at the same virtual instant (concurrently).
+    """Fire only in this attempt of each queue message (chaos mode's "first attempt"
+    rules; ``None``: any attempt)."""
     overlap: bool = False
+    """``duplicate``: start the copies at the same virtual instant (concurrently)."""
 
     def __post_init__(self) -> None:
         _validate(self, "Fault")
@@ -389,7 +418,25 @@ def _faults_of(faults: object, where: str) -> tuple[Fault, ...]:
 
 
 class FaultInjector:
-    """``sim.faults``: add rules, and the hooks services call at each fault point."""
+    """``sim.faults`` (fixture ``bg_faults``): add fault rules; they fire at fault points.
+
+    Every method adds one ``Fault`` and returns it. Each takes its target first (a
+    point, a queue or a URL, positionally or by keyword) and ``on_call=``:
+
+    | method | target | fires at | `on_call` default |
+    | --- | --- | --- | --- |
+    | `fail(point, error=)` | `point=` (`queue=` narrows) | `point` | `1` |
+    | `crash(queue, point=)` | `queue=` and `point=` (or `at=`) | `point` | `1` |
+    | `hang(queue, seconds=)` | `queue=` | `queue.deliver` | `1` |
+    | `http(url, status=)` | `url=` | outbound requests | `1` |
+    | `delay(point, seconds=)` | `point=` (`queue=` narrows) | `point` | `None` (every call) |
+    | `duplicate(queue, times=)` | `queue=` | `queue.publish` | `None` (every publish) |
+
+    The rule behind the defaults: an *incident* (``fail``, ``crash``, ``hang``,
+    ``http``) happens once, on the first call, unless ``on_call=`` says which call or
+    ``on_call=None`` makes it every call; a property of the *environment* (``delay``,
+    ``duplicate``) holds for every call unless ``on_call=`` picks one.
+    """
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim
@@ -493,10 +540,15 @@ class FaultInjector:
                                _check_flag(after_apply, where, "after_apply"), 0.0,
                                _check_times(times, where)))
 
-    def crash(self, queue: str, *, at: str, on_call: int | None = 1) -> Fault:
-        """Kill the worker of a ``queue`` attempt at fault point ``at``: a process death."""
+    def crash(self, queue: str, *, at: str | None = None, point: str | None = None,
+              on_call: int | None = 1) -> Fault:
+        """Kill the worker of a ``queue`` attempt at fault point ``point``: a process death.
+
+        ``point=`` is the keyword every fault method shares; ``at=`` is the same
+        argument under its first name (``crash("jobs", at="stream.write")``). Give one.
+        """
         where = "sim.faults.crash"
-        return self._add(Fault("crash", _check_point(at, "at"), _check_queue_name(queue, where),
+        return self._add(Fault("crash", _crash_point(at, point), _check_queue_name(queue, where),
                                _check_on_call(on_call, where)))
 
     def duplicate(self, queue: str, *, times: int = 2, on_call: int | None = None,
