@@ -630,7 +630,12 @@ def bg_runtime(bgwork: Simulation) -> Runtime:
 
 @pytest.fixture
 def bg_task_manager(bgwork: Simulation) -> BackgroundTaskManager:
-    """The simulation's BackgroundTaskManager."""
+    """Deprecated: use ``bgwork.task_manager`` (this alias warns and goes in the next release)."""
+    import warnings
+
+    warnings.warn("the bg_task_manager fixture is deprecated: use bgwork.task_manager "
+                  "(take the bgwork fixture); the alias goes in the next release",
+                  DeprecationWarning, stacklevel=2)
     return bgwork.task_manager
 
 

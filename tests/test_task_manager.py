@@ -453,7 +453,7 @@ async def test_snapshot_restores_records_drops_and_shutdown(bgwork: bg.Simulatio
         manager._restore(None)
 
 
-def test_a_users_agent_test_with_the_task_manager_fixture(pytester: pytest.Pytester) -> None:
+def test_a_users_agent_test_with_the_task_manager(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import asyncio
@@ -474,13 +474,14 @@ def test_a_users_agent_test_with_the_task_manager_fixture(pytester: pytest.Pytes
             return "Thanks!"
 
         @pytest.mark.asyncio
-        async def test_node_answers_and_chores_are_bounded(bgwork, bg_task_manager, caplog):
-            assert await answer_node(bg_task_manager, bgwork.kv, "t1") == "Thanks!"
-            assert bgwork.clock.monotonic() == 0.0 and bg_task_manager.get_task_count() == 2
+        async def test_node_answers_and_chores_are_bounded(bgwork, caplog):
+            manager = bgwork.task_manager
+            assert await answer_node(manager, bgwork.kv, "t1") == "Thanks!"
+            assert bgwork.clock.monotonic() == 0.0 and manager.get_task_count() == 2
             # shutdown alone would cancel them; without return_exceptions the timed-out export's
             # CancelledError would escape wait_for_all (as with the real class)
-            await bg_task_manager.wait_for_all(timeout=10, return_exceptions=True)
-            result = await bg_task_manager.shutdown(timeout=10)
+            await manager.wait_for_all(timeout=10, return_exceptions=True)
+            result = await manager.shutdown(timeout=10)
             assert result["status"] == "completed" and bgwork.clock.monotonic() == 2.0
             assert (await bgwork.kv.get("memory", "t1")).data == {"turns": 1}
             [timeout] = bgwork.history.filter("task_manager", "timeout")
@@ -489,10 +490,10 @@ def test_a_users_agent_test_with_the_task_manager_fixture(pytester: pytest.Pytes
             bg.assert_drained(bgwork)
 
         @pytest.mark.asyncio
-        async def test_the_classic_mistake_is_caught(bg_task_manager):
+        async def test_the_classic_mistake_is_caught(bgwork):
             with pytest.raises(TypeError, match="Call it: create_task"):
-                bg_task_manager.create_task(export_trace, name="export_trace")
+                bgwork.task_manager.create_task(export_trace, name="export_trace")
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error::DeprecationWarning")
     result.assert_outcomes(passed=2)

@@ -418,7 +418,7 @@ def _faults_of(faults: object, where: str) -> tuple[Fault, ...]:
 
 
 class FaultInjector:
-    """``sim.faults`` (fixture ``bg_faults``): add fault rules; they fire at fault points.
+    """``sim.faults``: add fault rules; they fire at fault points.
 
     Every method adds one ``Fault`` and returns it. Each takes its target first (a
     point, a queue or a URL, positionally or by keyword) and ``on_call=``:
