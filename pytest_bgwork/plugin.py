@@ -522,10 +522,10 @@ class SimulationFactory:
         self._base_seed = base_seed
         self._platform = platform
         self._made: list[Simulation] = []
-        #: The runaway guard's window for the simulations made (the test's ``runaway_after``).
         self.runaway_after: float | None = None
-        #: The test's ``real_random=`` marker argument, for the simulations made.
+        """The runaway guard's window for the simulations made (the test's ``runaway_after``)."""
         self.real_random = False
+        """The test's ``real_random=`` marker argument, for the simulations made."""
 
     def __call__(self, seed: int | None = None, start: Any = None,
                  platform: str | None = None) -> Simulation:

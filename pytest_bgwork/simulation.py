@@ -76,19 +76,25 @@ class Simulation(Kernel):
         if not isinstance(real_random, bool):
             raise TypeError(f"real_random= expects True or False; got {real_random!r}")
         self.max_time = check_span("Simulation(max_time=...)", max_time)
+        """The horizon in virtual seconds: how far time may move on its own in one run
+        before ``Stalled``."""
         if not isinstance(allow_network, bool):
             raise TypeError(f"allow_network= expects True or False; got {allow_network!r}")
         super().__init__(seed, start, loop=loop, choices=choices)
         self.platform = platform
+        """The platform whose profiles the services default to: ``"agentuity"``,
+        ``"aws"`` or ``"alien"``."""
         self.allow_network = allow_network
-        #: False (default): while it runs, ``uuid.uuid4``/``uuid1`` and the ``random`` module's
-        #: functions draw from this simulation's seed (see ``enter_random``).
+        """``True``: outbound requests no mock answers leave the machine (else
+        ``UnmockedRequest``)."""
         self.real_random = real_random
+        """``False`` (default): while it runs, ``uuid.uuid4``/``uuid1`` and the ``random``
+        module's functions draw from this simulation's seed (see ``enter_random``)."""
         self._random_depth = 0
         self._random_state: object = None
         self._random_saved: object = None
-        #: ``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``.
         self.unmocked_requests: list[str] = []
+        """``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``."""
         #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
         self.unmocked_errors: list[UnmockedRequest] = []
         self._closed = False
@@ -132,54 +138,63 @@ class Simulation(Kernel):
     # -- services (created on first use, so an unused service costs nothing) -------
     @cached_property
     def queues(self) -> Queues:
+        """The queue service: ``create``, ``route``, ``publish``, ``receive``."""
         from .services.queues import Queues
 
         return Queues(self)
 
     @cached_property
     def kv(self) -> KV:
+        """The key-value service: ``set``, ``get``, ``delete``, ``keys``."""
         from .services.kv import KV
 
         return KV(self)
 
     @cached_property
     def streams(self) -> Streams:
+        """The durable stream service: ``create``, then ``write`` and ``close``."""
         from .services.streams import Streams
 
         return Streams(self)
 
     @cached_property
     def runtime(self) -> Runtime:
+        """The waitUntil runtime: ``wait_until`` work that outlives the response."""
         from .services.runtime import Runtime
 
         return Runtime(self)
 
     @cached_property
     def task_manager(self) -> BackgroundTaskManager:
+        """The simulation's ``BackgroundTaskManager`` (10xgraph's, on virtual time)."""
         from .services.task_manager import BackgroundTaskManager
 
         return BackgroundTaskManager(sim=self)
 
     @cached_property
     def schedules(self) -> Schedules:
+        """Cron schedules that fire on the virtual wall clock (UTC)."""
         from .services.schedules import Schedules
 
         return Schedules(self)
 
     @cached_property
     def webhooks(self) -> Webhooks:
+        """Signed webhook deliveries to ASGI apps, with retries."""
         from .services.webhooks import Webhooks
 
         return Webhooks(self)
 
     @cached_property
     def workers(self) -> Workers:
+        """Workers the scenario owns (``start``): supervised, restarted after a crash."""
         from .services.workers import Workers
 
         return Workers(self)
 
     @cached_property
     def tasks(self) -> Tasks:
+        """The tasks service: ``create``, ``update``, ``get``, ``list``."""
         from .services.tasks import Tasks
 
         return Tasks(self)

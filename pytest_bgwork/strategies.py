@@ -18,22 +18,22 @@ from .core.faults import KINDS, Fault, FaultPlan, _check_point
 __all__ = ["DEFAULT_MAX_ON_CALL", "DEFAULT_POINTS", "MAX_FAULTS", "delivery_orders", "fault_plans",
            "learned_points", "retry_schedules"]
 
-#: Points ``fault_plans`` draws from outside ``bg.explore`` (inside it, by default, the
-#: points a clean run of the scenario passed): the writes that can fail after applying
-#: (``queue.publish``, ``http``, ``webhook.deliver``) as well as the queue worker's points.
 DEFAULT_POINTS = (
     "queue.deliver", "queue.ack", "queue.publish",
     "kv.get", "kv.set", "kv.delete",
     "stream.create", "stream.write", "stream.close",
     "http", "webhook.deliver",
 )
-#: The most faults one plan may hold (``fault_plans(max_faults=...)``): drawing a plan costs
-#: time in its size, and a failure needing more faults than this is not one shrinking can
-#: explain.
+"""Points ``fault_plans`` draws from outside ``bg.explore`` (inside it, by default, the points a
+clean run of the scenario passed): the writes that can fail after applying
+(``queue.publish``, ``http``, ``webhook.deliver``) as well as the queue worker's points."""
 MAX_FAULTS = 100
-#: ``on_call`` is drawn from 1 to this outside ``bg.explore`` (inside it, among every call the
-#: clean run made at that point) when ``fault_plans(max_on_call=...)`` is left out.
+"""The most faults one plan may hold (``fault_plans(max_faults=...)``): drawing a plan costs
+time in its size, and a failure needing more faults than this is not one shrinking can
+explain."""
 DEFAULT_MAX_ON_CALL = 3
+"""``on_call`` is drawn from 1 to this outside ``bg.explore`` (inside it, among every call the
+clean run made at that point) when ``fault_plans(max_on_call=...)`` is left out."""
 #: Points where an error can come *after* the operation applied (a timeout after the write).
 _WRITES = frozenset({
     "queue.publish", "queue.ack", "queue.extend", "kv.set", "kv.delete",
@@ -61,10 +61,10 @@ def _wide() -> st.SearchStrategy[int]:
     global _WIDE
     _WIDE = getattr(_WIDE, "wrapped_strategy", _WIDE)
     return _WIDE
-#: The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
-#: each had (set while it searches): a fault's call number is drawn among calls that happen.
 learned_points: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
     "bgwork_learned_points", default=None)
+"""The fault points ``bg.explore`` saw a clean run of the scenario pass, with how many calls
+each had (set while it searches): a fault's call number is drawn among calls that happen."""
 #: A fault's target: kind, point, queue, and whether an error comes after the write applied.
 _Cell = tuple[str, str, str | None, bool]
 _ERRORS = ("ConnectionError('injected fault')", "TimeoutError('injected timeout')")

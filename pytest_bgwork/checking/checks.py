@@ -611,7 +611,9 @@ class IdempotenceReport:
     """What ``assert_idempotent`` ran: every schedule's name, the clean run's fault points."""
 
     schedules: list[str]
+    """Every schedule it ran, by name, e.g. ``"crash at kv.set (entry 1), then restart"``."""
     points: list[str]
+    """The fault points the clean run passed, in order (one entry per call)."""
 
 
 @dataclass(frozen=True)

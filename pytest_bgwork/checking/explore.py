@@ -108,13 +108,18 @@ class ExplorationFailed(CheckFailed):
     def __init__(self, message: str, *, token: str, digest: str, plan: FaultPlan,
                  seed: int, error: BaseException, example: int = 0) -> None:
         super().__init__(message)
-        #: The number of the first example that failed (before shrinking); 0 for a replay.
         self.example = example
+        """The number of the first example that failed (before shrinking); 0 for a replay."""
         self.token = token
+        """The replay token: ``@pytest.mark.bgwork(replay=token)`` runs this example again."""
         self.digest = digest
+        """The failing run's history digest."""
         self.plan = plan
+        """The fault plan of the failing example, shrunk."""
         self.seed = seed
+        """The failing example's simulation seed."""
         self.error = error
+        """What the example raised: a failed check or an error from the scenario."""
 
 
 class NonDeterministic(CheckFailed):
@@ -125,7 +130,9 @@ class NonDeterministic(CheckFailed):
     """
 
     token: str | None = None
+    """The replay token of the failing example found first (``None``: none was)."""
     error: BaseException | None = None
+    """That failing example's error (``None``: none was found)."""
 
 
 class ExploreCoverageWarning(UserWarning):
@@ -385,32 +392,40 @@ class ExploreReport:
     """What an exploration did: examples run, speed, interesting states reached, warnings."""
 
     scenario: str
+    """The scenario's name (its function's qualified name)."""
     seed: int
+    """The seed the exploration ran with (``bg.explore(seed=...)`` or the test's)."""
     examples: int = 0
+    """Examples run, shrinking included."""
     seconds: float = 0.0
+    """Real seconds the exploration took."""
     states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    """Each interesting state (a key of ``STATES``) with how many examples reached it."""
     queue_traffic: bool = False
-    #: Whether any example recorded an effect (else "a crash after an effect" cannot apply).
+    """Whether any example published to a queue (else the queue states cannot apply)."""
     effects_seen: bool = False
+    """Whether any example recorded an effect (else "a crash after an effect" cannot apply)."""
     warnings: list[str] = field(default_factory=list)
+    """What the exploration warned about (a reachable state never reached, ...)."""
     replayed: bool = False
-    #: The number of the first example that failed (0: none did).
+    """``True``: it replayed one token (``@pytest.mark.bgwork(replay=...)``), not a search."""
     first_failure_at: int = 0
-    #: The fault points a clean run of the scenario passed (what fault plans drew among).
+    """The number of the first example that failed (0: none did)."""
     points: tuple[str, ...] = ()
-    #: The states the scenario declared it expects (``explore(expect_states=...)``), or None.
+    """The fault points a clean run of the scenario passed (what fault plans drew among)."""
     expected: tuple[str, ...] | None = None
-    #: What the examples showed that states need (see ``_REACHABLE``).
+    """The states the scenario declared it expects (``explore(expect_states=...)``), or None."""
     ingredients: set[str] = field(default_factory=set)
+    """What the examples showed that states need (see ``_REACHABLE``)."""
 
     def reachable(self, state: str) -> bool:
         """Whether the scenario has what ``state`` needs (queue traffic; for a crash after an
         effect, an effect inside a queue attempt), so never reaching it is worth a warning."""
         return _REACHABLE[state] <= self.ingredients
-    #: The platform every example's simulation models (its services' default profiles).
     platform: str = "agentuity"
-    #: Examples whose scenario saw an injected error (recorded as ``scenario.error``).
+    """The platform every example's simulation models (its services' default profiles)."""
     scenario_errors: int = 0
+    """Examples whose scenario saw an injected error (recorded as ``scenario.error``)."""
 
     @property
     def examples_per_second(self) -> float:

@@ -59,15 +59,19 @@ class Replay:
     """A decoded token. ``choices`` is ``None`` when the run used seeded choices."""
 
     seed: int
+    """The seed of the recorded example's simulation."""
     plan: FaultPlan
+    """The fault plan of the recorded example."""
     choices: tuple[int | float, ...] | None = None
+    """Every choice the example drew, in order (``None``: seeded choices)."""
     scenario: str | None = None
-    #: The pytest-bgwork version that recorded the token (None: 0.1 or 0.2, which named none).
+    """The scenario's name, to refuse a token replayed on another scenario."""
     version: str | None = None
-    #: The first 16 hex digits of the recorded history's digest (None: not recorded).
+    """The pytest-bgwork version that recorded the token (None: 0.1 or 0.2, which named none)."""
     digest: str | None = None
-    #: The choices by kind of draw (their label), each in order; None: ``choices`` positional.
+    """The first 16 hex digits of the recorded history's digest (None: not recorded)."""
     keyed: dict[str, tuple[int | float, ...]] | None = None
+    """The choices by kind of draw (their label), each in order; None: ``choices`` positional."""
 
 
 def recorded_by(replay: Replay) -> str:

@@ -91,6 +91,7 @@ class VirtualClock:
 
     def __init__(self, start: str | float | int | _dt.datetime | None = None) -> None:
         self.start = parse_start(start)
+        """The virtual wall clock at the simulation's start, as epoch seconds."""
         self._mono = 0.0
 
     def monotonic(self) -> float:

@@ -19,10 +19,16 @@ class Effect:
     """One effect: its kind (``"email"``), its business key, when, and from which attempt."""
 
     name: str
+    """The kind of effect, e.g. ``"email"`` (what ``assert_effects_once`` groups by)."""
     key: Any
+    """The business key, e.g. an order id: the same key twice is the effect twice."""
     t: float
+    """When it was recorded, in virtual seconds."""
     attempt: str | None
+    """The queue attempt that caused it, e.g. ``"report-jobs/msg_1#2"`` (``None``:
+    outside any attempt)."""
     detail: dict[str, Any] = field(default_factory=dict)
+    """Whatever else ``record(..., **detail)`` was given."""
 
 
 class Effects:

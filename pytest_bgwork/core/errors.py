@@ -28,7 +28,9 @@ class UnmockedRequest(BgworkError):
 
     def __init__(self, method: str, url: str) -> None:
         self.method = method
+        """The refused request's method, e.g. ``"POST"``."""
         self.url = url
+        """The refused request's URL."""
         super().__init__(
             f"{method} {url}: an outbound request inside a simulation that no respx route, ASGI "
             "destination or adapter answered; nothing was sent. Mock it (respx), route it to an "

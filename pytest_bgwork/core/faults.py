@@ -360,6 +360,7 @@ class FaultPlan:
     """An ordered list of ``Fault``; the empty plan means "no fault"."""
 
     faults: tuple[Fault, ...] = field(default_factory=tuple)
+    """The rules, in order."""
 
     def __init__(self, faults: Iterable[Fault | dict[str, Any]] = ()) -> None:
         object.__setattr__(self, "faults", _faults_of(faults, "FaultPlan(faults=...)"))
@@ -451,6 +452,7 @@ class FaultInjector:
         #: ``paused()`` blocks open: while > 0 no rule fires and no latency is drawn.
         self._paused = 0
         self.injected = 0
+        """How many times a rule fired so far (the terminal summary's "faults injected")."""
         self._router: Any = None
         self._http_calls: dict[int, int] = {}
         #: Largest per-call latency (0: a service call only yields); set by a ``latency`` rule.

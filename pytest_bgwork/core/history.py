@@ -30,12 +30,21 @@ class Event:
     """
 
     seq: int
+    """Its position in the history, from 0 (the order events happened in)."""
     t: float
+    """When, in virtual seconds since the simulation began."""
     service: str
+    """The service that recorded it, e.g. ``"queue"``, ``"kv"``, ``"fault"``."""
     op: str
+    """The operation, e.g. ``"publish"``, ``"set"``; ``name`` is ``service.op``."""
     outcome: str = "ok"
+    """``"ok"``, ``"fail"``, or ``"unknown"`` (it may have happened: an ``after_apply``
+    error, a crash)."""
     detail: dict[str, Any] = field(default_factory=dict)
+    """The operation's details (queue, key, message id, error, ...), as plain values."""
     attempt: str | None = None
+    """The queue attempt it ran in, e.g. ``"report-jobs/msg_1#2"`` (``None``: outside
+    any attempt)."""
 
     @property
     def name(self) -> str:

@@ -46,6 +46,7 @@ class Kernel:
         choices: Choices | None = None,
     ) -> None:
         self.seed = _check_seed(seed)
+        """The seed every random choice of this simulation derives from."""
         if loop is None:
             loop = VirtualEventLoop(VirtualClock(start))
         else:
@@ -56,11 +57,19 @@ class Kernel:
             loop.clock.start = parse_start(start)
         loop.sim = self
         self.loop: VirtualEventLoop = loop
+        """The virtual event loop ``run`` drives and ``async def`` tests run on."""
         self.clock: VirtualClock = loop.clock
+        """Virtual time: ``now()``, ``time()``, ``monotonic()``."""
         self.history = History(self.clock.monotonic)
+        """Every operation and fault, in order (``filter``, ``timeline``, ``digest``)."""
         self.choices: Choices = choices if choices is not None else SeededChoices(self.seed)
+        """Where every scheduling choice (delivery order, jitter) is drawn: from the seed,
+        or from Hypothesis during ``bg.explore``."""
         self.effects = Effects(self.history, self.clock.monotonic)
+        """The irreversible effects your code recorded (``record``), for
+        ``assert_effects_once``."""
         self.faults = FaultInjector(self)
+        """The fault injector: add rules with ``fail``, ``crash``, ``duplicate``, ..."""
         self._frozen: list[asyncio.Task[Any]] = []
         self._ids: dict[str, int] = {}
         self._disposing = False

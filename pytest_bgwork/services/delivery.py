@@ -125,9 +125,14 @@ class PublishResult:
     """What ``publish`` returns; ``duplicate=True`` means the first message's id and offset."""
 
     id: str
+    """The message id, e.g. ``"msg_1"`` (the first message's, for a duplicate)."""
     offset: int
+    """Its position in the queue, from 0."""
     published_at: datetime
+    """When it was published (virtual, aware UTC)."""
     duplicate: bool
+    """``True``: the idempotency key was seen within the dedup window; nothing new was
+    queued."""
 
 
 _SET_RESULT = tuple(PublishResult.__dict__[f].__set__
@@ -159,6 +164,26 @@ class Message:
         "partition_key",
         "published_at", "queue", "state",
     )
+
+    id: str
+    """The message id, e.g. ``"msg_1"``."""
+    queue: str
+    """The queue it was published to."""
+    offset: int
+    """Its position in the queue, from 0."""
+    published_at: datetime
+    """When it was published (virtual, aware UTC)."""
+    idempotency_key: str | None
+    """The ``idempotency_key=`` given to ``publish`` (``None``: none)."""
+    partition_key: str | None
+    """The ``partition_key=`` given to ``publish``: messages with one key are delivered
+    in order (``None``: none)."""
+    attempts: int
+    """How many times it was delivered so far."""
+    state: str
+    """``"delayed"``, ``"ready"``, ``"in_flight"``, ``"acked"`` or ``"dead"``."""
+    last_error: str | None
+    """The last failed attempt's error text (``None``: no attempt failed)."""
 
     def __init__(self, id: str, queue: str, offset: int, body: str, published_at: datetime,
                  idempotency_key: str | None, partition_key: str | None,
@@ -212,6 +237,16 @@ class Delivery:
 
     __slots__ = ("_began", "_deadline", "_overlap", "_pull", "_q", "_queues", "_seq", "_settled", "_task",
                  "_worker", "attempt", "expired", "message", "payload")
+
+    message: Message
+    """The message being delivered (its id, state, attempts)."""
+    attempt: int
+    """Which delivery of the message this is, from 1."""
+    payload: Any
+    """A fresh copy of the message's payload, decoded for this attempt."""
+    expired: bool
+    """The visibility timeout lapsed: the message may be redelivered, and an ack now is
+    *stale*."""
 
     def __init__(self, queues: DeliveryEngine, q: _Queue, message: Message, attempt: int) -> None:
         self._queues = queues

@@ -121,11 +121,16 @@ class KVResult:
     """
 
     exists: bool
+    """Whether the key holds a value (``False``: missing, deleted or expired)."""
     data: Any = None
+    """A fresh copy of the value (``None`` for a missing key)."""
     expires_at: _dt.datetime | None = None
-    #: the value's content type on profiles that keep one (Agentuity), else ``None``
+    """The virtual instant (aware UTC) the key expires; ``None``: no TTL."""
     content_type: str | None = None
+    """The value's content type on profiles that keep one (Agentuity), else ``None``."""
     version: int | None = None
+    """1 after the key's first write, +1 per write (``None``: missing); pass it to
+    ``set(..., if_version=)``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,8 @@ class Schedules:
     """``sim.schedules``: cron jobs on virtual time; each is fault point ``schedule.<name>``."""
 
     OVERLAP = OVERLAP
+    """The ``overlap=`` values: ``"allow"`` a run to start while the last still runs, or
+    ``"skip"`` that instant."""
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim

@@ -83,18 +83,29 @@ class Stream:
     ) -> None:
         self._service = service
         self.id = id
+        """The stream id, e.g. ``"stream_1"``."""
         self.url = BASE_URL + id
+        """Where readers fetch it: ``https://streams.bgwork.test/<id>``."""
         self.name = name
+        """The name given to ``create`` (several streams may share one)."""
         self.content_type = content_type
+        """The content type given to ``create``."""
         self.metadata = metadata
+        """The metadata given to ``create``."""
         self.ttl = ttl
+        """Seconds the data is kept after creation (``None``: forever)."""
         self.after_close = after_close
-        #: virtual seconds of creation, close and expiry (``None``: not yet / never)
+        """What a write after close does: ``"raise"`` (``StreamClosed``) or ``"drop"``."""
         self.created_at = created_at
+        """When it was created, in virtual seconds."""
         self.closed_at: float | None = None
+        """When it was closed, in virtual seconds (``None``: still open)."""
         self.expires_at = None if ttl is None else created_at + ttl
+        """When its TTL runs out, in virtual seconds (``None``: never)."""
         self.attempt = attempt
+        """The queue attempt that created it (``None``: created outside a handler)."""
         self.dropped_bytes = 0
+        """Bytes written after close and dropped (``after_close="drop"``)."""
         self._chunks: list[bytes] = []
         self._size = 0
         self._closed = False

@@ -110,7 +110,9 @@ class BackgroundTaskManager:
                              "live tasks, create_task returns None past it; 0 means no cap, as in the real "
                              f"class); got {max_pending_tasks!r}")
         self.default_shutdown_timeout = timeout
+        """Seconds ``shutdown()`` waits when given no ``timeout=`` (0: no limit)."""
         self.max_pending_tasks = max_pending_tasks
+        """The cap on live tasks: ``create_task`` returns ``None`` past it (0: no cap)."""
         self._sim = sim
         self._live: dict[asyncio.Task[Any], ManagedTask] = {}  # the real ``_tasks``, in creation order
         self._records: list[ManagedTask] = []

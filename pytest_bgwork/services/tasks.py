@@ -77,6 +77,7 @@ class Tasks:
     """``sim.tasks``: create, read, list and update work items."""
 
     STATUSES = STATUSES
+    """Every status a task can have; any status may follow any other."""
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim

@@ -85,10 +85,12 @@ class Webhooks:
     """
 
     HEADER = "bgwork-signature"
+    """The signature header's default name."""
 
     def __init__(self, sim: Kernel) -> None:
         self._sim = sim
         self.header = self.HEADER
+        """The name of the signature header ``deliver`` sends (set it to the one your app reads)."""
 
     # -- signatures --------------------------------------------------------------------
     def sign(
