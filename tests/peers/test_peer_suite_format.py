@@ -62,7 +62,7 @@ def test_lenient_reading_counts_a_reason_without_a_kind_as_a_gap(tmp_path: Path)
     assert read_expected(path).kinds == {"t.py::a": "gap", "t.py::b": "difference"}
 
 
-@pytest.mark.parametrize("lib", ["moto"])
+@pytest.mark.parametrize("lib", ["moto", "taskiq"])
 def test_the_moved_suites_state_every_kind(lib: str) -> None:
     expected = read_expected(Path(__file__).parent / lib / "expected.txt", strict=True)
     assert expected.outcomes
