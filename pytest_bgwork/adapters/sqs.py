@@ -13,10 +13,11 @@ SQS's error codes (and AWS's texts) as a botocore ``ClientError``; an injected f
 As AWS does (moto's authors verified it), a delete or visibility change with an older
 receipt handle of a message acts on its most recent receive.
 
-Sync boto3 cannot wait on virtual time: its ``ReceiveMessage`` returns at once when no
-message is visible (whatever ``WaitTimeSeconds`` says), and botocore's retry sleeps are
+Sync boto3 in a sync test body or a worker thread long-polls on virtual time (on the
+loop's own thread it cannot wait and returns at once); botocore's retry sleeps are
 skipped (recorded as ``sqs.retry_sleep``). aiobotocore long-polls on virtual time and
-its retry sleeps are virtual too.
+its retry sleeps are virtual too. A test's own freezegun ``freeze_time`` that moves
+forward moves the virtual clock as far before the next call is answered.
 """
 
 from __future__ import annotations
