@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import hashlib
 import inspect
 import io
@@ -243,7 +244,7 @@ class SqsBackend:
         self._first_mono: dict[tuple[str, str], float] = {}
         self._wakers: dict[str, list[asyncio.Future[None]]] = {}
         #: the latest time a test's own freezegun ``freeze_time`` held, as last seen
-        self._frozen_seen: Any = None
+        self._frozen_seen: datetime.datetime | None = None
         self._requests = 0
         self._handles = 0
         self._subscribed = False
@@ -350,8 +351,8 @@ class SqsBackend:
 
         if faults._sync_call.get():  # a blocking call holds the loop: time passes, nothing else runs
             self.sim.clock.advance_to(self.sim.clock.monotonic() + seconds)
-        else:
-            await asyncio.sleep(seconds)
+        else:  # an explicit move, as sim.advance (it may pass max_time)
+            await self.sim.advance(seconds)
 
     # -- queues ----------------------------------------------------------------------------
     async def _op_CreateQueue(self, params: dict[str, Any], *, base: str, region: str,

@@ -630,9 +630,17 @@ def test_freeze_time_moving_forward_moves_the_virtual_clock(pytester: pytest.Pyt
                     sqs.purge_queue(QueueUrl=url)
             with freeze_time("2015-01-01 12:01:01"):
                 sqs.purge_queue(QueueUrl=url)
+
+        def test_a_year_later_is_an_explicit_move_past_max_time(bg_sqs):
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01"):
+                sqs.list_queues()
+            with freeze_time("2016-01-01"):  # as sim.advance: more than max_time (a week)
+                sqs.list_queues()
+            assert bg_sqs.clock.monotonic() == 365 * 86400
     """)
     result = pytester.runpytest("-p", "no:cacheprovider", "-s")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     assert "MOVED [5.0, 6.0, 1.0]" in result.stdout.str()
 
 
