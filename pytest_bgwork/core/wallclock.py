@@ -71,13 +71,15 @@ def user_frozen_now() -> _dt.datetime | None:
     innermost freeze (on top of the simulation's); else ``None``.
 
     Adapters read it to let a ``freeze_time`` that moves forward move the virtual clock too
-    (``adapters.sqs``): the simulation's clock itself never follows freezegun.
+    (``adapters.sqs``): the simulation's clock itself never follows freezegun. It reads the
+    factory's frozen instant without calling it: ``tick=True`` counts from its start (real
+    seconds never move virtual time), and ``auto_tick_seconds`` is not ticked by the read.
     """
     fz = sys.modules.get("freezegun.api")
     factories = getattr(fz, "freeze_factories", None)
     if not factories or isinstance(factories[-1], _VirtualNow):
         return None
-    now = factories[-1]()
+    now = getattr(factories[-1], "time_to_freeze", None)
     return now if isinstance(now, _dt.datetime) else None
 
 

@@ -631,6 +631,21 @@ def test_freeze_time_moving_forward_moves_the_virtual_clock(pytester: pytest.Pyt
             with freeze_time("2015-01-01 12:01:01"):
                 sqs.purge_queue(QueueUrl=url)
 
+        def test_reading_the_frozen_time_changes_nothing(bg_sqs):
+            import time
+            from pytest_bgwork.core.wallclock import user_frozen_now
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01", auto_tick_seconds=5):
+                first = user_frozen_now()
+                assert user_frozen_now() == first  # the look does not tick freezegun's clock
+                before = time.time()
+                assert time.time() - before == 5
+            with freeze_time("2015-01-01", tick=True):  # real seconds never move virtual time
+                start = bg_sqs.clock.monotonic()
+                sqs.list_queues()
+                sqs.list_queues()
+                assert bg_sqs.clock.monotonic() == start
+
         def test_a_year_later_is_an_explicit_move_past_max_time(bg_sqs):
             sqs = boto3.client("sqs", region_name="us-east-1")
             with freeze_time("2015-01-01"):
@@ -640,7 +655,7 @@ def test_freeze_time_moving_forward_moves_the_virtual_clock(pytester: pytest.Pyt
             assert bg_sqs.clock.monotonic() == 365 * 86400
     """)
     result = pytester.runpytest("-p", "no:cacheprovider", "-s")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     assert "MOVED [5.0, 6.0, 1.0]" in result.stdout.str()
 
 
