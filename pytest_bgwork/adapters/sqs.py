@@ -305,7 +305,7 @@ class SqsBackend:
                 f"adapters.sqs got a {operation} request that is not JSON: this botocore speaks "
                 "SQS's old query protocol. Upgrade botocore (>= 1.34 speaks JSON to SQS).") from None
         handler = getattr(self, f"_op_{operation}")
-        await self._follow_freeze_time()
+        await self._follow_freeze_time(can_wait)
         injected = self.sim.faults.injected
         try:
             result: dict[str, Any] = await handler(params, base=base, region=region, can_wait=can_wait)
@@ -327,32 +327,33 @@ class SqsBackend:
                          "_query": "InternalError"}
         return 200, result
 
-    async def _follow_freeze_time(self) -> None:
+    async def _follow_freeze_time(self, can_wait: bool) -> None:
         """Move the virtual clock as far as a test's ``freeze_time`` moved forward.
 
         moto's users move time with freezegun (``with freeze_time("12:05")`` after one at
         12:00). The first frozen instant a request sees is the anchor; each later one past
         the latest seen moves the virtual clock forward by the difference (visibility
         timeouts, delays and the purge interval run out), firing what falls due on the way.
-        Virtual time never runs back: an earlier frozen instant moves nothing.
+        Virtual time never runs back: an earlier frozen instant moves nothing. A call that
+        cannot wait (sync boto3 on the loop's own thread) moves the clock as a blocked loop.
         """
         from ..core.wallclock import user_frozen_now
 
         now = user_frozen_now()
         if now is None:
             return
-        seen, self._frozen_seen = self._frozen_seen, now
-        if seen is None or now <= seen:
-            self._frozen_seen = now if seen is None else seen
+        seen = self._frozen_seen
+        if seen is not None and now <= seen:
+            return
+        self._frozen_seen = now
+        if seen is None:  # the anchor
             return
         seconds = (now - seen).total_seconds()
         self.sim.history.record("sqs", "freeze_time", seconds=seconds, to=now.isoformat())
-        from ..core import faults
-
-        if faults._sync_call.get():  # a blocking call holds the loop: time passes, nothing else runs
-            self.sim.clock.advance_to(self.sim.clock.monotonic() + seconds)
-        else:  # an explicit move, as sim.advance (it may pass max_time)
+        if can_wait:  # an explicit move, as sim.advance (it may pass max_time)
             await self.sim.advance(seconds)
+        else:  # a call holding the loop's thread: time passes, nothing else runs meanwhile
+            self.sim.clock.advance_to(self.sim.clock.monotonic() + seconds)
 
     # -- queues ----------------------------------------------------------------------------
     async def _op_CreateQueue(self, params: dict[str, Any], *, base: str, region: str,

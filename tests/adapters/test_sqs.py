@@ -674,6 +674,22 @@ async def test_freeze_time_moves_aiobotocore_on_virtual_time(bgwork: bg.Simulati
     assert bgwork.clock.monotonic() - start == 31
 
 
+@pytest.mark.asyncio
+async def test_freeze_time_moves_sync_boto3_on_the_loop_thread_and_in_a_worker_thread(
+        bgwork: bg.Simulation, bg_sqs: bg.Simulation) -> None:
+    from freezegun import freeze_time
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    with freeze_time("2030-01-01 00:00:00"):
+        sqs.list_queues()  # sync boto3 on the loop's thread: the anchor
+    with freeze_time("2030-01-01 00:00:10"):
+        sqs.list_queues()  # holds the loop: the clock moves as a blocked loop's
+    assert bgwork.clock.monotonic() == 10
+    with freeze_time("2030-01-01 00:00:30"):
+        await asyncio.to_thread(sqs.list_queues)  # a worker thread: an explicit move
+    assert bgwork.clock.monotonic() == 30
+
+
 def test_list_dead_letter_source_queues(bgwork: bg.Simulation, sqs: Any) -> None:
     dlq = sqs.create_queue(QueueName="dead")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
