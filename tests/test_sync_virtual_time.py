@@ -309,3 +309,23 @@ def test_starting_a_real_thread_waits_for_it_in_real_time(pytester: pytest.Pytes
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+@pytest.mark.timeout(20)
+def test_a_notify_before_the_loop_armed_the_wait_is_not_lost(bgwork: bg.Simulation,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread may notify a condition between the waiter joining its list and the
+    loop's side of the wait starting (OpenTelemetry's resource detectors finish that fast
+    in a pool thread): the wait must end, not wait for a wake that already happened."""
+    cond = threading.Condition()
+    real_block = threads._block
+
+    def notify_first(mode: tuple[str, object], wait: threads.Wait) -> bool:
+        with cond:  # as a pool thread that finished at once: the waiter is listed, unarmed
+            cond.notify()
+        return real_block(mode, wait)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(threads, "_block", notify_first)
+    with cond:
+        assert cond.wait(timeout=30) is True  # notified, not timed out
+    assert bgwork.clock.monotonic() == 0.0

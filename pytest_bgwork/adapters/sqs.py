@@ -13,10 +13,11 @@ SQS's error codes (and AWS's texts) as a botocore ``ClientError``; an injected f
 As AWS does (moto's authors verified it), a delete or visibility change with an older
 receipt handle of a message acts on its most recent receive.
 
-Sync boto3 cannot wait on virtual time: its ``ReceiveMessage`` returns at once when no
-message is visible (whatever ``WaitTimeSeconds`` says), and botocore's retry sleeps are
+Sync boto3 in a sync test body or a worker thread long-polls on virtual time (on the
+loop's own thread it cannot wait and returns at once); botocore's retry sleeps are
 skipped (recorded as ``sqs.retry_sleep``). aiobotocore long-polls on virtual time and
-its retry sleeps are virtual too.
+its retry sleeps are virtual too. A test's own freezegun ``freeze_time`` that moves
+forward moves the virtual clock as far before the next call is answered.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import hashlib
 import inspect
 import io
@@ -99,7 +101,8 @@ _SYSTEM_ATTRIBUTES = ("ApproximateFirstReceiveTimestamp", "ApproximateReceiveCou
 _IMPLEMENTED = ("CreateQueue", "GetQueueUrl", "ListQueues", "DeleteQueue", "SendMessage",
                 "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
                 "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes",
-                "SetQueueAttributes", "PurgeQueue", "TagQueue", "UntagQueue", "ListQueueTags")
+                "SetQueueAttributes", "PurgeQueue", "TagQueue", "UntagQueue", "ListQueueTags",
+                "ListDeadLetterSourceQueues")
 #: SQS's own texts for the errors it documents (the code alone is not what users log).
 INVALID_QUEUE_NAME = ("Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 "
                       "in length")
@@ -240,6 +243,8 @@ class SqsBackend:
         #: (queue, simulation message id) -> its first receive's monotonic time (12 h cap)
         self._first_mono: dict[tuple[str, str], float] = {}
         self._wakers: dict[str, list[asyncio.Future[None]]] = {}
+        #: the latest time a test's own freezegun ``freeze_time`` held, as last seen
+        self._frozen_seen: datetime.datetime | None = None
         self._requests = 0
         self._handles = 0
         self._subscribed = False
@@ -300,6 +305,7 @@ class SqsBackend:
                 f"adapters.sqs got a {operation} request that is not JSON: this botocore speaks "
                 "SQS's old query protocol. Upgrade botocore (>= 1.34 speaks JSON to SQS).") from None
         handler = getattr(self, f"_op_{operation}")
+        await self._follow_freeze_time(can_wait)
         injected = self.sim.faults.injected
         try:
             result: dict[str, Any] = await handler(params, base=base, region=region, can_wait=can_wait)
@@ -320,6 +326,34 @@ class SqsBackend:
                          "message": "We encountered an internal error. Please try again.",
                          "_query": "InternalError"}
         return 200, result
+
+    async def _follow_freeze_time(self, can_wait: bool) -> None:
+        """Move the virtual clock as far as a test's ``freeze_time`` moved forward.
+
+        moto's users move time with freezegun (``with freeze_time("12:05")`` after one at
+        12:00). The first frozen instant a request sees is the anchor; each later one past
+        the latest seen moves the virtual clock forward by the difference (visibility
+        timeouts, delays and the purge interval run out), firing what falls due on the way.
+        Virtual time never runs back: an earlier frozen instant moves nothing. A call that
+        cannot wait (sync boto3 on the loop's own thread) moves the clock as a blocked loop.
+        """
+        from ..core.wallclock import user_frozen_now
+
+        now = user_frozen_now()
+        if now is None:
+            return
+        seen = self._frozen_seen
+        if seen is not None and now <= seen:
+            return
+        self._frozen_seen = now
+        if seen is None:  # the anchor
+            return
+        seconds = (now - seen).total_seconds()
+        self.sim.history.record("sqs", "freeze_time", seconds=seconds, to=now.isoformat())
+        if can_wait:  # an explicit move, as sim.advance (it may pass max_time)
+            await self.sim.advance(seconds)
+        else:  # a call holding the loop's thread: time passes, nothing else runs meanwhile
+            self.sim.clock.advance_to(self.sim.clock.monotonic() + seconds)
 
     # -- queues ----------------------------------------------------------------------------
     async def _op_CreateQueue(self, params: dict[str, Any], *, base: str, region: str,
@@ -448,6 +482,16 @@ class SqsBackend:
     async def _op_ListQueues(self, params: dict[str, Any], *, base: str, region: str,
                              **_: Any) -> dict[str, Any]:
         prefix = params.get("QueueNamePrefix") or ""
+        names = [n for n, q in self.queues.items() if n.startswith(prefix) and q.region == region]
+        page, out = self._page(params, names)
+        if page:
+            out["QueueUrls"] = [self._url(self.queues[n], base) for n in page]
+        return out
+
+    @staticmethod
+    def _page(params: dict[str, Any], names: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """One page of ``names`` (``MaxResults`` 1-1000, ``NextToken``), and the answer's
+        ``NextToken`` when more follow."""
         most = _int_param(params, "MaxResults", 1, 1000, None)
         token = params.get("NextToken")
         start = 0
@@ -456,14 +500,18 @@ class SqsBackend:
                 start = int(base64.b64decode(str(token)).decode())
             except ValueError:
                 raise _invalid("NextToken", token, "Invalid NextToken value.") from None
-        names = [n for n, q in self.queues.items() if n.startswith(prefix) and q.region == region]
-        page = names[start:start + (most or 1000)]
         out: dict[str, Any] = {}
-        if page:
-            out["QueueUrls"] = [self._url(self.queues[n], base) for n in page]
         if most is not None and start + most < len(names):
             out["NextToken"] = base64.b64encode(str(start + most).encode()).decode()
-        return out
+        return names[start:start + (most or 1000)], out
+
+    async def _op_ListDeadLetterSourceQueues(self, params: dict[str, Any], *, base: str,
+                                             **_: Any) -> dict[str, Any]:
+        """The queues whose ``RedrivePolicy`` names this one as their dead-letter queue."""
+        q = self._queue(params)
+        names = [n for n, src in self.queues.items() if (src.redrive or ("",))[0] == q.name]
+        page, out = self._page(params, names)
+        return {"queueUrls": [self._url(self.queues[n], base) for n in page], **out}
 
     async def _op_DeleteQueue(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
         q = self._queue(params)

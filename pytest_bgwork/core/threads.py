@@ -233,7 +233,10 @@ def describe_waits(loop: VirtualEventLoop) -> list[str]:
 async def _wait_on_loop(wait: Wait) -> None:
     """The loop's own thread waits (a sync test body, a sync task body): let the loop run."""
     loop = wait.loop
-    wait.future = loop.create_future()
+    with wait._guard:  # a wake before this (a notify from another thread) saw no future
+        wait.future = loop.create_future()
+        if wait.woken:
+            return
     release = loop.hold_clock()  # a blocked wait counts one holder off; this is the one
     try:
         if wait.when is not None:

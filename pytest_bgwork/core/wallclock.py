@@ -27,7 +27,7 @@ from typing import Any
 
 from . import context
 
-__all__ = ["WallClockPatch", "wall_clock"]
+__all__ = ["WallClockPatch", "user_frozen_now", "wall_clock"]
 
 
 def _api() -> Any:
@@ -64,6 +64,23 @@ class _VirtualNow:
             "freezegun's move_to() cannot move a bgwork simulation's clock: use "
             "`await sim.advance(seconds)` instead"
         )
+
+
+def user_frozen_now() -> _dt.datetime | None:
+    """The naive UTC time a test's own freezegun ``freeze_time`` holds, when it is the
+    innermost freeze (on top of the simulation's); else ``None``.
+
+    Adapters read it to let a ``freeze_time`` that moves forward move the virtual clock too
+    (``adapters.sqs``): the simulation's clock itself never follows freezegun. It reads the
+    factory's frozen instant without calling it: ``tick=True`` counts from its start (real
+    seconds never move virtual time), and ``auto_tick_seconds`` is not ticked by the read.
+    """
+    fz = sys.modules.get("freezegun.api")
+    factories = getattr(fz, "freeze_factories", None)
+    if not factories or isinstance(factories[-1], _VirtualNow):
+        return None
+    now = getattr(factories[-1], "time_to_freeze", None)
+    return now if isinstance(now, _dt.datetime) else None
 
 
 _real_uuid4 = _uuid.uuid4

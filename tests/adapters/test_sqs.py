@@ -589,3 +589,119 @@ def test_a_dead_lettered_message_keeps_its_message_id(bgwork: bg.Simulation, sqs
     bgwork.run(bgwork.advance(2))
     assert "Messages" not in sqs.receive_message(QueueUrl=url)  # moved on this receive
     assert sqs.receive_message(QueueUrl=dlq)["Messages"][0]["MessageId"] == sent
+
+
+# -- freezegun's freeze_time, as moto's users move time ------------------------------------------
+def test_freeze_time_moving_forward_moves_the_virtual_clock(pytester: pytest.Pytester) -> None:
+    """A test written for moto: it moves time with ``freeze_time`` and expects visibility
+    timeouts and the purge interval to run out; going back in time moves nothing."""
+    pytester.makepyfile(test_frozen="""
+        import boto3, pytest
+        from freezegun import freeze_time
+
+        def test_visibility_runs_out(bg_sqs):
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01 12:00:00"):
+                url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "10"})["QueueUrl"]
+                sqs.send_message(QueueUrl=url, MessageBody="one")
+                assert len(sqs.receive_message(QueueUrl=url)["Messages"]) == 1
+            start = bg_sqs.clock.monotonic()
+            with freeze_time("2015-01-01 12:00:05"):
+                assert "Messages" not in sqs.receive_message(QueueUrl=url)
+            with freeze_time("2015-01-01 12:00:11"):
+                assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "one"
+            assert bg_sqs.clock.monotonic() - start == 11
+            with freeze_time("2015-01-01 11:00:00"):  # back in time: the virtual clock stays
+                sqs.list_queues()
+            with freeze_time("2015-01-01 12:00:12"):  # one second past the latest seen
+                sqs.list_queues()
+            assert bg_sqs.clock.monotonic() - start == 12
+            moved = [e.detail["seconds"] for e in bg_sqs.history.events if e.op == "freeze_time"]
+            assert moved == [5, 6, 1]
+            print("MOVED", moved)
+
+        def test_purge_again_after_60_seconds(bg_sqs):
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01 12:00:00"):
+                url = sqs.create_queue(QueueName="p")["QueueUrl"]
+                sqs.purge_queue(QueueUrl=url)
+            with freeze_time("2015-01-01 12:00:30"):
+                with pytest.raises(sqs.exceptions.PurgeQueueInProgress):
+                    sqs.purge_queue(QueueUrl=url)
+            with freeze_time("2015-01-01 12:01:01"):
+                sqs.purge_queue(QueueUrl=url)
+
+        def test_reading_the_frozen_time_changes_nothing(bg_sqs):
+            import time
+            from pytest_bgwork.core.wallclock import user_frozen_now
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01", auto_tick_seconds=5):
+                first = user_frozen_now()
+                assert user_frozen_now() == first  # the look does not tick freezegun's clock
+                before = time.time()
+                assert time.time() - before == 5
+            with freeze_time("2015-01-01", tick=True):  # real seconds never move virtual time
+                start = bg_sqs.clock.monotonic()
+                sqs.list_queues()
+                sqs.list_queues()
+                assert bg_sqs.clock.monotonic() == start
+
+        def test_a_year_later_is_an_explicit_move_past_max_time(bg_sqs):
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            with freeze_time("2015-01-01"):
+                sqs.list_queues()
+            with freeze_time("2016-01-01"):  # as sim.advance: more than max_time (a week)
+                sqs.list_queues()
+            assert bg_sqs.clock.monotonic() == 365 * 86400
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=4)
+    assert "MOVED [5.0, 6.0, 1.0]" in result.stdout.str()
+
+
+@pytest.mark.asyncio
+async def test_freeze_time_moves_aiobotocore_on_virtual_time(bgwork: bg.Simulation, asqs: Any) -> None:
+    from freezegun import freeze_time
+
+    url = (await asqs.create_queue(QueueName="a", Attributes={"VisibilityTimeout": "30"}))["QueueUrl"]
+    with freeze_time("2030-01-01 00:00:00"):
+        await asqs.send_message(QueueUrl=url, MessageBody="x")
+        assert len((await asqs.receive_message(QueueUrl=url))["Messages"]) == 1
+    start = bgwork.clock.monotonic()
+    with freeze_time("2030-01-01 00:00:31"):
+        got = await asqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"])
+    assert got["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert bgwork.clock.monotonic() - start == 31
+
+
+@pytest.mark.asyncio
+async def test_freeze_time_moves_sync_boto3_on_the_loop_thread_and_in_a_worker_thread(
+        bgwork: bg.Simulation, bg_sqs: bg.Simulation) -> None:
+    from freezegun import freeze_time
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    with freeze_time("2030-01-01 00:00:00"):
+        sqs.list_queues()  # sync boto3 on the loop's thread: the anchor
+    with freeze_time("2030-01-01 00:00:10"):
+        sqs.list_queues()  # holds the loop: the clock moves as a blocked loop's
+    assert bgwork.clock.monotonic() == 10
+    with freeze_time("2030-01-01 00:00:30"):
+        await asyncio.to_thread(sqs.list_queues)  # a worker thread: an explicit move
+    assert bgwork.clock.monotonic() == 30
+
+
+def test_list_dead_letter_source_queues(bgwork: bg.Simulation, sqs: Any) -> None:
+    dlq = sqs.create_queue(QueueName="dead")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 2})
+    sources = [sqs.create_queue(QueueName=f"src{i}", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+               for i in range(3)]
+    sqs.create_queue(QueueName="other")
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == sources
+    first = sqs.list_dead_letter_source_queues(QueueUrl=dlq, MaxResults=2)
+    assert first["queueUrls"] == sources[:2]
+    rest = sqs.list_dead_letter_source_queues(QueueUrl=dlq, MaxResults=2, NextToken=first["NextToken"])
+    assert rest["queueUrls"] == sources[2:] and "NextToken" not in rest
+    sqs.set_queue_attributes(QueueUrl=sources[0], Attributes={"RedrivePolicy": ""})
+    assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == sources[1:]
+    assert sqs.list_dead_letter_source_queues(QueueUrl=sources[1])["queueUrls"] == []

@@ -1,7 +1,7 @@
 """The glue that runs moto's own SQS tests on ``adapters.sqs``: ``moto.mock_aws`` replaced.
 
-Loaded with ``-p tests.peers.moto.moto_glue`` before moto's test modules import
-``from moto import mock_aws``. Our ``mock_aws`` (decorator or context manager, as moto's)
+Loaded with ``-p bgwork_moto_glue`` (by ``tests/peers/_peer_suite.run_suite``) before
+moto's test modules import ``from moto import mock_aws``. Our ``mock_aws`` (decorator or context manager, as moto's)
 opens a seeded ``bg.Simulation(platform="aws")``, makes it current with the virtual wall
 clock (as the ``bgwork`` fixture does for a sync test), installs ``adapters.sqs`` on it and
 lets ``time.sleep`` wait on the virtual clock (sync code on virtual time). Nothing else of
@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -97,32 +95,3 @@ def mock_aws(func: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
 
 
 moto.mock_aws = mock_aws  # before moto's test modules import it
-
-
-# -- the outcome of each test, for the comparison with the expected-outcomes file ------------
-_outcomes: dict[str, str] = {}
-
-
-def pytest_runtest_logreport(report: Any) -> None:
-    """Keep one outcome per test: ``error`` (set-up/teardown failed), ``failed``, ``skipped``
-    or ``passed``."""
-    nodeid = report.nodeid
-    if report.when == "call":
-        if report.failed:
-            _outcomes[nodeid] = "failed"
-        elif report.skipped:
-            _outcomes[nodeid] = "skipped"
-        else:
-            _outcomes.setdefault(nodeid, "passed")
-    elif report.failed:
-        _outcomes[nodeid] = "error"
-    elif report.skipped and report.when == "setup":
-        _outcomes[nodeid] = "skipped"
-
-
-def pytest_sessionfinish(session: Any) -> None:
-    """Write the outcomes where ``BGWORK_PEER_REPORT`` says (the runner reads them)."""
-    path = os.environ.get("BGWORK_PEER_REPORT")
-    if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(_outcomes, fh, indent=1, sort_keys=True)
