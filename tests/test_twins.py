@@ -48,10 +48,11 @@ def explore(scenario: Scenario, checks: list[Callable[[bg.Simulation], Any]], se
                       max_examples=max_examples)
 
 
-# -- pull_exports: a pull worker; the twin mails without an Idempotency-Key and deletes failed jobs
+# -- pull_exports: a pull worker; the twin mails without an Idempotency-Key, deletes failed jobs
+# -- and lets a user's older export overwrite the newer one on their dashboard
 
 
-EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "bob@example.com")]
+EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "ann@example.com")]
 
 
 def exports_scenario(impl: ModuleType) -> Scenario:
@@ -78,7 +79,16 @@ def deleted_exports_are_done(sim: bg.Simulation) -> None:
                 f"{statuses.get(m.payload['export_id'])}")
 
 
-EXPORT_CHECKS = [bg.assert_nothing_lost, mailed_once, deleted_exports_are_done]
+def dashboard_never_goes_back(sim: bg.Simulation) -> None:
+    """A user's dashboard never goes from an export to an older one."""
+    for email in sim.kv.items(exports_app.LATEST):
+        shown = [exports_app.export_number(v.data)
+                 for v in sim.kv.history(exports_app.LATEST, email) if v.op == "set"]
+        assert shown == sorted(shown), f"{email}'s dashboard went back: {shown}"
+
+
+EXPORT_CHECKS = [bg.assert_nothing_lost, mailed_once, deleted_exports_are_done,
+                 dashboard_never_goes_back]
 
 
 @pytest.mark.filterwarnings("ignore::pytest_bgwork.ExploreCoverageWarning")
@@ -90,7 +100,7 @@ def test_pull_exports_app_stays_green(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pull_exports_buggy_twin_is_found(seed: int) -> None:
-    with pytest.raises(bg.ExplorationFailed, match=r"mailed_once|deleted_exports_are_done"):
+    with pytest.raises(bg.ExplorationFailed, match=r"mailed_once|deleted_exports_are_done|dashboard"):
         explore(exports_scenario(exports_buggy), EXPORT_CHECKS, seed, max_examples=60)
 
 
