@@ -32,6 +32,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 if str(EXAMPLES) not in sys.path:  # as pytest's rootdir insertion does when it collects examples/
     sys.path.insert(0, str(EXAMPLES))
 
+from agentuity_status import app as status_app  # noqa: E402
+from agentuity_status.test_agentuity_status import start_worker as start_status_worker  # noqa: E402
 from fastapi_receipts import app as receipts_app  # noqa: E402
 from fastapi_receipts import buggy_app as receipts_buggy  # noqa: E402
 from pull_exports import app as exports_app  # noqa: E402
@@ -151,6 +153,40 @@ def test_fastapi_receipts_app_stays_green(seed: int) -> None:
 def test_fastapi_receipts_buggy_twin_is_found(seed: int) -> None:
     with pytest.raises(bg.ExplorationFailed, match="checkout waited for the receipt email"):
         explore(receipts_scenario(receipts_buggy), RECEIPT_CHECKS, seed, max_examples=30)
+
+
+# -- agentuity_status: the real agentuity SDK; the twin emails without an idempotency key
+
+
+def status_scenario(handler: Callable[..., Any]) -> Scenario:
+    async def report(sim: bg.Simulation) -> None:
+        with adapters.agentuity.install(sim):
+            start_status_worker(sim, handler)
+            await status_app.publish_job(sim.queues, status_app.status_store(), "job_1",
+                                         "c@example.com")
+            await sim.run_until_idle()
+    return report
+
+
+def report_emailed_once(sim: bg.Simulation) -> None:
+    bg.assert_effects_once(sim, "email")
+
+
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.ExploreCoverageWarning")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agentuity_status_app_stays_green(seed: int) -> None:
+    """An injected ConnectError the SDK raised (through respx) escaped the scenario
+    unrecognised, and explore failed the correct app with "failed in: scenario"."""
+    report = explore(status_scenario(status_app.handle_job), [report_emailed_once], seed,
+                     max_examples=60)
+    assert report.examples == 60 and report.scenario_errors > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agentuity_status_buggy_twin_is_found(seed: int) -> None:
+    with pytest.raises(bg.ExplorationFailed, match=r"report_emailed_once"):
+        explore(status_scenario(status_app.handle_job_buggy), [report_emailed_once], seed,
+                max_examples=60)
 
 
 # -- the harness false alarm the receipts twin met --------------------------------------------
