@@ -1,14 +1,14 @@
 """The exports worker, owned by the test through ``sim.workers``: direct tests, explore, chaos.
 
-Two workers poll the queue. The correct app (``app.py``) and its buggy twin
-(``buggy_app.py``: mails without an Idempotency-Key, deletes a job whose handling raised,
-and lets an older export overwrite a newer one on the dashboard) pass the same direct
-test. ``bg.explore`` with the default fault plans (``bgst.fault_plans()``) and chaos mode
-find the twin's bugs and leave the app green: ``duplicate``, ``crash`` and ``overlap``
-redeliver a job (a second email), ``fail-first`` fails a job's first call (a lost job),
-``reorder`` and ``latency`` let a user's older export finish last (the dashboard goes
-back). Run the direct test under any mode: ``pytest examples/pull_exports
---bgwork-chaos=reorder``.
+Workers poll the queue (two in the explore scenario, eight in the direct test). The
+correct app (``app.py``) and its buggy twin (``buggy_app.py``: mails without an
+Idempotency-Key, deletes a job whose handling raised, and lets an older export overwrite
+a newer one on the dashboard) pass the same direct test. ``bg.explore`` with the default
+fault plans (``bgst.fault_plans()``) and chaos mode find the twin's bugs and leave the
+app green: ``duplicate``, ``crash`` and ``overlap`` redeliver a job (a second email),
+``fail-first`` fails a job's first call (a lost job), ``reorder`` and ``latency`` let a
+user's older export finish last (the dashboard goes back). Run the direct test under any
+mode: ``pytest examples/pull_exports --bgwork-chaos=reorder``.
 """
 
 from __future__ import annotations
