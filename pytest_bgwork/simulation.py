@@ -100,6 +100,8 @@ class Simulation(Kernel):
         self._closed = False
         #: leftovers that swallowed their cancellation at teardown: given up on, not retried
         self._abandoned: set[asyncio.Task[object]] = set()
+        #: Context managers ``enter_context`` keeps open until ``close`` (made on first use).
+        self._contexts: contextlib.ExitStack | None = None
         from .core import network
 
         network.install()
@@ -425,6 +427,31 @@ class Simulation(Kernel):
                     loop.close()
             while self._random_depth:  # the random module's own state back, whatever happened
                 self.exit_random()
+            if self._contexts is not None:  # last: leftovers' clean-up still had them
+                contexts, self._contexts = self._contexts, None
+                contexts.close()
+
+    def enter_context(self, cm: contextlib.AbstractContextManager[_T]) -> _T:
+        """Enter ``cm`` now and keep it open until the simulation closes; return its value.
+
+        For set-up the whole run needs, made inside a ``bg.explore`` scenario:
+        ``sim.enter_context(adapters.sqs.install(sim))`` or
+        ``mock = sim.enter_context(respx.mock(assert_all_called=False))``. A ``with``
+        block in the scenario closes when an injected error escapes it (or when the
+        scenario returns), while the work it started, the heal phase and the checks run
+        on; entered here, the context stays open through them and is exited, last entered
+        first, when the example's simulation closes.
+        """
+        if self._closed:
+            raise NotRunning(f"sim.enter_context({cm!r}): the simulation is closed; enter "
+                             "contexts while it runs (in the scenario or the test)")
+        if not isinstance(cm, contextlib.AbstractContextManager):
+            raise TypeError(f"sim.enter_context(cm=...) expects a context manager (what a "
+                            f"`with` statement takes), e.g. adapters.sqs.install(sim); got "
+                            f"{cm!r}")
+        if self._contexts is None:
+            self._contexts = contextlib.ExitStack()
+        return self._contexts.enter_context(cm)
 
     def __enter__(self) -> Simulation:
         return self

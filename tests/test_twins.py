@@ -32,6 +32,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 if str(EXAMPLES) not in sys.path:  # as pytest's rootdir insertion does when it collects examples/
     sys.path.insert(0, str(EXAMPLES))
 
+from agentuity_status import app as status_app  # noqa: E402
+from agentuity_status.test_agentuity_status import start_worker as start_status_worker  # noqa: E402
 from fastapi_receipts import app as receipts_app  # noqa: E402
 from fastapi_receipts import buggy_app as receipts_buggy  # noqa: E402
 from pull_exports import app as exports_app  # noqa: E402
@@ -48,10 +50,11 @@ def explore(scenario: Scenario, checks: list[Callable[[bg.Simulation], Any]], se
                       max_examples=max_examples)
 
 
-# -- pull_exports: a pull worker; the twin mails without an Idempotency-Key and deletes failed jobs
+# -- pull_exports: a pull worker; the twin mails without an Idempotency-Key, deletes failed jobs
+# -- and lets a user's older export overwrite the newer one on their dashboard
 
 
-EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "bob@example.com")]
+EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "ann@example.com")]
 
 
 def exports_scenario(impl: ModuleType) -> Scenario:
@@ -78,7 +81,16 @@ def deleted_exports_are_done(sim: bg.Simulation) -> None:
                 f"{statuses.get(m.payload['export_id'])}")
 
 
-EXPORT_CHECKS = [bg.assert_nothing_lost, mailed_once, deleted_exports_are_done]
+def dashboard_never_goes_back(sim: bg.Simulation) -> None:
+    """A user's dashboard never goes from an export to an older one."""
+    for email in sim.kv.items(exports_app.LATEST):
+        shown = [exports_app.export_number(v.data)
+                 for v in sim.kv.history(exports_app.LATEST, email) if v.op == "set"]
+        assert shown == sorted(shown), f"{email}'s dashboard went back: {shown}"
+
+
+EXPORT_CHECKS = [bg.assert_nothing_lost, mailed_once, deleted_exports_are_done,
+                 dashboard_never_goes_back]
 
 
 @pytest.mark.filterwarnings("ignore::pytest_bgwork.ExploreCoverageWarning")
@@ -90,7 +102,7 @@ def test_pull_exports_app_stays_green(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pull_exports_buggy_twin_is_found(seed: int) -> None:
-    with pytest.raises(bg.ExplorationFailed, match=r"mailed_once|deleted_exports_are_done"):
+    with pytest.raises(bg.ExplorationFailed, match=r"mailed_once|deleted_exports_are_done|dashboard"):
         explore(exports_scenario(exports_buggy), EXPORT_CHECKS, seed, max_examples=60)
 
 
@@ -141,6 +153,40 @@ def test_fastapi_receipts_app_stays_green(seed: int) -> None:
 def test_fastapi_receipts_buggy_twin_is_found(seed: int) -> None:
     with pytest.raises(bg.ExplorationFailed, match="checkout waited for the receipt email"):
         explore(receipts_scenario(receipts_buggy), RECEIPT_CHECKS, seed, max_examples=30)
+
+
+# -- agentuity_status: the real agentuity SDK; the twin emails without an idempotency key
+
+
+def status_scenario(handler: Callable[..., Any]) -> Scenario:
+    async def report(sim: bg.Simulation) -> None:
+        with adapters.agentuity.install(sim):
+            start_status_worker(sim, handler)
+            await status_app.publish_job(sim.queues, status_app.status_store(), "job_1",
+                                         "c@example.com")
+            await sim.run_until_idle()
+    return report
+
+
+def report_emailed_once(sim: bg.Simulation) -> None:
+    bg.assert_effects_once(sim, "email")
+
+
+@pytest.mark.filterwarnings("ignore::pytest_bgwork.ExploreCoverageWarning")
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agentuity_status_app_stays_green(seed: int) -> None:
+    """An injected ConnectError the SDK raised (through respx) escaped the scenario
+    unrecognised, and explore failed the correct app with "failed in: scenario"."""
+    report = explore(status_scenario(status_app.handle_job), [report_emailed_once], seed,
+                     max_examples=60)
+    assert report.examples == 60 and report.scenario_errors > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agentuity_status_buggy_twin_is_found(seed: int) -> None:
+    with pytest.raises(bg.ExplorationFailed, match=r"report_emailed_once"):
+        explore(status_scenario(status_app.handle_job_buggy), [report_emailed_once], seed,
+                max_examples=60)
 
 
 # -- the harness false alarm the receipts twin met --------------------------------------------

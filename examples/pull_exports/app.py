@@ -5,12 +5,16 @@ receives a message, does the work, and deletes the message when the work is done
 ``receive_message`` loop, a Redis ``BRPOP`` loop). Nothing here knows it runs in a test:
 ``sim`` stands for the service clients the app builds at start-up.
 
-Two rules make it safe on an at-least-once queue:
+Three rules make it safe on an at-least-once queue with several workers:
 
 - delete the message only after the work is done (a worker killed mid-job leaves it to
   come back after its visibility timeout);
 - make the side effect idempotent: the mail provider sends once per Idempotency-Key, and
-  the worker passes one derived from the export id.
+  the worker passes one derived from the export id;
+- never let an older job overwrite a newer one's result: a user's dashboard shows their
+  newest finished export, and two workers may finish a user's exports in either order
+  (a standard queue does not keep order, and one job may simply run slower), so the worker
+  writes it with a compare-and-set that keeps the newer export.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 QUEUE = "exports"
 STATUS = "export-status"
+#: The export each user's dashboard shows: their newest finished one.
+LATEST = "latest-export"
 #: How long a worker sleeps after an empty receive (a short poll), and the queue's lease.
 POLL_SECONDS = 1.0
 VISIBILITY_TIMEOUT = 60
@@ -48,12 +54,33 @@ async def send_mail(sim: Any, to: str, export_id: str, *, idempotency_key: str |
         sim.effects.record("email", key=export_id)
 
 
+def export_number(export_id: str) -> int:
+    """The API mints export ids in request order (``exp-1``, ``exp-2``, ...): the number."""
+    return int(export_id.rsplit("-", 1)[1])
+
+
+async def show_latest(sim: Any, email: str, export_id: str) -> None:
+    """Point ``email``'s dashboard at ``export_id`` unless it shows a newer export already.
+
+    A compare-and-set (``if_version``; ``if_absent`` for the first): a worker that lost
+    the race reads again, so an older export never replaces a newer one.
+    """
+    while True:
+        shown = await sim.kv.get(LATEST, email)
+        if shown.exists and export_number(shown.data) >= export_number(export_id):
+            return
+        condition = {"if_version": shown.version} if shown.exists else {"if_absent": True}
+        if await sim.kv.set(LATEST, email, export_id, **condition):
+            return
+
+
 async def handle(sim: Any, job: dict[str, Any]) -> None:
-    """One export: mark it running, build it, mail the link, mark it done."""
+    """One export: mark it running, build it, mail the link, show it, mark it done."""
     export_id = job["export_id"]
     await sim.kv.set(STATUS, export_id, {"status": "running"})
     await sim.kv.set("export-files", export_id, {"rows": 42})
     await send_mail(sim, job["email"], export_id, idempotency_key=f"export-{export_id}")
+    await show_latest(sim, job["email"], export_id)
     await sim.kv.set(STATUS, export_id, {"status": "done"})
 
 

@@ -1,16 +1,20 @@
 """The exports worker, owned by the test through ``sim.workers``: direct tests, explore, chaos.
 
-Two workers poll the queue. The correct app (``app.py``) and its buggy twin
-(``buggy_app.py``: mails without an Idempotency-Key, and deletes a job whose handling
-raised) pass the same direct test; ``bg.explore`` with the default fault plans (``bgst.fault_plans()``) and chaos
-(``duplicate``, ``fail-first``, ``crash``, ``overlap`` each alone, and all six modes
-together) find the twin's bugs and leave the app green. (``reorder`` and ``latency`` change
-timing only: neither bug depends on it.)
+Workers poll the queue (two in the explore scenario, eight in the direct test). The
+correct app (``app.py``) and its buggy twin (``buggy_app.py``: mails without an
+Idempotency-Key, deletes a job whose handling raised, and lets an older export overwrite
+a newer one on the dashboard) pass the same direct test. ``bg.explore`` with the default
+fault plans (``bgst.fault_plans()``) and chaos mode find the twin's bugs and leave the
+app green: ``duplicate``, ``crash`` and ``overlap`` redeliver a job (a second email),
+``fail-first`` fails a job's first call (a lost job), ``reorder`` and ``latency`` let a
+user's older export finish last (the dashboard goes back). Run the direct test under any
+mode: ``pytest examples/pull_exports --bgwork-chaos=reorder``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +25,13 @@ from pull_exports import app, buggy_app
 from pytest_bgwork import strategies as bgst
 from pytest_bgwork.checking import chaos
 
-EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "bob@example.com")]
+#: What the explore scenario requests: one user's two exports, in a row.
+EXPORTS = [("exp-1", "ann@example.com"), ("exp-2", "ann@example.com")]
+#: The direct test: each user requests two exports in a row (exp-1 and exp-2 are ann's).
+USERS = ["ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com",
+         "eve@example.com"]
+#: Workers in the direct test, as in production: a user's two exports run side by side.
+DIRECT_WORKERS = 8
 
 
 def deploy(sim: bg.Simulation, impl: ModuleType, workers: int = 2) -> None:
@@ -31,11 +41,19 @@ def deploy(sim: bg.Simulation, impl: ModuleType, workers: int = 2) -> None:
         sim.workers.start(f"exporter-{n}", lambda: impl.export_worker(sim))
 
 
-async def request_all(sim: bg.Simulation, impl: ModuleType) -> None:
+async def request_all(sim: bg.Simulation, impl: ModuleType,
+                      exports: list[tuple[str, str]] = EXPORTS) -> None:
     """The clients: each requests an export; one whose request failed saw an error (a 500)."""
-    for export_id, email in EXPORTS:
+    for export_id, email in exports:
         with contextlib.suppress(ConnectionError, TimeoutError):
             await impl.request_export(sim, export_id, email)
+
+
+async def serve_users(sim: bg.Simulation, impl: ModuleType) -> None:
+    """Each user requests two exports in a row; the workers finish them all."""
+    exports = [(f"exp-{2 * n + k}", email) for n, email in enumerate(USERS) for k in (1, 2)]
+    await request_all(sim, impl, exports)
+    await sim.run_until_idle()  # returns once the queue is empty: the workers only poll
 
 
 def every_export_done(sim: bg.Simulation) -> None:
@@ -56,19 +74,30 @@ def one_email_each(sim: bg.Simulation) -> None:
     bg.assert_effects_once(sim, "email", allow_empty=True)
 
 
-CHECKS = [bg.assert_nothing_lost, every_export_done, one_email_each]
+def dashboard_never_goes_back(sim: bg.Simulation) -> None:
+    """No user's dashboard ever goes from an export to an older one."""
+    for email in sim.kv.items(app.LATEST):
+        shown = [v for v in sim.kv.history(app.LATEST, email) if v.op == "set"]
+        for before, after in itertools.pairwise(shown):
+            assert app.export_number(after.data) >= app.export_number(before.data), (
+                f"{email}'s dashboard went back from {before.data} to the older "
+                f"{after.data} at t={after.t:g}s")
 
 
-@pytest.mark.bgwork(chaos="")  # the direct test: one clean delivery each
+CHECKS = [bg.assert_nothing_lost, every_export_done, one_email_each,
+          dashboard_never_goes_back]
+
+
 @pytest.mark.parametrize("impl", [app, buggy_app], ids=["app", "buggy"])
 @pytest.mark.asyncio
-async def test_each_export_is_done_and_mailed_once(bgwork: bg.Simulation, impl: ModuleType) -> None:
-    deploy(bgwork, impl)
-    await request_all(bgwork, impl)
-    await bgwork.run_until_idle()  # returns once the queue is empty: the workers only poll
+async def test_each_export_is_done_mailed_once_and_shown(bgwork: bg.Simulation,
+                                                         impl: ModuleType) -> None:
+    """The direct test: green for both twins on clean deliveries; under any chaos mode
+    (``--bgwork-chaos=<mode>``) the twin fails and the app stays green."""
+    deploy(bgwork, impl, workers=DIRECT_WORKERS)
+    await serve_users(bgwork, impl)
     for check in CHECKS:
         check(bgwork)
-    assert bgwork.effects.count("email") == 2
 
 
 def scenario_for(impl: ModuleType) -> Any:
@@ -79,7 +108,7 @@ def scenario_for(impl: ModuleType) -> Any:
 
 
 def test_explore_finds_a_bug_of_the_twin() -> None:
-    with pytest.raises(bg.ExplorationFailed, match=r"every_export_done|one_email_each"):
+    with pytest.raises(bg.ExplorationFailed, match=r"every_export_done|one_email_each|dashboard_never_goes_back"):
         bg.explore(scenario_for(buggy_app), faults=bgst.fault_plans(), checks=CHECKS, seed=1)
 
 
@@ -94,8 +123,8 @@ def run_under_chaos(impl: ModuleType, modes: str, seed: int) -> list[str]:
     failed = []
     try:
         async def main() -> None:
-            await scenario_for(impl)(sim)
-            await sim.run_until_idle()
+            deploy(sim, impl, workers=DIRECT_WORKERS)
+            await serve_users(sim, impl)
         sim.run(main())
         for check in CHECKS:
             try:
@@ -107,10 +136,13 @@ def run_under_chaos(impl: ModuleType, modes: str, seed: int) -> list[str]:
     return failed
 
 
-MODES = ["duplicate", "fail-first", "crash", "overlap", ",".join(chaos.MODES)]
-#: What each mode finds in the twin: a redelivery mails twice; a failed first call is lost.
+MODES = [*chaos.MODES, ",".join(chaos.MODES)]
+#: What each mode finds in the twin: a redelivery mails twice; a failed first call is lost;
+#: an older export finishing last (a reordered receive, a slower call) is shown.
 FOUND = {"duplicate": ["one_email_each"], "fail-first": ["every_export_done"],
-         "crash": ["one_email_each"], "overlap": ["one_email_each"]}
+         "crash": ["one_email_each"], "overlap": ["one_email_each"],
+         "reorder": ["dashboard_never_goes_back"],
+         "latency": ["dashboard_never_goes_back"]}
 
 
 @pytest.mark.parametrize("modes", MODES)

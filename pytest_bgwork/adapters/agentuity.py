@@ -18,8 +18,13 @@ unescaped, so a key with ``/``, ``?`` or ``#`` would address another key on the 
 service: this adapter raises ``UnescapedKey`` naming the key instead. The vector store and
 presigned object URLs are not simulated: calling them raises ``NotSimulated``.
 
-Imports only ``httpx``/``respx`` (dependencies of pytest-bgwork) and the public API; the
-SDK itself is never imported here.
+An injected ``ConnectionError``/``TimeoutError`` reaches the SDK as ``httpx.ConnectError``/
+``httpx.ReadTimeout`` marked as injected (``bg.is_injected`` is true for it and for the
+SDK's re-raise of it); any other injected error answers 500, which the SDK turns into a
+bare ``Exception("Failed to ... key value: 500")`` that carries no trace of the fault.
+
+Imports only ``httpx``/``respx`` (dependencies of pytest-bgwork), the public API and the
+fault injector's mark; the SDK itself is never imported here.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import httpx
 import respx
 
 import pytest_bgwork as bg
+
+from ..core.faults import _tag
 
 __all__ = [
     "API_VERSION",
@@ -163,12 +170,23 @@ def _sdk_sends_no_ttl(request: httpx.Request) -> bool:
 
 
 def _fault_response(request: httpx.Request, exc: Exception) -> httpx.Response:
-    """What the SDK sees when ``sim.kv`` raised an injected error: a network error or a 500."""
+    """What the SDK sees when ``sim.kv`` raised an injected error: a network error or a 500.
+
+    The network error is itself marked injected when ``exc`` was: respx re-raises a route's
+    error ``from`` its own ``SideEffectError``, which replaces the ``__cause__`` set here,
+    and without the mark ``bg.is_injected`` (so ``bg.explore``) would take the SDK's error
+    for a bug of the user's code.
+    """
+    err: httpx.TransportError
     if isinstance(exc, TimeoutError):
-        raise httpx.ReadTimeout(str(exc) or "injected timeout", request=request) from exc
-    if isinstance(exc, ConnectionError):
-        raise httpx.ConnectError(str(exc) or "injected connection error", request=request) from exc
-    return httpx.Response(500, text=f"{type(exc).__name__}: {exc}")
+        err = httpx.ReadTimeout(str(exc) or "injected timeout", request=request)
+    elif isinstance(exc, ConnectionError):
+        err = httpx.ConnectError(str(exc) or "injected connection error", request=request)
+    else:
+        return httpx.Response(500, text=f"{type(exc).__name__}: {exc}")
+    if bg.is_injected(exc):
+        _tag(err)
+    raise err from exc
 
 
 class _Service:

@@ -21,9 +21,12 @@ Modes compose: ``duplicate`` and ``overlap`` together give two overlapping deliv
 a third after the ack; ``crash`` with ``fail-first`` crashes attempt 2, the first to run
 the handler.
 
-``fail-first``, ``reorder`` and ``crash`` act on routed queues (a handler, app or URL),
-where the queue runs the attempt; ``duplicate`` also affects ``receive()``. Chaos faults
-are ordinary fault rules: recorded as ``fault.*`` events and counted in ``sim.stats()``.
+On pull consumers (``receive()``): ``reorder`` makes each receive take a drawn one of the
+oldest ready messages instead of the oldest; ``latency`` slows the receive and every call
+after it; ``duplicate`` and ``overlap`` redeliver a received message; ``fail-first`` and
+``crash`` act on a worker the simulation supervises (``sim.workers``), whose received
+message starts an attempt until it is deleted. Chaos faults are ordinary fault rules:
+recorded as ``fault.*`` events and counted in ``sim.stats()``.
 No pytest here: ``apply(sim, "duplicate,crash")`` works on any ``Simulation``.
 """
 

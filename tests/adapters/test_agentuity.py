@@ -220,6 +220,42 @@ def test_injected_errors_reach_the_sdk_as_the_service_would_send_them() -> None:
     assert sim.kv.items("s") == {}
 
 
+def test_an_injected_network_error_stays_injected_through_respx_and_the_sdk() -> None:
+    """respx re-raises a route's error ``from`` its own ``SideEffectError``, which dropped
+    the injected cause: ``bg.is_injected`` was False, and explore failed correct code."""
+    seen: list[tuple[str, bool]] = []
+
+    async def main(sim: bg.Simulation) -> None:
+        sim.faults.fail("kv.set", on_call=1, error=ConnectionError("kv down"))
+        sim.faults.fail("kv.get", on_call=1, error=TimeoutError("slow"))
+        for call in (store().set("s", "k", 1), store().get("s", "k")):
+            try:
+                await call
+            except httpx.TransportError as exc:
+                seen.append((type(exc).__name__, bg.is_injected(exc)))
+
+    run(main)
+    assert seen == [("ConnectError", True), ("ReadTimeout", True)]
+
+
+def test_a_network_error_that_was_not_injected_is_not_marked() -> None:
+    async def refuse(sim: bg.Simulation) -> None:
+        try:
+            await store().set("s", "k", 1)
+        except httpx.ConnectError as exc:
+            assert not bg.is_injected(exc)
+        else:
+            raise AssertionError("the set went through")
+
+    sim = bg.Simulation(seed=1)
+    with adapters.agentuity.install(sim), pytest.MonkeyPatch.context() as mp:
+        def down(*_: Any, **__: Any) -> None:
+            raise ConnectionError("the app's own outage")  # not the fault injector's
+
+        mp.setattr(sim.kv, "set_sync", down)
+        sim.run(refuse(sim))
+
+
 def test_timeout_after_apply_raises_although_the_write_happened() -> None:
     async def main(sim: bg.Simulation) -> None:
         sim.faults.fail("kv.set", after_apply=True, error=TimeoutError("read timeout"))
