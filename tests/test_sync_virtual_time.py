@@ -309,3 +309,13 @@ def test_starting_a_real_thread_waits_for_it_in_real_time(pytester: pytest.Pytes
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+@pytest.mark.timeout(30)
+def test_an_event_set_before_the_wait_reaches_the_loop_wakes_the_sync_body(bgwork: bg.Simulation) -> None:
+    """The event is set by a callback that runs before the wait's own step on the loop (a
+    task body publishing while a sync ``result.get()`` starts to wait): the wait still ends."""
+    event = threading.Event()
+    bgwork.loop.call_soon(event.set)
+    assert event.wait(5)
+    assert bgwork.clock.monotonic() == 0

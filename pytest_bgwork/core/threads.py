@@ -234,6 +234,8 @@ async def _wait_on_loop(wait: Wait) -> None:
     """The loop's own thread waits (a sync test body, a sync task body): let the loop run."""
     loop = wait.loop
     wait.future = loop.create_future()
+    if wait.woken:  # notified before this ran (another thread, while ready callbacks ran)
+        _resolve(wait.future)
     release = loop.hold_clock()  # a blocked wait counts one holder off; this is the one
     try:
         if wait.when is not None:

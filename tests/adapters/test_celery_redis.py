@@ -1,0 +1,141 @@
+"""Celery with a ``redis://`` result backend: Celery's own Redis backend on ``adapters.redis``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.exceptions import Ignore
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+import pytest_bgwork as bg
+from pytest_bgwork.adapters import celery as bc
+
+app = Celery("redis_results", set_as_current=False)
+app.conf.update(result_backend="redis://localhost:6379/0", broker_url="pyamqp://")
+kv_app = Celery("kv_results", set_as_current=False)
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def slow() -> str:
+    time.sleep(10)  # ten virtual seconds: the body waits, it does not work
+    return "slept"
+
+
+@app.task(bind=True)
+def ignored(self: Any) -> None:
+    raise Ignore()
+
+
+@app.task
+def echo(message: str) -> None:
+    import redis
+
+    redis.Redis(host="localhost", port=6379).rpush("echo", message)
+
+
+def test_a_redis_backend_app_keeps_celerys_redis_backend(bgwork: bg.Simulation) -> None:
+    from celery.backends.redis import RedisBackend
+
+    with bc.install(bgwork, app) as worker:
+        assert worker.results == "redis"
+        assert isinstance(app.backend, RedisBackend)
+        result = add.delay(2, 3)
+        channels = app.backend.client.execute_command("PUBSUB CHANNELS")
+        assert channels == [f"celery-task-meta-{result.id}".encode()]  # the result subscription
+        assert result.get(timeout=5) == 5
+        assert app.backend.client.execute_command("PUBSUB CHANNELS") == []  # get() ended it
+    events = [(e.service, e.op) for e in bgwork.history.events]
+    assert ("redis", "setex") in events and ("redis", "publish") in events
+
+
+def test_a_sync_get_waits_on_virtual_time(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = slow.delay()
+        with pytest.raises(CeleryTimeout):
+            result.get(timeout=5)
+        assert bgwork.clock.monotonic() == pytest.approx(5, abs=1)
+        assert result.get() == "slept"
+        assert bgwork.clock.monotonic() == 10
+
+
+def test_a_get_nothing_will_finish_raises_instead_of_waiting_forever(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = ignored.delay()  # Ignore: no state is ever stored
+        with pytest.raises(bc.ResultNotReady, match="idle"):
+            result.get()
+
+
+@pytest.mark.asyncio
+async def test_get_on_the_loop_raises_instead_of_blocking(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        result = add.delay(1, 1)
+        with pytest.raises(bc.ResultNotReady, match="blocking"):
+            result.get()
+        await bgwork.run_until_idle()
+        assert result.get() == 2
+
+
+def test_task_bodies_and_the_test_share_the_simulated_server(bgwork: bg.Simulation) -> None:
+    import redis
+
+    with bc.install(bgwork, app):
+        echo.delay("hello").get(timeout=5)
+        assert redis.Redis().lrange("echo", 0, -1) == [b"hello"]
+
+
+def test_results_mode_is_chosen_and_checked(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, kv_app) as worker:
+        assert worker.results == "kv"
+    with bc.install(bgwork, app, results="kv") as worker:
+        assert worker.results == "kv"
+        assert type(app.backend).__name__ == "BgworkBackend"  # results in sim.kv
+    with (pytest.raises(ValueError, match=r"results='redis'.*not a redis:// URL"),
+          bc.install(bgwork, kv_app, results="redis")):
+        pass
+    with (pytest.raises(ValueError, match="'auto', 'kv' or 'redis'"),
+          bc.install(bgwork, app, results="memcache")):
+        pass
+
+
+def test_users_redis_backend_suite_runs_as_written(pytester: pytest.Pytester) -> None:
+    """A user's test file, written for a real worker and Redis, runs on the simulation."""
+    pytester.makepyfile(
+        """
+        import time
+
+        import pytest
+        import redis
+        from celery import Celery
+
+        app = Celery("shop", broker="pyamqp://", backend="redis://localhost:6379/1",
+                     set_as_current=False)
+
+        @app.task(bind=True, max_retries=3)
+        def charge(self, order):
+            r = redis.Redis(host="localhost", port=6379, db=1)
+            r.incr(f"attempts:{order}")
+            if self.request.retries < 2:
+                raise self.retry(countdown=30)
+            return f"charged {order}"
+
+        @pytest.fixture
+        def celery_app():
+            return app
+
+        def test_charge(bgwork, bg_celery):
+            result = charge.delay("o-1")
+            assert result.get(timeout=120) == "charged o-1"
+            assert redis.Redis(port=6379, db=1).get("attempts:o-1") == b"3"
+            assert time.monotonic() == 60.0
+        """
+    )
+    result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
+    result.assert_outcomes(passed=1)
