@@ -853,6 +853,7 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
     conf.update(broker_url="bgwork://", broker_read_url=None, broker_write_url=None)
     saved_local = celery_app._local
     saved_state = _swap_worker_state(None)
+    rebound = _bind_sleeps(celery_app)
     if results == "redis":
         stack.enter_context(_redis_results(sim, celery_app, worker))
     else:
@@ -877,6 +878,8 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         celery_app._backend_cache = saved_backend
         celery_app._local = saved_local
         _swap_worker_state(saved_state)
+        for space, name, real in rebound:
+            space[name] = real
         _reset_pools(celery_app)
         for task in list(worker._pending):
             task.cancel()
@@ -929,6 +932,43 @@ def _swap_worker_state(saved: dict[str, Any] | None) -> dict[str, Any]:
         if saved is not None:
             current.update(saved[name])
     return before
+
+
+def _virtual_sleep(seconds: float) -> None:
+    """``time.sleep`` looked up at call time: virtual in the simulation's threads (task
+    bodies, a sync test body), real elsewhere."""
+    time.sleep(seconds)
+
+
+def _bind_sleeps(app: Celery) -> list[tuple[dict[str, Any], str, Any]]:
+    """Rebind ``sleep`` names bound to the real ``time.sleep`` at import (``from time import
+    sleep``) in the modules of the app's tasks and in kombu's retry helper (what
+    ``Manager.wait_for`` and the result backends' retries call), so they wait on virtual
+    time as ``time.sleep(...)`` does. Returns what to put back."""
+    import sys
+
+    from kombu.utils import functional
+
+    spaces: list[dict[str, Any]] = [vars(functional)]
+    for task in list(app.tasks.values()):
+        module = sys.modules.get(getattr(type(task), "__module__", "") or "")
+        run = getattr(task, "run", None)
+        for space in (getattr(run, "__globals__", None), vars(module) if module else None):
+            if isinstance(space, dict) and all(space is not s for s in spaces):
+                spaces.append(space)
+    bound = []
+    for space in spaces:
+        for name, value in list(space.items()):
+            if _is_real_sleep(value):
+                space[name] = _virtual_sleep
+                bound.append((space, name, value))
+    return bound
+
+
+def _is_real_sleep(value: Any) -> bool:
+    """The C function ``time.sleep`` (whatever ``time.sleep`` is patched to now)."""
+    return (type(value) is type(len) and getattr(value, "__name__", None) == "sleep"
+            and getattr(getattr(value, "__self__", None), "__name__", None) == "time")
 
 
 _worker_init: list[Any] = []
