@@ -453,7 +453,8 @@ class SimWorker:
     """
 
     def __init__(self, sim: Simulation, app: Celery, *, visibility_timeout: float,
-                 max_retries: int, hostname: str, results: str = "kv") -> None:
+                 max_retries: int, hostname: str, results: str = "kv",
+                 concurrency: int | None = None) -> None:
         self.sim = sim
         self.app = app
         #: Where results go: ``"kv"`` (``sim.kv``) or ``"redis"`` (Celery's own Redis backend
@@ -472,6 +473,9 @@ class SimWorker:
         self._pending: set[asyncio.Task[Any]] = set()
         self._uuids = 0
         self._succeeded: set[str] = set()
+        #: Task bodies that may run at once (the pool's processes); ``None``: no limit.
+        self.concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None
         self._thread = threading.get_ident()
 
     # -- ids: Celery's uuid4s, made deterministic ---------------------------------------------
@@ -656,11 +660,7 @@ class SimWorker:
         return True
 
     async def _run(self, req: Any, delivery: Delivery) -> None:
-        from celery import states
-        from celery.exceptions import WorkerLostError
-        from celery.worker import state as worker_state
-
-        task = req.task
+        """Received: revoked ones are discarded, an ETA holds it, then a pool process runs it."""
         if await self._discarded(req, delivery):
             return
         clock = self.sim.clock
@@ -668,6 +668,22 @@ class SimWorker:
             wait = (req.eta - clock.now()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
+        if self.concurrency is None:
+            await self._execute(req, delivery)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:  # prefetched, unacked, until a pool process is free
+            await self._execute(req, delivery)
+
+    async def _execute(self, req: Any, delivery: Delivery) -> None:
+        """The pool takes the request: expiry and revocation checked, then the body runs."""
+        from celery import states
+        from celery.exceptions import WorkerLostError
+        from celery.worker import state as worker_state
+
+        task = req.task
+        clock = self.sim.clock
         if req.expires is not None and clock.now() > req.expires:
             await self._main(functools.partial(task.backend.mark_as_revoked, req.id, "expired",
                                                  request=req._context))
@@ -799,13 +815,16 @@ _UUID_MODULES = ("celery.app.base", "celery.app.task", "celery.canvas", "celery.
 @contextlib.contextmanager
 def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | None = None,
             max_retries: int = DEFAULT_MAX_RETRIES, hostname: str = HOSTNAME,
-            results: str = "auto") -> Iterator[SimWorker]:
+            results: str = "auto", concurrency: int | None = None) -> Iterator[SimWorker]:
     """Run ``celery_app``'s tasks on ``sim``: ``bgwork://`` broker, in-loop worker, results.
 
     ``results="kv"`` stores results in ``sim.kv`` (namespace ``celery-results``);
     ``"redis"`` keeps Celery's own Redis result backend (pub/sub included) and runs it on
     ``adapters.redis`` (a simulated server of ``sim``); ``"auto"`` (the default) picks
     ``"redis"`` when the app's ``result_backend`` is a ``redis://`` URL, else ``"kv"``.
+    ``concurrency`` limits how many task bodies run at once (a worker's pool processes:
+    ``celery worker --concurrency``; the others wait, prefetched and unacked, and expire
+    meanwhile as on a busy worker); ``None`` (the default) runs every delivered task at once.
     ``visibility_timeout`` defaults to ``broker_transport_options["visibility_timeout"]``,
     else 3600 s (Redis's default). Queues you created beforehand keep your settings.
     Restores the app's broker, backend and connection pools on exit.
@@ -824,6 +843,10 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
             "task_always_eager=True alongside the simulation",
             "Turn it off in tests that install the adapter: the simulation delivers the tasks.",
         )
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise ValueError(f"install(concurrency=...): expected a whole number >= 1 (a pool's "
+                         f"processes) or None for no limit; got {concurrency!r}")
     if results not in ("auto", "kv", "redis"):
         raise ValueError(f"install(results=...): expected 'auto', 'kv' or 'redis'; got {results!r}")
     if results == "auto":
@@ -839,7 +862,8 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         raise RuntimeError("adapters.celery.install(...) is already active; install one app at a "
                            "time (leave the first `with` block first)")
     worker = SimWorker(sim, celery_app, visibility_timeout=visibility_timeout,
-                       max_retries=max_retries, hostname=hostname, results=results)
+                       max_retries=max_retries, hostname=hostname, results=results,
+                       concurrency=concurrency)
     stack = contextlib.ExitStack()
     saved_conf = {k: conf.get(k) for k in ("broker_url", "broker_read_url", "broker_write_url")}
     saved_backend = celery_app._backend_cache

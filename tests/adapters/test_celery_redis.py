@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from time import sleep
 from typing import Any
 
 import pytest
@@ -39,6 +40,20 @@ def echo(message: str) -> None:
     import redis
 
     redis.Redis(host="localhost", port=6379).rpush("echo", message)
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def record(order: str) -> str:
+    import redis
+
+    redis.Redis().rpush("orders", order)  # an unmodified body: a redis-py call, a fault point
+    return order
+
+
+@app.task
+def nap(seconds: float) -> float:
+    sleep(seconds)  # `from time import sleep` at import: still virtual while installed
+    return bg.current().clock.monotonic()
 
 
 def test_a_redis_backend_app_keeps_celerys_redis_backend(bgwork: bg.Simulation) -> None:
@@ -139,3 +154,36 @@ def test_users_redis_backend_suite_runs_as_written(pytester: pytest.Pytester) ->
     )
     result = pytester.runpytest("-p", "pytest_bgwork.adapters._task_fixtures")
     result.assert_outcomes(passed=1)
+
+
+def test_a_crash_fires_inside_an_unmodified_task_body_at_its_redis_call(bgwork: bg.Simulation) -> None:
+    import redis
+
+    bgwork.faults.crash("celery", at="redis.rpush")
+    with bc.install(bgwork, app):
+        assert record.delay("o-7").get(timeout=7200) == "o-7"
+        assert redis.Redis().lrange("orders", 0, -1) == [b"o-7"]  # the first run died before it
+    crashed = bgwork.history.filter("queue", "crashed")
+    assert len(crashed) == 1 and bgwork.queues.stats("celery")["redelivered"] == 1
+
+
+def test_from_time_import_sleep_in_a_task_module_is_virtual(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert nap.delay(30).get(timeout=60) == 30.0
+        assert type(globals()["sleep"]) is not type(len)  # rebound for the block
+    assert type(globals()["sleep"]) is type(len)  # the C function again
+
+
+def test_concurrency_makes_tasks_wait_for_a_pool_process_and_expire(bgwork: bg.Simulation) -> None:
+    from celery.exceptions import TaskRevokedError
+
+    with bc.install(bgwork, app, concurrency=1):
+        busy = [slow.delay() for _ in range(2)]  # 20 virtual seconds of work for one process
+        late = add.apply_async((1, 1), expires=5)
+        with pytest.raises(TaskRevokedError):
+            late.get(timeout=60)
+        assert [r.get() for r in busy] == ["slept", "slept"]
+        assert bgwork.clock.monotonic() == 20
+    with (pytest.raises(ValueError, match=r"concurrency=\.\.\.\): expected a whole number >= 1"),
+          bc.install(bgwork, app, concurrency=0)):
+        pass

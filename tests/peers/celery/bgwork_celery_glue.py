@@ -45,6 +45,6 @@ def _bgwork_celery(request: pytest.FixtureRequest, bgwork: bg.Simulation) -> Ite
         return
     app = request.getfixturevalue("app")
     bc.reset()
-    with bc.install(bgwork, app):
+    with bc.install(bgwork, app, concurrency=1):  # start_worker's pool: one process
         yield
     bc.reset()
