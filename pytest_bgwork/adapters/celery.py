@@ -317,6 +317,13 @@ def _is_redis_url(url: Any) -> bool:
     return isinstance(url, str) and url.partition("://")[0].lower() in _REDIS_SCHEMES and "://" in url
 
 
+def _redis_installed() -> bool:
+    """Whether ``adapters.redis`` can run (redis-py and fakeredis are installed)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("redis", "fakeredis"))
+
+
 def _redis_backend_class(base: type[Any]) -> type[Any]:
     """Celery's own Redis backend class ``base``, with the simulation's two rules for a wait."""
     cls = _redis_classes.get(base)
@@ -360,7 +367,20 @@ def _redis_backend_class(base: type[Any]) -> type[Any]:
             return super().wait_for_pending(result, callback=callback, propagate=propagate, **kwargs)
 
         def on_result_fulfilled(self, result: Any) -> None:
-            if not self.worker.closed:  # after install: the simulation may be gone (teardown)
+            """Unsubscribe; later, on the loop, when a simulated server is busy in this very
+            command (``AsyncResult.__del__`` run by the garbage collector inside another
+            redis call would wait for the server's lock for good)."""
+            inst = self.worker
+            if inst.closed:  # after install: the simulation may be gone (teardown)
+                return
+            if any(srv.lock.locked() for srv in inst.redis_servers()):
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                    inst.sim.loop.call_soon_threadsafe(self._fulfilled_later, result)
+                return
+            super().on_result_fulfilled(result)
+
+        def _fulfilled_later(self, result: Any) -> None:
+            if not self.worker.closed:
                 super().on_result_fulfilled(result)
 
     _redis_classes[base] = BgworkRedisBackend
@@ -465,6 +485,8 @@ class SimWorker:
         #: Remote-control replies waiting in each reply queue (``<oid>.reply.celery.pidbox``).
         self.replies: dict[str, list[dict[str, Any]]] = {}
         self._node: Any = None
+        #: ``adapters.redis``'s backend while results go to Redis.
+        self.redis: Any = None
         self.hostname = hostname
         self.visibility_timeout = visibility_timeout
         self.max_retries = max_retries
@@ -507,6 +529,10 @@ class SimWorker:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.publish_errors.append(task.exception())  # type: ignore[arg-type]
+
+    def redis_servers(self) -> list[Any]:
+        """The simulated Redis servers of the Redis result backend (none with ``sim.kv``)."""
+        return list(self.redis.servers.values()) if self.redis is not None else []
 
     # -- remote control -------------------------------------------------------------------------
     def control(self, channel: Any, payload: dict[str, Any]) -> None:
@@ -819,9 +845,10 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
     """Run ``celery_app``'s tasks on ``sim``: ``bgwork://`` broker, in-loop worker, results.
 
     ``results="kv"`` stores results in ``sim.kv`` (namespace ``celery-results``);
-    ``"redis"`` keeps Celery's own Redis result backend (pub/sub included) and runs it on
-    ``adapters.redis`` (a simulated server of ``sim``); ``"auto"`` (the default) picks
-    ``"redis"`` when the app's ``result_backend`` is a ``redis://`` URL, else ``"kv"``.
+    ``"redis"`` keeps Celery's own Redis result backend (pub/sub and chords included) and
+    runs it on ``adapters.redis`` (a simulated server of ``sim``; needs the ``redis``
+    extra); ``"auto"`` (the default) picks ``"redis"`` when the app's ``result_backend`` is
+    a ``redis://`` URL and the extra is installed, else ``"kv"``.
     ``concurrency`` limits how many task bodies run at once (a worker's pool processes:
     ``celery worker --concurrency``; the others wait, prefetched and unacked, and expire
     meanwhile as on a busy worker); ``None`` (the default) runs every delivered task at once.
@@ -850,11 +877,15 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
     if results not in ("auto", "kv", "redis"):
         raise ValueError(f"install(results=...): expected 'auto', 'kv' or 'redis'; got {results!r}")
     if results == "auto":
-        results = "redis" if _is_redis_url(conf.result_backend) else "kv"
+        results = "redis" if _is_redis_url(conf.result_backend) and _redis_installed() else "kv"
     if results == "redis" and not _is_redis_url(conf.result_backend):
         raise ValueError(
             f"install(results='redis'): the app's result_backend is {conf.result_backend!r}, not a "
             "redis:// URL; set app.conf.result_backend = 'redis://' or pass results='kv'")
+    if results == "redis" and not _redis_installed():
+        raise ImportError("install(results='redis') runs Celery's Redis backend on "
+                          "adapters.redis, which needs redis-py and fakeredis: "
+                          'pip install "pytest-bgwork[celery,redis]" (or pass results="kv")')
     if visibility_timeout is None:
         visibility_timeout = float((conf.broker_transport_options or {}).get(
             "visibility_timeout", DEFAULT_VISIBILITY))
@@ -928,7 +959,8 @@ def _redis_results(sim: Simulation, app: Celery, worker: SimWorker) -> Iterator[
         made.worker = worker
         return made
 
-    with _redis.install(sim):
+    with _redis.install(sim) as servers:
+        worker.redis = servers
         app._backend_cache = None
         app._local = threading.local()  # backends made before (real Redis) stay unused
         app._get_backend = get_backend

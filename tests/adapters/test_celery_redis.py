@@ -187,3 +187,36 @@ def test_concurrency_makes_tasks_wait_for_a_pool_process_and_expire(bgwork: bg.S
     with (pytest.raises(ValueError, match=r"concurrency=\.\.\.\): expected a whole number >= 1"),
           bc.install(bgwork, app, concurrency=0)):
         pass
+
+
+@app.task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def test_chords_run_on_celerys_redis_backend(bgwork: bg.Simulation) -> None:
+    from celery import chord
+
+    with bc.install(bgwork, app):
+        result = chord([add.s(i, i) for i in range(3)])(total.s())
+        assert result.get(timeout=10) == 6
+
+
+@pytest.mark.timeout(30)
+def test_an_unsubscribe_while_the_server_is_busy_waits_for_the_loop(bgwork: bg.Simulation) -> None:
+    """``AsyncResult.__del__`` (the garbage collector) may run inside another redis call,
+    which holds the simulated server's lock: its unsubscribe is put off, never deadlocked."""
+    from celery.result import AsyncResult
+
+    with bc.install(bgwork, app) as worker:
+        backend = app.backend
+        pending = AsyncResult("some-task", app=app)
+        backend.add_pending_result(pending)  # subscribes to its channel
+        channels = [b"celery-task-meta-some-task"]
+        assert backend.client.execute_command("PUBSUB CHANNELS") == channels
+        (server,) = worker.redis_servers()
+        with server.lock:  # as inside a command of another client
+            backend.on_result_fulfilled(pending)
+        assert backend.client.execute_command("PUBSUB CHANNELS") == channels  # put off
+        time.sleep(1)  # the loop runs
+        assert backend.client.execute_command("PUBSUB CHANNELS") == []
