@@ -1006,7 +1006,11 @@ def _bind_sleeps(app: Celery) -> list[tuple[dict[str, Any], str, Any]]:
     from kombu.utils import functional
 
     spaces: list[dict[str, Any]] = [vars(functional)]
-    for task in list(app.tasks.values()):
+    try:
+        tasks = list(app.tasks.values())  # finalizes the app, as a worker does
+    except RuntimeError:  # autofinalize=False and not finalized: no task modules to look at
+        tasks = []
+    for task in tasks:
         module = sys.modules.get(getattr(type(task), "__module__", "") or "")
         run = getattr(task, "run", None)
         for space in (getattr(run, "__globals__", None), vars(module) if module else None):
