@@ -4,7 +4,9 @@
 virtual transport registered as ``bgwork://`` (producer side: ``task.delay()``,
 ``apply_async``, ``self.retry()`` publish to ``sim.queues``), routes each Celery queue
 to an in-loop executor that follows the worker's rules, and stores results in
-``sim.kv`` (namespace ``celery-results``). Instead of a worker (threads, real
+``sim.kv`` (namespace ``celery-results``), or, for a ``redis://`` result backend, in
+Celery's own Redis backend on ``adapters.redis``. Remote control (``revoke``, ``ping``,
+``inspect``) is answered by the simulated worker with Celery's own handlers. Instead of a worker (threads, real
 ``sleep(polling_interval)``), the simulation delivers each message; the task body runs
 in a thread while the clock is held (``_threads.Fiber``), built on
 ``celery.app.trace.build_tracer`` as the prefork pool runs it.
@@ -308,7 +310,7 @@ def _backend_class() -> type[Any]:
     return BgworkBackend
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
+_REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
 _redis_classes: dict[type[Any], type[Any]] = {}
 
 
