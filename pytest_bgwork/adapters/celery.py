@@ -375,6 +375,9 @@ def _redis_backend_class(base: type[Any]) -> type[Any]:
             inst = self.worker
             if inst.closed:  # after install: the simulation may be gone (teardown)
                 return
+            if _collecting.get("thread") == threading.get_ident():
+                return  # the cycle collector dropped it: when is not the code's to decide, so
+                # its unsubscribe would make the history differ from run to run; left open
             if any(srv.lock.locked() for srv in inst.redis_servers()):
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
                     inst.sim.loop.call_soon_threadsafe(self._fulfilled_later, result)
@@ -387,6 +390,14 @@ def _redis_backend_class(base: type[Any]) -> type[Any]:
 
     _redis_classes[base] = BgworkRedisBackend
     return BgworkRedisBackend
+
+
+#: The thread the garbage collector's cycle pass runs in now (``gc.callbacks``), if any.
+_collecting: dict[str, int | None] = {}
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    _collecting["thread"] = threading.get_ident() if phase == "start" else None
 
 
 def _idle_guard(inst: SimWorker, result: Any, on_interval: Any) -> Any:
@@ -961,8 +972,11 @@ def _redis_results(sim: Simulation, app: Celery, worker: SimWorker) -> Iterator[
         made.worker = worker
         return made
 
+    import gc
+
     with _redis.install(sim) as servers:
         worker.redis = servers
+        gc.callbacks.append(_on_gc)
         app._backend_cache = None
         app._local = threading.local()  # backends made before (real Redis) stay unused
         app._get_backend = get_backend
@@ -970,6 +984,9 @@ def _redis_results(sim: Simulation, app: Celery, worker: SimWorker) -> Iterator[
             yield
         finally:
             del app._get_backend
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(_on_gc)
+            _collecting.clear()
 
 
 _WORKER_STATE = ("revoked", "revoked_stamps", "successful_requests", "requests",

@@ -220,3 +220,22 @@ def test_an_unsubscribe_while_the_server_is_busy_waits_for_the_loop(bgwork: bg.S
         assert backend.client.execute_command("PUBSUB CHANNELS") == channels  # put off
         time.sleep(1)  # the loop runs
         assert backend.client.execute_command("PUBSUB CHANNELS") == []
+
+
+def test_a_result_the_cycle_collector_drops_leaves_the_history_alone(bgwork: bg.Simulation) -> None:
+    """Which results the collector frees, and when, is not the code's to decide: their
+    unsubscribes are left out, so the same seed gives the same history."""
+    import gc
+
+    from celery.result import AsyncResult
+
+    with bc.install(bgwork, app):
+        backend = app.backend
+        dropped = AsyncResult("dropped-task", app=app)
+        backend.add_pending_result(dropped, weak=True)
+        dropped.cycle = dropped  # type: ignore[attr-defined]  # only the cycle collector frees it
+        del dropped
+        before = len(bgwork.history)
+        gc.collect()
+        assert len(bgwork.history) == before  # no redis.unsubscribe at the collector's moment
+        assert backend.client.execute_command("PUBSUB CHANNELS") == [b"celery-task-meta-dropped-task"]
