@@ -329,3 +329,11 @@ def test_a_notify_before_the_loop_armed_the_wait_is_not_lost(bgwork: bg.Simulati
     with cond:
         assert cond.wait(timeout=30) is True  # notified, not timed out
     assert bgwork.clock.monotonic() == 0.0
+@pytest.mark.timeout(30)
+def test_an_event_set_before_the_wait_reaches_the_loop_wakes_the_sync_body(bgwork: bg.Simulation) -> None:
+    """The event is set by a callback that runs before the wait's own step on the loop (a
+    task body publishing while a sync ``result.get()`` starts to wait): the wait still ends."""
+    event = threading.Event()
+    bgwork.loop.call_soon(event.set)
+    assert event.wait(5)
+    assert bgwork.clock.monotonic() == 0

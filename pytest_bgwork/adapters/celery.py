@@ -4,7 +4,9 @@
 virtual transport registered as ``bgwork://`` (producer side: ``task.delay()``,
 ``apply_async``, ``self.retry()`` publish to ``sim.queues``), routes each Celery queue
 to an in-loop executor that follows the worker's rules, and stores results in
-``sim.kv`` (namespace ``celery-results``). Instead of a worker (threads, real
+``sim.kv`` (namespace ``celery-results``), or, for a ``redis://`` result backend, in
+Celery's own Redis backend on ``adapters.redis``. Remote control (``revoke``, ``ping``,
+``inspect``) is answered by the simulated worker with Celery's own handlers. Instead of a worker (threads, real
 ``sleep(polling_interval)``), the simulation delivers each message; the task body runs
 in a thread while the clock is held (``_threads.Fiber``), built on
 ``celery.app.trace.build_tracer`` as the prefork pool runs it.
@@ -30,8 +32,10 @@ import functools
 import json
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterator
+from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
@@ -64,6 +68,9 @@ DEFAULT_VISIBILITY = 3600.0
 #: Redeliveries (crashes, requeues) before the simulated broker dead-letters a message.
 DEFAULT_MAX_RETRIES = 100
 HOSTNAME = "celery@bgwork"
+#: The remote-control commands the simulated worker answers (Celery's own handlers).
+CONTROL_COMMANDS = frozenset({"ping", "revoke", "revoke_by_stamped_headers", "revoked", "registered",
+                              "query_task", "active", "reserved", "conf", "clock", "hello"})
 
 
 #: A Celery feature this adapter does not simulate, raised instead of faking it: the one
@@ -99,30 +106,32 @@ class Channel(virtual.Channel):
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         if _is_pidbox(queue):
-            return  # a remote-control reply queue: accepted; the broadcast itself raises
+            return  # a remote-control reply queue: its replies are kept in memory
         self._inst().ensure_queue(queue)
 
     def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
-        """Publish; a remote-control broadcast (``revoke``, ``ping``, ``inspect``) raises."""
-        if _is_pidbox(exchange) or _is_pidbox(routing_key):
-            try:
-                command = json.loads(_text(base64.b64decode(message["body"])
-                                           if (message.get("properties") or {}).get("body_encoding") == "base64"
-                                           else message["body"])).get("method")
-            except (ValueError, TypeError, KeyError, AttributeError):
-                command = None
-            raise _unsupported(
-                f"remote control ({command or 'a broadcast'!s} through {exchange or routing_key!r}: "
-                "revoke, revoke_by_stamped_headers, ping, inspect, ...)",
-                "The simulated worker takes no commands: to stop a task, let it expire "
-                "(expires=) or do not send it; check state through results instead.",
-            )
+        """Publish; a remote-control broadcast is handled by the simulated worker at once."""
+        if _is_pidbox(exchange) and not str(exchange).startswith("reply."):
+            self._inst().control(self, message)
+            return None
+        if _is_pidbox(exchange):  # a reply: to kombu's reply queue, declared on any connection
+            self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[no-untyped-call]
+            self._put(f"{routing_key}.{exchange}", message)
+            return None
         return super().basic_publish(message, exchange, routing_key, **kwargs)  # type: ignore[no-untyped-call]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if _is_pidbox(queue):  # a remote-control reply
+            self._inst().replies.setdefault(queue, []).append(message)
+            return
         self._inst().put(queue, message)
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
+        if _is_pidbox(queue):
+            replies = self._inst().replies.get(queue)
+            if not replies:
+                raise Empty()
+            return replies.pop(0)
         raise _unsupported(
             "consuming from bgwork:// (a Celery worker, Consumer or basic_get)",
             "The simulation delivers each message to the in-loop executor: drive it with "
@@ -131,10 +140,12 @@ class Channel(virtual.Channel):
 
     def _size(self, queue: str) -> int:
         if _is_pidbox(queue):
-            return 0
+            return len(self._inst().replies.get(queue, ()))
         return int(self._inst().sim.queues.stats(queue)["pending"])
 
     def _purge(self, queue: str) -> int:
+        if _is_pidbox(queue):
+            return len(self._inst().replies.pop(queue, ()))
         waiting = self._size(queue)
         if waiting:
             raise _unsupported(
@@ -168,6 +179,24 @@ class Transport(virtual.Transport):
 
     def driver_version(self) -> str:
         return "pytest-bgwork"
+
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Wait for a remote-control reply: the simulated worker replied when the command was
+        published, so none comes later; a ``timeout`` passes on virtual time (the simulation
+        runs meanwhile, as a real worker would), then ``socket.timeout``."""
+        cycle: Any = self.cycle
+        for attempt in range(2):
+            try:
+                return cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                if attempt or timeout is None:
+                    break
+                time.sleep(timeout)  # virtual from a thread of the simulation
+        if timeout is None:
+            raise _unsupported(
+                "waiting with no timeout for a remote-control reply that will never come",
+                "Pass timeout= (Celery's default is 1 s).")
+        raise TimeoutError()  # socket.timeout, which kombu's callers catch
 
 
 TRANSPORT_ALIASES.setdefault("bgwork", f"{__name__}:Transport")
@@ -281,6 +310,116 @@ def _backend_class() -> type[Any]:
     return BgworkBackend
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
+_redis_classes: dict[type[Any], type[Any]] = {}
+
+
+def _is_redis_url(url: Any) -> bool:
+    """Whether ``url`` (the app's ``result_backend``) names Celery's Redis result backend."""
+    return isinstance(url, str) and url.partition("://")[0].lower() in _REDIS_SCHEMES and "://" in url
+
+
+def _redis_installed() -> bool:
+    """Whether ``adapters.redis`` can run (redis-py and fakeredis are installed)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("redis", "fakeredis"))
+
+
+def _redis_backend_class(base: type[Any]) -> type[Any]:
+    """Celery's own Redis backend class ``base``, with the simulation's two rules for a wait."""
+    cls = _redis_classes.get(base)
+    if cls is not None:
+        return cls
+
+    class Consumer(base.ResultConsumer):  # type: ignore[misc,name-defined]
+        """Celery's pub/sub result consumer; its wait for the socket is the simulated
+        connection's ``can_read`` (a wait on virtual time), not ``select.poll`` on a socket
+        that has no file descriptor."""
+
+        def _wait_for_pubsub(self, pubsub: Any, timeout: float | None) -> bool:
+            wait = 1.0 if timeout is None else min(timeout, 1.0)
+            if not pubsub.subscribed:
+                return bool(pubsub.subscribed_event.wait(wait))
+            connection = pubsub.connection
+            return connection is None or bool(connection.can_read(timeout=wait))
+
+    class BgworkRedisBackend(base):  # type: ignore[misc]
+        """Celery's Redis result backend on ``adapters.redis``: a sync ``get()`` waits on
+        virtual time (its pub/sub read is a simulated socket read); on the loop's thread,
+        or once the simulation is idle with the task unfinished, it raises ``ResultNotReady``."""
+
+        ResultConsumer = Consumer
+        #: The installation this backend belongs to.
+        worker: SimWorker
+
+        def wait_for_pending(self, result: Any, callback: Any = None, propagate: bool = True,
+                             **kwargs: Any) -> Any:
+            inst = self.worker
+            if _on_loop():
+                meta = self.get_task_meta(result.id)
+                if meta["status"] not in _ready_states():
+                    raise ResultNotReady(
+                        f"AsyncResult({result.id!r}).get() would wait for a task that has not "
+                        f"finished (state {meta['status']}) on the simulation's loop, blocking the "
+                        "loop it waits for. Drive it first (`await sim.run_until_idle()`), then "
+                        "read the result.")
+            elif threading.get_ident() == inst._thread:
+                kwargs["on_interval"] = _idle_guard(inst, result, kwargs.get("on_interval"))
+            return super().wait_for_pending(result, callback=callback, propagate=propagate, **kwargs)
+
+        def on_result_fulfilled(self, result: Any) -> None:
+            """Unsubscribe; later, on the loop, when a simulated server is busy in this very
+            command (``AsyncResult.__del__`` run by the garbage collector inside another
+            redis call would wait for the server's lock for good)."""
+            inst = self.worker
+            if inst.closed:  # after install: the simulation may be gone (teardown)
+                return
+            if _collecting.get("thread") == threading.get_ident():
+                return  # the cycle collector dropped it: when is not the code's to decide, so
+                # its unsubscribe would make the history differ from run to run; left open
+            if any(srv.lock.locked() for srv in inst.redis_servers()):
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                    inst.sim.loop.call_soon_threadsafe(self._fulfilled_later, result)
+                return
+            super().on_result_fulfilled(result)
+
+        def _fulfilled_later(self, result: Any) -> None:
+            if not self.worker.closed:
+                super().on_result_fulfilled(result)
+
+    _redis_classes[base] = BgworkRedisBackend
+    return BgworkRedisBackend
+
+
+#: The thread the garbage collector's cycle pass runs in now (``gc.callbacks``), if any.
+_collecting: dict[str, int | None] = {}
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    _collecting["thread"] = threading.get_ident() if phase == "start" else None
+
+
+def _idle_guard(inst: SimWorker, result: Any, on_interval: Any) -> Any:
+    """``on_interval`` for a sync wait: raise ``ResultNotReady`` once the simulation is idle
+    (no timer left, nothing ready) and the task is still unfinished: nothing will finish it."""
+
+    def check() -> None:
+        if on_interval is not None:
+            on_interval()
+        loop = inst.sim.loop
+        if result.on_ready.ready or loop.pending_timers() or getattr(loop, "_ready", None):
+            return
+        state = result.backend.get_task_meta(result.id)["status"]
+        if state not in _ready_states():
+            raise ResultNotReady(
+                f"AsyncResult({result.id!r}).get(): the simulation is idle and the task is "
+                f"still {state}: nothing will ever finish it (was it sent to a queue no "
+                "installation serves?)")
+
+    return check
+
+
 def _on_loop() -> bool:
     try:
         asyncio.get_running_loop()
@@ -347,9 +486,20 @@ class SimWorker:
     """
 
     def __init__(self, sim: Simulation, app: Celery, *, visibility_timeout: float,
-                 max_retries: int, hostname: str) -> None:
+                 max_retries: int, hostname: str, results: str = "kv",
+                 concurrency: int | None = None) -> None:
         self.sim = sim
         self.app = app
+        #: Where results go: ``"kv"`` (``sim.kv``) or ``"redis"`` (Celery's own Redis backend
+        #: on ``adapters.redis``).
+        self.results = results
+        #: ``install`` ended: its Redis result subscriptions are left alone.
+        self.closed = False
+        #: Remote-control replies waiting in each reply queue (``<oid>.reply.celery.pidbox``).
+        self.replies: dict[str, list[dict[str, Any]]] = {}
+        self._node: Any = None
+        #: ``adapters.redis``'s backend while results go to Redis.
+        self.redis: Any = None
         self.hostname = hostname
         self.visibility_timeout = visibility_timeout
         self.max_retries = max_retries
@@ -357,6 +507,10 @@ class SimWorker:
         self._tracers: dict[str, Any] = {}
         self._pending: set[asyncio.Task[Any]] = set()
         self._uuids = 0
+        self._succeeded: set[str] = set()
+        #: Task bodies that may run at once (the pool's processes); ``None``: no limit.
+        self.concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None
         self._thread = threading.get_ident()
 
     # -- ids: Celery's uuid4s, made deterministic ---------------------------------------------
@@ -388,6 +542,36 @@ class SimWorker:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.publish_errors.append(task.exception())  # type: ignore[arg-type]
+
+    def redis_servers(self) -> list[Any]:
+        """The simulated Redis servers of the Redis result backend (none with ``sim.kv``)."""
+        return list(self.redis.servers.values()) if self.redis is not None else []
+
+    # -- remote control -------------------------------------------------------------------------
+    def control(self, channel: Any, payload: dict[str, Any]) -> None:
+        """A broadcast (``revoke``, ``ping``, ``inspect().registered()``...): the simulated
+        worker runs Celery's own control handler at once and publishes its reply."""
+        from celery.utils.collections import AttributeDict
+        from celery.worker.control import Panel
+
+        message = self._message(payload, {})
+        body = message.decode()
+        method = body.get("method") if isinstance(body, dict) else None
+        arguments = (body.get("arguments") if isinstance(body, dict) else None) or {}
+        if method not in CONTROL_COMMANDS or (method in ("revoke", "revoke_by_stamped_headers")
+                                              and arguments.get("terminate")):
+            what = f"{method}(terminate=True)" if method in CONTROL_COMMANDS else method
+            raise _unsupported(
+                f"the remote-control command {what!r}",
+                f"The simulated worker answers {', '.join(sorted(CONTROL_COMMANDS))} "
+                "(revoke without terminate: a task that has started runs to its end).")
+        node = self._node
+        if node is None:
+            node = self._node = self.app.control.mailbox.Node(
+                self.hostname, handlers=Panel.data,
+                state=AttributeDict(app=self.app, hostname=self.hostname, consumer=None, tset=set))
+        node.channel = channel
+        node.handle_message(body, message)
 
     # -- queues -------------------------------------------------------------------------------
     def ensure_queue(self, name: str) -> None:
@@ -446,22 +630,26 @@ class SimWorker:
                 task.name, task, loader=self.app.loader, hostname=self.hostname, app=self.app)
         return tracer
 
-    def _request(self, payload: dict[str, Any], delivery: Delivery) -> Any:
-        from celery.worker.request import Request
+    def _message(self, payload: dict[str, Any], info: dict[str, Any]) -> Any:
+        """kombu's ``Message`` for a stored payload (kombu's JSON-able dict)."""
         from kombu.message import Message
         from kombu.serialization import prepare_accept_content
 
         props = payload.get("properties") or {}
-        info = dict(props.get("delivery_info") or {}, redelivered=delivery.attempt > 1)
         body = payload.get("body")
         if body and props.get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        message = Message(  # type: ignore[no-untyped-call]
+        return Message(  # type: ignore[no-untyped-call]
             body=body, delivery_tag=props.get("delivery_tag"), content_type=payload.get("content-type"),
             content_encoding=payload.get("content-encoding"), headers=payload.get("headers"),
-            properties=props, delivery_info=info,
+            properties=props, delivery_info=dict(props.get("delivery_info") or {}, **info),
             accept=prepare_accept_content(self.app.conf.accept_content),  # type: ignore[no-untyped-call]
         )
+
+    def _request(self, payload: dict[str, Any], delivery: Delivery) -> Any:
+        from celery.worker.request import Request
+
+        message = self._message(payload, {"redelivered": delivery.attempt > 1})
         name = (payload.get("headers") or {}).get("task")
         task = self.app.tasks.get(name) if isinstance(name, str) else None
         if task is None:
@@ -482,25 +670,67 @@ class SimWorker:
 
     async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
         """One delivery, as ``celery.worker.request.Request`` and the prefork pool handle it."""
-        from celery import states
-        from celery.exceptions import WorkerLostError
+        from celery.worker import state as worker_state
 
         req = self._request(payload, delivery)
         if req is None:  # a task the app does not know: logged and discarded, as Celery does
             await delivery.ack()
             return
-        task = req.task
+
         _received(req)
+        worker_state.task_reserved(req)
+        try:
+            await self._run(req, delivery)
+        finally:
+            worker_state.task_ready(req, successful=req.id in self._succeeded)
+            self._succeeded.discard(req.id)
+
+    async def _discarded(self, req: Any, delivery: Delivery) -> bool:
+        """Revoked (by id or by a stamped header, through remote control): discarded as the
+        worker does (``REVOKED`` stored, ``task_revoked`` sent, acked), not run."""
+        from celery.worker import state as worker_state
+
+        if req.id not in worker_state.revoked and not (req.stamped_headers and
+                                                       worker_state.revoked_stamps):
+            return False
+        if not await self._main(req.revoked):
+            return False
+        await delivery.ack()
+        return True
+
+    async def _run(self, req: Any, delivery: Delivery) -> None:
+        """Received: revoked ones are discarded, an ETA holds it, then a pool process runs it."""
+        if await self._discarded(req, delivery):
+            return
         clock = self.sim.clock
         if req.eta is not None:  # held in memory, unacked, while the visibility timeout runs
             wait = (req.eta - clock.now()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
+        if self.concurrency is None:
+            await self._execute(req, delivery)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:  # prefetched, unacked, until a pool process is free
+            await self._execute(req, delivery)
+
+    async def _execute(self, req: Any, delivery: Delivery) -> None:
+        """The pool takes the request: expiry and revocation checked, then the body runs."""
+        from celery import states
+        from celery.exceptions import WorkerLostError
+        from celery.worker import state as worker_state
+
+        task = req.task
+        clock = self.sim.clock
         if req.expires is not None and clock.now() > req.expires:
             await self._main(functools.partial(task.backend.mark_as_revoked, req.id, "expired",
                                                  request=req._context))
             await delivery.ack()
             return
+        if await self._discarded(req, delivery):
+            return
+        worker_state.task_accepted(req)
         acks_late = bool(task.acks_late)
         if not acks_late:
             await delivery.ack()  # on_accepted: early ack, before the body runs
@@ -520,6 +750,8 @@ class SimWorker:
             return
         _, info, _, _ = child.result()
         state = None if info is None else info.state
+        if info is None:  # the tracer's "not failed": the worker's successful_requests
+            self._succeeded.add(req.id)
         if state == states.REJECTED:
             exc = info.retval
             if not exc.requeue:
@@ -534,8 +766,12 @@ class SimWorker:
         from celery import states
 
         task = req.task
-        meta = self.sim.kv.items(RESULTS_NS).get(task.backend.get_key_for_task(req.id).decode())
-        if meta is not None and task.backend.decode_result(meta).get("status") == states.SUCCESS:
+        if self.results == "redis":
+            stored = task.backend.get_task_meta(req.id).get("status")
+        else:
+            meta = self.sim.kv.items(RESULTS_NS).get(task.backend.get_key_for_task(req.id).decode())
+            stored = None if meta is None else task.backend.decode_result(meta).get("status")
+        if stored == states.SUCCESS:
             if task.acks_late:  # it stored SUCCESS, then died: do not run it again
                 await self._settle(delivery, "ack")
             return
@@ -617,9 +853,18 @@ _UUID_MODULES = ("celery.app.base", "celery.app.task", "celery.canvas", "celery.
 
 @contextlib.contextmanager
 def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | None = None,
-            max_retries: int = DEFAULT_MAX_RETRIES, hostname: str = HOSTNAME) -> Iterator[SimWorker]:
-    """Run ``celery_app``'s tasks on ``sim``: ``bgwork://`` broker, in-loop worker, results in KV.
+            max_retries: int = DEFAULT_MAX_RETRIES, hostname: str = HOSTNAME,
+            results: str = "auto", concurrency: int | None = None) -> Iterator[SimWorker]:
+    """Run ``celery_app``'s tasks on ``sim``: ``bgwork://`` broker, in-loop worker, results.
 
+    ``results="kv"`` stores results in ``sim.kv`` (namespace ``celery-results``);
+    ``"redis"`` keeps Celery's own Redis result backend (pub/sub and chords included) and
+    runs it on ``adapters.redis`` (a simulated server of ``sim``; needs the ``redis``
+    extra); ``"auto"`` (the default) picks ``"redis"`` when the app's ``result_backend`` is
+    a ``redis://`` URL and the extra is installed, else ``"kv"``.
+    ``concurrency`` limits how many task bodies run at once (a worker's pool processes:
+    ``celery worker --concurrency``; the others wait, prefetched and unacked, and expire
+    meanwhile as on a busy worker); ``None`` (the default) runs every delivered task at once.
     ``visibility_timeout`` defaults to ``broker_transport_options["visibility_timeout"]``,
     else 3600 s (Redis's default). Queues you created beforehand keep your settings.
     Restores the app's broker, backend and connection pools on exit.
@@ -638,6 +883,22 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
             "task_always_eager=True alongside the simulation",
             "Turn it off in tests that install the adapter: the simulation delivers the tasks.",
         )
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise ValueError(f"install(concurrency=...): expected a whole number >= 1 (a pool's "
+                         f"processes) or None for no limit; got {concurrency!r}")
+    if results not in ("auto", "kv", "redis"):
+        raise ValueError(f"install(results=...): expected 'auto', 'kv' or 'redis'; got {results!r}")
+    if results == "auto":
+        results = "redis" if _is_redis_url(conf.result_backend) and _redis_installed() else "kv"
+    if results == "redis" and not _is_redis_url(conf.result_backend):
+        raise ValueError(
+            f"install(results='redis'): the app's result_backend is {conf.result_backend!r}, not a "
+            "redis:// URL; set app.conf.result_backend = 'redis://' or pass results='kv'")
+    if results == "redis" and not _redis_installed():
+        raise ImportError("install(results='redis') runs Celery's Redis backend on "
+                          "adapters.redis, which needs redis-py and fakeredis: "
+                          'pip install "pytest-bgwork[celery,redis]" (or pass results="kv")')
     if visibility_timeout is None:
         visibility_timeout = float((conf.broker_transport_options or {}).get(
             "visibility_timeout", DEFAULT_VISIBILITY))
@@ -645,7 +906,9 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         raise RuntimeError("adapters.celery.install(...) is already active; install one app at a "
                            "time (leave the first `with` block first)")
     worker = SimWorker(sim, celery_app, visibility_timeout=visibility_timeout,
-                       max_retries=max_retries, hostname=hostname)
+                       max_retries=max_retries, hostname=hostname, results=results,
+                       concurrency=concurrency)
+    stack = contextlib.ExitStack()
     saved_conf = {k: conf.get(k) for k in ("broker_url", "broker_read_url", "broker_write_url")}
     saved_backend = celery_app._backend_cache
     saved_uuids = []
@@ -656,9 +919,15 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
     _refuse_real_workers()
     _reset_pools(celery_app)
     conf.update(broker_url="bgwork://", broker_read_url=None, broker_write_url=None)
-    backend = _backend_class()(app=celery_app)
-    backend.worker = worker
-    celery_app._backend_cache = backend
+    saved_local = celery_app._local
+    saved_state = _swap_worker_state(None)
+    rebound = _bind_sleeps(celery_app)
+    if results == "redis":
+        stack.enter_context(_redis_results(sim, celery_app, worker))
+    else:
+        backend = _backend_class()(app=celery_app)
+        backend.worker = worker
+        celery_app._backend_cache = backend
     _active = worker
     router = _router_for(sim)
     router.worker = worker
@@ -668,11 +937,17 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         failed = False
     finally:
         _active = None
+        worker.closed = True
         router.worker = None
         for module, fn in saved_uuids:
             setattr(module, "uuid", fn)  # noqa: B010
         conf.update(saved_conf)
+        stack.close()
         celery_app._backend_cache = saved_backend
+        celery_app._local = saved_local
+        _swap_worker_state(saved_state)
+        for space, name, real in rebound:
+            space[name] = real
         _reset_pools(celery_app)
         for task in list(worker._pending):
             task.cancel()
@@ -681,6 +956,98 @@ def install(sim: Simulation, celery_app: Celery, *, visibility_timeout: float | 
         raise BgworkError(f"{len(worker.publish_errors)} Celery publish(es) from the test's thread "
                           f"failed after task.delay() returned: {errors}. Clear "
                           "worker.publish_errors if the test injected them on purpose.")
+
+
+@contextlib.contextmanager
+def _redis_results(sim: Simulation, app: Celery, worker: SimWorker) -> Iterator[None]:
+    """Celery's Redis result backend on ``adapters.redis`` for the block: each thread's
+    backend (Celery keeps one per thread) is made anew, on ``sim``'s simulated server."""
+    from celery.app import backends
+
+    from . import redis as _redis
+
+    def get_backend() -> Any:
+        cls, url = backends.by_url(app.backend_cls or app.conf.result_backend, app.loader)
+        made = _redis_backend_class(cls)(app=app, url=url)
+        made.worker = worker
+        return made
+
+    import gc
+
+    with _redis.install(sim) as servers:
+        worker.redis = servers
+        gc.callbacks.append(_on_gc)
+        app._backend_cache = None
+        app._local = threading.local()  # backends made before (real Redis) stay unused
+        app._get_backend = get_backend
+        try:
+            yield
+        finally:
+            del app._get_backend
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(_on_gc)
+            _collecting.clear()
+
+
+_WORKER_STATE = ("revoked", "revoked_stamps", "successful_requests", "requests",
+                 "active_requests", "reserved_requests")
+
+
+def _swap_worker_state(saved: dict[str, Any] | None) -> dict[str, Any]:
+    """Celery's process-wide worker state (``celery.worker.state``: revoked ids and stamps,
+    successful requests...), empty for each installation (task ids restart at 1 in every
+    simulation); ``saved`` is put back. Returns what was there."""
+    from celery.worker import state as worker_state
+
+    before: dict[str, Any] = {}
+    for name in _WORKER_STATE:
+        current = getattr(worker_state, name)
+        before[name] = dict(current) if isinstance(current, dict) else list(current)
+        current.clear()
+        if saved is not None:
+            current.update(saved[name])
+    return before
+
+
+def _virtual_sleep(seconds: float) -> None:
+    """``time.sleep`` looked up at call time: virtual in the simulation's threads (task
+    bodies, a sync test body), real elsewhere."""
+    time.sleep(seconds)
+
+
+def _bind_sleeps(app: Celery) -> list[tuple[dict[str, Any], str, Any]]:
+    """Rebind ``sleep`` names bound to the real ``time.sleep`` at import (``from time import
+    sleep``) in the modules of the app's tasks and in kombu's retry helper (what
+    ``Manager.wait_for`` and the result backends' retries call), so they wait on virtual
+    time as ``time.sleep(...)`` does. Returns what to put back."""
+    import sys
+
+    from kombu.utils import functional
+
+    spaces: list[dict[str, Any]] = [vars(functional)]
+    try:
+        tasks = list(app.tasks.values())  # finalizes the app, as a worker does
+    except RuntimeError:  # autofinalize=False and not finalized: no task modules to look at
+        tasks = []
+    for task in tasks:
+        module = sys.modules.get(getattr(type(task), "__module__", "") or "")
+        run = getattr(task, "run", None)
+        for space in (getattr(run, "__globals__", None), vars(module) if module else None):
+            if isinstance(space, dict) and all(space is not s for s in spaces):
+                spaces.append(space)
+    bound = []
+    for space in spaces:
+        for name, value in list(space.items()):
+            if _is_real_sleep(value):
+                space[name] = _virtual_sleep
+                bound.append((space, name, value))
+    return bound
+
+
+def _is_real_sleep(value: Any) -> bool:
+    """The C function ``time.sleep`` (whatever ``time.sleep`` is patched to now)."""
+    return (type(value) is type(len) and getattr(value, "__name__", None) == "sleep"
+            and getattr(getattr(value, "__self__", None), "__name__", None) == "time")
 
 
 _worker_init: list[Any] = []

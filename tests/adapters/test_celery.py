@@ -481,22 +481,88 @@ def test_user_received_signal_and_log(bgwork: bg.Simulation, caplog: pytest.LogC
     assert f"Task {add.name}[{result.id}] received" in caplog.text
 
 
-def test_user_revoke_raises_unsupported(bgwork: bg.Simulation) -> None:
-    with bc.install(bgwork, app):
-        result = remind.apply_async(("cy",), countdown=60)
-        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
-            result.revoke()
-        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
-            app.control.revoke_by_stamped_headers({"stamp": "x"})
-        result.get()  # never revoked: it still runs
+def test_user_revoke_discards_the_task_as_a_worker_does(bgwork: bg.Simulation) -> None:
+    from celery.exceptions import TaskRevokedError
+    from celery.signals import task_revoked
+
+    revoked: list[str] = []
+
+    def on_revoked(sender: Any, request: Any, **kwargs: Any) -> None:
+        revoked.append(request.id)
+
+    task_revoked.connect(on_revoked)
+    try:
+        with bc.install(bgwork, app):
+            result = remind.apply_async(("cy",), countdown=60)
+            result.revoke()  # while its ETA holds it: it never runs
+            with pytest.raises(TaskRevokedError):
+                result.get()
+            assert result.status == "REVOKED"
+            assert bgwork.queues.stats("celery")["acked"] == 1  # discarded: acked, not retried
+            other = remind.delay("dee")
+            assert other.get() == "dee"  # only the revoked id is discarded
+    finally:
+        task_revoked.disconnect(on_revoked)
+    assert revoked == [result.id]
+    assert "remind" not in [r[0] for r in runs if r[1] == "cy"]
 
 
-def test_user_remote_control_with_replies_raises_unsupported(bgwork: bg.Simulation) -> None:
+def test_user_revoke_by_stamped_headers(bgwork: bg.Simulation) -> None:
+    from celery.canvas import StampingVisitor
+    from celery.exceptions import TaskRevokedError
+
+    class Stamp(StampingVisitor):
+        def __init__(self, value: str) -> None:
+            self.value = value
+
+        def on_signature(self, sig: Any, **headers: Any) -> dict[str, Any]:
+            return {"monitoring_id": self.value}
+
     with bc.install(bgwork, app):
-        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
-            app.control.ping(timeout=1)
-        with pytest.raises(bc.UnsupportedFeature, match="remote control"):
-            app.control.inspect(timeout=1).active()
+        app.control.revoke_by_stamped_headers({"monitoring_id": ["m-1"]})
+        for value, revoked in (("m-1", True), ("m-2", False)):
+            sig = remind.si(value)
+            sig.stamp(visitor=Stamp(value))
+            result = sig.apply_async()
+            if revoked:
+                with pytest.raises(TaskRevokedError):
+                    result.get()
+            else:
+                assert result.get() == "m-2"
+
+
+def test_user_remote_control_with_replies(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        assert app.control.ping(timeout=1) == [{bc.HOSTNAME: {"ok": "pong"}}]
+        assert bgwork.clock.monotonic() == 1  # the client waits its timeout for more replies
+        registered = app.control.inspect(timeout=1).registered()
+        assert add.name in registered[bc.HOSTNAME]
+        assert app.control.inspect(timeout=1).active() == {bc.HOSTNAME: []}
+        reply = app.control.revoke("some-id", reply=True, timeout=1)
+        assert reply == [{bc.HOSTNAME: {"ok": "tasks {'some-id'} flagged as revoked"}}]
+
+
+def test_user_unsupported_remote_control_raises_naming_it(bgwork: bg.Simulation) -> None:
+    with bc.install(bgwork, app):
+        with pytest.raises(bc.UnsupportedFeature, match="'shutdown'"):
+            app.control.shutdown()
+        with pytest.raises(bc.UnsupportedFeature, match=r"revoke\(terminate=True\)"):
+            app.control.revoke("some-id", terminate=True)
+
+
+def test_worker_state_is_celerys_and_fresh_for_each_install(bgwork: bg.Simulation) -> None:
+    from celery.worker import state as worker_state
+
+    worker_state.revoked.add("left-by-someone")
+    with bc.install(bgwork, app):
+        assert "left-by-someone" not in worker_state.revoked  # ids restart in every simulation
+        result = add.delay(1, 2)
+        assert result.get() == 3
+        assert result.id in worker_state.successful_requests
+        assert not worker_state.active_requests
+    assert "left-by-someone" in worker_state.revoked  # put back
+    assert result.id not in worker_state.successful_requests
+    worker_state.revoked.discard("left-by-someone")
 
 
 @pytest.fixture

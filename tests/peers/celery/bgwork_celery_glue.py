@@ -2,9 +2,10 @@
 
 Celery's integration suite expects a broker, a result backend and a session worker
 (``celery_session_worker``). This plugin replaces that worker with nothing (the
-simulation is the worker) and installs the test's app on the test's simulation
-(``adapters.celery.install``): ``bgwork://`` broker, results in ``sim.kv``. Tests keep
-their ``.get(timeout=...)`` calls: from a sync test they run the simulation.
+simulation is the worker, with one pool process as ``start_worker`` has) and installs
+the test's app on the test's simulation (``adapters.celery.install``): ``bgwork://``
+broker; the suite's ``redis://`` result backend is Celery's own, on ``adapters.redis``.
+Tests keep their ``.get(timeout=...)`` calls: from a sync test they run the simulation.
 """
 
 from __future__ import annotations
@@ -45,6 +46,6 @@ def _bgwork_celery(request: pytest.FixtureRequest, bgwork: bg.Simulation) -> Ite
         return
     app = request.getfixturevalue("app")
     bc.reset()
-    with bc.install(bgwork, app):
+    with bc.install(bgwork, app, concurrency=1):  # start_worker's pool: one process
         yield
     bc.reset()
