@@ -473,6 +473,8 @@ class SimBroker(dramatiq.Broker):
         if not self._paused:
             return
         self._paused = False
+        if not self._parked and not any(self._backlog.values()):
+            return  # nothing sent meanwhile: nothing to order
         self._resuming = True
         self.sim.loop.call_soon_threadsafe(self._release_soon)
 
