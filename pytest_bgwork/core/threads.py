@@ -390,6 +390,8 @@ def _starts_a_thread(frame: Any) -> bool:
 
 
 _THREAD_START = threading.Thread.start.__code__
+#: The function a ``ThreadPoolExecutor``'s threads run.
+_POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 
 
 def _sleep(seconds: float) -> None:
@@ -444,13 +446,16 @@ def _cond_wait(self: threading.Condition, timeout: float | None = None) -> bool:
 
 
 def _join(self: threading.Thread, timeout: float | None = None) -> None:
-    """``Thread.join`` for the simulation's threads: the timeout is virtual.
+    """``Thread.join`` of a thread pool's thread (``shutdown``) from the simulation's threads:
+    the timeout is virtual.
 
     The joined thread holds the clock until it exits, unless it waits on virtual time
     itself (then time moves on, so a pool thread's ``time.sleep`` ends and it can exit).
+    A thread started with ``threading.Thread`` is not the simulation's: a real join.
     """
     mode = _mode()
-    if mode is None or self.ident == threading.get_ident() or not self.is_alive():
+    if (mode is None or getattr(self, "_target", None) is not _POOL_WORKER
+            or self.ident == threading.get_ident() or not self.is_alive()):
         _REAL["join"](self, timeout)
         return
     loop = mode[1]
