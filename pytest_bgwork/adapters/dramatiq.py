@@ -11,7 +11,10 @@ a message that fails for good (retries exhausted, ``throws``, unknown actor) is
 dead-lettered: acked on the simulated queue, kept in ``broker.dead_letters`` and
 recorded as ``dramatiq.dead_letter``. A crash injected in an actor parks its thread;
 the queue redelivers after ``visibility_timeout``. Async actors run on the
-simulation's loop. Message ids are deterministic.
+simulation's loop. Message ids are deterministic. Time limits interrupt an actor where it
+waits, on virtual time. ``pause()``/``resume()`` hold delivered messages (their lease
+renewed) and run them by priority, as a paused worker and its work queue do; ``flush``,
+``qsize`` and, while paused, ``queues[name].get``/``consume`` work as on ``StubBroker``.
 
 Actors bind ``get_broker()`` when they are decorated: set a ``SimBroker`` as the global
 broker before importing them, or let ``broker.adopt(old_broker)`` (the ``bg_dramatiq``
