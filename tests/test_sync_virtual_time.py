@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -337,3 +338,30 @@ def test_an_event_set_before_the_wait_reaches_the_loop_wakes_the_sync_body(bgwor
     bgwork.loop.call_soon(event.set)
     assert event.wait(5)
     assert bgwork.clock.monotonic() == 0
+
+def _pool_work(i: int, calls: list[float]) -> None:
+    if i == 0:
+        calls.append(time.monotonic())
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(30)
+def test_a_pool_shut_down_in_a_sync_test_body_runs_on_virtual_time(bgwork: bg.Simulation) -> None:
+    """Eight submits then shutdown's ``Thread.join``: a wait notified before its future
+    existed (``submit``'s idle semaphore) and a join of a sleeping pool thread both hung."""
+    calls: list[float] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for future in [pool.submit(_pool_work, i, calls) for i in range(8)]:
+            future.result()
+    assert calls == [0.0] and bgwork.clock.monotonic() == 0.3
+
+
+@pytest.mark.timeout(30)
+def test_thread_join_waits_on_virtual_time(bgwork: bg.Simulation) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(time.sleep, 50)
+        thread = next(iter(pool._threads))
+        thread.join(timeout=20)  # virtual: the pool thread still sleeps
+        assert thread.is_alive() and bgwork.clock.monotonic() == 20
+    assert bgwork.clock.monotonic() == 50  # shutdown joined it once its sleep ended
+    assert not thread.is_alive()

@@ -44,10 +44,24 @@ class Fiber:
         self._to_loop: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._to_thread: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._killed = False
+        self._interrupt: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The body's thread (``threading.get_ident()``), once it started.
+        self.thread_id: int | None = None
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Raise ``exc`` in the body where it waits (``time.sleep``, ``Event.wait``...) or at
+        its next simulation call: a time limit's interruption (on the loop's thread)."""
+        self._interrupt = exc
+        for wait in list(getattr(self._loop, "_vwaits", ())):
+            if type(wait) is threads.Wait and wait.thread == self.thread_id and not wait.woken:
+                wait.wake()
 
     # -- the thread side ------------------------------------------------------------------
     def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         _local.fiber = self
+        self._loop = loop
+        self.thread_id = threading.get_ident()
         if hasattr(loop, "_vwaits"):  # time.sleep, Event.wait... wait on the simulation's clock
             threads.enter_fiber(loop, self.call)  # type: ignore[arg-type]
         try:
@@ -67,6 +81,9 @@ class Fiber:
         if kind == "kill":
             self._killed = True
             raise ProcessCrashed()
+        if self._interrupt is not None:
+            exc, self._interrupt = self._interrupt, None
+            raise exc
         if kind == "error":
             raise value
         return value  # type: ignore[no-any-return]

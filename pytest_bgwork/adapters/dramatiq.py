@@ -11,7 +11,10 @@ a message that fails for good (retries exhausted, ``throws``, unknown actor) is
 dead-lettered: acked on the simulated queue, kept in ``broker.dead_letters`` and
 recorded as ``dramatiq.dead_letter``. A crash injected in an actor parks its thread;
 the queue redelivers after ``visibility_timeout``. Async actors run on the
-simulation's loop. Message ids are deterministic.
+simulation's loop. Message ids are deterministic. Time limits interrupt an actor where it
+waits, on virtual time. ``pause()``/``resume()`` hold delivered messages (their lease
+renewed) and run them by priority, as a paused worker and its work queue do; ``flush``,
+``qsize`` and, while paused, ``queues[name].get``/``consume`` work as on ``StubBroker``.
 
 Actors bind ``get_broker()`` when they are decorated: set a ``SimBroker`` as the global
 broker before importing them, or let ``broker.adopt(old_broker)`` (the ``bg_dramatiq``
@@ -24,13 +27,16 @@ import asyncio
 import base64
 import contextvars
 import hashlib
+import itertools
 import logging
+import queue as _queue
 import random
 import threading
 import uuid
 import weakref
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import dramatiq
@@ -43,11 +49,12 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.stub import _StubMessageProxy
 from dramatiq.errors import ActorNotFound, QueueJoinTimeout, QueueNotFound, RateLimitExceeded, Retry
 from dramatiq.message import Message
-from dramatiq.middleware import SkipMessage, TimeLimit
+from dramatiq.middleware import SkipMessage, TimeLimit, TimeLimitExceeded
 
 from ..core import context, validate
-from ..core.errors import NotRunning, Stalled
+from ..core.errors import NotRunning, ProcessCrashed, Stalled
 from ..core.errors import UnsupportedFeature as _UnsupportedFeature
+from ..core.threads import wait_until
 from ._publish import publish_delayed
 from ._threads import Fiber, call, in_fiber
 
@@ -61,6 +68,10 @@ __all__ = ["SimBroker", "UnsupportedFeature", "call", "reset"]
 #: after about a minute, then its unacked messages are requeued.
 DEFAULT_VISIBILITY = 60.0
 
+
+#: Loop turns a resumed broker waits at most for the messages sent so far to be delivered
+#: (each publish takes a few turns) before it runs the waiting ones by priority.
+_PREFETCH_TURNS = 1000
 
 #: The logger dramatiq's worker threads log on (``dramatiq.worker.WorkerThread``).
 _WORKER_LOGGER = logging.getLogger("dramatiq.worker.WorkerThread")
@@ -165,6 +176,17 @@ class _Proxy(_StubMessageProxy):
         self._delivery = delivery
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A delivered message a paused broker holds, as a paused worker's work queue does."""
+
+    priority: int
+    order: int
+    data: bytes
+    proxy: _Proxy
+    future: asyncio.Future[str]
+
+
 class _QueueHandle:
     """One declared queue of a ``SimBroker``, as ``StubBroker.queues[name]`` offers it."""
 
@@ -174,16 +196,63 @@ class _QueueHandle:
 
     def put(self, data: bytes) -> None:
         """Send an already-encoded message (as another program, or a broker's UI, would)."""
-        self._broker._publish(self._broker.sim, self.name, data, 0.0)
+        try:
+            message_id: str | None = Message.decode(data).message_id
+        except Exception:  # not a dramatiq message: the worker will reject it
+            message_id = None
+        self._broker._publish(self._broker.sim, self.name, data, 0.0, message_id)
+
+    def qsize(self) -> int:
+        """Messages sent to this queue that no actor has taken yet (delayed ones left out)."""
+        return sum(1 for _, delayed in self._broker._backlog[self.name] if not delayed)
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Messages of this queue not yet taken plus those an actor is processing now."""
+        return self.qsize() + cast("int", self._broker._running[self.name])
 
     def get(self, block: bool = True, timeout: float | None = None) -> bytes:
-        """Taking a message off the queue would race the simulation's own delivery."""
-        raise UnsupportedFeature(
-            f"SimBroker.queues[{self.name!r}].get(): the simulation delivers the queue's messages "
-            "to their actors; read what was sent with sim.queues.messages(name) instead")
+        """Take the oldest waiting message off a paused broker's queue; its encoded bytes.
+
+        As ``StubBroker.queues[name].get``: blocks (on virtual time, from a sync test body)
+        until one is there or ``timeout`` seconds pass (``queue.Empty``). While the broker
+        delivers, taking one would race the simulation's delivery: ``UnsupportedFeature``.
+        """
+        data = self._broker._take(self.name, block, timeout, f"SimBroker.queues[{self.name!r}].get()")
+        if data is None:
+            raise _queue.Empty
+        return cast("bytes", data)
 
     def __repr__(self) -> str:
         return f"<SimBroker queue {self.name!r}>"
+
+
+class _Consumer(Consumer):
+    """``broker.consume(queue)`` on a paused ``SimBroker``: takes its waiting messages.
+
+    As ``StubBroker``'s consumer: ``next()`` gives a ``MessageProxy`` or ``None`` after
+    ``timeout`` milliseconds (virtual); ``nack`` dead-letters, ``requeue`` sends again.
+    """
+
+    def __init__(self, broker: SimBroker, queue_name: str, timeout: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.timeout = timeout
+
+    def __next__(self) -> MessageProxy | None:
+        data = self.broker._take(self.queue_name, True, self.timeout / 1000,
+                                 f"SimBroker.consume({self.queue_name!r})")
+        return None if data is None else MessageProxy(Message.decode(data))
+
+    def ack(self, message: MessageProxy) -> None:
+        """Nothing left to do: the message left the simulated queue when it was taken."""
+
+    def nack(self, message: MessageProxy) -> None:
+        self.broker.dead_letters_by_queue[message.queue_name].append(message)
+
+    def requeue(self, messages: Any) -> None:
+        for message in messages:
+            self.broker.enqueue(message._message if isinstance(message, MessageProxy) else message)
 
 
 class SimBroker(dramatiq.Broker):
@@ -214,6 +283,17 @@ class SimBroker(dramatiq.Broker):
         self._routed: weakref.WeakKeyDictionary[Simulation, set[str]] = weakref.WeakKeyDictionary()
         self._holds: set[asyncio.Task[Any]] = set()
         self._thread = threading.get_ident()
+        self._paused = False
+        self._resuming = False
+        #: Messages a paused broker holds (delivered, not yet processed), in arrival order.
+        self._parked: list[_Waiting] = []
+        self._order = itertools.count()
+        #: Per queue, (message id, delayed) of each message sent and not yet taken by an actor.
+        self._backlog: defaultdict[str, list[tuple[str, bool]]] = defaultdict(list)
+        #: Per queue, ids of flushed messages whose delivery is still to come (then dropped).
+        self._dropped: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        #: Per queue, how many messages an actor is processing now.
+        self._running: Counter[str] = Counter()
 
     @property
     def sim(self) -> Simulation:
@@ -236,8 +316,13 @@ class SimBroker(dramatiq.Broker):
 
     def _ensure(self, sim: Simulation, queue_name: str) -> None:
         routed = self._routed.get(sim)
-        if routed is None:
+        if routed is None:  # a new simulation: what the broker held for the last one is gone
             routed = self._routed[sim] = set()
+            self._parked.clear()
+            self._backlog.clear()
+            self._dropped.clear()
+            self._running.clear()
+            self._resuming = False
         if queue_name in routed:
             return
         if queue_name not in sim.queues.names():
@@ -252,21 +337,24 @@ class SimBroker(dramatiq.Broker):
         """Publish ``message`` (delivery after ``delay`` milliseconds); returns what was sent."""
         if message.queue_name not in self.queues:
             raise QueueNotFound(message.queue_name)  # type: ignore[no-untyped-call]
-        self._check_features(message)
         sim = self.sim
         if delay is not None:
             validate.number(delay, "SimBroker.enqueue", "delay", lo=-float("inf"),
                             hi=validate.MAX_SECONDS * 1000, unit="milliseconds")
             message = message.copy(options={"eta": _dq_common.current_millis() + delay})
         self.emit_before("enqueue", message, delay)
-        self._publish(sim, message.queue_name, message.encode(), (delay or 0) / 1000)
+        self._publish(sim, message.queue_name, message.encode(), (delay or 0) / 1000,
+                      message.message_id)
         self.emit_after("enqueue", message, delay)
         return message
 
-    def _publish(self, sim: Simulation, queue_name: str, data: bytes, delay: float) -> None:
+    def _publish(self, sim: Simulation, queue_name: str, data: bytes, delay: float,
+                 message_id: str | None = None) -> None:
         """Publish encoded ``data``: awaited from an actor, spawned on the loop from the test's
         thread (it runs when the simulation next runs)."""
         self._ensure(sim, queue_name)
+        if message_id is not None:
+            self._backlog[queue_name].append((message_id, delay > 0))
         coro = publish_delayed(sim, queue_name, _body(data), delay, self.publish_errors, self._holds)
         if in_fiber():
             call(coro)
@@ -283,21 +371,62 @@ class SimBroker(dramatiq.Broker):
         if not task.cancelled() and task.exception() is not None:
             self.publish_errors.append(task.exception())  # type: ignore[arg-type]
 
-    def _check_features(self, message: Message[Any]) -> None:
+    def _time_limit(self, message: Message[Any]) -> float | None:
+        """The message's time limit in seconds, as the ``TimeLimit`` middleware reads it."""
+        middleware = next((m for m in self.middleware if isinstance(m, TimeLimit)), None)
+        if middleware is None:
+            return None
         actor = self.actors.get(message.actor_name)
-        limit = message.options.get("time_limit") or (actor and actor.options.get("time_limit"))
-        if limit and any(isinstance(m, TimeLimit) for m in self.middleware):
-            raise UnsupportedFeature(
-                f"pytest-bgwork's dramatiq adapter does not simulate time limits "
-                f"({message.actor_name!r} has time_limit={limit!r}): a thread cannot be "
-                "interrupted on virtual time. Inject a hang or crash with sim.faults instead."
-            )
+        default = middleware.time_limit if actor is None else actor.options.get(
+            "time_limit", middleware.time_limit)
+        limit = message.options.get("time_limit") or default
+        return float(limit) / 1000
+
+    @staticmethod
+    def _time_out(fiber: Fiber) -> None:
+        """The limit passed (on virtual time): interrupt the actor where it waits."""
+        logging.getLogger("dramatiq.middleware.time_limit.TimeLimit").warning(
+            "Time limit exceeded. Raising exception in worker thread %r.", fiber.thread_id)
+        fiber.interrupt(TimeLimitExceeded())
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        """A consumer of a paused broker's waiting messages (as ``StubBroker.consume``).
+
+        While the broker delivers, the simulation gives each message to its actor, so a
+        consumer would race it: ``UnsupportedFeature``; ``pause()`` first.
+        """
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)  # type: ignore[no-untyped-call]
-        raise UnsupportedFeature("SimBroker has no consumers: the simulation delivers each message "
-                                 "(drive it with `await sim.run_until_idle()`, no dramatiq Worker)")
+        if not self._paused:
+            raise UnsupportedFeature(
+                f"SimBroker.consume({queue_name!r}): the simulation delivers each message to its "
+                "actor (drive it with `await sim.run_until_idle()` or broker.join(queue)); call "
+                "broker.pause() first to take the messages yourself")
+        return _Consumer(self, queue_name, timeout)
+
+    def _take(self, queue_name: str, block: bool, timeout: float | None, what: str) -> bytes | None:
+        """The oldest waiting message of a paused broker's queue (encoded), or ``None`` once
+        ``timeout`` virtual seconds passed; taking it acks it on the simulated queue."""
+        if not self._paused:
+            raise UnsupportedFeature(
+                f"{what}: the simulation delivers the queue's messages to their actors; call "
+                "broker.pause() first to take them yourself, or read what was sent with "
+                "sim.queues.messages(name)")
+
+        def waiting() -> list[_Waiting]:
+            return [w for w in self._parked if w.proxy.queue_name == queue_name]
+
+        if block and not waiting():
+            wait_until(lambda: bool(waiting()), timeout, what=what)
+        found = waiting()
+        if not found:
+            return None
+        entry = found[0]
+        self._parked.remove(entry)
+        self._taken(queue_name, entry.proxy.message_id)
+        if not entry.future.done():
+            entry.future.set_result("taken")
+        return entry.data
 
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
@@ -306,10 +435,104 @@ class SimBroker(dramatiq.Broker):
         return set()
 
     def flush(self, queue_name: str) -> None:
-        raise UnsupportedFeature("SimBroker.flush(): let the messages run or dead-letter instead")
+        """Drop every message of ``queue_name`` no actor has taken yet (as ``StubBroker.flush``).
+
+        Each is acked on the simulated queue when its delivery comes, without running.
+        """
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)  # type: ignore[no-untyped-call]
+        for message_id, _ in self._backlog.pop(queue_name, []):
+            self._dropped[queue_name][message_id] += 1
+        for entry in [w for w in self._parked if w.proxy.queue_name == queue_name]:
+            self._parked.remove(entry)
+            if not entry.future.done():
+                entry.future.set_result("flushed")
 
     def flush_all(self) -> None:
-        self.flush("*")
+        """Flush every queue and forget the dead letters (as ``StubBroker.flush_all``)."""
+        for queue_name in list(self.queues):
+            self.flush(queue_name)
+        self.dead_letters_by_queue.clear()
+
+    # -- pausing: the worker's pause() / resume() ---------------------------------------------
+    @property
+    def paused(self) -> bool:
+        """Whether delivered messages wait for ``resume()`` instead of running."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop running actors, as ``dramatiq.Worker.pause``: delivered messages wait (their
+        lease renewed, as a worker's heartbeat does) until ``resume()``."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Run the waiting messages, highest priority (lowest ``priority``) first, then the
+        rest as they come (as ``dramatiq.Worker.resume`` and its priority work queue).
+
+        The release happens when the simulation next runs, once every message sent so far
+        has been delivered at that instant, as a resumed worker's prefetch fills its work
+        queue before its threads take from it.
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        if not self._parked and not any(self._backlog.values()):
+            return  # nothing sent meanwhile: nothing to order
+        self._resuming = True
+        self.sim.loop.call_soon_threadsafe(self._release_soon)
+
+    def _release_soon(self) -> None:
+        task = self.sim.loop.create_task(self._release())
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
+
+    async def _release(self) -> None:
+        try:  # the deliveries of this instant park first (bounded: one may never come)
+            for _ in range(_PREFETCH_TURNS):
+                sent = sum(1 for backlog in self._backlog.values() for _, delayed in backlog
+                           if not delayed)
+                if len(self._parked) >= sent:
+                    break
+                await asyncio.sleep(0)
+        finally:
+            self._resuming = False
+        if not self._paused:  # not paused again meanwhile
+            waiting, self._parked = sorted(self._parked, key=lambda w: (w.priority, w.order)), []
+            for entry in waiting:
+                if not entry.future.done():
+                    entry.future.set_result("run")
+
+    def _taken(self, queue_name: str, message_id: str) -> None:
+        """Drop one backlog entry of ``message_id``: an actor (or ``get``) took it."""
+        backlog = self._backlog.get(queue_name)
+        if backlog:
+            for i, (mid, _) in enumerate(backlog):
+                if mid == message_id:
+                    del backlog[i]
+                    return
+
+    def _take_dropped(self, queue_name: str, message_id: str) -> bool:
+        dropped = self._dropped.get(queue_name)
+        if dropped and dropped[message_id] > 0:
+            dropped[message_id] -= 1
+            return True
+        return False
+
+    async def _park(self, data: bytes, proxy: _Proxy, delivery: Delivery) -> str:
+        """Hold a delivered message while paused; what ended the wait ("run", "taken", ...)."""
+        actor = self.actors.get(proxy.actor_name)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = _Waiting(actor.priority if actor else 0, next(self._order), data, proxy, future)
+        self._parked.append(entry)
+        try:
+            while not future.done():
+                done, _ = await asyncio.wait([future], timeout=self.visibility_timeout / 2)
+                if not done:  # the worker's heartbeat keeps its prefetched message invisible
+                    await delivery.extend(self.visibility_timeout)
+        finally:
+            if entry in self._parked:  # the heartbeat failed or the simulation ended
+                self._parked.remove(entry)
+        return future.result()
 
     def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
         """From a sync test: run the simulation until ``queue_name`` has no message left.
@@ -322,6 +545,11 @@ class SimBroker(dramatiq.Broker):
         """
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)  # type: ignore[no-untyped-call]
+        if self._paused and self._backlog.get(queue_name):
+            raise NotRunning(
+                f"SimBroker.join({queue_name!r}) while the broker is paused: "
+                f"{len(self._backlog[queue_name])} message(s) wait for broker.resume(), so the "
+                "join could never end (a paused dramatiq Worker would block it forever)")
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -357,8 +585,11 @@ class SimBroker(dramatiq.Broker):
 
     # -- the worker -------------------------------------------------------------------------
     async def _handle(self, payload: dict[str, Any], delivery: Delivery) -> None:
-        message = Message.decode(payload["message"].encode() if "message" in payload
-                                 else base64.b64decode(payload["b64"]))
+        data = payload["message"].encode() if "message" in payload else base64.b64decode(payload["b64"])
+        message = Message.decode(data)
+        queue_name = message.queue_name
+        if self._take_dropped(queue_name, message.message_id):
+            return  # flushed before its delivery: acked, never run
         if "eta" in message.options:  # as the worker's consumer thread checks it
             eta = message.options["eta"]
             if eta is None:
@@ -374,18 +605,35 @@ class SimBroker(dramatiq.Broker):
             if wait > 0:  # the worker's delay queue holds it until its eta
                 self.emit_before("delay_message", MessageProxy(message))
                 await asyncio.sleep(wait)
+        if self._take_dropped(queue_name, message.message_id):
+            return  # flushed while it waited for its eta
         proxy = _Proxy(message, delivery)
         try:
             self.get_actor(message.actor_name)
         except ActorNotFound as exc:
+            self._taken(queue_name, message.message_id)
             _consumer_logger(message.queue_name).error(
                 "Received message for undefined actor %r. Moving it to the DLQ.",
                 message.actor_name, exc_info=True)
             proxy.fail()
             proxy.stuff_exception(exc)
         else:
-            await Fiber(self._process, proxy, context=contextvars.copy_context(),
-                        name=f"dramatiq-{message.actor_name}").run()
+            if (self._paused or self._resuming) and await self._park(data, proxy, delivery) != "run":
+                self._take_dropped(queue_name, message.message_id)
+                return  # flushed, or taken with queues[name].get(): acked, never run
+            self._taken(queue_name, message.message_id)
+            self._running[queue_name] += 1
+            fiber = Fiber(self._process, proxy, context=contextvars.copy_context(),
+                          name=f"dramatiq-{message.actor_name}")
+            limit = self._time_limit(message)
+            timer = None if limit is None else asyncio.get_running_loop().call_later(
+                limit, self._time_out, fiber)
+            try:
+                await fiber.run()
+            finally:
+                self._running[queue_name] -= 1
+                if timer is not None:
+                    timer.cancel()
         if proxy.failed:
             self.emit_before("nack", proxy)
             await self._dead_letter(proxy, delivery)
@@ -423,7 +671,9 @@ class SimBroker(dramatiq.Broker):
                 message.stuff_exception(e)
             logger.warning("Message %s was skipped.", message)
             self.emit_after("skip_message", message)
-        except Exception as e:
+        except BaseException as e:  # as the worker: an Interrupt (TimeLimitExceeded) too
+            if isinstance(e, ProcessCrashed):
+                raise  # an injected crash: the worker died here, nothing is processed
             message.stuff_exception(e)
             throws = message.options.get("throws") or (actor and actor.options.get("throws"))
             if isinstance(e, RateLimitExceeded):

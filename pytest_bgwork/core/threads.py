@@ -42,12 +42,15 @@ _T = TypeVar("_T")
 #: The real calls (in a dict: the wall-clock patch swaps module attributes holding real clocks).
 _REAL: dict[str, Any] = {
     "sleep": time.sleep, "monotonic": time.monotonic, "cond_wait": threading.Condition.wait,
-    "submit": concurrent.futures.ThreadPoolExecutor.submit,
+    "submit": concurrent.futures.ThreadPoolExecutor.submit, "join": threading.Thread.join,
 }
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(__file__)) + os.sep
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 #: Real seconds a waiting thread sleeps between looks at whether its loop was closed.
 _CLOSED_CHECK = 1.0
+#: Real seconds a joined thread that neither exits nor waits on virtual time holds the
+#: clock (it may be blocked in a real wait that only the join's timeout ends).
+_JOIN_HOLD = 1.0
 
 
 class _Local(threading.local):
@@ -167,6 +170,22 @@ def _disarm(wait: Wait) -> None:
         wait.timer = None
 
 
+class HeldThread:
+    """A thread another thread of the simulation joins: it holds the clock while it works
+    (its exit is real work), not while it waits on virtual time, and at most ``_JOIN_HOLD``
+    real seconds while it does neither."""
+
+    __slots__ = ("release", "since", "thread")
+
+    def __init__(self, thread: threading.Thread, release: Callable[[], None]) -> None:
+        self.thread = thread
+        self.release = release
+        self.since = time.perf_counter()
+
+    def gone(self) -> bool:
+        return not self.thread.is_alive() or time.perf_counter() - self.since > _JOIN_HOLD
+
+
 class Queued:
     """Work submitted to a thread pool that has not started: it holds the clock (it will run)
     unless every thread of its pool is blocked in a wait (then it cannot start before one ends)."""
@@ -183,9 +202,17 @@ def poll(loop: VirtualEventLoop) -> int:
     ``check()`` came true (the loop calls it before it decides anything about time)."""
     blocked = 0
     queued: list[Queued] = []
+    joined: list[HeldThread] = []
     waiting: set[int] = set()
     entries: Any = loop._vwaits
     for wait in list(entries):
+        if isinstance(wait, HeldThread):
+            if wait.gone():
+                del entries[wait]
+                wait.release()
+            else:
+                joined.append(wait)
+            continue
         if isinstance(wait, Queued):
             if wait.started:
                 del entries[wait]
@@ -204,6 +231,9 @@ def poll(loop: VirtualEventLoop) -> int:
             continue
         blocked += 1
         waiting.add(wait.thread)
+    for held in joined:  # a joined thread waiting on virtual time does not hold the clock
+        if held.thread.ident in waiting:
+            blocked += 1
     for item in queued:
         pool: Any = item.executor
         workers = list(getattr(pool, "_threads", ()))
@@ -220,7 +250,7 @@ def abort(loop: VirtualEventLoop) -> None:
         if isinstance(entry, Wait):
             entry.aborted = True
             entry.wake()
-        elif not isinstance(entry, Queued):  # a socket holding the clock
+        elif not isinstance(entry, Queued):  # a socket or a joined thread holding the clock
             entry.release()
     loop._vwaits.clear()
 
@@ -361,6 +391,8 @@ def _starts_a_thread(frame: Any) -> bool:
 
 
 _THREAD_START = threading.Thread.start.__code__
+#: The function a ``ThreadPoolExecutor``'s threads run.
+_POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 
 
 def _sleep(seconds: float) -> None:
@@ -412,6 +444,51 @@ def _cond_wait(self: threading.Condition, timeout: float | None = None) -> bool:
         except ValueError:
             notified = True
     return notified
+
+
+def _join(self: threading.Thread, timeout: float | None = None) -> None:
+    """``Thread.join`` of a thread pool's thread (``shutdown``) from the simulation's threads:
+    the timeout is virtual.
+
+    The joined thread holds the clock until it exits, unless it waits on virtual time
+    itself (then time moves on, so a pool thread's ``time.sleep`` ends and it can exit).
+    A thread started with ``threading.Thread`` is not the simulation's: a real join.
+    """
+    mode = _mode()
+    if (mode is None or getattr(self, "_target", None) is not _POOL_WORKER
+            or self.ident == threading.get_ident() or not self.is_alive()):
+        _REAL["join"](self, timeout)
+        return
+    loop = mode[1]
+    if timeout is not None and timeout != timeout:
+        raise ValueError(f"Thread.join(timeout={timeout!r}): not a number of seconds")
+    holder: list[HeldThread] = []
+
+    def hold() -> None:
+        if self.is_alive() and not loop.is_closed():
+            held = HeldThread(self, loop.hold_clock())
+            holder.append(held)
+            loop._vwaits[held] = None
+
+    def unhold() -> None:
+        for held in holder:
+            if loop._vwaits.pop(held, 0) is None:
+                held.release()
+
+    if mode[0] == "drive":
+        hold()
+    else:
+        loop.call_soon_threadsafe(hold)
+    try:
+        wait_until(lambda: not self.is_alive(), timeout, what=f"Thread.join() of {self.name}")
+    finally:
+        if mode[0] == "drive":
+            unhold()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(unhold)
+    if not self.is_alive():
+        _REAL["join"](self, 0)
 
 
 def _monotonic() -> float:
@@ -538,6 +615,7 @@ def start() -> None:
     queue.time = _monotonic  # type: ignore[attr-defined]
     threading._time = _monotonic  # type: ignore[attr-defined]
     concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
+    threading.Thread.join = _join  # type: ignore[method-assign]
 
 
 def stop() -> None:
@@ -553,6 +631,7 @@ def stop() -> None:
     queue.time = _REAL["monotonic"]  # type: ignore[attr-defined]
     threading._time = _REAL["monotonic"]  # type: ignore[attr-defined]
     concurrent.futures.ThreadPoolExecutor.submit = _REAL["submit"]  # type: ignore[method-assign]
+    threading.Thread.join = _REAL["join"]  # type: ignore[method-assign]
 
 
 def drive(sim: Any) -> Callable[[], None]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -61,9 +63,11 @@ async def async_write(key: str) -> None:
     await bg.current().kv.set("outbox", key, "sent")
 
 
-@dramatiq.actor(time_limit=5000)
+@dramatiq.actor(time_limit=5000, max_retries=0)
 def limited() -> None:
-    pass
+    _log("limited", "start")
+    time.sleep(30)  # virtual: the time limit interrupts it after 5 s
+    _log("limited", "end")
 
 
 dramatiq.set_broker(_previous)  # type: ignore[arg-type]
@@ -151,8 +155,8 @@ async def test_delayed_sends_and_unknown_actors(bgwork: bg.Simulation) -> None:
 
 @pytest.mark.asyncio
 async def test_unsupported_features_raise_naming_them(bgwork: bg.Simulation) -> None:
-    with pytest.raises(bd.UnsupportedFeature, match="time limits"):
-        limited.send()
+    with pytest.raises(bd.UnsupportedFeature, match=r"consume\('default'\).*broker.pause\(\)"):
+        broker.consume("default")  # the simulation delivers: a consumer would race it
     with pytest.raises(bd.UnsupportedFeature, match="inside the simulation would block"):
         broker.join("default")
     with pytest.raises(dramatiq.errors.QueueNotFound):
@@ -291,3 +295,70 @@ def test_join_in_a_sync_test_runs_the_simulation(bgwork: bg.Simulation) -> None:
     boom.send()
     with pytest.raises(LookupError, match="no such invoice"):
         broker.join("default")  # fail_fast, as StubBroker.join
+
+
+def test_time_limits_interrupt_an_actor_on_virtual_time(
+        bgwork: bg.Simulation, caplog: pytest.LogCaptureFixture) -> None:
+    limited.send()
+    with pytest.raises(dramatiq.middleware.TimeLimitExceeded):
+        broker.join("default")
+    assert runs == [("limited", "start", 0.0)] and bgwork.clock.monotonic() == 5.0
+    assert "Time limit exceeded. Raising exception in worker thread" in caplog.text
+
+
+def test_a_paused_broker_holds_messages_then_runs_them_by_priority(bgwork: bg.Simulation) -> None:
+    own = bd.SimBroker(bgwork)
+    calls: list[str] = []
+
+    @dramatiq.actor(broker=own, priority=10, actor_name="paused_lo")
+    def lo() -> None:
+        calls.append("lo")
+
+    @dramatiq.actor(broker=own, priority=0, actor_name="paused_hi")
+    def hi() -> None:
+        calls.append("hi")
+
+    own.pause()
+    for _ in range(3):
+        lo.send()
+        hi.send()
+    time.sleep(150)  # virtual; past the 60 s visibility: the waiting leases are renewed
+    assert calls == [] and own.queues["default"].qsize() == 6
+    with pytest.raises(bg.NotRunning, match=r"paused: 6 message\(s\) wait for broker.resume"):
+        own.join("default")
+    own.resume()
+    own.join("default")
+    assert calls == ["hi"] * 3 + ["lo"] * 3  # once each: no lease lapsed
+    assert own.queues["default"].qsize() == own.queues["default"].unfinished_tasks == 0
+    assert bgwork.history.filter("queue", "extend")
+
+
+def test_flush_get_and_consume_on_a_paused_broker(bgwork: bg.Simulation) -> None:
+    own = bd.SimBroker(bgwork)
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=own, actor_name="flushed_work")
+    def work(n: int) -> None:
+        calls.append(n)
+
+    own.pause()
+    first = work.send(1)
+    work.send(2)
+    work.send(3)
+    assert own.queues["default"].qsize() == 3
+    assert dramatiq.Message.decode(own.queues["default"].get(timeout=1)) == first
+    consumer = own.consume("default", timeout=100)
+    taken = next(consumer)
+    assert taken is not None and taken.args == (2,)
+    own.dead_letters_by_queue["default"].append(taken)
+    own.flush_all()
+    assert own.queues["default"].qsize() == 0 and own.dead_letters == []
+    assert next(consumer) is None  # 100 virtual ms later
+    with pytest.raises(queue.Empty):
+        own.queues["default"].get(timeout=1)
+    own.resume()
+    own.join("default")
+    assert calls == []  # the flushed message 3 never ran
+    work.send(4)
+    own.join("default")
+    assert calls == [4]

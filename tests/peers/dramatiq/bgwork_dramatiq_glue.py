@@ -1,13 +1,15 @@
 """Glue that runs dramatiq's own tests on ``adapters.dramatiq.SimBroker`` (a pytest plugin).
 
-dramatiq's sdist ships its tests without ``tests/conftest.py`` and ``tests/common.py``:
-this plugin supplies what the tests take from them, on the simulation. ``stub_broker`` is
-a ``SimBroker`` on the test's simulation (the ``bgwork`` fixture), set as the global
-broker; ``stub_worker`` (and ``common.worker(...)``) is a stand-in whose ``join()`` runs
-the simulation until it is idle: the simulation delivers the messages, no worker threads
-consume them. ``result_backend`` and ``rate_limiter_backend`` are dramatiq's stub
-backends. Tests that take neither ``stub_broker`` nor ``stub_worker`` (RabbitMQ, Redis,
-the CLI) are deselected: they do not exercise a broker this project simulates.
+dramatiq's sdist ships its tests without ``tests/conftest.py``, ``tests/common.py`` and
+``tests/middleware/``: this plugin supplies what the tests take from the first two, on
+the simulation. ``stub_broker`` is a paused ``SimBroker`` on the test's simulation (the
+``bgwork`` fixture), set as the global broker: as on a ``StubBroker`` with no worker yet,
+sent messages wait. ``stub_worker`` (and ``common.worker(...)``) resumes it, and its
+``join()`` runs the simulation until it is idle; no worker threads consume. As dramatiq's
+conftest, ``result_backend`` and ``rate_limiter_backend`` run each test on every backend
+this project simulates: the stub backends and the Redis ones on the simulated Redis
+(``adapters.redis``); Memcached is not simulated. Tests that take none of these fixtures
+(RabbitMQ, Redis brokers, the CLI) are deselected.
 """
 
 from __future__ import annotations
@@ -30,17 +32,23 @@ from pytest_bgwork.adapters.dramatiq import SimBroker, UnsupportedFeature
 
 
 class SimWorker:
-    """What the tests use of a ``dramatiq.Worker``; the simulation does the delivering."""
+    """What the tests use of a ``dramatiq.Worker``; the simulation does the delivering.
+
+    The broker starts paused (no worker runs yet, so sent messages wait, as on a
+    ``StubBroker``); ``start`` resumes it, ``stop`` pauses it again.
+    """
 
     def __init__(self, broker: SimBroker, **options: Any) -> None:
         self.broker = broker
         self.options = options
 
     def start(self) -> None:
-        """Nothing to start: the simulation delivers each message."""
+        """The worker runs: the broker's waiting messages go to their actors."""
+        self.broker.resume()
 
     def stop(self, timeout: int = 600000) -> None:
-        """Nothing to stop: the simulation's teardown cancels leftover work."""
+        """The worker is gone: messages sent from now on wait (teardown cancels the rest)."""
+        self.broker.pause()
 
     def join(self) -> None:
         """Run the simulation until nothing is left to do (``Worker.join`` waits for its queue)."""
@@ -48,10 +56,12 @@ class SimWorker:
             self.broker.join(queue, fail_fast=False)
 
     def pause(self) -> None:
-        """A paused worker would stop the simulation's deliveries: not simulated."""
-        raise UnsupportedFeature("a paused dramatiq Worker is not simulated (the simulation delivers)")
+        """``Worker.pause``: delivered messages wait, their lease renewed."""
+        self.broker.pause()
 
-    resume = pause
+    def resume(self) -> None:
+        """``Worker.resume``: the waiting messages run, highest priority first."""
+        self.broker.resume()
 
     def __getattr__(self, name: str) -> Any:
         # consumers, workers, work_queue, queue_prefetch: a real worker's internals
@@ -87,12 +97,16 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.modules.setdefault("tests.common", _common_module())
 
 
+#: The fixtures that stand for what this project simulates: a test taking one of them is kept.
+_KEEP = {"stub_broker", "stub_worker", "rate_limiter_backend", "result_backend"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the tests that run on a stub broker: the ones this adapter stands in for."""
     keep, drop = [], []
     for item in items:
         names = getattr(item, "fixturenames", ())
-        (keep if "stub_broker" in names or "stub_worker" in names else drop).append(item)
+        (keep if _KEEP & set(names) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -100,8 +114,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def stub_broker(bgwork: bg.Simulation) -> Iterator[SimBroker]:
-    """A ``SimBroker`` on this test's simulation, set as dramatiq's global broker."""
+    """A paused ``SimBroker`` on this test's simulation, set as dramatiq's global broker.
+
+    Paused as a ``StubBroker`` with no worker: messages wait until a worker starts.
+    """
     broker = SimBroker(bgwork)
+    broker.pause()
     dramatiq.set_broker(broker)
     yield broker
     broker.close()
@@ -115,12 +133,54 @@ def stub_worker(stub_broker: SimBroker) -> Iterator[SimWorker]:
 
 
 @pytest.fixture
-def result_backend() -> StubResultBackend:
-    """dramatiq's stub result backend (the suite also runs Redis and Memcached ones)."""
-    return StubResultBackend()
+def simulated_redis(bgwork: bg.Simulation) -> Iterator[None]:
+    """Redis clients made during the test talk to the simulation's Redis (``adapters.redis``)."""
+    from pytest_bgwork.adapters import redis as bg_redis
+
+    with bg_redis.install(bgwork):
+        yield
 
 
 @pytest.fixture
-def rate_limiter_backend() -> StubRateLimiterBackend:
-    """dramatiq's stub rate-limiter backend."""
+def redis_result_backend(simulated_redis: None) -> Any:
+    """dramatiq's Redis result backend, on the simulation's Redis."""
+    from dramatiq.results.backends import RedisBackend
+
+    return RedisBackend()
+
+
+@pytest.fixture
+def stub_result_backend() -> StubResultBackend:
+    """dramatiq's stub result backend (results in a class-level dict)."""
+    return StubResultBackend()
+
+
+#: dramatiq's conftest runs each backend test on Memcached, Redis and the stub backend:
+#: Redis is simulated (``adapters.redis``), Memcached is not.
+BACKENDS = ["redis", "stub"]
+
+
+@pytest.fixture(params=BACKENDS)
+def result_backend(request: pytest.FixtureRequest) -> Any:
+    """Each result backend this project simulates, as dramatiq's conftest parametrizes it."""
+    return request.getfixturevalue(f"{request.param}_result_backend")
+
+
+@pytest.fixture
+def redis_rate_limiter_backend(simulated_redis: None) -> Any:
+    """dramatiq's Redis rate-limiter backend, on the simulation's Redis."""
+    from dramatiq.rate_limits.backends import RedisBackend
+
+    return RedisBackend()
+
+
+@pytest.fixture
+def stub_rate_limiter_backend(bgwork: bg.Simulation) -> StubRateLimiterBackend:
+    """dramatiq's stub rate-limiter backend; the test runs on the simulation (virtual time)."""
     return StubRateLimiterBackend()
+
+
+@pytest.fixture(params=BACKENDS)
+def rate_limiter_backend(request: pytest.FixtureRequest) -> Any:
+    """Each rate-limiter backend this project simulates; the test body runs on virtual time."""
+    return request.getfixturevalue(f"{request.param}_rate_limiter_backend")
