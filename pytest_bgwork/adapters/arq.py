@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import arq.connections
@@ -29,6 +29,7 @@ import pytest_bgwork as bg
 
 from ..core.context import Attempt, current_attempt
 from . import redis as bg_redis
+from ._install import patched_while_installed
 
 __all__ = ["attempt_queue", "install", "worker"]
 
@@ -82,12 +83,8 @@ def _as_attempt(queue: str, coroutine: Any, lapse: float) -> Any:
     return run
 
 
-@contextlib.contextmanager
-def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
+def install(sim: bg.Simulation) -> contextlib.AbstractContextManager[bg.Simulation]:
     """arq's pools and workers made inside the block run on ``sim`` (yields ``sim``)."""
-    if not isinstance(sim, bg.Simulation):
-        raise TypeError(f"adapters.arq.install(sim): sim must be a pytest_bgwork Simulation "
-                        f"(the `bgwork` fixture); got {type(sim).__name__}")
     original = arq.worker.Worker.__init__
 
     def __init__(self: arq.worker.Worker, *args: Any, **kwargs: Any) -> None:
@@ -97,19 +94,17 @@ def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
         self.functions = {name: dataclasses.replace(f, coroutine=_as_attempt(queue, f.coroutine, lapse))
                           for name, f in self.functions.items()}
 
-    first = not _installs
-    if first:
+    def patch() -> Callable[[], None]:
         arq.worker.Worker.__init__ = __init__  # type: ignore[method-assign]
         arq.connections.uuid4 = _JobIds()  # type: ignore[attr-defined]
-    _installs.append(sim)
-    try:
-        with bg_redis.install(sim):
-            yield sim
-    finally:
-        _installs.pop()
-        if first:
+
+        def restore() -> None:
             arq.worker.Worker.__init__ = original  # type: ignore[method-assign]
             arq.connections.uuid4 = uuid.uuid4  # type: ignore[attr-defined]
+
+        return restore
+
+    return patched_while_installed("arq", _installs, sim, patch)
 
 
 def worker(functions: Any = (), **settings: Any) -> arq.worker.Worker:

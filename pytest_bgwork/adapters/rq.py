@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import redis
@@ -31,7 +31,7 @@ import pytest_bgwork as bg
 
 from ..core.context import Attempt, current_attempt
 from ..core.errors import ProcessCrashed
-from . import redis as bg_redis
+from ._install import patched_while_installed
 
 __all__ = ["VirtualDeathPenalty", "attempt_queue", "install", "work"]
 
@@ -113,23 +113,17 @@ class _Worker(rq.SimpleWorker):
             super().teardown()  # type: ignore[no-untyped-call]
 
 
-@contextlib.contextmanager
-def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
+def install(sim: bg.Simulation) -> contextlib.AbstractContextManager[bg.Simulation]:
     """RQ's queues and workers made inside the block run on ``sim`` (yields ``sim``)."""
-    if not isinstance(sim, bg.Simulation):
-        raise TypeError(f"adapters.rq.install(sim): sim must be a pytest_bgwork Simulation "
-                        f"(the `bgwork` fixture); got {type(sim).__name__}")
-    first = not _installs
-    if first:
+    def patch() -> Callable[[], None]:
         rq.job.uuid4 = _job_id  # type: ignore[attr-defined]
-    _installs.append(sim)
-    try:
-        with bg_redis.install(sim):
-            yield sim
-    finally:
-        _installs.pop()
-        if first:
+
+        def restore() -> None:
             rq.job.uuid4 = uuid.uuid4  # type: ignore[attr-defined]
+
+        return restore
+
+    return patched_while_installed("rq", _installs, sim, patch)
 
 
 def _first(queues: list[rq.Queue], registry: str) -> float | None:
