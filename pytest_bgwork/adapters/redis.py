@@ -586,6 +586,22 @@ def install(sim: bg.Simulation) -> Iterator[RedisBackend]:
             setattr(owner, name, value)
 
 
+def database(client: Any) -> Any:
+    """The fakeredis database a redis.asyncio or redis-py ``client`` of the simulation talks
+    to (``None`` for a client made outside ``install``), with its clock set to the virtual
+    time: for adapters that look at keys without sending a command (no fault point, no
+    history event). Its ``add_change_callback`` calls back on every write.
+    """
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    backend = kwargs.get(_BACKEND_ARG)
+    if backend is None:
+        return None
+    db = backend.server(_server_key(kwargs)).dbs[int(kwargs.get("db") or 0)]
+    db.time = backend.sim.clock.time()
+    return db
+
+
 def _plain(value: Any) -> Any:
     """A fakeredis value as plain Python: str, dict, list, set, or {member: score}."""
     if isinstance(value, bytes):
