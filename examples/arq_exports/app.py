@@ -90,4 +90,4 @@ async def build_export(ctx: dict[str, Any], user: str, export_id: str, seq: int)
 class WorkerSettings:
     """``arq arq_exports.app.WorkerSettings`` in production."""
 
-    functions: ClassVar[list[Any]] = [func(build_export, name="build_export", timeout=60, max_tries=20)]
+    functions: ClassVar[list[Any]] = [func(build_export, name="build_export", timeout=60, max_tries=5)]

@@ -4,6 +4,7 @@ first version is caught by chaos ``crash`` (a worker dying with the lock held)."
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -61,31 +62,39 @@ def test_chaos_crash_catches_the_first_version(pytester: pytest.Pytester, mode: 
 
 ARQ_SUITE = """
     import pytest
-    from arq_exports import app
-    from arq_exports.test_arq_exports import exports_done, run_exports
+    from arq_exports import app, buggy_app
+    from arq_exports.test_arq_exports import FakeMailProvider, check_all, run_exports
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize("n", range(4))
-    async def test_arq_exports_{name}(bg_arq, n):
+    @pytest.mark.parametrize("impl", [app, buggy_app], ids=["app", "buggy"])
+    async def test_arq_exports(bg_arq, impl, n):
         app.BUCKET.clear()
-        await run_exports(app.{settings})
-        exports_done(bg_arq)
+        app.MAILER = FakeMailProvider()
+        await run_exports(bg_arq, impl)
+        assert await check_all(bg_arq) == []
 """
+#: The modes that catch the twin under the command line, and the check that says so;
+#: latency seldom does (1 seed in 40) and overlap cannot act on arq jobs (the example's
+#: docstring says why): the twin passes under them.
+ARQ_FOUND = {"duplicate": "one_email_each", "fail-first": "exports_done",
+             "crash": "exports_done|one_email_each", "reorder": "latest_is_newest",
+             "duplicate,fail-first,reorder,crash,latency,overlap": "exports_done|one_email_each"}
 
 
-@pytest.mark.parametrize("mode", ["crash", "latency", "duplicate,fail-first,reorder,crash,latency,overlap"])
-def test_the_fixed_arq_job_passes_under_chaos(pytester: pytest.Pytester, mode: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_arq_exports_under_each_chaos_mode(pytester: pytest.Pytester, mode: str) -> None:
+    """``pytest --bgwork-chaos=<mode>`` on the example's scenario: the correct job passes in
+    every mode; the twin fails in each mode that can act on it, naming the check."""
     pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(ARQ_SUITE.format(name="fixed", settings="WorkerSettings"))
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
-    result.assert_outcomes(passed=4)
-
-
-def test_chaos_crash_catches_the_first_arq_job(pytester: pytest.Pytester) -> None:
-    pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(ARQ_SUITE.format(name="buggy", settings="BuggyWorkerSettings"))
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
-    result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=crash")
-    assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*hash(es) not terminal (state not in *",
-                                 "*redis.hset [[]ok[]] attempt arq.queue/build:e?#1"])
+    pytester.makepyfile(ARQ_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}", "-rf", "-vv")
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert "test_arq_exports[app-" not in out.split("short test summary")[-1], out[-3000:]
+    if mode in ARQ_FOUND:
+        assert outcomes.get("failed", 0) >= 1, out[-3000:]
+        assert re.search(r"FAILED .*test_arq_exports\[buggy-\d\]", out), out[-3000:]
+        assert re.search(rf"AssertionError: assert \[.*'({ARQ_FOUND[mode]})'.*\] == \[\]", out), out[-3000:]
+    else:
+        result.assert_outcomes(passed=8)
