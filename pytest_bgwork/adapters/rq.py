@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -43,10 +44,24 @@ def attempt_queue(queue_name: str) -> str:
     return f"rq.{queue_name}"
 
 
+def _running() -> bg.Simulation | None:
+    """The simulation running this code (an example of ``bg.explore`` has its own), else
+    the innermost install's."""
+    try:
+        return bg.current()
+    except bg.NotRunning:
+        return _installs[-1] if _installs else None
+
+
 def _job_id() -> Any:
     """``rq.job.uuid4`` while installed: ids from the simulation (``rq_job_1``...), so the
     same seed gives the same keys and history."""
-    return _installs[-1].next_id("rq_job") if _installs else uuid.uuid4()
+    sim = _running()
+    return sim.next_id("rq_job") if sim is not None else uuid.uuid4()
+
+
+#: Per simulation, the jobs a ``duplicate`` rule already ran a second time.
+_duplicated: weakref.WeakKeyDictionary[bg.Simulation, set[str]] = weakref.WeakKeyDictionary()
 
 
 class VirtualDeathPenalty(BaseDeathPenalty):
@@ -79,10 +94,23 @@ class _Worker(rq.SimpleWorker):
         attempt = Attempt(attempt_queue(queue.name), job.id, tries[job.id])
         perform = job.perform
 
+        sim = bg.current()
+        sim.faults.arm_pull(attempt)  # chaos fail-first: the job's next service call fails
+
         def perform_as_attempt() -> Any:  # the job body only: RQ's own bookkeeping is no part of it
             token = current_attempt.set(attempt)
             try:
-                return perform()
+                result = perform()
+                done = _duplicated.setdefault(sim, set())
+                if job.id not in done and any(r.kind == "duplicate" and not r.overlap
+                                              and r.queue in (None, "*", attempt.queue)
+                                              for r in sim.faults.plan):
+                    # chaos duplicate: the worker died after the job returned, before RQ
+                    # recorded it; the job runs again (RQ runs jobs at least once)
+                    done.add(job.id)
+                    sim.history.record("fault", "duplicate", queue=attempt.queue, job=job.id)
+                    result = perform()
+                return result
             except ProcessCrashed:
                 self.dead = job.id
                 raise
@@ -146,7 +174,7 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     if it has retries left, else failed). Returns the workers that ran (a new one after
     each crash, as a restarted process).
     """
-    if sim not in _installs:
+    if not _installs:
         raise bg.BgworkError("adapters.rq.work(sim, ...) runs on a simulation: call it inside "
                              "`with adapters.rq.install(sim):` or with the bg_rq fixture")
     if max_bursts < 1:
