@@ -20,7 +20,7 @@ runs first; the twin's bugs need a failure or a re-run, which none of them cause
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -139,12 +139,24 @@ def test_a_job_cut_off_with_the_lock_held(bg_rq: bg.Simulation, impl: ModuleType
 
 
 # -- explore, default settings --------------------------------------------------------------
-def test_explore_finds_a_bug_of_the_twin(bg_rq: bg.Simulation) -> None:
+@pytest.fixture
+def rq_installed() -> Iterator[None]:
+    """RQ patched for ``bg.explore``'s examples (each runs on its own simulation). Not the
+    bg_rq fixture: its simulation would own this test's thread, where explore runs its own."""
+    host = bg.Simulation(seed=0)
+    try:
+        with adapters.rq.install(host):
+            yield
+    finally:
+        host.close()
+
+
+def test_explore_finds_a_bug_of_the_twin(rq_installed: None) -> None:
     with pytest.raises(bg.ExplorationFailed, match=r"exports_done|one_email_each"):
         bg.explore(scenario_for(buggy_app), checks=CHECKS, seed=1)
 
 
-def test_explore_leaves_the_app_green(bg_rq: bg.Simulation) -> None:
+def test_explore_leaves_the_app_green(rq_installed: None) -> None:
     bg.explore(scenario_for(app), checks=CHECKS, seed=1)
 
 

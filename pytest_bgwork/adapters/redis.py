@@ -197,8 +197,8 @@ def _parse(command: bytes | str | Iterable[bytes]) -> list[list[bytes]]:
 
 
 def _loop_sim() -> bg.Simulation | None:
-    """The simulation whose virtual loop runs this code, if any."""
-    sim = getattr(asyncio._get_running_loop(), "sim", None)
+    """The simulation whose virtual loop runs this code, or whose thread this is, if any."""
+    sim = getattr(asyncio._get_running_loop() or threads.owner_loop(), "sim", None)
     return sim if isinstance(sim, bg.Simulation) else None
 
 

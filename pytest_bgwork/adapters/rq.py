@@ -32,6 +32,7 @@ import pytest_bgwork as bg
 
 from ..core.context import Attempt, current_attempt
 from ..core.errors import ProcessCrashed
+from . import redis as bg_redis
 from ._install import patched_while_installed
 
 __all__ = ["VirtualDeathPenalty", "attempt_queue", "install", "work"]
@@ -47,10 +48,7 @@ def attempt_queue(queue_name: str) -> str:
 def _running() -> bg.Simulation | None:
     """The simulation running this code (an example of ``bg.explore`` has its own), else
     the innermost install's."""
-    try:
-        return bg.current()
-    except bg.NotRunning:
-        return _installs[-1] if _installs else None
+    return bg_redis._loop_sim() or (_installs[-1] if _installs else None)
 
 
 def _job_id() -> Any:
@@ -94,7 +92,7 @@ class _Worker(rq.SimpleWorker):
         attempt = Attempt(attempt_queue(queue.name), job.id, tries[job.id])
         perform = job.perform
 
-        sim = bg.current()
+        sim = _running() or bg.current()
         sim.faults.arm_pull(attempt)  # chaos fail-first: the job's next service call fails
 
         def perform_as_attempt() -> Any:  # the job body only: RQ's own bookkeeping is no part of it
@@ -171,8 +169,10 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     asyncio.to_thread(adapters.rq.work, sim)``). Scheduled jobs (``enqueue_in``,
     ``enqueue_at``, ``Retry(interval=)``) run at their virtual time; a job whose worker
     died in it is handed to RQ's started-registry clean-up once its entry lapses (retried
-    if it has retries left, else failed). Returns the workers that ran (a new one after
-    each crash, as a restarted process).
+    if it has retries left, else failed). A worker that quit on an unhandled exception (a
+    Redis error in RQ's own bookkeeping) with jobs still queued is started again after 1 s,
+    doubling to a minute while it keeps quitting, as a process supervisor does. Returns the
+    workers that ran (a new one after each crash or quit, as a restarted process).
     """
     if not _installs:
         raise bg.BgworkError("adapters.rq.work(sim, ...) runs on a simulation: call it inside "
@@ -188,6 +188,7 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     tries: dict[str, int] = {}
     workers: list[rq.SimpleWorker] = []
     worker: _Worker | None = None
+    backoff = 1.0
     for _ in range(max_bursts):
         if worker is None or worker.dead:
             worker = _Worker(qs, connection=conn, name=sim.next_id("rq_worker"))
@@ -197,6 +198,13 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
         if worker.dead:
             sim.history.record("rq", "crashed", job=worker.dead, worker=worker.name)
             continue
+        if any(q.count for q in qs):  # RQ logged an unhandled exception and quit: restart it
+            sim.history.record("rq", "quit", "fail", worker=worker.name, restart_in=backoff)
+            time.sleep(backoff)  # a process supervisor's restart delay, doubling to a minute
+            backoff = min(60.0, backoff * 2)
+            worker = None
+            continue
+        backoff = 1.0
         scheduled = _first(qs, "scheduled_job_registry")
         abandoned = _first(qs, "started_job_registry")  # only a dead worker's jobs are left there
         if scheduled is None and abandoned is None:
