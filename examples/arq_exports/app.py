@@ -39,8 +39,13 @@ class Mailer(Protocol):
     async def send(self, to: str, export_id: str, *, idempotency_key: str | None) -> None: ...
 
 
+class _Unset:
+    async def send(self, to: str, export_id: str, *, idempotency_key: str | None) -> None:
+        raise RuntimeError("arq_exports.app.MAILER is made at start-up (the tests set a fake one)")
+
+
 #: The mail provider's client, made at start-up (the tests put a fake one here).
-MAILER: Mailer
+MAILER: Mailer = _Unset()
 
 
 async def write_file(export_id: str) -> None:

@@ -33,8 +33,13 @@ class Mailer(Protocol):
     def send(self, to: str, export_id: str, *, idempotency_key: str | None) -> None: ...
 
 
+class _Unset:
+    def send(self, to: str, export_id: str, *, idempotency_key: str | None) -> None:
+        raise RuntimeError("rq_exports.app.MAILER is made at start-up (the tests set a fake one)")
+
+
 #: The mail provider's client, made at start-up (the tests put a fake one here).
-MAILER: Mailer
+MAILER: Mailer = _Unset()
 
 
 class LockBusy(Exception):

@@ -200,7 +200,7 @@ def _next_due(worker: arq.worker.Worker, db: Any, mono: float) -> float:
 
 def install(sim: bg.Simulation) -> contextlib.AbstractContextManager[bg.Simulation]:
     """arq's pools and workers made inside the block run on ``sim`` (yields ``sim``)."""
-    original, real_poll = arq.worker.Worker.__init__, arq.worker.poll
+    original, real_poll = arq.worker.Worker.__init__, arq.worker.poll  # type: ignore[attr-defined]
 
     def __init__(self: arq.worker.Worker, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("handle_signals", False)  # the simulation, not a signal, stops it
@@ -219,12 +219,12 @@ def install(sim: bg.Simulation) -> contextlib.AbstractContextManager[bg.Simulati
     def patch() -> Callable[[], None]:
         arq.worker.Worker.__init__ = __init__  # type: ignore[method-assign]
         arq.connections.uuid4 = _JobIds()  # type: ignore[attr-defined]
-        arq.worker.poll = _poll
+        arq.worker.poll = _poll  # type: ignore[attr-defined]
 
         def restore() -> None:
             arq.worker.Worker.__init__ = original  # type: ignore[method-assign]
             arq.connections.uuid4 = uuid.uuid4  # type: ignore[attr-defined]
-            arq.worker.poll = real_poll
+            arq.worker.poll = real_poll  # type: ignore[attr-defined]
 
         return restore
 
