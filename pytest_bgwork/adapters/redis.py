@@ -54,7 +54,7 @@ from ..core.errors import NotRunning, ProcessCrashed
 from ._threads import call as _fiber_call
 from ._threads import in_fiber
 
-__all__ = ["RedisBackend", "assert_status_terminal", "install", "snapshot"]
+__all__ = ["RedisBackend", "assert_status_terminal", "database", "install", "snapshot"]
 
 #: The Redis version the simulated servers report and follow (fakeredis's command table).
 VERSION = (7, 4)
