@@ -62,10 +62,16 @@ def start_worker(sim: bg.Simulation, handler: Any) -> Bucket:
 
 
 def exports_done(sim: bg.Simulation) -> None:
-    """Every export with a status is done (none at all when every request failed)."""
+    """Every export with a status is done (none at all when every request failed), unless
+    its job used up its retries and went to the dead-letter list, which an operator
+    handles (``bg.assert_nothing_lost`` accounts for it)."""
     __tracebackhide__ = True
-    adapters.redis.assert_status_terminal(sim, "export:*", field="state", terminal={"done"},
-                                          allow_empty=True)
+    dead = {m.payload["export_id"] for m in sim.queues.messages(QUEUE) if m.state == "dead"}
+    stuck = {k for k, v in adapters.redis.snapshot(sim, "export:*").items()
+             if v.get("state") != "done" and k.split(":", 1)[1] not in dead}
+    if stuck or not dead:
+        adapters.redis.assert_status_terminal(sim, "export:*", field="state", terminal={"done"},
+                                              allow_empty=True)
 
 
 async def run_exports(sim: bg.Simulation, handler: Any) -> Bucket:
@@ -132,10 +138,7 @@ def scenario(handler: Any) -> Any:
 
 
 def test_explore_finds_the_stuck_export_and_clears_the_fix(bg_redis: bg.Simulation) -> None:
-    from pytest_bgwork import strategies as bgst
-
-    with pytest.raises(bg.ExplorationFailed, match=r"export:e\d: state=.queued"):
-        bg.explore(scenario(handle_export_buggy), faults=bgst.fault_plans(max_faults=2),
-                   checks=[exports_done], seed=1)
-    bg.explore(scenario(handle_export), faults=bgst.fault_plans(max_faults=2), checks=[exports_done],
-               seed=1)
+    """Default settings: the default fault plans (up to three faults), 200 examples."""
+    with pytest.raises(bg.ExplorationFailed, match=r"export:e\d: state=.(queued|running)"):
+        bg.explore(scenario(handle_export_buggy), checks=[exports_done], seed=1)
+    bg.explore(scenario(handle_export), checks=[exports_done], seed=1)
