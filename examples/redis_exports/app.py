@@ -38,9 +38,15 @@ SET_LATEST = ("if tonumber(ARGV[2]) > tonumber(redis.call('hget', KEYS[1], 'seq'
 USER = "ann"
 
 Storage = Callable[[str], Awaitable[None]]
+
+
+async def _no_mailer(to: str, export_id: str, idempotency_key: str | None) -> None:
+    raise RuntimeError("redis_exports.app.MAILER is made at start-up (the tests set a fake one)")
+
+
 #: The mail provider's client: ``await MAILER(to, export_id, idempotency_key)``, made at
 #: start-up (the tests put a fake one here).
-MAILER: Callable[[str, str, str | None], Awaitable[None]]
+MAILER: Callable[[str, str, str | None], Awaitable[None]] = _no_mailer
 
 
 def redis_client() -> aredis.Redis:
