@@ -162,7 +162,8 @@ async def _idle(worker: arq.worker.Worker, loop: asyncio.AbstractEventLoop, firs
     changed = asyncio.Event()
 
     def on_write() -> None:
-        loop.call_soon_threadsafe(changed.set)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(changed.set)
 
     db.add_change_callback(on_write)
     try:
