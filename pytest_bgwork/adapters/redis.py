@@ -48,11 +48,13 @@ from fakeredis._socket import AsyncFakeSocket, FakeSocket
 
 import pytest_bgwork as bg
 
-from ..core.errors import ProcessCrashed
+from ..checking.checks import status_terminal_args
+from ..core import threads
+from ..core.errors import NotRunning, ProcessCrashed
 from ._threads import call as _fiber_call
 from ._threads import in_fiber
 
-__all__ = ["RedisBackend", "assert_status_terminal", "install", "snapshot"]
+__all__ = ["RedisBackend", "assert_status_terminal", "database", "install", "snapshot"]
 
 #: The Redis version the simulated servers report and follow (fakeredis's command table).
 VERSION = (7, 4)
@@ -195,8 +197,8 @@ def _parse(command: bytes | str | Iterable[bytes]) -> list[list[bytes]]:
 
 
 def _loop_sim() -> bg.Simulation | None:
-    """The simulation whose virtual loop runs this code, if any."""
-    sim = getattr(asyncio._get_running_loop(), "sim", None)
+    """The simulation whose virtual loop runs this code, or whose thread this is, if any."""
+    sim = getattr(asyncio._get_running_loop() or threads.owner_loop(), "sim", None)
     return sim if isinstance(sim, bg.Simulation) else None
 
 
@@ -243,6 +245,7 @@ class _Recording:
 
     _bg_records: list[tuple[str, str | None, str | None]]
     _bg_reply: Any
+    _bg_command = ""
 
     def _bg_init(self) -> None:
         self._bg_records = []
@@ -254,6 +257,7 @@ class _Recording:
 
     def _process_command(self, fields: list[bytes]) -> None:
         self._bg_reply = NoResponse()
+        self._bg_command = fields[0].decode("ascii", "replace").upper() if fields else ""
         super()._process_command(fields)  # type: ignore[misc]
         if not fields:
             return
@@ -349,51 +353,49 @@ class _SyncSocket(_Recording, FakeSocket):
         super().__init__(*args, **kwargs)
 
     def _blocking(self, timeout: float | None, func: Any, shape: Any = None) -> Any:
-        """A sync client's blocking command: waits on the virtual clock, never in real time."""
+        """A sync client's blocking command: its thread waits on the virtual clock.
+
+        From a thread of the simulation (a sync test body, a sync task body, a worker
+        thread) it waits through ``core.threads.wait_until``, as ``time.sleep`` and
+        ``Event.wait`` do: the loop runs the other work meanwhile and looks at the keys
+        each time before it moves time, waking the longest-waiting client first.
+        """
         ret = func(True)
         if ret is not None or self._in_transaction:
             return ret if shape is None else shape(ret)
-        if in_fiber():  # a sync job body: the loop runs the other tasks while it waits
-            lock = self._server.lock  # held by this command: let the other clients in meanwhile,
-            lock.release()            # as fakeredis's own condition wait does
-            try:
-                ret = _fiber_call(self._wait(timeout, func))
-            finally:
-                lock.acquire()
-            return ret if shape is None else shape(ret)
-        if not timeout:
-            raise bg.BgworkError(
-                "a sync redis client ran a blocking command with no timeout (BLPOP key 0) on an "
-                "empty key while it holds the simulation: nothing else can run to feed it, so it "
-                "would wait forever. Give it a timeout, or use redis.asyncio")
-        # nothing else runs while this sync call holds the simulation: time passes, no data comes
-        clock = self._bg_backend.sim.clock
-        clock.advance_to(clock.monotonic() + timeout)
-        return None if shape is None else shape(None)
+        lock = self._server.lock  # held by this command: let the other clients in meanwhile,
+        got: list[Any] = []      # as Redis serves others while a client blocks
 
-    async def _wait(self, timeout: float | None, func: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
+        def served() -> bool:
+            if not got and lock.acquire(False):  # busy: another client's command is running
+                try:
+                    ret = func(False)
+                finally:
+                    lock.release()
+                if ret is not None:
+                    got.append(ret)
+            return bool(got)
 
-        def changed() -> None:
-            loop.call_soon_threadsafe(event.set)
-
-        self._db.add_change_callback(changed)
-        self._blocked = True
+        lock.release()
         try:
-            async with asyncio.timeout(timeout or None):
-                while True:
-                    await event.wait()
-                    event.clear()
-                    with self._server.lock:
-                        ret = func(False)
-                    if ret is not None:
-                        return ret
-        except TimeoutError:
-            return None
+            threads.wait_until(served, timeout or None, what=f"redis {self._bg_command} (blocking)")
+        except NotRunning:
+            if _loop_sim() is None:
+                raise
+            # a sync client called from a coroutine blocks the loop itself: nothing else can
+            # run to feed it, so time passes and no data comes
+            if not timeout:
+                raise bg.BgworkError(
+                    "a sync redis client ran a blocking command with no timeout (BLPOP key 0) on "
+                    "an empty key from a coroutine of the simulation: it blocks the loop, nothing "
+                    "else can run to feed it, so it would wait forever. Give it a timeout, call it "
+                    "in a thread (asyncio.to_thread), or use redis.asyncio") from None
+            clock = self._bg_backend.sim.clock
+            clock.advance_to(clock.monotonic() + timeout)
         finally:
-            self._db.remove_change_callback(changed)
-            self._blocked = False
+            lock.acquire()
+        ret = got[0] if got else None
+        return ret if shape is None else shape(ret)
 
 
 # -- the connections redis-py's pools make while installed --------------------------------
@@ -584,6 +586,22 @@ def install(sim: bg.Simulation) -> Iterator[RedisBackend]:
             setattr(owner, name, value)
 
 
+def database(client: Any) -> Any:
+    """The fakeredis database a redis.asyncio or redis-py ``client`` of the simulation talks
+    to (``None`` for a client made outside ``install``), with its clock set to the virtual
+    time: for adapters that look at keys without sending a command (no fault point, no
+    history event). Its ``add_change_callback`` calls back on every write.
+    """
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    backend = kwargs.get(_BACKEND_ARG)
+    if backend is None:
+        return None
+    db = backend.server(_server_key(kwargs)).dbs[int(kwargs.get("db") or 0)]
+    db.time = backend.sim.clock.time()
+    return db
+
+
 def _plain(value: Any) -> Any:
     """A fakeredis value as plain Python: str, dict, list, set, or {member: score}."""
     if isinstance(value, bytes):
@@ -642,15 +660,7 @@ def assert_status_terminal(sim: bg.Simulation, pattern: str, field: str = "state
     (a misspelt pattern would pass vacuously) unless ``allow_empty=True``.
     """
     __tracebackhide__ = True
-    if not isinstance(pattern, str) or not pattern:
-        raise ValueError(f"assert_status_terminal(pattern=...) expects a key glob such as 'export:*'; "
-                         f"got {pattern!r}")
-    if isinstance(terminal, str):
-        raise TypeError(f"assert_status_terminal(terminal=...) expects a set of values, e.g. "
-                        f"{{{terminal!r}}}; got the string {terminal!r}")
-    final = set(terminal)
-    if not final:
-        raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
+    final = status_terminal_args(("pattern", pattern, "a key glob such as 'export:*'"), field, terminal)
     hashes = {k: v for k, v in snapshot(sim, pattern, url=url, db=db).items() if isinstance(v, dict)}
     if not hashes:
         if allow_empty:

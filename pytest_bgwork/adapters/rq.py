@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import redis
@@ -32,6 +33,7 @@ import pytest_bgwork as bg
 from ..core.context import Attempt, current_attempt
 from ..core.errors import ProcessCrashed
 from . import redis as bg_redis
+from ._install import patched_while_installed
 
 __all__ = ["VirtualDeathPenalty", "attempt_queue", "install", "work"]
 
@@ -43,10 +45,21 @@ def attempt_queue(queue_name: str) -> str:
     return f"rq.{queue_name}"
 
 
+def _running() -> bg.Simulation | None:
+    """The simulation running this code (an example of ``bg.explore`` has its own), else
+    the innermost install's."""
+    return bg_redis._loop_sim() or (_installs[-1] if _installs else None)
+
+
 def _job_id() -> Any:
     """``rq.job.uuid4`` while installed: ids from the simulation (``rq_job_1``...), so the
     same seed gives the same keys and history."""
-    return _installs[-1].next_id("rq_job") if _installs else uuid.uuid4()
+    sim = _running()
+    return sim.next_id("rq_job") if sim is not None else uuid.uuid4()
+
+
+#: Per simulation, the jobs a ``duplicate`` rule already ran a second time.
+_duplicated: weakref.WeakKeyDictionary[bg.Simulation, set[str]] = weakref.WeakKeyDictionary()
 
 
 class VirtualDeathPenalty(BaseDeathPenalty):
@@ -79,10 +92,23 @@ class _Worker(rq.SimpleWorker):
         attempt = Attempt(attempt_queue(queue.name), job.id, tries[job.id])
         perform = job.perform
 
+        sim = _running() or bg.current()
+        sim.faults.arm_pull(attempt)  # chaos fail-first: the job's next service call fails
+
         def perform_as_attempt() -> Any:  # the job body only: RQ's own bookkeeping is no part of it
             token = current_attempt.set(attempt)
             try:
-                return perform()
+                result = perform()
+                done = _duplicated.setdefault(sim, set())
+                if job.id not in done and any(r.kind == "duplicate" and not r.overlap
+                                              and r.queue in (None, "*", attempt.queue)
+                                              for r in sim.faults.plan):
+                    # chaos duplicate: the worker died after the job returned, before RQ
+                    # recorded it; the job runs again (RQ runs jobs at least once)
+                    done.add(job.id)
+                    sim.history.record("fault", "duplicate", queue=attempt.queue, job=job.id)
+                    result = perform()
+                return result
             except ProcessCrashed:
                 self.dead = job.id
                 raise
@@ -113,23 +139,17 @@ class _Worker(rq.SimpleWorker):
             super().teardown()  # type: ignore[no-untyped-call]
 
 
-@contextlib.contextmanager
-def install(sim: bg.Simulation) -> Iterator[bg.Simulation]:
+def install(sim: bg.Simulation) -> contextlib.AbstractContextManager[bg.Simulation]:
     """RQ's queues and workers made inside the block run on ``sim`` (yields ``sim``)."""
-    if not isinstance(sim, bg.Simulation):
-        raise TypeError(f"adapters.rq.install(sim): sim must be a pytest_bgwork Simulation "
-                        f"(the `bgwork` fixture); got {type(sim).__name__}")
-    first = not _installs
-    if first:
+    def patch() -> Callable[[], None]:
         rq.job.uuid4 = _job_id  # type: ignore[attr-defined]
-    _installs.append(sim)
-    try:
-        with bg_redis.install(sim):
-            yield sim
-    finally:
-        _installs.pop()
-        if first:
+
+        def restore() -> None:
             rq.job.uuid4 = uuid.uuid4  # type: ignore[attr-defined]
+
+        return restore
+
+    return patched_while_installed("rq", _installs, sim, patch)
 
 
 def _first(queues: list[rq.Queue], registry: str) -> float | None:
@@ -149,10 +169,12 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     asyncio.to_thread(adapters.rq.work, sim)``). Scheduled jobs (``enqueue_in``,
     ``enqueue_at``, ``Retry(interval=)``) run at their virtual time; a job whose worker
     died in it is handed to RQ's started-registry clean-up once its entry lapses (retried
-    if it has retries left, else failed). Returns the workers that ran (a new one after
-    each crash, as a restarted process).
+    if it has retries left, else failed). A worker that quit on an unhandled exception (a
+    Redis error in RQ's own bookkeeping) with jobs still queued is started again after 1 s,
+    doubling to a minute while it keeps quitting, as a process supervisor does. Returns the
+    workers that ran (a new one after each crash or quit, as a restarted process).
     """
-    if sim not in _installs:
+    if not _installs:
         raise bg.BgworkError("adapters.rq.work(sim, ...) runs on a simulation: call it inside "
                              "`with adapters.rq.install(sim):` or with the bg_rq fixture")
     if max_bursts < 1:
@@ -166,6 +188,7 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     tries: dict[str, int] = {}
     workers: list[rq.SimpleWorker] = []
     worker: _Worker | None = None
+    backoff = 1.0
     for _ in range(max_bursts):
         if worker is None or worker.dead:
             worker = _Worker(qs, connection=conn, name=sim.next_id("rq_worker"))
@@ -175,6 +198,13 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
         if worker.dead:
             sim.history.record("rq", "crashed", job=worker.dead, worker=worker.name)
             continue
+        if any(q.count for q in qs):  # RQ logged an unhandled exception and quit: restart it
+            sim.history.record("rq", "quit", "fail", worker=worker.name, restart_in=backoff)
+            time.sleep(backoff)  # a process supervisor's restart delay, doubling to a minute
+            backoff = min(60.0, backoff * 2)
+            worker = None
+            continue
+        backoff = 1.0
         scheduled = _first(qs, "scheduled_job_registry")
         abandoned = _first(qs, "started_job_registry")  # only a dead worker's jobs are left there
         if scheduled is None and abandoned is None:

@@ -273,6 +273,27 @@ def assert_effects_once(sim: Simulation, name: str, keys: Iterable[Any] | None =
 
 
 # -- status records -------------------------------------------------------------------------
+def status_terminal_args(where: tuple[str, object, str], field: object,
+                         terminal: Iterable[str]) -> set[str]:
+    """Validate ``assert_status_terminal``'s arguments (``bg``'s on KV, and the Redis
+    adapter's on hashes): ``where`` is (argument name, value, what it must be); returns the
+    terminal values as a set. One validator, so both refuse bad input alike.
+    """
+    arg, value, expected = where
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"assert_status_terminal({arg}=...) expects {expected}; got {value!r}")
+    if not isinstance(field, str) or not field:
+        raise ValueError(f"assert_status_terminal(field=...) expects a field name such as 'kind'; "
+                         f"got {field!r}")
+    if isinstance(terminal, str):
+        raise TypeError(f"assert_status_terminal(terminal=...) expects a set of values, e.g. "
+                        f"{{{terminal!r}}}; got the string {terminal!r}")
+    final = set(terminal)
+    if not final:
+        raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
+    return final
+
+
 def assert_status_terminal(
     sim: Simulation,
     ns: str,
@@ -292,17 +313,7 @@ def assert_status_terminal(
     """
     __tracebackhide__ = True
     _check_sim(sim, "assert_status_terminal(sim, ns)")
-    if not isinstance(ns, str) or not ns:
-        raise ValueError(f"assert_status_terminal(ns=...) expects a KV namespace name; got {ns!r}")
-    if not isinstance(field, str) or not field:
-        raise ValueError(f"assert_status_terminal(field=...) expects a field name such as 'kind'; "
-                         f"got {field!r}")
-    if isinstance(terminal, str):
-        raise TypeError(f"assert_status_terminal(terminal=...) expects a set of values, e.g. "
-                        f"{{{terminal!r}}}; got the string {terminal!r}")
-    final = set(terminal)
-    if not final:
-        raise ValueError("assert_status_terminal(terminal=...) must name at least one value")
+    final = status_terminal_args(("ns", ns, "a KV namespace name"), field, terminal)
     written = _written_keys(sim)
     if ns not in written:
         if allow_empty or absence_ok.get():

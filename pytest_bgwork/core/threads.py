@@ -36,7 +36,7 @@ from .errors import NotRunning
 if TYPE_CHECKING:
     from .loop import VirtualEventLoop
 
-__all__ = ["bind", "describe_waits", "hold_submit", "poll", "start", "stop", "wait_until"]
+__all__ = ["bind", "describe_waits", "hold_submit", "owner_loop", "poll", "start", "stop", "wait_until"]
 
 _T = TypeVar("_T")
 #: The real calls (in a dict: the wall-clock patch swaps module attributes holding real clocks).
@@ -343,6 +343,14 @@ def _deadline(loop: VirtualEventLoop, timeout: float | None, what: str) -> float
     if timeout != timeout or timeout in (float("inf"), float("-inf")):
         raise ValueError(f"{what}: timeout={timeout!r} is not a finite number of seconds")
     return loop.time() + max(0.0, timeout)
+
+
+def owner_loop() -> VirtualEventLoop | None:
+    """The virtual loop whose work this thread does (a worker thread the simulation started,
+    a sync task body, a sync test body), or ``None``: for adapters that must find the
+    simulation from sync code in a thread, where no loop is running."""
+    mode = _mode()
+    return mode[1] if mode is not None else None
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float | None = None, *,

@@ -73,6 +73,25 @@ async def test_deferred_jobs_and_retries_run_on_virtual_time(bg_arq: bg.Simulati
 
 
 @pytest.mark.asyncio
+async def test_an_idle_worker_skips_the_polls_that_could_find_nothing(bg_arq: bg.Simulation) -> None:
+    """A job deferred by an hour runs at 3600 s after a handful of polls, not 7,200; a job
+    enqueued meanwhile by another client starts at the next poll of arq's 0.5 s grid."""
+    pool = await create_pool(RedisSettings())
+    await pool.enqueue_job("record", "later", _defer_by=3600)
+
+    async def client() -> None:
+        await asyncio.sleep(100.2)
+        await (await create_pool(RedisSettings())).enqueue_job("record", "meanwhile")
+
+    feeder = asyncio.create_task(client())
+    await adapters.arq.worker([record]).async_run()
+    await feeder
+    assert runs == [("meanwhile", 1, 100.5), ("later", 1, 3600.0)]
+    polls = bg_arq.history.count("redis", "zrangebyscore")
+    assert polls < 10, f"{polls} polls"  # arq alone polls 7,200 times in that hour
+
+
+@pytest.mark.asyncio
 async def test_job_timeout_and_max_tries(bg_arq: bg.Simulation) -> None:
     pool = await create_pool(RedisSettings())
     job = await pool.enqueue_job("slow", "s1")

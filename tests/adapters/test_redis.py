@@ -252,11 +252,19 @@ def test_sync_client_in_a_sync_test_body(bgwork: bg.Simulation) -> None:
     with adapters.redis.install(bgwork):
         r = redis.Redis(decode_responses=True)
         r.set("k", "v", ex=10)
-        assert r.blpop(["empty"], timeout=4) is None  # nothing else can run: 4 s pass
+        assert r.blpop(["empty"], timeout=4) is None  # nothing feeds it: 4 virtual s pass
         assert bgwork.clock.monotonic() == pytest.approx(4)
         assert r.ttl("k") == 6
-        with pytest.raises(bg.BgworkError, match="no timeout"):
-            r.blpop(["empty"], timeout=0)
+
+
+@pytest.mark.asyncio
+async def test_a_sync_client_blocking_the_loop_itself_advances_time_or_refuses(bg_redis: bg.Simulation) -> None:
+    """A sync client called from a coroutine holds the loop: nothing can feed it meanwhile."""
+    r = redis.Redis()
+    assert r.blpop(["empty"], timeout=3) is None
+    assert asyncio.get_running_loop().time() == pytest.approx(3)
+    with pytest.raises(bg.BgworkError, match=r"no timeout .* from a coroutine .*asyncio.to_thread"):
+        r.blpop(["empty"], timeout=0)
 
 
 @pytest.mark.asyncio
@@ -403,3 +411,47 @@ def test_a_sync_task_body_blocks_on_the_loop_until_fed_or_timed_out() -> None:
     finally:
         dramatiq.broker.global_broker = previous
     assert got == [(("jobs", "j1"), 2.0), (None, 5.0)]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"pattern": ""}, ValueError, r"assert_status_terminal\(pattern=...\) expects a key glob"),
+    ({"field": ""}, ValueError, r"assert_status_terminal\(field=...\) expects a field name"),
+    ({"terminal": "done"}, TypeError, r"expects a set of values, e.g. \{'done'\}"),
+    ({"terminal": ()}, ValueError, "must name at least one value"),
+])
+def test_the_redis_status_check_refuses_bad_arguments_as_the_kv_one_does(
+        bg_redis: bg.Simulation, kwargs: dict[str, object], error: type[Exception], message: str) -> None:
+    args: dict[str, object] = {"pattern": "export:*", **kwargs}
+    with pytest.raises(error, match=message):
+        adapters.redis.assert_status_terminal(bg_redis, **args)  # type: ignore[arg-type]
+    with pytest.raises(error, match=message.replace("pattern", "ns").replace("a key glob", "a KV namespace")):
+        bg.assert_status_terminal(bg_redis, **{("ns" if k == "pattern" else k): v  # type: ignore[arg-type]
+                                               for k, v in args.items()})
+
+
+def test_arq_and_rq_installs_patch_once_and_restore_on_the_last() -> None:
+    import uuid
+
+    import arq.connections
+    import arq.worker
+    import rq.job
+
+    original = arq.worker.Worker.__init__
+    sim = bg.Simulation(seed=1)
+    try:
+        with adapters.rq.install(sim), adapters.arq.install(sim):
+            with adapters.arq.install(sim), adapters.rq.install(sim):
+                patched = arq.worker.Worker.__init__
+                assert patched is not original and rq.job.uuid4 is not uuid.uuid4
+            assert arq.worker.Worker.__init__ is patched  # the outer installs still hold
+            assert rq.job.uuid4 is not uuid.uuid4
+        assert arq.worker.Worker.__init__ is original
+        assert (rq.job.uuid4, arq.connections.uuid4) == (uuid.uuid4, uuid.uuid4)  # type: ignore[attr-defined]
+        for adapter in (adapters.arq, adapters.rq):
+            name = adapter.__name__.rsplit(".", 1)[1]
+            with pytest.raises(TypeError, match=rf"adapters.{name}.install\(sim\): sim must be a "
+                                                r"pytest_bgwork Simulation"), \
+                    adapter.install("not a sim"):  # type: ignore[arg-type]
+                pass
+    finally:
+        sim.close()

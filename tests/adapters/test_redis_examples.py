@@ -1,9 +1,12 @@
-"""examples/redis_exports under chaos: the fixed worker stays green in every mode, the
-first version is caught by chaos ``crash`` (a worker dying with the lock held)."""
+"""The Redis examples from the command line, ``pytest --bgwork-chaos=<mode>`` for each mode
+alone and all six together: each correct app stays green in every mode, each buggy twin
+is caught by every mode that can act on it (the examples' docstrings say which cannot,
+and why)."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -25,67 +28,89 @@ finally:
 SUITE = """
     import pytest
     import redis_exports.app as app
-    from redis_exports.test_redis_exports import exports_done, run_exports
+    from redis_exports.test_redis_exports import CHECKS, run_exports
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize("n", range(4))
-    async def test_exports_{name}(bg_redis, n):
-        bucket = await run_exports(bg_redis, app.{handler})
-        exports_done(bg_redis)
-        assert bucket.overlaps == []
+    @pytest.mark.parametrize("handler", [app.handle_export, app.handle_export_buggy],
+                             ids=["app", "buggy"])
+    async def test_exports(bg_redis, handler, n):
+        bucket = await run_exports(bg_redis, handler)
+        failed = []
+        for check in CHECKS:
+            try:
+                check(bg_redis)
+            except AssertionError:
+                failed.append(check.__name__)
+        assert failed == []
+        if handler is app.handle_export:
+            assert bucket.overlaps == []
 """
 
 MODES = ["duplicate", "fail-first", "reorder", "crash", "latency", "overlap",
          "duplicate,fail-first,reorder,crash,latency,overlap"]
+#: What each mode finds in the first version from the command line; ``fail-first`` fails
+#: a delivery before its handler runs, and a handler that never ran exercises none of
+#: the twin's bugs (the retry runs it cleanly): it cannot act on this example.
+FOUND = {"duplicate": "one_email_each", "reorder": "latest_is_newest",
+         "crash": "exports_done|one_email_each", "latency": "latest_is_newest",
+         "overlap": "one_email_each",
+         "duplicate,fail-first,reorder,crash,latency,overlap": "exports_done|one_email_each|latest_is_newest"}
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_fixed_worker_passes_under_every_chaos_mode(pytester: pytest.Pytester, mode: str) -> None:
+def test_redis_exports_under_each_chaos_mode(pytester: pytest.Pytester, mode: str) -> None:
+    """``pytest --bgwork-chaos=<mode>``: the fixed worker passes in every mode; the first
+    version fails in each mode that can act on it, naming the check."""
     pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(SUITE.format(name="fixed", handler="handle_export"))
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
-    result.assert_outcomes(passed=4)
-
-
-@pytest.mark.parametrize("mode", ["crash", "duplicate,fail-first,reorder,crash,latency,overlap"])
-def test_chaos_crash_catches_the_first_version(pytester: pytest.Pytester, mode: str) -> None:
-    pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(SUITE.format(name="buggy", handler="handle_export_buggy"))
+    pytester.makepyfile(SUITE)
     plain = pytester.runpytest("-p", "no:cacheprovider")
-    plain.assert_outcomes(passed=4)  # the happy path alone does not show it
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) >= 1, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*hash(es) not terminal (state not in *", "*fault.crash*"])
+    plain.assert_outcomes(passed=8)  # the happy path alone does not show the bugs
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}", "-vv")
+    out = result.stdout.str()
+    assert not re.search(r"FAILED .*test_exports\[app-", out), out[-3000:]
+    if mode in FOUND:
+        assert re.search(r"FAILED .*test_exports\[buggy-\d\]", out), out[-3000:]
+        assert re.search(rf"AssertionError: assert \[.*'({FOUND[mode]})'.*\] == \[\]", out), out[-3000:]
+    else:
+        result.assert_outcomes(passed=8)
 
 
 ARQ_SUITE = """
     import pytest
-    from arq_exports import app
-    from arq_exports.test_arq_exports import exports_done, run_exports
+    from arq_exports import app, buggy_app
+    from arq_exports.test_arq_exports import FakeMailProvider, check_all, run_exports
 
     @pytest.mark.asyncio
     @pytest.mark.parametrize("n", range(4))
-    async def test_arq_exports_{name}(bg_arq, n):
+    @pytest.mark.parametrize("impl", [app, buggy_app], ids=["app", "buggy"])
+    async def test_arq_exports(bg_arq, impl, n):
         app.BUCKET.clear()
-        await run_exports(app.{settings})
-        exports_done(bg_arq)
+        app.MAILER = FakeMailProvider()
+        await run_exports(bg_arq, impl)
+        assert await check_all(bg_arq) == []
 """
+#: The modes that catch the twin under the command line, and the check that says so;
+#: latency seldom does (1 seed in 40) and overlap cannot act on arq jobs (the example's
+#: docstring says why): the twin passes under them.
+ARQ_FOUND = {"duplicate": "one_email_each", "fail-first": "exports_done",
+             "crash": "exports_done|one_email_each", "reorder": "latest_is_newest",
+             "duplicate,fail-first,reorder,crash,latency,overlap": "exports_done|one_email_each"}
 
 
-@pytest.mark.parametrize("mode", ["crash", "latency", "duplicate,fail-first,reorder,crash,latency,overlap"])
-def test_the_fixed_arq_job_passes_under_chaos(pytester: pytest.Pytester, mode: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_arq_exports_under_each_chaos_mode(pytester: pytest.Pytester, mode: str) -> None:
+    """``pytest --bgwork-chaos=<mode>`` on the example's scenario: the correct job passes in
+    every mode; the twin fails in each mode that can act on it, naming the check."""
     pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(ARQ_SUITE.format(name="fixed", settings="WorkerSettings"))
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}")
-    result.assert_outcomes(passed=4)
-
-
-def test_chaos_crash_catches_the_first_arq_job(pytester: pytest.Pytester) -> None:
-    pytester.syspathinsert(EXAMPLES)
-    pytester.makepyfile(ARQ_SUITE.format(name="buggy", settings="BuggyWorkerSettings"))
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
-    result = pytester.runpytest("-p", "no:cacheprovider", "--bgwork-chaos=crash")
-    assert result.parseoutcomes().get("failed", 0) >= 1, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*hash(es) not terminal (state not in *",
-                                 "*redis.hset [[]ok[]] attempt arq.queue/build:e?#1"])
+    pytester.makepyfile(ARQ_SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--bgwork-chaos={mode}", "-rf", "-vv")
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert not re.search(r"FAILED .*test_arq_exports\[app-", out), out[-3000:]
+    if mode in ARQ_FOUND:
+        assert outcomes.get("failed", 0) >= 1, out[-3000:]
+        assert re.search(r"FAILED .*test_arq_exports\[buggy-\d\]", out), out[-3000:]
+        assert re.search(rf"AssertionError: assert \[.*'({ARQ_FOUND[mode]})'.*\] == \[\]", out), out[-3000:]
+    else:
+        result.assert_outcomes(passed=8)
