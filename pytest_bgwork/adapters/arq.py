@@ -48,7 +48,7 @@ class _JobIds:
         sim = bg_redis._loop_sim() or (_installs[-1] if _installs else None)
         if sim is None:
             return uuid.uuid4()
-        return types.SimpleNamespace(hex=sim.next_id("arq_job"))
+        return types.SimpleNamespace(hex=sim._next_id("arq_job"))
 
 
 def _as_attempt(queue: str, coroutine: Any, lapse: float) -> Any:

@@ -46,7 +46,7 @@ def attempt_queue(queue_name: str) -> str:
 def _job_id() -> Any:
     """``rq.job.uuid4`` while installed: ids from the simulation (``rq_job_1``...), so the
     same seed gives the same keys and history."""
-    return _installs[-1].next_id("rq_job") if _installs else uuid.uuid4()
+    return _installs[-1]._next_id("rq_job") if _installs else uuid.uuid4()
 
 
 class VirtualDeathPenalty(BaseDeathPenalty):
@@ -168,7 +168,7 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     worker: _Worker | None = None
     for _ in range(max_bursts):
         if worker is None or worker.dead:
-            worker = _Worker(qs, connection=conn, name=sim.next_id("rq_worker"))
+            worker = _Worker(qs, connection=conn, name=sim._next_id("rq_worker"))
             worker._bg_tries = tries
             workers.append(worker)
         worker.work(burst=True, with_scheduler=True)

@@ -1,7 +1,7 @@
 """The fault injector: named fault points, and rules that fire at them.
 
-Services call ``await sim.faults.enter(point, queue=...)`` before an operation takes
-effect and ``sim.faults.leave(point)`` after it did. A rule can make ``enter`` raise
+Services call ``await sim.faults._enter(point, queue=...)`` before an operation takes
+effect and ``sim.faults._leave(point)`` after it did. A rule can make ``enter`` raise
 (an *error*), wait (a *delay* or *hang*), or stop the worker there for good (a
 *crash*); an ``after_apply`` error is raised by ``leave``, after the write happened
 (its outcome is recorded as ``unknown``). Rules are plain data (``Fault``), so a
@@ -93,7 +93,7 @@ def register_fault_point(name: str) -> str:
     """Make ``name`` (e.g. ``"sqs.receive"``) a known fault point, so rules may target it.
 
     Adapters call it once at import for each operation they pass through
-    ``await sim.faults.enter(name)``. Registering a name twice is fine. Names are
+    ``await sim.faults._enter(name)``. Registering a name twice is fine. Names are
     ``service.op``: lowercase service, a dot, then letters, digits, ``_.:-``.
     """
     if not isinstance(name, str) or "." not in name or not _POINT_RE.match(name):
@@ -412,7 +412,7 @@ class FaultInjector:
         self._depth: dict[str, int] = {}
         #: (queue, message id) -> the attempt chaos ``crash`` acts in: its first to pass a point.
         self._crash_owner: dict[tuple[str, str], Attempt] = {}
-        self._watch: Callable[[str, Attempt], bool | Awaitable[None]] | None = None
+        self._watch_fn: Callable[[str, Attempt], bool | Awaitable[None]] | None = None
         #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
         self._open = True
         #: The simulation's loop when it is exactly a ``VirtualEventLoop`` (the skip's rule).
@@ -456,20 +456,20 @@ class FaultInjector:
             self._reopen()
 
     @property
-    def watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
+    def _watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
         """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
         even when healed (``assert_idempotent`` records and crashes attempts with it); an
         awaitable instead of a bool makes the attempt wait there for it (an overlapping run)."""
-        return self._watch
+        return self._watch_fn
 
-    @watch.setter
-    def watch(self, value: Callable[[str, Attempt], bool | Awaitable[None]] | None) -> None:
-        self._watch = value
+    @_watch.setter
+    def _watch(self, value: Callable[[str, Attempt], bool | Awaitable[None]] | None) -> None:
+        self._watch_fn = value
         self._reopen()
 
     def _reopen(self) -> None:
         """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
-        self._open = (not (self._rules or self._latency) or self._off) and self._watch is None
+        self._open = (not (self._rules or self._latency) or self._off) and self._watch_fn is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -582,7 +582,7 @@ class FaultInjector:
         """Rules added by the test (not chaos) that never fired, in the order added."""
         return [f for f in self._reported if not self._fired.get(id(f))]
 
-    def unused_report(self, queues: Iterable[str] = ()) -> list[str]:
+    def _unused_report(self, queues: Iterable[str] = ()) -> list[str]:
         """One line per rule that never fired, saying why when a named queue never existed."""
         from .validate import name_error
 
@@ -643,7 +643,7 @@ class FaultInjector:
             self._router = _start_http_router(self)
         return fault
 
-    def release(self) -> None:
+    def _release(self) -> None:
         """Stop intercepting outbound HTTP (called when the simulation is disposed)."""
         router, self._router = self._router, None
         if router is not None:
@@ -678,8 +678,8 @@ class FaultInjector:
         import httpx
 
         try:
-            await self.enter("http", call=True)
-            self.leave("http")
+            await self._enter("http", call=True)
+            self._leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
             raise _tag(cls(str(exc) or type(exc).__name__, request=request)) from exc
@@ -711,7 +711,7 @@ class FaultInjector:
     def _queue_matches(rule: Fault, queue: str | None) -> bool:
         return rule.queue is None or rule.queue == "*" or rule.queue == queue
 
-    def passes(self, point: str) -> bool:
+    def _passes(self, point: str) -> bool:
         """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
         count the call and return True; else return False and the caller awaits ``enter``."""
         if not self._open or self._sim._disposing:
@@ -723,7 +723,7 @@ class FaultInjector:
         calls[point] = calls.get(point, 0) + 1
         return True
 
-    def begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
+    def _begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
         """Start a service call at fault point ``point`` (a suspension point).
 
         ``None`` when the call goes on at once: no rule in force, no watcher, no crash
@@ -732,10 +732,10 @@ class FaultInjector:
         ``enter(point, queue=queue, call=True)`` when a rule may fire.
         """
         if not self._open or self._sim._disposing:
-            return self.enter(point, queue=queue, call=True)
+            return self._enter(point, queue=queue, call=True)
         attempt = current_attempt.get()
         if attempt is not None and attempt.crashed:
-            return self.enter(point, queue=queue, call=True)
+            return self._enter(point, queue=queue, call=True)
         calls = self._calls
         calls[point] = calls.get(point, 0) + 1
         loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
@@ -748,7 +748,7 @@ class FaultInjector:
                 return None
         return _yield()
 
-    async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
+    async def _enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
         """Called by a service before ``point`` takes effect; may raise, wait or crash.
 
         ``call=True`` (a service call, a network round trip) first yields to the other ready
@@ -764,8 +764,8 @@ class FaultInjector:
         count = self._calls[point] = self._calls.get(point, 0) + 1
         if point not in _registered and not point.startswith(PREFIXES):
             _registered[point] = None  # a point a service really passes is a known point
-        if self.watch is not None and attempt is not None:
-            verdict: Any = self.watch(point, attempt)
+        if self._watch_fn is not None and attempt is not None:
+            verdict: Any = self._watch_fn(point, attempt)
             if verdict is True:
                 self._fire(Fault("crash", point, attempt.queue), point)
                 await self._crash(attempt)
@@ -835,7 +835,7 @@ class FaultInjector:
                 self._fire(rule, point)
                 await self._crash(attempt)
             elif rule.kind == "reorder" and attempt is not None:  # pause before the handler
-                pause = self.keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
+                pause = self._keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
                     * rule.seconds / 1000
                 if pause:
                     self._fire(rule, point, seconds=pause)
@@ -859,11 +859,11 @@ class FaultInjector:
             return False
         if attempt.crash_at is None:
             known = self._depth.get(attempt.queue, 0)
-            attempt.crash_at = self.keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
+            attempt.crash_at = self._keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
                                                   f"{attempt.queue}/{attempt.message_id}")
         return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
 
-    def arm_pull(self, attempt: Attempt) -> None:
+    def _arm_pull(self, attempt: Attempt) -> None:
         """A worker received a message (a pull attempt began): a ``fail`` rule at
         ``queue.deliver`` for this attempt number (chaos ``fail-first``) fails the worker's
         next service call, as a routed attempt fails before its handler runs."""
@@ -875,7 +875,7 @@ class FaultInjector:
                 attempt.fail_next = rule
                 return
 
-    def keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
+    def _keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
         """A chaos draw for ``key`` (a message or attempt): from the seed and the key alone
         under a seeded simulation, so turning on another chaos mode (which draws too) does
         not change where this one acts; from ``sim.choices`` otherwise (exploration, replay)."""
@@ -885,14 +885,14 @@ class FaultInjector:
             return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
         return self._sim.choices.integer(lo, hi, label)
 
-    def leave(self, point: str) -> None:
+    def _leave(self, point: str) -> None:
         """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
         rule = self._pending_after.pop(point, None) if self._pending_after else None
         if rule is not None:
             self._fire(rule, point, error=rule.error, after_apply=True)
             raise _make_error(rule.error or "")
 
-    def run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
+    def _run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
         """Run a service call to completion without suspending, for clients that block the loop.
 
         Some SDKs call blocking HTTP inside ``async def`` (agentuity's KV client): their
@@ -917,7 +917,7 @@ class FaultInjector:
         finally:
             _sync_call.reset(token)
 
-    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
+    def _deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
                    ordered: bool = False) -> int:
         """How many times the queue should deliver this message (1 unless duplicated).
 

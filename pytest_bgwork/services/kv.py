@@ -443,7 +443,7 @@ class KV:
             _check_content_type(prof, ns, key, content_type)
         # 3. the fault point, then the write (or the refused condition), then history
         faults = self._faults
-        step = faults.begin("kv.set")
+        step = faults._begin("kv.set")
         if step is not None:
             try:
                 await step
@@ -520,7 +520,7 @@ class KV:
         if not space:
             del self._data[ns]
         try:
-            self._faults.leave("kv.set")
+            self._faults._leave("kv.set")
         except Exception as exc:
             self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, applied=False,
                          version=have, error=_error_text(exc), **cond)
@@ -534,7 +534,7 @@ class KV:
         extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
                                                          "version": version}
         try:
-            self._faults.leave("kv.set")
+            self._faults._leave("kv.set")
         except Exception as exc:
             self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
             self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
@@ -557,7 +557,7 @@ class KV:
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
-        step = faults.begin("kv.get")
+        step = faults._begin("kv.get")
         if step is not None:
             try:
                 await step
@@ -573,7 +573,7 @@ class KV:
             entry, stale = self._stale_read(ns, key, entry)
         if faults._pending_after:
             try:
-                faults.leave("kv.get")
+                faults._leave("kv.get")
             except Exception as exc:
                 self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
                              error=_error_text(exc))
@@ -628,10 +628,10 @@ class KV:
             cond = {"if_version": if_version}
         faults = self._faults
         try:
-            if faults.passes("kv.delete"):
+            if faults._passes("kv.delete"):
                 await suspend()
             else:
-                await faults.enter("kv.delete", call=True)
+                await faults._enter("kv.delete", call=True)
         except Exception as exc:
             self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc),
                          **(cond or {}))
@@ -643,7 +643,7 @@ class KV:
             have = None if entry is None else entry[2]
             if have != if_version:
                 try:
-                    faults.leave("kv.delete")
+                    faults._leave("kv.delete")
                 except Exception as exc:
                     self._record("kv", "delete", "unknown", ns=ns, key=key, applied=False,
                                  version=have, error=_error_text(exc), **cond)
@@ -662,7 +662,7 @@ class KV:
         label = attempt.label if attempt is not None else None
         extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True}
         try:
-            faults.leave("kv.delete")
+            faults._leave("kv.delete")
         except Exception as exc:
             if existed:
                 self._writes.append((ns, key, now, "delete", None, None, label, "unknown"))
@@ -684,10 +684,10 @@ class KV:
         validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
         try:
-            if faults.passes("kv.keys"):
+            if faults._passes("kv.keys"):
                 await suspend()
             else:
-                await faults.enter("kv.keys", call=True)
+                await faults._enter("kv.keys", call=True)
         except Exception as exc:
             self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
             raise
@@ -698,7 +698,7 @@ class KV:
                 j = i - self._choices.integer(0, i, "kv.keys_order")
                 found[i], found[j] = found[j], found[i]
         try:
-            faults.leave("kv.keys")
+            faults._leave("kv.keys")
         except Exception as exc:
             self._record("kv", "keys", "unknown", ns=ns, prefix=prefix, count=len(found),
                          error=_error_text(exc))
@@ -843,19 +843,19 @@ class KV:
     def set_sync(self, ns: str, key: str, value: Any, ttl: float | None = None, **options: Any) -> Any:
         """``set`` for a client that calls blocking HTTP inside ``async def`` (agentuity's SDK).
 
-        The same code as ``await set(...)``, run by ``sim.faults.run_sync``: same checks,
+        The same code as ``await set(...)``, run by ``sim.faults._run_sync``: same checks,
         history and fault points; a delay fault moves the clock as a blocked loop would and
         a crash raises ``ProcessCrashed`` at once.
         """
-        return self._faults.run_sync(self.set(ns, key, value, ttl, **options))
+        return self._faults._run_sync(self.set(ns, key, value, ttl, **options))
 
     def get_sync(self, ns: str, key: str) -> KVResult:
         """``get`` for a client that blocks the loop (see ``set_sync``)."""
-        return self._faults.run_sync(self.get(ns, key))
+        return self._faults._run_sync(self.get(ns, key))
 
     def delete_sync(self, ns: str, key: str, **options: Any) -> Any:
         """``delete`` for a client that blocks the loop (see ``set_sync``)."""
-        return self._faults.run_sync(self.delete(ns, key, **options))
+        return self._faults._run_sync(self.delete(ns, key, **options))
 
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"

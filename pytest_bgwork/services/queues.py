@@ -411,7 +411,7 @@ class Queues(DeliveryEngine):
         faults = sim.faults
         # scoped by the attempt publishing (a queue-scoped rule means "that queue's
         # workers"), so the test's own publishes do not use up a rule's on_call
-        step = faults.begin("queue.publish")
+        step = faults._begin("queue.publish")
         if step is not None:
             try:
                 await step
@@ -436,7 +436,7 @@ class Queues(DeliveryEngine):
         stamp = self._stamp
         if stamp is None or stamp[0] != seconds:
             stamp = self._stamp = (seconds, clock.now())
-        msg = Message(sim.next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
+        msg = Message(sim._next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
         q.next_offset += 1
         q.messages[msg.id] = msg
         q.stats["published"] += 1
@@ -454,8 +454,8 @@ class Queues(DeliveryEngine):
         sim.history.add("queue", "publish", "unknown" if err else "ok", _PUBLISH,
                         (name, msg.id, key, False))
         if faults._rules:  # a duplicate rule may ask for more deliveries
-            msg._copies_left = faults.deliveries(name, number) - 1
-            msg._overlap_left = faults.deliveries(name, number, overlap=True,
+            msg._copies_left = faults._deliveries(name, number) - 1
+            msg._overlap_left = faults._deliveries(name, number, overlap=True,
                                                   ordered=pkey is not None and q.ordered) - 1
         if delay:
             self._schedule(q, msg, delay)
@@ -501,7 +501,7 @@ class Queues(DeliveryEngine):
             self._sweep_retention(q)
         if self._take(q, remove=False, batch=batch) is None:
             return self._empty()
-        step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
+        step = self._sim.faults._begin("queue.deliver", queue=_scope(name))
         if step is not None:
             await step
         while True:

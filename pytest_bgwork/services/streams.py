@@ -190,7 +190,7 @@ class Streams:
                 f"{where}: after_close= must be 'raise' (a write after close raises "
                 f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
             )
-        step = self._faults.begin("stream.create")
+        step = self._faults._begin("stream.create")
         if step is not None:
             try:
                 await step
@@ -198,7 +198,7 @@ class Streams:
                 self._record("stream", "create", "fail", name=name, error=_error_text(exc))
                 raise
         self._sweep()
-        sid = self._sim.next_id("stream")
+        sid = self._sim._next_id("stream")
         stream = Stream(self, sid, name, content_type, meta, ttl, after_close,
                         self._clock.monotonic(), current_attempt.get())
         self._streams[sid] = stream
@@ -218,7 +218,7 @@ class Streams:
     async def read_result(self, url: str | Stream) -> StreamRead:
         """Like ``read``, with ``partial`` (still open) and ``content_type``."""
         stream = self.get(url)
-        step = self._faults.begin("stream.read")
+        step = self._faults._begin("stream.read")
         if step is not None:
             await self._step(step, "read", id=stream.id, name=stream.name)
         self._sweep()
@@ -244,7 +244,7 @@ class Streams:
                 f"{type(data).__name__}. Encode it first, e.g. json.dumps(x) or str(x)."
             )
         n = len(raw)
-        step = self._faults.begin("stream.write")
+        step = self._faults._begin("stream.write")
         if step is not None:
             await self._step(step, "write", id=stream.id, name=stream.name, bytes=n)
         self._sweep()
@@ -273,14 +273,14 @@ class Streams:
         self._add("stream", "write", "ok", _WRITE, (stream.id, stream.name, n))
 
     async def _close(self, stream: Stream) -> None:
-        step = self._faults.begin("stream.close")
+        step = self._faults._begin("stream.close")
         if step is not None:
             await self._step(step, "close", id=stream.id, name=stream.name)
         self._sweep()
         if stream._expired:
             self._expired(stream, "close", "close", id=stream.id, name=stream.name)
         if stream._closed:
-            self._faults.leave("stream.close")
+            self._faults._leave("stream.close")
             return  # closing twice is a no-op: the first close was recorded
         stream._closed = True
         stream.closed_at = self._clock.monotonic()
@@ -345,11 +345,11 @@ class Streams:
         self._expiries = list(expiries)
 
     # -- internals -----------------------------------------------------------------------
-    # Each operation passes fault point ``stream.<op>`` (``faults.begin``, then ``_step``
+    # Each operation passes fault point ``stream.<op>`` (``faults._begin``, then ``_step``
     # when it hands back an awaitable) and then makes sure the stream has not expired
     # (``_sweep``, then ``_expired`` when it has).
     async def _step(self, step: Awaitable[None], op: str, **detail: Any) -> None:
-        """Await ``faults.begin``'s ``step``; a fault there is recorded as a failed ``op``."""
+        """Await ``faults._begin``'s ``step``; a fault there is recorded as a failed ``op``."""
         try:
             await step
         except Exception as exc:
@@ -364,9 +364,9 @@ class Streams:
         raise self._expired_error(stream, verb)
 
     def _leave(self, point: str, op: str, **detail: Any) -> None:
-        """``faults.leave``; when it raises, the effect happened: record outcome unknown."""
+        """``faults._leave``; when it raises, the effect happened: record outcome unknown."""
         try:
-            self._faults.leave(point)
+            self._faults._leave(point)
         except Exception as exc:
             self._record("stream", op, "unknown", **detail, error=_error_text(exc))
             raise
