@@ -86,7 +86,7 @@ class _NoFaults:
 
     _pending_after: ClassVar[dict[str, Any]] = {}
 
-    def begin(self, point: str, queue: str | None = None) -> None:
+    def _begin(self, point: str, queue: str | None = None) -> None:
         return None
 
 

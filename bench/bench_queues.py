@@ -18,7 +18,7 @@ system once, so a burst of load from elsewhere on the machine slows one round of
    routed handler, and published as a backlog first, then drained by ``receive``/``ack``;
    CPU time and peak RSS over the process's start, per message.
 5. Upper bounds in the same rounds: run 1 with ``History.record``/``add`` stubbed to nothing,
-   and also the fault fast path (``FaultInjector.passes``/``begin``) reduced to the suspension
+   and also the fault fast path (``FaultInjector._passes``/``begin``) reduced to the suspension
    rule, nothing counted (stubs, not behaviour: what the rest costs).
 
 After the imports the heap is frozen (``gc.freeze()``) for every system alike, so full
@@ -193,7 +193,7 @@ def bytes_per_message(n: int, in_flight: bool) -> tuple[float, dict[str, float]]
 @contextmanager
 def stubbed(history: bool, faults: bool) -> Iterator[None]:
     """Upper bounds, not behaviour: ``History.record`` and ``History.add`` appending nothing,
-    and/or ``FaultInjector.passes`` answering True and ``FaultInjector.begin`` only applying
+    and/or ``FaultInjector._passes`` answering True and ``FaultInjector._begin`` only applying
     the suspension rule, neither counting nor looking at rules (what the rest of the path
     costs if recording events, or the fault fast path, cost nothing). On a checkout
     without ``add``/``begin`` only what it has is stubbed."""
@@ -201,8 +201,8 @@ def stubbed(history: bool, faults: bool) -> Iterator[None]:
     from pytest_bgwork.core.faults import FaultInjector
     from pytest_bgwork.core.history import History
 
-    names = [("record", History), ("add", History), ("passes", FaultInjector),
-             ("begin", FaultInjector)]
+    names = [("record", History), ("add", History), ("_passes", FaultInjector),
+             ("_begin", FaultInjector)]
     real = {name: getattr(owner, name) for name, owner in names if hasattr(owner, name)}
     def begin(self: Any, point: str, queue: str | None = None) -> Any:
         loop = self._loop
@@ -215,9 +215,9 @@ def stubbed(history: bool, faults: bool) -> Iterator[None]:
         if "add" in real:
             History.add = lambda self, *args: None  # type: ignore[method-assign]
     if faults:
-        FaultInjector.passes = lambda self, point: True  # type: ignore[method-assign]
-        if "begin" in real:
-            FaultInjector.begin = begin  # type: ignore[method-assign]
+        FaultInjector._passes = lambda self, point: True  # type: ignore[method-assign]
+        if "_begin" in real:
+            FaultInjector._begin = begin  # type: ignore[method-assign]
     try:
         yield
     finally:
