@@ -103,7 +103,9 @@ class RedisBackend:
         faults = self.sim.faults
         for i, (point, key) in enumerate(self._points(commands)):
             try:
-                await faults._enter(point, call=i == 0)
+                step = faults._enter(point, call=i == 0)
+                if step is not None:
+                    await step
             except ProcessCrashed:
                 raise
             except Exception as exc:

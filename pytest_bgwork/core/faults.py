@@ -1,10 +1,10 @@
 """The fault injector: named fault points, and rules that fire at them.
 
-Services call ``await sim.faults._enter(point, queue=...)`` before an operation takes
-effect and ``sim.faults._leave(point)`` after it did. A rule can make ``enter`` raise
-(an *error*), wait (a *delay* or *hang*), or stop the worker there for good (a
-*crash*); an ``after_apply`` error is raised by ``leave``, after the write happened
-(its outcome is recorded as ``unknown``). Rules are plain data (``Fault``), so a
+A rule can make a fault point raise (an *error*), wait (a *delay* or *hang*), or stop
+the worker there for good (a *crash*); an ``after_apply`` error is raised after the
+write happened (its outcome is recorded as ``unknown``). Services reach a point through
+the injector's private protocol, ``_enter`` before the operation and ``_leave`` after it
+(CONTRIBUTING.md, "Fault points"). Rules are plain data (``Fault``), so a
 ``FaultPlan`` prints, compares and replays.
 """
 
@@ -92,8 +92,8 @@ _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}$")
 def register_fault_point(name: str) -> str:
     """Make ``name`` (e.g. ``"sqs.receive"``) a known fault point, so rules may target it.
 
-    Adapters call it once at import for each operation they pass through
-    ``await sim.faults._enter(name)``. Registering a name twice is fine. Names are
+    Adapters call it once at import for each fault point of their own, so that a rule
+    naming it is accepted. Registering a name twice is fine. Names are
     ``service.op``: lowercase service, a dot, then letters, digits, ``_.:-``.
     """
     if not isinstance(name, str) or "." not in name or not _POINT_RE.match(name):
@@ -678,7 +678,9 @@ class FaultInjector:
         import httpx
 
         try:
-            await self._enter("http", call=True)
+            step = self._enter("http", call=True)
+            if step is not None:
+                await step
             self._leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
@@ -711,45 +713,38 @@ class FaultInjector:
     def _queue_matches(rule: Fault, queue: str | None) -> bool:
         return rule.queue is None or rule.queue == "*" or rule.queue == queue
 
-    def _passes(self, point: str) -> bool:
-        """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
-        count the call and return True; else return False and the caller awaits ``enter``."""
-        if not self._open or self._sim._disposing:
-            return False
-        attempt = current_attempt.get()
-        if attempt is not None and attempt.crashed:
-            return False
-        calls = self._calls
-        calls[point] = calls.get(point, 0) + 1
-        return True
+    # -- the protocol services use: ``_enter`` before an operation, ``_leave`` after -------
+    def _enter(self, point: str, queue: str | None = None, *,
+               call: bool = False) -> Awaitable[None] | None:
+        """A service reaches fault point ``point``, before its operation takes effect.
 
-    def _begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
-        """Start a service call at fault point ``point`` (a suspension point).
-
-        ``None`` when the call goes on at once: no rule in force, no watcher, no crash
-        due, and its yield would change nothing (``VirtualEventLoop._yield_changes_nothing``); the call is
-        counted. Otherwise an awaitable the service awaits first: a bare yield, or
-        ``enter(point, queue=queue, call=True)`` when a rule may fire.
+        ``None``: go straight on (no rule, latency or watcher in force, no crash due, and for
+        ``call=True`` its yield would change nothing: ``VirtualEventLoop._yield_changes_nothing``);
+        the call is counted. Otherwise an awaitable the service awaits before it applies the
+        operation: it may raise (``fail``), wait (``delay``, ``hang``, latency, the yield of
+        a ``call=True`` service call) or never return (``crash``). ``queue`` scopes the call
+        to a queue's rules (default: the running attempt's queue).
         """
-        if not self._open or self._sim._disposing:
-            return self._enter(point, queue=queue, call=True)
-        attempt = current_attempt.get()
-        if attempt is not None and attempt.crashed:
-            return self._enter(point, queue=queue, call=True)
-        calls = self._calls
-        calls[point] = calls.get(point, 0) + 1
-        loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
-        if loop is not None:
-            try:
-                caller = _getframe(2)  # the service method's caller: it must await the method
-            except ValueError:  # no Python frame below the service method
+        if self._open and not self._sim._disposing:
+            attempt = current_attempt.get()
+            if attempt is None or not attempt.crashed:
+                calls = self._calls
+                calls[point] = calls.get(point, 0) + 1
+                if not call:
+                    return None
+                loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
+                if loop is not None:
+                    try:
+                        caller = _getframe(2)  # the service method's caller: it must await the method
+                    except ValueError:  # no Python frame below the service method
+                        return _yield()
+                    if loop._yield_changes_nothing(caller):
+                        return None
                 return _yield()
-            if loop._yield_changes_nothing(caller):
-                return None
-        return _yield()
+        return self._apply(point, queue, call)
 
-    async def _enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
-        """Called by a service before ``point`` takes effect; may raise, wait or crash.
+    async def _apply(self, point: str, queue: str | None, call: bool) -> None:
+        """``_enter`` when a rule, latency or watcher is in force: count the call, then apply them.
 
         ``call=True`` (a service call, a network round trip) first yields to the other ready
         tasks, after a latency drawn from ``sim.choices`` when a ``latency`` rule is on.

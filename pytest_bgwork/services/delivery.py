@@ -735,11 +735,11 @@ class DeliveryEngine:
         faults = self._sim.faults
         try:
             try:
-                if not faults._passes("queue.deliver"):
-                    await faults._enter("queue.deliver", queue=attempt.queue)
+                step = faults._enter("queue.deliver", queue=attempt.queue)
+                if step is not None:
+                    await step
                 await route(d.payload, d)
-                if faults._pending_after:  # an after-apply error is due (``faults._leave``)
-                    faults._leave("queue.deliver")
+                faults._leave("queue.deliver")
             except ProcessCrashed:
                 self._crashed(d, attempt)
                 return
@@ -749,10 +749,11 @@ class DeliveryEngine:
             if d._settled is None:
                 attempt.returning = True  # chaos crash: the queue's ack is its last point
                 try:
-                    if faults._passes("queue.ack"):
+                    step = faults._enter("queue.ack")  # in the attempt: its queue scopes the rules
+                    if step is None:
                         self._acked(d)
                     else:
-                        await self._enter_ack(d)
+                        await self._enter_ack(d, step)
                 except ProcessCrashed:
                     self._crashed(d, attempt)
                 except Exception:  # recorded as a failed queue.ack; the visibility lapses
@@ -899,7 +900,7 @@ class DeliveryEngine:
 
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
-        step = self._sim.faults._begin("queue.ack", queue=_scope(d._q.config.name))
+        step = self._sim.faults._enter("queue.ack", queue=_scope(d._q.config.name), call=True)
         if step is None:
             self._acked(d)
         else:
@@ -907,13 +908,11 @@ class DeliveryEngine:
         if d._worker is not None:
             d._worker._workers._settled(d._worker, d)
 
-    async def _enter_ack(self, d: Delivery, step: Awaitable[None] | None = None) -> None:
+    async def _enter_ack(self, d: Delivery, step: Awaitable[None]) -> None:
         """``_ack`` when fault point ``queue.ack`` may raise, wait or crash: await ``step``
-        (``faults._begin``'s), or without one ``enter`` the point (the routed ack's, no call)."""
+        (``faults._enter``'s)."""
         name = d._q.config.name
         try:
-            if step is None:
-                step = self._sim.faults._enter("queue.ack", queue=_scope(name))
             await step
         except Exception as exc:
             self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
@@ -977,7 +976,7 @@ class DeliveryEngine:
                     and q.messages.get(msg.id) is msg):
                 msg.state = ACKED
                 deleted = True
-        err = self._leave("queue.ack") if self._sim.faults._pending_after else None
+        err = self._leave("queue.ack")
         self._sim.history.add("queue", "ack", "unknown" if err else "ok", _ACK,
                               (q.config.name, msg.id, d.attempt, not current, deleted))
         if copy:
@@ -1000,7 +999,7 @@ class DeliveryEngine:
         self._settle_check(d, "nack()")
         q, msg = d._q, d.message
         name = q.config.name
-        step = self._sim.faults._begin("queue.ack", queue=_scope(name))
+        step = self._sim.faults._enter("queue.ack", queue=_scope(name), call=True)
         if step is not None:
             try:
                 await step
@@ -1046,7 +1045,7 @@ class DeliveryEngine:
                                   f"(received {held:g} s ago, so at most {hi - held:g} now)",
                                   seconds, "Delete the message and publish it again for longer work.")
         name = q.config.name
-        step = self._sim.faults._begin("queue.extend", queue=_scope(name))
+        step = self._sim.faults._enter("queue.extend", queue=_scope(name), call=True)
         if step is not None:
             try:
                 await step

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
-from ..core.faults import suspend
 from ..core.jsoncopy import dumps, loads, to_text
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
@@ -443,7 +442,7 @@ class KV:
             _check_content_type(prof, ns, key, content_type)
         # 3. the fault point, then the write (or the refused condition), then history
         faults = self._faults
-        step = faults._begin("kv.set")
+        step = faults._enter("kv.set", call=True)
         if step is not None:
             try:
                 await step
@@ -464,9 +463,14 @@ class KV:
         version = self._write(prof, space, ns, key, text, stored, ttl, content_type, prev, now)
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
-        if faults._pending_after or cond is not None:
+        if cond is not None:
             self._leave_set(ns, key, ttl, text, label, now, cond, version)
             return True
+        try:
+            faults._leave("kv.set")
+        except Exception as exc:
+            self._set_unknown(ns, key, ttl, text, label, now, exc, {})
+            raise
         # the event's row (``History.rows``) is also the write log's entry: one flat tuple
         row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
         self._writes.append(row)
@@ -528,20 +532,24 @@ class KV:
         self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have, **cond)
 
     def _leave_set(self, ns: str, key: str, ttl: float | None, text: str, label: str | None,
-                   now: float, cond: dict[str, Any] | None, version: int) -> None:
-        """A written ``set`` with a pending ``after_apply`` fault or a condition: leave the fault
-        point, then log the write and its event (``unknown`` when the fault fired)."""
-        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
-                                                         "version": version}
+                   now: float, cond: dict[str, Any], version: int) -> None:
+        """A written conditional ``set``: leave the fault point, then log the write and its
+        event (``unknown`` when an ``after_apply`` fault fired)."""
+        extra: dict[str, Any] = {**cond, "applied": True, "version": version}
         try:
             self._faults._leave("kv.set")
         except Exception as exc:
-            self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
-            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
-                         error=_error_text(exc), **extra)
+            self._set_unknown(ns, key, ttl, text, label, now, exc, extra)
             raise
         self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
         self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
+
+    def _set_unknown(self, ns: str, key: str, ttl: float | None, text: str, label: str | None,
+                     now: float, exc: BaseException, extra: dict[str, Any]) -> None:
+        """A ``set`` that was written but whose ``after_apply`` fault fired: outcome unknown."""
+        self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
+        self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
+                     error=_error_text(exc), **extra)
 
     async def get(self, ns: str, key: str, *, consistent: bool = False) -> KVResult:
         """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired).
@@ -557,7 +565,7 @@ class KV:
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
-        step = faults._begin("kv.get")
+        step = faults._enter("kv.get", call=True)
         if step is not None:
             try:
                 await step
@@ -571,13 +579,12 @@ class KV:
         stale = False
         if self._stale and (ns, key) in self._stale and not consistent and ns not in self._consistent:
             entry, stale = self._stale_read(ns, key, entry)
-        if faults._pending_after:
-            try:
-                faults._leave("kv.get")
-            except Exception as exc:
-                self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
-                             error=_error_text(exc))
-                raise
+        try:
+            faults._leave("kv.get")
+        except Exception as exc:
+            self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
+                         error=_error_text(exc))
+            raise
         if stale:
             self._record("kv", "get", ns=ns, key=key, exists=entry is not None, stale=True)
         elif self._listeners:
@@ -627,11 +634,10 @@ class KV:
             check_version(if_version, f"kv.delete(ns={ns!r}, key={key!r})")
             cond = {"if_version": if_version}
         faults = self._faults
+        step = faults._enter("kv.delete", call=True)
         try:
-            if faults._passes("kv.delete"):
-                await suspend()
-            else:
-                await faults._enter("kv.delete", call=True)
+            if step is not None:
+                await step
         except Exception as exc:
             self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc),
                          **(cond or {}))
@@ -683,11 +689,10 @@ class KV:
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
         validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
+        step = faults._enter("kv.keys", call=True)
         try:
-            if faults._passes("kv.keys"):
-                await suspend()
-            else:
-                await faults._enter("kv.keys", call=True)
+            if step is not None:
+                await step
         except Exception as exc:
             self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
             raise

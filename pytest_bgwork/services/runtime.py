@@ -459,7 +459,9 @@ class Runtime:
         sim, point = self._sim, f"task.{rec.name}"
         try:
             try:
-                await sim.faults._enter(point)
+                step = sim.faults._enter(point)
+                if step is not None:
+                    await step
             except BaseException:
                 close_awaitable(awaitable)
                 raise

@@ -388,7 +388,9 @@ class Schedules:
         run.started_at = sim.clock.now()
         outcome = "fail"
         try:
-            await sim.faults._enter(point)
+            step = sim.faults._enter(point)
+            if step is not None:
+                await step
             error = await self._call(entry, run)
             outcome = "unknown"  # it ran; only an after_apply fault can still fail it
             sim.faults._leave(point)

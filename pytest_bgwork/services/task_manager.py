@@ -223,7 +223,9 @@ class BackgroundTaskManager:
         history = sim.history
         try:
             try:
-                await sim.faults._enter(point)
+                step = sim.faults._enter(point)
+                if step is not None:
+                    await step
             except BaseException:
                 coro.close()
                 raise

@@ -99,7 +99,9 @@ class Tasks:
 
     async def get(self, id: str) -> Task:
         """The task ``id`` as it stands; ``KeyError`` naming the known ids if there is none."""
-        await self._sim.faults._enter("tasks.get")
+        step = self._sim.faults._enter("tasks.get")
+        if step is not None:
+            await step
         task = self._find(id)
         self._sim.faults._leave("tasks.get")
         return task
@@ -169,7 +171,9 @@ class Tasks:
         """Fault point ``tasks.<op>`` around ``apply``, recorded with its outcome."""
         sim, point = self._sim, f"tasks.{op}"
         try:
-            await sim.faults._enter(point)
+            step = sim.faults._enter(point)
+            if step is not None:
+                await step
         except Exception as exc:
             sim.history.record("task", op, "fail", **detail, error=repr(exc))
             raise

@@ -251,7 +251,9 @@ class Webhooks:
         if key is not None:
             sent[self.header] = self.sign(body, key)
         try:
-            await sim.faults._enter("webhook.deliver", call=True)
+            step = sim.faults._enter("webhook.deliver", call=True)
+            if step is not None:
+                await step
             response = await client.post(target, content=body, headers=sent)
         except Exception as exc:
             sim.history.record("webhook", "deliver", "fail", **detail, status=None, error=repr(exc))
