@@ -108,15 +108,11 @@ class History:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome= must be one of {OUTCOMES}; got {outcome!r}")
         attempt = current_attempt.get()
-        events = self._events
         event = Event(
-            len(events), self._clock(), service, op, outcome, detail,
+            len(self._events), self._clock(), service, op, outcome, detail,
             attempt.label if attempt is not None else None,
         )
-        events.append(event)
-        if self._listeners:
-            for listener in self._listeners:
-                listener(event)
+        self._append(event)
         return event
 
     def add(self, service: str, op: str, outcome: str, names: tuple[str, ...],
@@ -124,24 +120,35 @@ class History:
         """``record(service, op, outcome, **dict(zip(names, values, strict=True)))`` for services' hot
         paths, without building the ``Event`` until it is read. ``outcome`` must be one of
         ``OUTCOMES``; the values must not change later (text, numbers, ``None``)."""
-        if self._listeners:
-            self.record(service, op, outcome, **dict(zip(names, values, strict=True)))
-            return
         attempt = current_attempt.get()
         virtual = self._virtual
-        self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
-                             outcome, names, attempt.label if attempt is not None else None,
-                             *values))
+        self._append((virtual._mono if virtual is not None else self._clock(), service, op,
+                      outcome, names, attempt.label if attempt is not None else None, *values))
 
-    def rows(self, clock: VirtualClock) -> tuple[list[Any], list[Callable[[Event], None]]] | None:
-        """For a service's hottest path: the row list and the listener list, when this
-        history's time is ``clock``'s (else ``None``: use ``add``).
+    def _append(self, entry: Event | _Row) -> None:
+        """The one way an event enters the history (``record`` and ``add`` use it; a service's
+        hottest path may call it with a row it built itself).
 
-        While the listener list is empty, appending ``(clock's time, service, op, outcome,
-        names, attempt label, *values)`` to the rows is exactly ``add``; with listeners,
-        call ``add``. Both lists stay the same objects for the history's whole life.
+        ``entry`` is an ``Event`` whose ``seq`` is its index, or a flat row ``(t, service, op,
+        outcome, detail names, attempt label, *detail values)`` with ``t`` the history's
+        current time, an outcome of ``OUTCOMES`` and values that never change. Listeners get
+        the event at once.
         """
-        return (self._events, self._listeners) if self._virtual is clock else None
+        events = self._events
+        events.append(entry)
+        if self._listeners:
+            event = self._event(len(events) - 1)
+            for listener in self._listeners:
+                listener(event)
+
+    def _event(self, i: int) -> Event:
+        """Entry ``i`` as an ``Event``: a row is turned into one, in place."""
+        row = self._events[i]
+        if type(row) is not tuple:
+            return row  # type: ignore[return-value]
+        event = self._events[i] = Event(i, row[0], row[1], row[2], row[3],
+                                        dict(zip(row[4], row[6:], strict=True)), row[5])
+        return event
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
@@ -151,10 +158,8 @@ class History:
         """Every event, oldest first: rows not read yet become events, in place."""
         events = self._events
         for i in range(self._read, len(events)):
-            row = events[i]
-            if type(row) is tuple:
-                events[i] = Event(i, row[0], row[1], row[2], row[3],
-                                  dict(zip(row[4], row[6:], strict=True)), row[5])
+            if type(events[i]) is tuple:
+                self._event(i)
         self._read = len(events)
         return events  # type: ignore[return-value]
 

@@ -264,13 +264,9 @@ class KV:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
-        self._add = sim.history.add
-        #: the history's rows and listeners: with no listener, the hot paths append their
-        #: row themselves (exactly what ``add`` appends); else, or when the history's time is
-        #: not this clock's, they call ``add`` (``_listeners`` then holds a stand-in)
-        direct = sim.history.rows(sim.clock)
-        self._rows: list[Any] = direct[0] if direct is not None else []
-        self._listeners: list[Any] = direct[1] if direct is not None else [None]
+        #: the history's one write path; the hot paths hand it the row they built (what
+        #: ``History.add`` would build; the history's time is this clock's)
+        self._append = sim.history._append
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
@@ -471,13 +467,10 @@ class KV:
         except Exception as exc:
             self._set_unknown(ns, key, ttl, text, label, now, exc, {})
             raise
-        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
+        # the event's history row (``History._append``) is also the write log's entry: one flat tuple
         row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
         self._writes.append(row)
-        if self._listeners:
-            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
-        else:
-            self._rows.append(row)
+        self._append(row)
         return True
 
     def _set_ttl(self, prof: KVProfile, ns: str, key: str, ttl: object) -> float:
@@ -587,13 +580,11 @@ class KV:
             raise
         if stale:
             self._record("kv", "get", ns=ns, key=key, exists=entry is not None, stale=True)
-        elif self._listeners:
-            self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
         else:
             attempt = current_attempt.get()
-            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET,
-                               attempt.label if attempt is not None else None,
-                               ns, key, entry is not None))
+            self._append((self._clock._mono, "kv", "get", "ok", _GET,
+                          attempt.label if attempt is not None else None,
+                          ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
