@@ -60,14 +60,20 @@ def test_the_services_fault_protocol_is_one_pair_and_private() -> None:
 
 
 def test_no_module_outside_the_injector_reads_its_fields() -> None:
-    """Services use the protocol, never the injector's state (``_pending_after``)."""
+    """Services use the protocol, never the injector's state (``_pending_after``), and never
+    ``await faults._enter(...)`` directly: on the fast path it returns ``None``."""
     root = pathlib.Path(bg.__file__).parent
     offenders = []
     for path in sorted(root.rglob("*.py")):
         if path.relative_to(root).as_posix() == "core/faults.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Attribute) and node.attr in ("_pending_after", "_begin",
                                                                   "_passes"):
-                offenders.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+                offenders.append(f"{where} .{node.attr}")
+            if (isinstance(node, ast.Await) and isinstance(node.value, ast.Call)
+                    and isinstance(node.value.func, ast.Attribute)
+                    and node.value.func.attr == "_enter"):
+                offenders.append(f"{where} await ._enter(...): use the step idiom")
     assert offenders == []
