@@ -67,7 +67,7 @@ def _stubbed(n: int, *, history: bool = False, faults: bool = False,
     sim = bg.Simulation(seed=1)
     kv: Any = sim.kv
     if history:  # no event recorded: the rows go to a list nobody reads
-        kv._append = [].append
+        sim.history._append = [].append  # type: ignore[assignment]
     if faults:  # no fault point, no suspension point: the call goes straight through
         kv._faults = _NoFaults()
     rule = VirtualEventLoop._yield_changes_nothing

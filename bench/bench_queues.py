@@ -18,7 +18,7 @@ system once, so a burst of load from elsewhere on the machine slows one round of
    routed handler, and published as a backlog first, then drained by ``receive``/``ack``;
    CPU time and peak RSS over the process's start, per message.
 5. Upper bounds in the same rounds: run 1 with ``History.record``/``add`` stubbed to nothing,
-   and also the fault protocol (``FaultInjector._enter``/``_leave``) reduced to the suspension
+   and also the fault protocol's entry (``FaultInjector._enter``) reduced to the suspension
    rule, nothing counted (stubs, not behaviour: what the rest costs).
 
 After the imports the heap is frozen (``gc.freeze()``) for every system alike, so full
@@ -193,16 +193,15 @@ def bytes_per_message(n: int, in_flight: bool) -> tuple[float, dict[str, float]]
 @contextmanager
 def stubbed(history: bool, faults: bool) -> Iterator[None]:
     """Upper bounds, not behaviour: ``History.record`` and ``History.add`` appending nothing,
-    and/or ``FaultInjector._enter`` only applying the suspension rule and ``_leave`` doing
-    nothing, neither counting nor looking at rules (what the rest of the path costs if
+    and/or ``FaultInjector._enter`` only applying the suspension rule, neither counting nor
+    looking at rules (what the rest of the path costs if
     recording events, or the fault protocol, cost nothing). On a checkout without
     ``add`` or ``_enter``/``_leave`` only what it has is stubbed."""
     from pytest_bgwork.core import faults as faults_mod
     from pytest_bgwork.core.faults import FaultInjector
     from pytest_bgwork.core.history import History
 
-    names = [("record", History), ("add", History), ("_enter", FaultInjector),
-             ("_leave", FaultInjector)]
+    names = [("record", History), ("add", History), ("_enter", FaultInjector)]
     real = {name: getattr(owner, name) for name, owner in names if hasattr(owner, name)}
 
     def enter(self: Any, point: str, queue: str | None = None, *, call: bool = False) -> Any:
@@ -215,9 +214,8 @@ def stubbed(history: bool, faults: bool) -> Iterator[None]:
         History.record = lambda self, *args, **kwargs: None  # type: ignore[assignment,method-assign]
         if "add" in real:
             History.add = lambda self, *args: None  # type: ignore[method-assign]
-    if faults and "_leave" in real:  # a checkout with the one fault protocol (``_enter``/``_leave``)
+    if faults and "_enter" in real:  # a checkout with the one fault protocol (``_enter``/``_leave``)
         FaultInjector._enter = enter  # type: ignore[method-assign]
-        FaultInjector._leave = lambda self, point: None  # type: ignore[method-assign]
     try:
         yield
     finally:

@@ -400,6 +400,9 @@ class FaultInjector:
         self._calls: dict[str, int] = {}
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
+        #: ``_leave(point)``: with no ``after_apply`` error armed, a no-op in C (the services
+        #: call it after every operation); ``_leave_due`` while one is armed
+        self._leave: Callable[[str], Fault | None] = _NOTHING_DUE.get
         self._healed = False
         #: ``paused()`` blocks open: while > 0 no rule fires and no latency is drawn.
         self._paused = 0
@@ -605,6 +608,7 @@ class FaultInjector:
         self._rules.clear()
         self._reported.clear()
         self._pending_after.clear()
+        self._leave = _NOTHING_DUE.get
         self._latency = 0.0
         self._reopen()
 
@@ -823,6 +827,7 @@ class FaultInjector:
             elif rule.kind == "fail":
                 if rule.after_apply:
                     self._pending_after[point] = rule
+                    self._leave = self._leave_due
                     continue
                 self._fire(rule, point, error=rule.error)
                 raise _make_error(rule.error or "")
@@ -880,9 +885,12 @@ class FaultInjector:
             return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
         return self._sim.choices.integer(lo, hi, label)
 
-    def _leave(self, point: str) -> None:
-        """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
-        rule = self._pending_after.pop(point, None) if self._pending_after else None
+    def _leave_due(self, point: str) -> None:
+        """``_leave`` while an ``after_apply`` error is armed: a service left ``point`` after
+        its operation took effect; raise the error armed there, if any."""
+        rule = self._pending_after.pop(point, None)
+        if not self._pending_after:
+            self._leave = _NOTHING_DUE.get
         if rule is not None:
             self._fire(rule, point, error=rule.error, after_apply=True)
             raise _make_error(rule.error or "")
@@ -950,6 +958,9 @@ class FaultInjector:
         raise ProcessCrashed()  # pragma: no cover - unreachable
 
 
+
+#: Never written: ``_NOTHING_DUE.get`` is ``FaultInjector._leave`` when no error is armed.
+_NOTHING_DUE: dict[str, Fault] = {}
 
 #: True while ``run_sync`` drives a service call for a client that blocks the loop.
 _sync_call: contextvars.ContextVar[bool] = contextvars.ContextVar("bgwork_sync_call", default=False)

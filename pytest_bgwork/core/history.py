@@ -89,7 +89,7 @@ class History:
     collection time.
     """
 
-    __slots__ = ("_clock", "_events", "_listeners", "_read", "_virtual")
+    __slots__ = ("_append", "_clock", "_events", "_listeners", "_read", "_virtual")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -102,6 +102,13 @@ class History:
         #: every entry before this index is an ``Event`` already
         self._read = 0
         self._listeners: list[Callable[[Event], None]] = []
+        #: The one way an entry enters the history (``record`` and ``add`` use it; a service's
+        #: hottest path may hand it a row it built itself): the list's own ``append`` while no
+        #: one listens, ``_append_and_tell`` once someone does. An entry is an ``Event`` whose
+        #: ``seq`` is its index, or a flat row ``(t, service, op, outcome, detail names,
+        #: attempt label, *detail values)`` with ``t`` the history's current time, an outcome
+        #: of ``OUTCOMES`` and values that never change.
+        self._append: Callable[[Event | _Row], None] = self._events.append
 
     def record(self, service: str, op: str, outcome: str = "ok", **detail: Any) -> Event:
         """Append an event at the current virtual time, tagged with the attempt running it."""
@@ -125,21 +132,14 @@ class History:
         self._append((virtual._mono if virtual is not None else self._clock(), service, op,
                       outcome, names, attempt.label if attempt is not None else None, *values))
 
-    def _append(self, entry: Event | _Row) -> None:
-        """The one way an event enters the history (``record`` and ``add`` use it; a service's
-        hottest path may call it with a row it built itself).
-
-        ``entry`` is an ``Event`` whose ``seq`` is its index, or a flat row ``(t, service, op,
-        outcome, detail names, attempt label, *detail values)`` with ``t`` the history's
-        current time, an outcome of ``OUTCOMES`` and values that never change. Listeners get
-        the event at once.
-        """
+    def _append_and_tell(self, entry: Event | _Row) -> None:
+        """``_append`` once someone listens: append ``entry``, then hand its event to each
+        listener."""
         events = self._events
         events.append(entry)
-        if self._listeners:
-            event = self._event(len(events) - 1)
-            for listener in self._listeners:
-                listener(event)
+        event = self._event(len(events) - 1)
+        for listener in self._listeners:
+            listener(event)
 
     def _event(self, i: int) -> Event:
         """Entry ``i`` as an ``Event``: a row is turned into one, in place."""
@@ -153,6 +153,7 @@ class History:
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
         self._listeners.append(listener)
+        self._append = self._append_and_tell
 
     def _all(self) -> list[Event]:
         """Every event, oldest first: rows not read yet become events, in place."""

@@ -264,9 +264,10 @@ class KV:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
-        #: the history's one write path; the hot paths hand it the row they built (what
-        #: ``History.add`` would build; the history's time is this clock's)
-        self._append = sim.history._append
+        #: the hot paths hand the history's one write path (``History._append``, looked up
+        #: at each call: it changes when someone subscribes) the row they built, what
+        #: ``History.add`` would build (the history's time is this clock's)
+        self._history = sim.history
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
@@ -470,7 +471,7 @@ class KV:
         # the event's history row (``History._append``) is also the write log's entry: one flat tuple
         row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
         self._writes.append(row)
-        self._append(row)
+        self._history._append(row)
         return True
 
     def _set_ttl(self, prof: KVProfile, ns: str, key: str, ttl: object) -> float:
@@ -582,9 +583,9 @@ class KV:
             self._record("kv", "get", ns=ns, key=key, exists=entry is not None, stale=True)
         else:
             attempt = current_attempt.get()
-            self._append((self._clock._mono, "kv", "get", "ok", _GET,
-                          attempt.label if attempt is not None else None,
-                          ns, key, entry is not None))
+            self._history._append((self._clock._mono, "kv", "get", "ok", _GET,
+                                   attempt.label if attempt is not None else None,
+                                   ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
