@@ -840,9 +840,9 @@ class KV:
     def set_sync(self, ns: str, key: str, value: Any, ttl: float | None = None, **options: Any) -> Any:
         """``set`` for a client that calls blocking HTTP inside ``async def`` (agentuity's SDK).
 
-        The same code as ``await set(...)``, run by ``sim.faults._run_sync``: same checks,
-        history and fault points; a delay fault moves the clock as a blocked loop would and
-        a crash raises ``ProcessCrashed`` at once.
+        The same code as ``await set(...)``, run to completion without suspending: same
+        checks, history and fault points; a delay fault moves the clock as a blocked loop
+        would and a crash raises ``ProcessCrashed`` at once.
         """
         return self._faults._run_sync(self.set(ns, key, value, ttl, **options))
 
