@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import fakeredis
 
@@ -67,7 +67,7 @@ def _stubbed(n: int, *, history: bool = False, faults: bool = False,
     sim = bg.Simulation(seed=1)
     kv: Any = sim.kv
     if history:  # no event recorded: the rows go to a list nobody reads
-        kv._rows = []
+        sim.history._append = [].append  # type: ignore[assignment]
     if faults:  # no fault point, no suspension point: the call goes straight through
         kv._faults = _NoFaults()
     rule = VirtualEventLoop._yield_changes_nothing
@@ -84,9 +84,10 @@ def _stubbed(n: int, *, history: bool = False, faults: bool = False,
 class _NoFaults:
     """A fault injector that never fires and never yields (an upper bound only)."""
 
-    _pending_after: ClassVar[dict[str, Any]] = {}
+    def _enter(self, point: str, queue: str | None = None, *, call: bool = False) -> None:
+        return None
 
-    def begin(self, point: str, queue: str | None = None) -> None:
+    def _leave(self, point: str) -> None:
         return None
 
 

@@ -18,7 +18,7 @@ system once, so a burst of load from elsewhere on the machine slows one round of
    routed handler, and published as a backlog first, then drained by ``receive``/``ack``;
    CPU time and peak RSS over the process's start, per message.
 5. Upper bounds in the same rounds: run 1 with ``History.record``/``add`` stubbed to nothing,
-   and also the fault fast path (``FaultInjector.passes``/``begin``) reduced to the suspension
+   and also the fault protocol's entry (``FaultInjector._enter``) reduced to the suspension
    rule, nothing counted (stubs, not behaviour: what the rest costs).
 
 After the imports the heap is frozen (``gc.freeze()``) for every system alike, so full
@@ -193,20 +193,20 @@ def bytes_per_message(n: int, in_flight: bool) -> tuple[float, dict[str, float]]
 @contextmanager
 def stubbed(history: bool, faults: bool) -> Iterator[None]:
     """Upper bounds, not behaviour: ``History.record`` and ``History.add`` appending nothing,
-    and/or ``FaultInjector.passes`` answering True and ``FaultInjector.begin`` only applying
-    the suspension rule, neither counting nor looking at rules (what the rest of the path
-    costs if recording events, or the fault fast path, cost nothing). On a checkout
-    without ``add``/``begin`` only what it has is stubbed."""
+    and/or ``FaultInjector._enter`` only applying the suspension rule, neither counting nor
+    looking at rules (what the rest of the path costs if
+    recording events, or the fault protocol, cost nothing). On a checkout without
+    ``add`` or ``_enter``/``_leave`` only what it has is stubbed."""
     from pytest_bgwork.core import faults as faults_mod
     from pytest_bgwork.core.faults import FaultInjector
     from pytest_bgwork.core.history import History
 
-    names = [("record", History), ("add", History), ("passes", FaultInjector),
-             ("begin", FaultInjector)]
+    names = [("record", History), ("add", History), ("_enter", FaultInjector)]
     real = {name: getattr(owner, name) for name, owner in names if hasattr(owner, name)}
-    def begin(self: Any, point: str, queue: str | None = None) -> Any:
+
+    def enter(self: Any, point: str, queue: str | None = None, *, call: bool = False) -> Any:
         loop = self._loop
-        if loop is not None and loop._yield_changes_nothing(sys._getframe(2)):
+        if not call or (loop is not None and loop._yield_changes_nothing(sys._getframe(2))):
             return None
         return faults_mod._yield()
 
@@ -214,10 +214,8 @@ def stubbed(history: bool, faults: bool) -> Iterator[None]:
         History.record = lambda self, *args, **kwargs: None  # type: ignore[assignment,method-assign]
         if "add" in real:
             History.add = lambda self, *args: None  # type: ignore[method-assign]
-    if faults:
-        FaultInjector.passes = lambda self, point: True  # type: ignore[method-assign]
-        if "begin" in real:
-            FaultInjector.begin = begin  # type: ignore[method-assign]
+    if faults and "_enter" in real:  # a checkout with the one fault protocol (``_enter``/``_leave``)
+        FaultInjector._enter = enter  # type: ignore[method-assign]
     try:
         yield
     finally:

@@ -376,7 +376,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.bgwork(...): {exc}") from None
     sim.loop.real_limit = _runaway_after_for(item)
     if loop is not None:  # the async test body runs under the simulation's horizon
-        sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
+        sim._start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
     item.stash[_SIM_KEY] = sim
     strict = kwargs.get("strict")
     if strict is None:
@@ -390,11 +390,11 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
     try:
         wall_clock.start()  # undoes itself if interrupted
         patched = True
-        sim.enter_random()
+        sim._enter_random()
         if loop is None:  # a sync test body: its waits (time.sleep, Event.wait...) drive the loop
             from .core import threads
 
-            sim.start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
+            sim._start_horizon(f"the test's max_time={sim.max_time:g}s, @pytest.mark.bgwork(max_time=...)")
             undrive = threads.drive(sim)
         for hook in _SETUP_HOOKS:
             hook(sim, item)
@@ -410,7 +410,7 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
                 "it by name: `with pytest.raises(bg.UnmockedRequest): ...`.",
                 pytrace=False,
             )
-        leftovers = sim.cancel_leftovers()
+        leftovers = sim._cancel_leftovers()
         item.stash[_LEFTOVER_KEY] = leftovers
         _report_unused_rules(sim, item, strict)
         listed = "\n".join(f"  - {t}" for t in leftovers)
@@ -436,10 +436,10 @@ def bgwork(request: pytest.FixtureRequest) -> Iterator[Simulation]:
             if loop is None:
                 sim.close()
             else:
-                sim.cancel_leftovers()
-                sim.dispose_frozen()
+                sim._cancel_leftovers()
+                sim._dispose_frozen()
         finally:
-            sim.exit_random()
+            sim._exit_random()
             if patched:
                 wall_clock.stop()
             context.pop(sim)
@@ -482,7 +482,7 @@ def _swallowed_refusals(sim: Simulation, item: pytest.Item) -> list[str]:
         code = _shims.names_in_body(fn, "UnmockedRequest")
         if code is not None:
             codes.add(code)
-    for error in sim.unmocked_errors:
+    for error in sim._unmocked_errors:
         tb = error.__traceback__  # its first frame is where the error was caught
         text = f"{getattr(error, 'method', '')} {getattr(error, 'url', '')}"
         if tb is not None and tb.tb_frame.f_code in codes and text in left:
@@ -499,7 +499,7 @@ def _report_unused_rules(sim: Simulation, item: pytest.Item, strict: bool, which
     if not item.stash.get(_CALL_PASSED_KEY, False) or not sim.faults.unused():
         return
     queues = sim.queues.names() if "queues" in vars(sim) else []
-    lines = sim.faults.unused_report(queues)
+    lines = sim.faults._unused_report(queues)
     listed = "\n".join(f"  - {line}" for line in lines)
     text = (f"{which}{len(lines)} fault rule(s) never fired, so the test never saw the fault it "
             f"asked for:\n{listed}\nCheck the point and queue names and the on_call= "

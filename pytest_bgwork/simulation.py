@@ -89,14 +89,14 @@ class Simulation(Kernel):
         ``UnmockedRequest``)."""
         self.real_random = real_random
         """``False`` (default): while it runs, ``uuid.uuid4``/``uuid1`` and the ``random``
-        module's functions draw from this simulation's seed (see ``enter_random``)."""
+        module's functions draw from this simulation's seed (see ``_enter_random``)."""
         self._random_depth = 0
         self._random_state: object = None
         self._random_saved: object = None
         self.unmocked_requests: list[str] = []
         """``"METHOD url"`` of each outbound request refused with ``UnmockedRequest``."""
         #: The ``UnmockedRequest`` raised for each, in order (teardown reads where each was caught).
-        self.unmocked_errors: list[UnmockedRequest] = []
+        self._unmocked_errors: list[UnmockedRequest] = []
         self._closed = False
         #: leftovers that swallowed their cancellation at teardown: given up on, not retried
         self._abandoned: set[asyncio.Task[object]] = set()
@@ -107,13 +107,13 @@ class Simulation(Kernel):
         network.install()
 
     @cached_property
-    def world_random(self) -> _random.Random:
+    def _world_random(self) -> _random.Random:
         """The random source of ``uuid.uuid4``/``uuid1`` inside this simulation (from its seed)."""
         return _random.Random(f"bgwork-uuid:{self.seed}")
 
-    def enter_random(self) -> None:
+    def _enter_random(self) -> None:
         """The ``random`` module's functions draw from this simulation's seed until
-        ``exit_random`` (nested calls count; nothing when ``real_random=True``)."""
+        ``_exit_random`` (nested calls count; nothing when ``real_random=True``)."""
         self._random_depth += 1
         if self._random_depth == 1 and not self.real_random:
             self._random_saved = _random.getstate()
@@ -122,8 +122,8 @@ class Simulation(Kernel):
             else:
                 _random.setstate(self._random_state)  # type: ignore[arg-type]
 
-    def exit_random(self) -> None:
-        """Undo one ``enter_random``: the last gives the ``random`` module its own state back."""
+    def _exit_random(self) -> None:
+        """Undo one ``_enter_random``: the last gives the ``random`` module its own state back."""
         if self._random_depth == 0:
             return
         self._random_depth -= 1
@@ -132,7 +132,7 @@ class Simulation(Kernel):
             saved, self._random_saved = self._random_saved, None
             _random.setstate(saved)  # type: ignore[arg-type]
 
-    def start_horizon(self, reason: str = "") -> None:
+    def _start_horizon(self, reason: str = "") -> None:
         """Start the run's horizon: ``max_time`` virtual seconds from now."""
         self.loop.set_horizon(self.clock.monotonic() + self.max_time,
                               reason or f"max_time={self.max_time:g}s")
@@ -228,13 +228,13 @@ class Simulation(Kernel):
             raise NotRunning("this simulation was closed; create a new Simulation")
         context.push(self)
         wall_clock.start()
-        self.enter_random()
-        self.start_horizon(f"sim.run's max_time={self.max_time:g}s")
+        self._enter_random()
+        self._start_horizon(f"sim.run's max_time={self.max_time:g}s")
         try:
             result: _T = self.loop.run_until_complete(main)
             return result
         finally:
-            self.exit_random()
+            self._exit_random()
             wall_clock.stop()
             context.pop(self)
 
@@ -322,7 +322,7 @@ class Simulation(Kernel):
         }
 
     # -- teardown ---------------------------------------------------------------------
-    def cancel_leftovers(self) -> list[str]:
+    def _cancel_leftovers(self) -> list[str]:
         """Cancel tasks still running (a test may stop mid-flight); return what was cut off.
 
         Clean-up is bounded, so teardown always ends. After the cancellation only the
@@ -350,7 +350,7 @@ class Simulation(Kernel):
         if not live:
             return described
         context.push(self)
-        self.enter_random()  # their finally blocks draw as the run did
+        self._enter_random()  # their finally blocks draw as the run did
         horizon, reason = loop._horizon, loop.horizon_reason
         spots = {t: _suspension_point(t) for t in tasks}
         stuck: list[asyncio.Task[object]] = []
@@ -373,7 +373,7 @@ class Simulation(Kernel):
                     break
         finally:
             loop.set_horizon(horizon, reason)
-            self.exit_random()
+            self._exit_random()
             context.pop(self)
         stuck += live
         if stuck:
@@ -391,10 +391,10 @@ class Simulation(Kernel):
             )
         return described
 
-    def dispose_frozen(self) -> None:
+    def _dispose_frozen(self) -> None:
         """Throw away crashed attempts without letting their ``finally`` blocks act."""
         self._disposing = True
-        self.faults.release()  # the simulation is done: stop intercepting outbound HTTP
+        self.faults._release()  # the simulation is done: stop intercepting outbound HTTP
         frozen, self._frozen = self._frozen, []
         for task in frozen:
             coro = task.get_coro()
@@ -415,9 +415,9 @@ class Simulation(Kernel):
             return
         self._closed = True
         try:
-            self.cancel_leftovers()
+            self._cancel_leftovers()
         finally:
-            self.dispose_frozen()
+            self._dispose_frozen()
             loop = self.loop
             if not loop.is_closed() and not loop.is_running():
                 try:
@@ -426,7 +426,7 @@ class Simulation(Kernel):
                 finally:
                     loop.close()
             while self._random_depth:  # the random module's own state back, whatever happened
-                self.exit_random()
+                self._exit_random()
             if self._contexts is not None:  # last: leftovers' clean-up still had them
                 contexts, self._contexts = self._contexts, None
                 contexts.close()

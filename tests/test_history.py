@@ -129,3 +129,50 @@ def test_listeners_get_events_for_rows_too() -> None:
     h.add("kv", "get", "ok", ("ns", "exists"), ("s", False))
     assert seen == ["0 kv.get {'ns': 's', 'exists': False}"]
     assert h.events[0].detail == {"ns": "s", "exists": False}
+
+
+def test_a_listener_sees_kv_events_as_they_happen_with_the_same_digest() -> None:
+    """KV's hot path hands its own rows to the history's one write path: a subscriber (chaos
+    mode, reports) sees each event at once, and the run is the same with or without one."""
+    import pytest_bgwork as bg
+
+    def run(listen: bool) -> tuple[str, list[str]]:
+        sim = bg.Simulation(seed=3)
+        seen: list[str] = []
+        if listen:
+            sim.history.subscribe(lambda e: seen.append(f"{e.seq} {e.name} {e.outcome}"))
+
+        async def main() -> None:
+            await sim.kv.set("s", "k", {"a": 1})
+            assert seen == (["0 kv.set ok"] if listen else [])
+            await sim.kv.get("s", "k")
+            await sim.kv.get("s", "missing")
+
+        sim.run(main())
+        digest = sim.history.digest()
+        sim.close()
+        return digest, seen
+
+    quiet, _ = run(False)
+    loud, seen = run(True)
+    assert seen == ["0 kv.set ok", "1 kv.get ok", "2 kv.get ok"]
+    assert loud == quiet
+
+
+def test_no_module_outside_the_history_writes_its_storage() -> None:
+    """One history path: services write through ``History`` methods, never its list."""
+    import ast
+    import pathlib
+
+    import pytest_bgwork
+
+    root = pathlib.Path(pytest_bgwork.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "history.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("_events", "_rows", "_listeners",
+                                                                  "rows"):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+    assert offenders == []

@@ -37,7 +37,7 @@ def refused(bgwork, listener, raised):
     else:
         raise AssertionError("a connection reached the server")
     bgwork.unmocked_requests.clear()  # seen and asserted
-    bgwork.unmocked_errors.clear()
+    bgwork._unmocked_errors.clear()
 
 
 async def test_aiohttp(bgwork, listener):
@@ -77,7 +77,7 @@ async def test_dns_lookups_count(bgwork):
     with pytest.raises(bg.UnmockedRequest, match="DNS lookup api.example.com:80"):
         socket.getaddrinfo("api.example.com", 80)
     bgwork.unmocked_requests.clear()
-    bgwork.unmocked_errors.clear()
+    bgwork._unmocked_errors.clear()
 
 
 def test_swallowed_refusal_fails_at_teardown(bgwork, listener):

@@ -133,7 +133,7 @@ def test_seed_must_be_an_int() -> None:
 
 def test_ids_are_deterministic_per_prefix() -> None:
     sim = bg.Simulation()
-    assert [sim.next_id("msg"), sim.next_id("msg"), sim.next_id("stream")] == [
+    assert [sim._next_id("msg"), sim._next_id("msg"), sim._next_id("stream")] == [
         "msg_1", "msg_2", "stream_1"
     ]
     sim.close()

@@ -43,7 +43,7 @@ def _leftover_digest(extra_tasks: int) -> tuple[str, list[str]]:
     asyncio.run(unrelated())  # moves the process-global task counter between runs
     with bg.Simulation(seed=3) as sim:
         sim.run(scenario(sim))
-        described = sim.cancel_leftovers()
+        described = sim._cancel_leftovers()
         return sim.history.digest(), described
 
 

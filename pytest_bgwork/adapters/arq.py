@@ -53,7 +53,7 @@ class _JobIds:
         sim = bg_redis._loop_sim() or (_installs[-1] if _installs else None)
         if sim is None:
             return uuid.uuid4()
-        return types.SimpleNamespace(hex=sim.next_id("arq_job"))
+        return types.SimpleNamespace(hex=sim._next_id("arq_job"))
 
 
 def _rules(sim: bg.Simulation, kind: str, queue: str) -> list[bg.Fault]:
@@ -85,9 +85,9 @@ def _as_attempt(queue: str, coroutine: Any, lapse: float) -> Any:
         sim = bg.current()
         attempt = Attempt(queue, str(ctx.get("job_id")), int(ctx.get("job_try") or 1))
         attempt.crash_future = loop.create_future()
-        sim.faults.arm_pull(attempt)  # chaos fail-first: the job's next service call fails
+        sim.faults._arm_pull(attempt)  # chaos fail-first: the job's next service call fails
         for rule in _rules(sim, "reorder", queue)[:1]:
-            pause = sim.faults.keyed_integer(0, 1000, "chaos.reorder", attempt.label) * rule.seconds / 1000
+            pause = sim.faults._keyed_integer(0, 1000, "chaos.reorder", attempt.label) * rule.seconds / 1000
             if pause:
                 sim.history.record("fault", "reorder", queue=queue, job=attempt.message_id, seconds=pause)
                 await asyncio.sleep(pause)

@@ -103,9 +103,11 @@ class _Call:
             # the call (uvicorn waits for it), so run it inside the call's own tracked task
             self.sim.history.record("asgi", "background_inline", task=name, request=self.request.name)
             point = f"task.{name}"
-            await self.sim.faults.enter(point)
+            step = self.sim.faults._enter(point)
+            if step is not None:
+                await step
             await body()
-            self.sim.faults.leave(point)
+            self.sim.faults._leave(point)
             return
         if rec.task is None:  # dropped (shutdown(late="drop")): Starlette goes on with the next
             return

@@ -112,7 +112,7 @@ def _uuid4() -> uuid.UUID:
     sim = active()
     if sim is None:
         return uuid.uuid4()
-    digest = hashlib.sha256(f"{sim.seed}/{sim.next_id('dramatiq-uuid')}".encode()).digest()
+    digest = hashlib.sha256(f"{sim.seed}/{sim._next_id('dramatiq-uuid')}".encode()).digest()
     return uuid.UUID(bytes=digest[:16], version=4)
 
 

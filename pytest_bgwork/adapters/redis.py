@@ -105,7 +105,9 @@ class RedisBackend:
         faults = self.sim.faults
         for i, (point, key) in enumerate(self._points(commands)):
             try:
-                await faults.enter(point, call=i == 0)
+                step = faults._enter(point, call=i == 0)
+                if step is not None:
+                    await step
             except ProcessCrashed:
                 raise
             except Exception as exc:
@@ -120,7 +122,7 @@ class RedisBackend:
         for name, key, error in records:
             point = f"redis.{name}"
             try:
-                self.sim.faults.leave(point)
+                self.sim.faults._leave(point)
             except Exception as exc:
                 lost, point_of_lost = exc, point
                 self.sim.history.record("redis", name, "unknown", key=key)
@@ -478,7 +480,7 @@ class _SyncConnection(fakeredis.FakeRedisConnection):
             if in_fiber():
                 _fiber_call(entering)
             else:
-                self._bg.sim.faults.run_sync(entering)
+                self._bg.sim.faults._run_sync(entering)
         except rexc.ConnectionError:
             self.disconnect()  # type: ignore[no-untyped-call]
             raise

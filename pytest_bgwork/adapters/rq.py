@@ -55,7 +55,7 @@ def _job_id() -> Any:
     """``rq.job.uuid4`` while installed: ids from the simulation (``rq_job_1``...), so the
     same seed gives the same keys and history."""
     sim = _running()
-    return sim.next_id("rq_job") if sim is not None else uuid.uuid4()
+    return sim._next_id("rq_job") if sim is not None else uuid.uuid4()
 
 
 #: Per simulation, the jobs a ``duplicate`` rule already ran a second time.
@@ -93,7 +93,7 @@ class _Worker(rq.SimpleWorker):
         perform = job.perform
 
         sim = _running() or bg.current()
-        sim.faults.arm_pull(attempt)  # chaos fail-first: the job's next service call fails
+        sim.faults._arm_pull(attempt)  # chaos fail-first: the job's next service call fails
 
         def perform_as_attempt() -> Any:  # the job body only: RQ's own bookkeeping is no part of it
             token = current_attempt.set(attempt)
@@ -191,7 +191,7 @@ def work(sim: bg.Simulation, queues: Iterable[str | rq.Queue] = ("default",), *,
     backoff = 1.0
     for _ in range(max_bursts):
         if worker is None or worker.dead:
-            worker = _Worker(qs, connection=conn, name=sim.next_id("rq_worker"))
+            worker = _Worker(qs, connection=conn, name=sim._next_id("rq_worker"))
             worker._bg_tries = tries
             workers.append(worker)
         worker.work(burst=True, with_scheduler=True)

@@ -1074,12 +1074,12 @@ def _convert(exc: BaseException, url: str) -> BaseException:
 def _drive(sim: Any, coro: Coroutine[Any, Any, Any], operation: str) -> Any:
     """Run ``coro`` to the end right here, as a blocking client on the loop's thread does.
 
-    ``sim.faults.run_sync``: a delay or a latency moves the clock as a blocked loop would
+    ``sim.faults._run_sync``: a delay or a latency moves the clock as a blocked loop would
     (nothing else runs meanwhile), a crash raises ``ProcessCrashed``. The answer never
     waits on the loop (``can_wait=False``: a long poll returns at once when empty).
     """
     try:
-        return sim.faults.run_sync(coro)
+        return sim.faults._run_sync(coro)
     except RuntimeError as exc:
         if "run_sync()" not in str(exc):
             raise

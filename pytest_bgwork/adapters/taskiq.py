@@ -213,7 +213,7 @@ class SimBroker(AsyncBroker):
         return sim
 
     def _next_id(self) -> str:
-        return self.sim.next_id("taskiq")
+        return self.sim._next_id("taskiq")
 
     def _state(self, sim: Simulation) -> _PerSim:
         state = self._per_sim.get(sim)

@@ -854,7 +854,7 @@ async def assert_idempotent(
         getattr(sim, name)  # create it now, so its state before the first run is snapshotted
     base = _snapshot(sim)
     faults = sim.faults
-    saved = (faults.healed, faults.watch)
+    saved = (faults.healed, faults._watch)
     faults.healed = True
     trace: list[str] = []
     schedules: list[str] = []
@@ -869,9 +869,9 @@ async def assert_idempotent(
                 trace.append(point)
             return False
 
-        faults.watch = record
+        faults._watch = record
         clean_run = await _run_once(sim, handler, payload, arity, 1, "clean")
-        faults.watch = None
+        faults._watch = None
         if clean_run.error is not None:
             raise CheckFailed(
                 f"assert_idempotent({hname}): the clean run (one delivery, no faults) raised "
@@ -902,9 +902,9 @@ async def assert_idempotent(
                         seen[0] += 1
                         return seen[0] == nth
 
-                    faults.watch = crash_at
+                    faults._watch = crash_at
                 run = await _run_once(sim, handler, payload, arity, number, name)
-                faults.watch = None
+                faults._watch = None
                 first = first or run
                 last = run
                 if run.error is not None:
@@ -940,11 +940,11 @@ async def assert_idempotent(
                 seen[0] += 1
                 return run_second() if seen[0] == nth else False
 
-            faults.watch = pause_at
+            faults._watch = pause_at
             try:
                 first = await _run_once(sim, handler, payload, arity, 1, name)
             finally:
-                faults.watch = None
+                faults._watch = None
             runs = [first, *second]
             end = max(r.last_seq for r in runs)
             last: _Run | None = None
@@ -970,7 +970,7 @@ async def assert_idempotent(
         for point, nth in entries:
             await overlap(point, nth)
     finally:
-        faults.healed, faults.watch = saved
+        faults.healed, faults._watch = saved
         _restore(sim, base)
     if failures:
         lines = [

@@ -1,10 +1,10 @@
 """The fault injector: named fault points, and rules that fire at them.
 
-Services call ``await sim.faults.enter(point, queue=...)`` before an operation takes
-effect and ``sim.faults.leave(point)`` after it did. A rule can make ``enter`` raise
-(an *error*), wait (a *delay* or *hang*), or stop the worker there for good (a
-*crash*); an ``after_apply`` error is raised by ``leave``, after the write happened
-(its outcome is recorded as ``unknown``). Rules are plain data (``Fault``), so a
+A rule can make a fault point raise (an *error*), wait (a *delay* or *hang*), or stop
+the worker there for good (a *crash*); an ``after_apply`` error is raised after the
+write happened (its outcome is recorded as ``unknown``). Services reach a point through
+the injector's private protocol, ``_enter`` before the operation and ``_leave`` after it
+(CONTRIBUTING.md, "Fault points"). Rules are plain data (``Fault``), so a
 ``FaultPlan`` prints, compares and replays.
 """
 
@@ -92,8 +92,8 @@ _QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}$")
 def register_fault_point(name: str) -> str:
     """Make ``name`` (e.g. ``"sqs.receive"``) a known fault point, so rules may target it.
 
-    Adapters call it once at import for each operation they pass through
-    ``await sim.faults.enter(name)``. Registering a name twice is fine. Names are
+    Adapters call it once at import for each fault point of their own, so that a rule
+    naming it is accepted. Registering a name twice is fine. Names are
     ``service.op``: lowercase service, a dot, then letters, digits, ``_.:-``.
     """
     if not isinstance(name, str) or "." not in name or not _POINT_RE.match(name):
@@ -448,6 +448,9 @@ class FaultInjector:
         self._calls: dict[str, int] = {}
         self._scoped_calls: dict[tuple[str, str], int] = {}
         self._pending_after: dict[str, Fault] = {}
+        #: ``_leave(point)``: with no ``after_apply`` error armed, a no-op in C (the services
+        #: call it after every operation); ``_leave_due`` while one is armed
+        self._leave: Callable[[str], Fault | None] = _NOTHING_DUE.get
         self._healed = False
         #: ``paused()`` blocks open: while > 0 no rule fires and no latency is drawn.
         self._paused = 0
@@ -461,7 +464,7 @@ class FaultInjector:
         self._depth: dict[str, int] = {}
         #: (queue, message id) -> the attempt chaos ``crash`` acts in: its first to pass a point.
         self._crash_owner: dict[tuple[str, str], Attempt] = {}
-        self._watch: Callable[[str, Attempt], bool | Awaitable[None]] | None = None
+        self._watch_fn: Callable[[str, Attempt], bool | Awaitable[None]] | None = None
         #: No rule or latency in force (or healed) and no watcher: a call may take the fast path.
         self._open = True
         #: The simulation's loop when it is exactly a ``VirtualEventLoop`` (the skip's rule).
@@ -505,20 +508,20 @@ class FaultInjector:
             self._reopen()
 
     @property
-    def watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
+    def _watch(self) -> Callable[[str, Attempt], bool | Awaitable[None]] | None:
         """``watch(point, attempt) -> crash?``: sees every fault point an attempt enters,
         even when healed (``assert_idempotent`` records and crashes attempts with it); an
         awaitable instead of a bool makes the attempt wait there for it (an overlapping run)."""
-        return self._watch
+        return self._watch_fn
 
-    @watch.setter
-    def watch(self, value: Callable[[str, Attempt], bool | Awaitable[None]] | None) -> None:
-        self._watch = value
+    @_watch.setter
+    def _watch(self, value: Callable[[str, Attempt], bool | Awaitable[None]] | None) -> None:
+        self._watch_fn = value
         self._reopen()
 
     def _reopen(self) -> None:
         """Recompute ``_open`` after rules, latency, ``healed`` or ``watch`` changed."""
-        self._open = (not (self._rules or self._latency) or self._off) and self._watch is None
+        self._open = (not (self._rules or self._latency) or self._off) and self._watch_fn is None
 
     # -- adding rules -----------------------------------------------------------
     def fail(
@@ -636,7 +639,7 @@ class FaultInjector:
         """Rules added by the test (not chaos) that never fired, in the order added."""
         return [f for f in self._reported if not self._fired.get(id(f))]
 
-    def unused_report(self, queues: Iterable[str] = ()) -> list[str]:
+    def _unused_report(self, queues: Iterable[str] = ()) -> list[str]:
         """One line per rule that never fired, saying why when a named queue never existed."""
         from .validate import name_error
 
@@ -659,6 +662,7 @@ class FaultInjector:
         self._rules.clear()
         self._reported.clear()
         self._pending_after.clear()
+        self._leave = _NOTHING_DUE.get
         self._latency = 0.0
         self._reopen()
 
@@ -697,7 +701,7 @@ class FaultInjector:
             self._router = _start_http_router(self)
         return fault
 
-    def release(self) -> None:
+    def _release(self) -> None:
         """Stop intercepting outbound HTTP (called when the simulation is disposed)."""
         router, self._router = self._router, None
         if router is not None:
@@ -732,8 +736,10 @@ class FaultInjector:
         import httpx
 
         try:
-            await self.enter("http", call=True)
-            self.leave("http")
+            step = self._enter("http", call=True)
+            if step is not None:
+                await step
+            self._leave("http")
         except (ConnectionError, TimeoutError) as exc:
             cls = httpx.ReadTimeout if isinstance(exc, TimeoutError) else httpx.ConnectError
             raise _tag(cls(str(exc) or type(exc).__name__, request=request)) from exc
@@ -765,45 +771,38 @@ class FaultInjector:
     def _queue_matches(rule: Fault, queue: str | None) -> bool:
         return rule.queue is None or rule.queue == "*" or rule.queue == queue
 
-    def passes(self, point: str) -> bool:
-        """Sync fast path of ``enter``: with no rule in force, no watcher and no crash due,
-        count the call and return True; else return False and the caller awaits ``enter``."""
-        if not self._open or self._sim._disposing:
-            return False
-        attempt = current_attempt.get()
-        if attempt is not None and attempt.crashed:
-            return False
-        calls = self._calls
-        calls[point] = calls.get(point, 0) + 1
-        return True
+    # -- the protocol services use: ``_enter`` before an operation, ``_leave`` after -------
+    def _enter(self, point: str, queue: str | None = None, *,
+               call: bool = False) -> Awaitable[None] | None:
+        """A service reaches fault point ``point``, before its operation takes effect.
 
-    def begin(self, point: str, queue: str | None = None) -> Awaitable[None] | None:
-        """Start a service call at fault point ``point`` (a suspension point).
-
-        ``None`` when the call goes on at once: no rule in force, no watcher, no crash
-        due, and its yield would change nothing (``VirtualEventLoop._yield_changes_nothing``); the call is
-        counted. Otherwise an awaitable the service awaits first: a bare yield, or
-        ``enter(point, queue=queue, call=True)`` when a rule may fire.
+        ``None``: go straight on (no rule, latency or watcher in force, no crash due, and for
+        ``call=True`` its yield would change nothing: ``VirtualEventLoop._yield_changes_nothing``);
+        the call is counted. Otherwise an awaitable the service awaits before it applies the
+        operation: it may raise (``fail``), wait (``delay``, ``hang``, latency, the yield of
+        a ``call=True`` service call) or never return (``crash``). ``queue`` scopes the call
+        to a queue's rules (default: the running attempt's queue).
         """
-        if not self._open or self._sim._disposing:
-            return self.enter(point, queue=queue, call=True)
-        attempt = current_attempt.get()
-        if attempt is not None and attempt.crashed:
-            return self.enter(point, queue=queue, call=True)
-        calls = self._calls
-        calls[point] = calls.get(point, 0) + 1
-        loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
-        if loop is not None:
-            try:
-                caller = _getframe(2)  # the service method's caller: it must await the method
-            except ValueError:  # no Python frame below the service method
+        if self._open and not self._sim._disposing:
+            attempt = current_attempt.get()
+            if attempt is None or not attempt.crashed:
+                calls = self._calls
+                calls[point] = calls.get(point, 0) + 1
+                if not call:
+                    return None
+                loop = self._loop  # under run_sync the frame rule fails: the stepper gets the yield
+                if loop is not None:
+                    try:
+                        caller = _getframe(2)  # the service method's caller: it must await the method
+                    except ValueError:  # no Python frame below the service method
+                        return _yield()
+                    if loop._yield_changes_nothing(caller):
+                        return None
                 return _yield()
-            if loop._yield_changes_nothing(caller):
-                return None
-        return _yield()
+        return self._apply(point, queue, call)
 
-    async def enter(self, point: str, *, queue: str | None = None, call: bool = False) -> None:
-        """Called by a service before ``point`` takes effect; may raise, wait or crash.
+    async def _apply(self, point: str, queue: str | None, call: bool) -> None:
+        """``_enter`` when a rule, latency or watcher is in force: count the call, then apply them.
 
         ``call=True`` (a service call, a network round trip) first yields to the other ready
         tasks, after a latency drawn from ``sim.choices`` when a ``latency`` rule is on.
@@ -818,8 +817,8 @@ class FaultInjector:
         count = self._calls[point] = self._calls.get(point, 0) + 1
         if point not in _registered and not point.startswith(PREFIXES):
             _registered[point] = None  # a point a service really passes is a known point
-        if self.watch is not None and attempt is not None:
-            verdict: Any = self.watch(point, attempt)
+        if self._watch_fn is not None and attempt is not None:
+            verdict: Any = self._watch_fn(point, attempt)
             if verdict is True:
                 self._fire(Fault("crash", point, attempt.queue), point)
                 await self._crash(attempt)
@@ -882,6 +881,7 @@ class FaultInjector:
             elif rule.kind == "fail":
                 if rule.after_apply:
                     self._pending_after[point] = rule
+                    self._leave = self._leave_due
                     continue
                 self._fire(rule, point, error=rule.error)
                 raise _make_error(rule.error or "")
@@ -889,7 +889,7 @@ class FaultInjector:
                 self._fire(rule, point)
                 await self._crash(attempt)
             elif rule.kind == "reorder" and attempt is not None:  # pause before the handler
-                pause = self.keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
+                pause = self._keyed_integer(0, 1000, "chaos.reorder", attempt.label) \
                     * rule.seconds / 1000
                 if pause:
                     self._fire(rule, point, seconds=pause)
@@ -913,11 +913,11 @@ class FaultInjector:
             return False
         if attempt.crash_at is None:
             known = self._depth.get(attempt.queue, 0)
-            attempt.crash_at = self.keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
+            attempt.crash_at = self._keyed_integer(1, max(known, CRASH_DEPTH), "chaos.crash",
                                                   f"{attempt.queue}/{attempt.message_id}")
         return depth >= attempt.crash_at or (point == "queue.ack" and attempt.returning)
 
-    def arm_pull(self, attempt: Attempt) -> None:
+    def _arm_pull(self, attempt: Attempt) -> None:
         """A worker received a message (a pull attempt began): a ``fail`` rule at
         ``queue.deliver`` for this attempt number (chaos ``fail-first``) fails the worker's
         next service call, as a routed attempt fails before its handler runs."""
@@ -929,7 +929,7 @@ class FaultInjector:
                 attempt.fail_next = rule
                 return
 
-    def keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
+    def _keyed_integer(self, lo: int, hi: int, label: str, key: str) -> int:
         """A chaos draw for ``key`` (a message or attempt): from the seed and the key alone
         under a seeded simulation, so turning on another chaos mode (which draws too) does
         not change where this one acts; from ``sim.choices`` otherwise (exploration, replay)."""
@@ -939,14 +939,17 @@ class FaultInjector:
             return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
         return self._sim.choices.integer(lo, hi, label)
 
-    def leave(self, point: str) -> None:
-        """Called by a service after ``point`` took effect; raises an ``after_apply`` error."""
-        rule = self._pending_after.pop(point, None) if self._pending_after else None
+    def _leave_due(self, point: str) -> None:
+        """``_leave`` while an ``after_apply`` error is armed: a service left ``point`` after
+        its operation took effect; raise the error armed there, if any."""
+        rule = self._pending_after.pop(point, None)
+        if not self._pending_after:
+            self._leave = _NOTHING_DUE.get
         if rule is not None:
             self._fire(rule, point, error=rule.error, after_apply=True)
             raise _make_error(rule.error or "")
 
-    def run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
+    def _run_sync(self, call: Coroutine[Any, Any, _T]) -> _T:
         """Run a service call to completion without suspending, for clients that block the loop.
 
         Some SDKs call blocking HTTP inside ``async def`` (agentuity's KV client): their
@@ -971,7 +974,7 @@ class FaultInjector:
         finally:
             _sync_call.reset(token)
 
-    def deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
+    def _deliveries(self, queue: str, publish_number: int, *, overlap: bool = False,
                    ordered: bool = False) -> int:
         """How many times the queue should deliver this message (1 unless duplicated).
 
@@ -1009,6 +1012,9 @@ class FaultInjector:
         raise ProcessCrashed()  # pragma: no cover - unreachable
 
 
+
+#: Never written: ``_NOTHING_DUE.get`` is ``FaultInjector._leave`` when no error is armed.
+_NOTHING_DUE: dict[str, Fault] = {}
 
 #: True while ``run_sync`` drives a service call for a client that blocks the loop.
 _sync_call: contextvars.ContextVar[bool] = contextvars.ContextVar("bgwork_sync_call", default=False)

@@ -98,7 +98,7 @@ class History:
     collection time.
     """
 
-    __slots__ = ("_clock", "_events", "_listeners", "_read", "_virtual")
+    __slots__ = ("_append", "_clock", "_events", "_listeners", "_read", "_virtual")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -111,21 +111,24 @@ class History:
         #: every entry before this index is an ``Event`` already
         self._read = 0
         self._listeners: list[Callable[[Event], None]] = []
+        #: The one way an entry enters the history (``record`` and ``add`` use it; a service's
+        #: hottest path may hand it a row it built itself): the list's own ``append`` while no
+        #: one listens, ``_append_and_tell`` once someone does. An entry is an ``Event`` whose
+        #: ``seq`` is its index, or a flat row ``(t, service, op, outcome, detail names,
+        #: attempt label, *detail values)`` with ``t`` the history's current time, an outcome
+        #: of ``OUTCOMES`` and values that never change.
+        self._append: Callable[[Event | _Row], None] = self._events.append
 
     def record(self, service: str, op: str, outcome: str = "ok", **detail: Any) -> Event:
         """Append an event at the current virtual time, tagged with the attempt running it."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome= must be one of {OUTCOMES}; got {outcome!r}")
         attempt = current_attempt.get()
-        events = self._events
         event = Event(
-            len(events), self._clock(), service, op, outcome, detail,
+            len(self._events), self._clock(), service, op, outcome, detail,
             attempt.label if attempt is not None else None,
         )
-        events.append(event)
-        if self._listeners:
-            for listener in self._listeners:
-                listener(event)
+        self._append(event)
         return event
 
     def add(self, service: str, op: str, outcome: str, names: tuple[str, ...],
@@ -133,37 +136,40 @@ class History:
         """``record(service, op, outcome, **dict(zip(names, values, strict=True)))`` for services' hot
         paths, without building the ``Event`` until it is read. ``outcome`` must be one of
         ``OUTCOMES``; the values must not change later (text, numbers, ``None``)."""
-        if self._listeners:
-            self.record(service, op, outcome, **dict(zip(names, values, strict=True)))
-            return
         attempt = current_attempt.get()
         virtual = self._virtual
-        self._events.append((virtual._mono if virtual is not None else self._clock(), service, op,
-                             outcome, names, attempt.label if attempt is not None else None,
-                             *values))
+        self._append((virtual._mono if virtual is not None else self._clock(), service, op,
+                      outcome, names, attempt.label if attempt is not None else None, *values))
 
-    def rows(self, clock: VirtualClock) -> tuple[list[Any], list[Callable[[Event], None]]] | None:
-        """For a service's hottest path: the row list and the listener list, when this
-        history's time is ``clock``'s (else ``None``: use ``add``).
+    def _append_and_tell(self, entry: Event | _Row) -> None:
+        """``_append`` once someone listens: append ``entry``, then hand its event to each
+        listener."""
+        events = self._events
+        events.append(entry)
+        event = self._event(len(events) - 1)
+        for listener in self._listeners:
+            listener(event)
 
-        While the listener list is empty, appending ``(clock's time, service, op, outcome,
-        names, attempt label, *values)`` to the rows is exactly ``add``; with listeners,
-        call ``add``. Both lists stay the same objects for the history's whole life.
-        """
-        return (self._events, self._listeners) if self._virtual is clock else None
+    def _event(self, i: int) -> Event:
+        """Entry ``i`` as an ``Event``: a row is turned into one, in place."""
+        row = self._events[i]
+        if type(row) is not tuple:
+            return row  # type: ignore[return-value]
+        event = self._events[i] = Event(i, row[0], row[1], row[2], row[3],
+                                        dict(zip(row[4], row[6:], strict=True)), row[5])
+        return event
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each new event (used by reports and chaos mode)."""
         self._listeners.append(listener)
+        self._append = self._append_and_tell
 
     def _all(self) -> list[Event]:
         """Every event, oldest first: rows not read yet become events, in place."""
         events = self._events
         for i in range(self._read, len(events)):
-            row = events[i]
-            if type(row) is tuple:
-                events[i] = Event(i, row[0], row[1], row[2], row[3],
-                                  dict(zip(row[4], row[6:], strict=True)), row[5])
+            if type(events[i]) is tuple:
+                self._event(i)
         self._read = len(events)
         return events  # type: ignore[return-value]
 

@@ -81,7 +81,7 @@ class Kernel:
         """A ``random.Random(seed)`` for your own code's randomness (built on first use)."""
         return random.Random(self.seed)
 
-    def next_id(self, prefix: str) -> str:
+    def _next_id(self, prefix: str) -> str:
         """Deterministic ids: ``msg_1``, ``msg_2``... per prefix, per simulation."""
         n = self._ids[prefix] = self._ids.get(prefix, 0) + 1
         return f"{prefix}_{n}"

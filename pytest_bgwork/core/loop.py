@@ -609,9 +609,9 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def _yield_changes_nothing(self, frame: types.FrameType | None) -> bool:
         """Would a service call's bare yield be a no-op (``core.faults.suspend`` and
-        ``FaultInjector.begin``/``enter`` ask), ``frame`` being the first frame that
-        must be awaiting it (the caller of ``suspend()``, of ``enter``, of a service method
-        that calls ``begin``)?
+        ``FaultInjector._enter`` ask), ``frame`` being the first frame that must be
+        awaiting it (the caller of ``suspend()``, of a service method that calls ``_enter``,
+        of ``_enter``'s rule-applying coroutine)?
 
         The rule holds, and the yield is skipped, when all of these hold (else it yields, as
         before):

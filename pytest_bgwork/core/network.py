@@ -112,7 +112,7 @@ def _refusal(sim: Any, method: str, text: str) -> UnmockedRequest:
     if isinstance(unmocked, list):
         unmocked.append(f"{method} {text}")
     error = UnmockedRequest(method, text)
-    raised = getattr(sim, "unmocked_errors", None)
+    raised = getattr(sim, "_unmocked_errors", None)
     if isinstance(raised, list):
         raised.append(error)  # teardown tells a refusal the test caught from one the app swallowed
     return error

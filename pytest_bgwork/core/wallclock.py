@@ -93,7 +93,7 @@ def _world_random() -> Any:
     sim = context.active()
     if sim is None or getattr(sim, "real_random", True):
         return None
-    return sim.world_random  # type: ignore[attr-defined]
+    return sim._world_random  # type: ignore[attr-defined]
 
 
 def _virtual_uuid4() -> _uuid.UUID:

@@ -500,9 +500,9 @@ class DeliveryEngine:
         return q
 
     def _leave(self, point: str) -> BaseException | None:
-        """``faults.leave(point)``; its after-apply error is returned to raise after recording."""
+        """``faults._leave(point)``; its after-apply error is returned to raise after recording."""
         try:
-            self._sim.faults.leave(point)
+            self._sim.faults._leave(point)
         except Exception as exc:
             return exc
         return None
@@ -763,18 +763,18 @@ class DeliveryEngine:
         d._worker, d._pull = worker, attempt
         workers._took(worker, d, attempt)
         if not d._overlap:
-            self._sim.faults.arm_pull(attempt)
+            self._sim.faults._arm_pull(attempt)
 
     async def _run(self, route: Handler, d: Delivery, attempt: _QueueAttempt) -> None:
         """One routed attempt, in its own task with ``current_attempt`` set."""
         faults = self._sim.faults
         try:
             try:
-                if not faults.passes("queue.deliver"):
-                    await faults.enter("queue.deliver", queue=attempt.queue)
+                step = faults._enter("queue.deliver", queue=attempt.queue)
+                if step is not None:
+                    await step
                 await route(d.payload, d)
-                if faults._pending_after:  # an after-apply error is due (``faults.leave``)
-                    faults.leave("queue.deliver")
+                faults._leave("queue.deliver")
             except ProcessCrashed:
                 self._crashed(d, attempt)
                 return
@@ -784,10 +784,11 @@ class DeliveryEngine:
             if d._settled is None:
                 attempt.returning = True  # chaos crash: the queue's ack is its last point
                 try:
-                    if faults.passes("queue.ack"):
+                    step = faults._enter("queue.ack")  # in the attempt: its queue scopes the rules
+                    if step is None:
                         self._acked(d)
                     else:
-                        await self._enter_ack(d)
+                        await self._enter_ack(d, step)
                 except ProcessCrashed:
                     self._crashed(d, attempt)
                 except Exception:  # recorded as a failed queue.ack; the visibility lapses
@@ -934,7 +935,7 @@ class DeliveryEngine:
 
     async def _ack(self, d: Delivery) -> None:
         self._settle_check(d, "ack()")
-        step = self._sim.faults.begin("queue.ack", queue=_scope(d._q.config.name))
+        step = self._sim.faults._enter("queue.ack", queue=_scope(d._q.config.name), call=True)
         if step is None:
             self._acked(d)
         else:
@@ -942,13 +943,11 @@ class DeliveryEngine:
         if d._worker is not None:
             d._worker._workers._settled(d._worker, d)
 
-    async def _enter_ack(self, d: Delivery, step: Awaitable[None] | None = None) -> None:
+    async def _enter_ack(self, d: Delivery, step: Awaitable[None]) -> None:
         """``_ack`` when fault point ``queue.ack`` may raise, wait or crash: await ``step``
-        (``faults.begin``'s), or without one ``enter`` the point (the routed ack's, no call)."""
+        (``faults._enter``'s)."""
         name = d._q.config.name
         try:
-            if step is None:
-                step = self._sim.faults.enter("queue.ack", queue=_scope(name))
             await step
         except Exception as exc:
             self._sim.history.record("queue", "ack", "fail", queue=name, id=d.message.id,
@@ -1012,7 +1011,7 @@ class DeliveryEngine:
                     and q.messages.get(msg.id) is msg):
                 msg.state = ACKED
                 deleted = True
-        err = self._leave("queue.ack") if self._sim.faults._pending_after else None
+        err = self._leave("queue.ack")
         self._sim.history.add("queue", "ack", "unknown" if err else "ok", _ACK,
                               (q.config.name, msg.id, d.attempt, not current, deleted))
         if copy:
@@ -1035,7 +1034,7 @@ class DeliveryEngine:
         self._settle_check(d, "nack()")
         q, msg = d._q, d.message
         name = q.config.name
-        step = self._sim.faults.begin("queue.ack", queue=_scope(name))
+        step = self._sim.faults._enter("queue.ack", queue=_scope(name), call=True)
         if step is not None:
             try:
                 await step
@@ -1081,7 +1080,7 @@ class DeliveryEngine:
                                   f"(received {held:g} s ago, so at most {hi - held:g} now)",
                                   seconds, "Delete the message and publish it again for longer work.")
         name = q.config.name
-        step = self._sim.faults.begin("queue.extend", queue=_scope(name))
+        step = self._sim.faults._enter("queue.extend", queue=_scope(name), call=True)
         if step is not None:
             try:
                 await step

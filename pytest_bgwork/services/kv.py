@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
-from ..core.faults import suspend
 from ..core.jsoncopy import dumps, loads, to_text
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
@@ -270,13 +269,10 @@ class KV:
         self._sim = sim
         self._faults = sim.faults
         self._record = sim.history.record
-        self._add = sim.history.add
-        #: the history's rows and listeners: with no listener, the hot paths append their
-        #: row themselves (exactly what ``add`` appends); else, or when the history's time is
-        #: not this clock's, they call ``add`` (``_listeners`` then holds a stand-in)
-        direct = sim.history.rows(sim.clock)
-        self._rows: list[Any] = direct[0] if direct is not None else []
-        self._listeners: list[Any] = direct[1] if direct is not None else [None]
+        #: the hot paths hand the history's one write path (``History._append``, looked up
+        #: at each call: it changes when someone subscribes) the row they built, what
+        #: ``History.add`` would build (the history's time is this clock's)
+        self._history = sim.history
         self._clock = sim.clock
         #: ns -> key -> (JSON text, expiry in virtual seconds or None)
         self._data: dict[str, dict[str, _Entry]] = {}
@@ -448,7 +444,7 @@ class KV:
             _check_content_type(prof, ns, key, content_type)
         # 3. the fault point, then the write (or the refused condition), then history
         faults = self._faults
-        step = faults.begin("kv.set")
+        step = faults._enter("kv.set", call=True)
         if step is not None:
             try:
                 await step
@@ -469,16 +465,18 @@ class KV:
         version = self._write(prof, space, ns, key, text, stored, ttl, content_type, prev, now)
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
-        if faults._pending_after or cond is not None:
+        if cond is not None:
             self._leave_set(ns, key, ttl, text, label, now, cond, version)
             return True
-        # the event's row (``History.rows``) is also the write log's entry: one flat tuple
+        try:
+            faults._leave("kv.set")
+        except Exception as exc:
+            self._set_unknown(ns, key, ttl, text, label, now, exc, {})
+            raise
+        # the event's history row (``History._append``) is also the write log's entry: one flat tuple
         row = (now, "kv", "set", "ok", _SET, label, ns, key, ttl, text)
         self._writes.append(row)
-        if self._listeners:
-            self._add("kv", "set", "ok", _SET, (ns, key, ttl, text))
-        else:
-            self._rows.append(row)
+        self._history._append(row)
         return True
 
     def _set_ttl(self, prof: KVProfile, ns: str, key: str, ttl: object) -> float:
@@ -525,7 +523,7 @@ class KV:
         if not space:
             del self._data[ns]
         try:
-            self._faults.leave("kv.set")
+            self._faults._leave("kv.set")
         except Exception as exc:
             self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, applied=False,
                          version=have, error=_error_text(exc), **cond)
@@ -533,20 +531,24 @@ class KV:
         self._record("kv", "set", ns=ns, key=key, ttl=ttl, applied=False, version=have, **cond)
 
     def _leave_set(self, ns: str, key: str, ttl: float | None, text: str, label: str | None,
-                   now: float, cond: dict[str, Any] | None, version: int) -> None:
-        """A written ``set`` with a pending ``after_apply`` fault or a condition: leave the fault
-        point, then log the write and its event (``unknown`` when the fault fired)."""
-        extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True,
-                                                         "version": version}
+                   now: float, cond: dict[str, Any], version: int) -> None:
+        """A written conditional ``set``: leave the fault point, then log the write and its
+        event (``unknown`` when an ``after_apply`` fault fired)."""
+        extra: dict[str, Any] = {**cond, "applied": True, "version": version}
         try:
-            self._faults.leave("kv.set")
+            self._faults._leave("kv.set")
         except Exception as exc:
-            self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
-            self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
-                         error=_error_text(exc), **extra)
+            self._set_unknown(ns, key, ttl, text, label, now, exc, extra)
             raise
         self._writes.append((ns, key, now, "set", text, ttl, label, "ok"))
         self._record("kv", "set", ns=ns, key=key, ttl=ttl, value=text, **extra)
+
+    def _set_unknown(self, ns: str, key: str, ttl: float | None, text: str, label: str | None,
+                     now: float, exc: BaseException, extra: dict[str, Any]) -> None:
+        """A ``set`` that was written but whose ``after_apply`` fault fired: outcome unknown."""
+        self._writes.append((ns, key, now, "set", text, ttl, label, "unknown"))
+        self._record("kv", "set", "unknown", ns=ns, key=key, ttl=ttl, value=text,
+                     error=_error_text(exc), **extra)
 
     async def get(self, ns: str, key: str, *, consistent: bool = False) -> KVResult:
         """The live value of ``key`` as a fresh copy (``exists=False`` if missing or expired).
@@ -562,7 +564,7 @@ class KV:
         if prof.key_re is not None:
             self._check_key(prof, key, f"kv.get(ns={ns!r}, key={key!r})")
         faults = self._faults
-        step = faults.begin("kv.get")
+        step = faults._enter("kv.get", call=True)
         if step is not None:
             try:
                 await step
@@ -576,22 +578,19 @@ class KV:
         stale = False
         if self._stale and (ns, key) in self._stale and not consistent and ns not in self._consistent:
             entry, stale = self._stale_read(ns, key, entry)
-        if faults._pending_after:
-            try:
-                faults.leave("kv.get")
-            except Exception as exc:
-                self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
-                             error=_error_text(exc))
-                raise
+        try:
+            faults._leave("kv.get")
+        except Exception as exc:
+            self._record("kv", "get", "unknown", ns=ns, key=key, exists=entry is not None,
+                         error=_error_text(exc))
+            raise
         if stale:
             self._record("kv", "get", ns=ns, key=key, exists=entry is not None, stale=True)
-        elif self._listeners:
-            self._add("kv", "get", "ok", _GET, (ns, key, entry is not None))
         else:
             attempt = current_attempt.get()
-            self._rows.append((self._clock._mono, "kv", "get", "ok", _GET,
-                               attempt.label if attempt is not None else None,
-                               ns, key, entry is not None))
+            self._history._append((self._clock._mono, "kv", "get", "ok", _GET,
+                                   attempt.label if attempt is not None else None,
+                                   ns, key, entry is not None))
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
@@ -632,11 +631,10 @@ class KV:
             check_version(if_version, f"kv.delete(ns={ns!r}, key={key!r})")
             cond = {"if_version": if_version}
         faults = self._faults
+        step = faults._enter("kv.delete", call=True)
         try:
-            if faults.passes("kv.delete"):
-                await suspend()
-            else:
-                await faults.enter("kv.delete", call=True)
+            if step is not None:
+                await step
         except Exception as exc:
             self._record("kv", "delete", "fail", ns=ns, key=key, error=_error_text(exc),
                          **(cond or {}))
@@ -648,7 +646,7 @@ class KV:
             have = None if entry is None else entry[2]
             if have != if_version:
                 try:
-                    faults.leave("kv.delete")
+                    faults._leave("kv.delete")
                 except Exception as exc:
                     self._record("kv", "delete", "unknown", ns=ns, key=key, applied=False,
                                  version=have, error=_error_text(exc), **cond)
@@ -667,7 +665,7 @@ class KV:
         label = attempt.label if attempt is not None else None
         extra: dict[str, Any] = {} if cond is None else {**cond, "applied": True}
         try:
-            faults.leave("kv.delete")
+            faults._leave("kv.delete")
         except Exception as exc:
             if existed:
                 self._writes.append((ns, key, now, "delete", None, None, label, "unknown"))
@@ -688,11 +686,10 @@ class KV:
             raise TypeError(f"kv.keys(ns={ns!r}): prefix= must be a string; got {prefix!r}")
         validate.utf8(prefix, f"kv.keys(ns={ns!r})", "prefix")
         faults = self._faults
+        step = faults._enter("kv.keys", call=True)
         try:
-            if faults.passes("kv.keys"):
-                await suspend()
-            else:
-                await faults.enter("kv.keys", call=True)
+            if step is not None:
+                await step
         except Exception as exc:
             self._record("kv", "keys", "fail", ns=ns, prefix=prefix, error=_error_text(exc))
             raise
@@ -703,7 +700,7 @@ class KV:
                 j = i - self._choices.integer(0, i, "kv.keys_order")
                 found[i], found[j] = found[j], found[i]
         try:
-            faults.leave("kv.keys")
+            faults._leave("kv.keys")
         except Exception as exc:
             self._record("kv", "keys", "unknown", ns=ns, prefix=prefix, count=len(found),
                          error=_error_text(exc))
@@ -848,19 +845,19 @@ class KV:
     def set_sync(self, ns: str, key: str, value: Any, ttl: float | None = None, **options: Any) -> Any:
         """``set`` for a client that calls blocking HTTP inside ``async def`` (agentuity's SDK).
 
-        The same code as ``await set(...)``, run by ``sim.faults.run_sync``: same checks,
-        history and fault points; a delay fault moves the clock as a blocked loop would and
-        a crash raises ``ProcessCrashed`` at once.
+        The same code as ``await set(...)``, run to completion without suspending: same
+        checks, history and fault points; a delay fault moves the clock as a blocked loop
+        would and a crash raises ``ProcessCrashed`` at once.
         """
-        return self._faults.run_sync(self.set(ns, key, value, ttl, **options))
+        return self._faults._run_sync(self.set(ns, key, value, ttl, **options))
 
     def get_sync(self, ns: str, key: str) -> KVResult:
         """``get`` for a client that blocks the loop (see ``set_sync``)."""
-        return self._faults.run_sync(self.get(ns, key))
+        return self._faults._run_sync(self.get(ns, key))
 
     def delete_sync(self, ns: str, key: str, **options: Any) -> Any:
         """``delete`` for a client that blocks the loop (see ``set_sync``)."""
-        return self._faults.run_sync(self.delete(ns, key, **options))
+        return self._faults._run_sync(self.delete(ns, key, **options))
 
     def __repr__(self) -> str:
         return f"<KV namespaces={len(self._data)} keys={sum(map(len, self._data.values()))}>"

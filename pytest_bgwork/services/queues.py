@@ -411,7 +411,7 @@ class Queues(DeliveryEngine):
         faults = sim.faults
         # scoped by the attempt publishing (a queue-scoped rule means "that queue's
         # workers"), so the test's own publishes do not use up a rule's on_call
-        step = faults.begin("queue.publish")
+        step = faults._enter("queue.publish", call=True)
         if step is not None:
             try:
                 await step
@@ -425,7 +425,7 @@ class Queues(DeliveryEngine):
             if hit is not None and now - hit[1] < q.config.dedup_window:
                 first = hit[0]
                 q.stats["duplicates"] += 1
-                err = self._leave("queue.publish") if faults._pending_after else None
+                err = self._leave("queue.publish")
                 sim.history.record("queue", "publish", "unknown" if err else "ok", queue=name,
                                    id=first.id, key=key, duplicate=True)
                 if err is not None:
@@ -436,7 +436,7 @@ class Queues(DeliveryEngine):
         stamp = self._stamp
         if stamp is None or stamp[0] != seconds:
             stamp = self._stamp = (seconds, clock.now())
-        msg = Message(sim.next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
+        msg = Message(sim._next_id("msg"), name, q.next_offset, body, stamp[1], key, pkey, meta)
         q.next_offset += 1
         q.messages[msg.id] = msg
         q.stats["published"] += 1
@@ -450,12 +450,12 @@ class Queues(DeliveryEngine):
             if part is None:
                 part = q.partitions[pkey] = deque()
             part.append(msg)
-        err = self._leave("queue.publish") if faults._pending_after else None
+        err = self._leave("queue.publish")
         sim.history.add("queue", "publish", "unknown" if err else "ok", _PUBLISH,
                         (name, msg.id, key, False))
         if faults._rules:  # a duplicate rule may ask for more deliveries
-            msg._copies_left = faults.deliveries(name, number) - 1
-            msg._overlap_left = faults.deliveries(name, number, overlap=True,
+            msg._copies_left = faults._deliveries(name, number) - 1
+            msg._overlap_left = faults._deliveries(name, number, overlap=True,
                                                   ordered=pkey is not None and q.ordered) - 1
         if delay:
             self._schedule(q, msg, delay)
@@ -501,7 +501,7 @@ class Queues(DeliveryEngine):
             self._sweep_retention(q)
         if self._take(q, remove=False, batch=batch) is None:
             return self._empty()
-        step = self._sim.faults.begin("queue.deliver", queue=_scope(name))
+        step = self._sim.faults._enter("queue.deliver", queue=_scope(name), call=True)
         if step is not None:
             await step
         while True:

@@ -343,7 +343,7 @@ class Runtime:
         """An async context manager for one handler invocation; yields its ``ctx``."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"request(name=...) expects a non-empty string such as 'checkout'; got {name!r}")
-        req = Request(self, name, self._sim.next_id("req"))
+        req = Request(self, name, self._sim._next_id("req"))
         self._requests.append(req)
         return req
 
@@ -394,7 +394,7 @@ class Runtime:
         return rec
 
     def _record(self, task_name: str, req: Request | None) -> RuntimeTask:
-        rec = RuntimeTask(task_name, self._sim.next_id("wu"), req.name if req else None,
+        rec = RuntimeTask(task_name, self._sim._next_id("wu"), req.name if req else None,
                           req.id if req else None, self._sim.clock.monotonic())
         self._tasks.append(rec)
         if req is not None:
@@ -459,12 +459,14 @@ class Runtime:
         sim, point = self._sim, f"task.{rec.name}"
         try:
             try:
-                await sim.faults.enter(point)
+                step = sim.faults._enter(point)
+                if step is not None:
+                    await step
             except BaseException:
                 close_awaitable(awaitable)
                 raise
             await awaitable
-            sim.faults.leave(point)
+            sim.faults._leave(point)
         except asyncio.CancelledError:
             if rec.status == "running":
                 self._finish(rec, "cancelled")

@@ -365,7 +365,7 @@ class Schedules:
     def _fire(self, entry: _Entry, scheduled: _dt.datetime) -> None:
         # the next instant first: a slow run never delays it
         self._arm(entry, scheduled, on_instant=True)
-        run = Run(self._sim.next_id("run"), entry.name, scheduled)
+        run = Run(self._sim._next_id("run"), entry.name, scheduled)
         entry.runs.append(run)
         history = self._sim.history
         if entry.active and entry.overlap == "skip":
@@ -390,10 +390,12 @@ class Schedules:
         run.started_at = sim.clock.now()
         outcome = "fail"
         try:
-            await sim.faults.enter(point)
+            step = sim.faults._enter(point)
+            if step is not None:
+                await step
             error = await self._call(entry, run)
             outcome = "unknown"  # it ran; only an after_apply fault can still fail it
-            sim.faults.leave(point)
+            sim.faults._leave(point)
         except asyncio.CancelledError:
             self._finish(run, "cancelled", "CancelledError()", "unknown")
             raise

@@ -201,7 +201,7 @@ class Streams:
                 f"{where}: after_close= must be 'raise' (a write after close raises "
                 f"StreamClosed) or 'drop' (dropped and recorded); got {after_close!r}"
             )
-        step = self._faults.begin("stream.create")
+        step = self._faults._enter("stream.create", call=True)
         if step is not None:
             try:
                 await step
@@ -209,16 +209,15 @@ class Streams:
                 self._record("stream", "create", "fail", name=name, error=_error_text(exc))
                 raise
         self._sweep()
-        sid = self._sim.next_id("stream")
+        sid = self._sim._next_id("stream")
         stream = Stream(self, sid, name, content_type, meta, ttl, after_close,
                         self._clock.monotonic(), current_attempt.get())
         self._streams[sid] = stream
         self._created += 1
         if stream.expires_at is not None:
             heapq.heappush(self._expiries, (stream.expires_at, self._created, sid))
-        if self._faults._pending_after:
-            self._leave("stream.create", "create", id=sid, name=name, content_type=content_type,
-                        ttl=ttl)
+        self._leave("stream.create", "create", id=sid, name=name, content_type=content_type,
+                    ttl=ttl)
         self._add("stream", "create", "ok", _CREATE, (sid, name, content_type, ttl))
         return stream
 
@@ -229,7 +228,7 @@ class Streams:
     async def read_result(self, url: str | Stream) -> StreamRead:
         """Like ``read``, with ``partial`` (still open) and ``content_type``."""
         stream = self.get(url)
-        step = self._faults.begin("stream.read")
+        step = self._faults._enter("stream.read", call=True)
         if step is not None:
             await self._step(step, "read", id=stream.id, name=stream.name)
         self._sweep()
@@ -237,9 +236,8 @@ class Streams:
             self._expired(stream, "read", "read", id=stream.id, name=stream.name)
         data = b"".join(stream._chunks)
         partial = not stream._closed
-        if self._faults._pending_after:
-            self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
-                        partial=partial)
+        self._leave("stream.read", "read", id=stream.id, name=stream.name, bytes=len(data),
+                    partial=partial)
         self._add("stream", "read", "ok", _READ, (stream.id, stream.name, len(data), partial))
         return StreamRead(data, partial, stream.content_type)
 
@@ -255,7 +253,7 @@ class Streams:
                 f"{type(data).__name__}. Encode it first, e.g. json.dumps(x) or str(x)."
             )
         n = len(raw)
-        step = self._faults.begin("stream.write")
+        step = self._faults._enter("stream.write", call=True)
         if step is not None:
             await self._step(step, "write", id=stream.id, name=stream.name, bytes=n)
         self._sweep()
@@ -279,25 +277,23 @@ class Streams:
             )
         stream._chunks.append(raw)
         stream._size += n
-        if self._faults._pending_after:
-            self._leave("stream.write", "write", id=stream.id, name=stream.name, bytes=n)
+        self._leave("stream.write", "write", id=stream.id, name=stream.name, bytes=n)
         self._add("stream", "write", "ok", _WRITE, (stream.id, stream.name, n))
 
     async def _close(self, stream: Stream) -> None:
-        step = self._faults.begin("stream.close")
+        step = self._faults._enter("stream.close", call=True)
         if step is not None:
             await self._step(step, "close", id=stream.id, name=stream.name)
         self._sweep()
         if stream._expired:
             self._expired(stream, "close", "close", id=stream.id, name=stream.name)
         if stream._closed:
-            self._faults.leave("stream.close")
+            self._faults._leave("stream.close")
             return  # closing twice is a no-op: the first close was recorded
         stream._closed = True
         stream.closed_at = self._clock.monotonic()
-        if self._faults._pending_after:
-            self._leave("stream.close", "close", id=stream.id, name=stream.name,
-                        bytes=stream._size)
+        self._leave("stream.close", "close", id=stream.id, name=stream.name,
+                    bytes=stream._size)
         self._add("stream", "close", "ok", _CLOSE, (stream.id, stream.name, stream._size))
 
     # -- sync lookups ------------------------------------------------------------------
@@ -356,11 +352,11 @@ class Streams:
         self._expiries = list(expiries)
 
     # -- internals -----------------------------------------------------------------------
-    # Each operation passes fault point ``stream.<op>`` (``faults.begin``, then ``_step``
+    # Each operation passes fault point ``stream.<op>`` (``faults._enter``, then ``_step``
     # when it hands back an awaitable) and then makes sure the stream has not expired
     # (``_sweep``, then ``_expired`` when it has).
     async def _step(self, step: Awaitable[None], op: str, **detail: Any) -> None:
-        """Await ``faults.begin``'s ``step``; a fault there is recorded as a failed ``op``."""
+        """Await ``faults._enter``'s ``step``; a fault there is recorded as a failed ``op``."""
         try:
             await step
         except Exception as exc:
@@ -375,9 +371,9 @@ class Streams:
         raise self._expired_error(stream, verb)
 
     def _leave(self, point: str, op: str, **detail: Any) -> None:
-        """``faults.leave``; when it raises, the effect happened: record outcome unknown."""
+        """``faults._leave``; when it raises, the effect happened: record outcome unknown."""
         try:
-            self._faults.leave(point)
+            self._faults._leave(point)
         except Exception as exc:
             self._record("stream", op, "unknown", **detail, error=_error_text(exc))
             raise

@@ -161,7 +161,7 @@ class BackgroundTaskManager:
             self._record_drop(sim, name, ctx)
             return None
         _managers.setdefault(sim, weakref.WeakSet()).add(self)
-        rec = ManagedTask(name, sim.next_id("bgtask"), timeout, ctx, sim.clock.monotonic(), sim,
+        rec = ManagedTask(name, sim._next_id("bgtask"), timeout, ctx, sim.clock.monotonic(), sim,
                           given_context=context or {})
         self._records.append(rec)
         extra: dict[str, Any] = {"after_shutdown": True} if self._shutdown else {}
@@ -225,12 +225,14 @@ class BackgroundTaskManager:
         history = sim.history
         try:
             try:
-                await sim.faults.enter(point)
+                step = sim.faults._enter(point)
+                if step is not None:
+                    await step
             except BaseException:
                 coro.close()
                 raise
             result = await coro
-            sim.faults.leave(point)
+            sim.faults._leave(point)
         except asyncio.CancelledError:
             if rec.cancel_reason == "timeout":
                 self._finish(rec, "timeout")

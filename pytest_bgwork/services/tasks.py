@@ -89,7 +89,7 @@ class Tasks:
         """Add an ``open`` task with a new id (``task_1``, ``task_2``...)."""
         fields = (_check_title(title), _check_description(description), _check_tags(tags))
         now = self._sim.clock.now()
-        task = Task(self._sim.next_id("task"), *fields, "open", now, now)
+        task = Task(self._sim._next_id("task"), *fields, "open", now, now)
 
         def apply() -> Task:
             self._items[task.id] = task
@@ -100,9 +100,11 @@ class Tasks:
 
     async def get(self, id: str) -> Task:
         """The task ``id`` as it stands; ``KeyError`` naming the known ids if there is none."""
-        await self._sim.faults.enter("tasks.get")
+        step = self._sim.faults._enter("tasks.get")
+        if step is not None:
+            await step
         task = self._find(id)
-        self._sim.faults.leave("tasks.get")
+        self._sim.faults._leave("tasks.get")
         return task
 
     def list(self, tag: str | None = None, status: str | None = None) -> builtins.list[Task]:
@@ -170,13 +172,15 @@ class Tasks:
         """Fault point ``tasks.<op>`` around ``apply``, recorded with its outcome."""
         sim, point = self._sim, f"tasks.{op}"
         try:
-            await sim.faults.enter(point)
+            step = sim.faults._enter(point)
+            if step is not None:
+                await step
         except Exception as exc:
             sim.history.record("task", op, "fail", **detail, error=repr(exc))
             raise
         result = apply()
         try:
-            sim.faults.leave(point)
+            sim.faults._leave(point)
         except Exception as exc:
             sim.history.record("task", op, "unknown", **detail, error=repr(exc))
             raise

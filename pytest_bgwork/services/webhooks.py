@@ -230,7 +230,7 @@ class Webhooks:
         _encode(event, "event")  # reject a non-JSON event before an id is spent on it
         payload = dict(event)
         if "id" not in payload:
-            payload["id"] = self._sim.next_id("evt")
+            payload["id"] = self._sim._next_id("evt")
         event_id, body = payload["id"], _encode(payload, "event")
         responses: list[httpx.Response] = []
         async with _client_for(app if url is None else None) as client:
@@ -253,14 +253,16 @@ class Webhooks:
         if key is not None:
             sent[self.header] = self.sign(body, key)
         try:
-            await sim.faults.enter("webhook.deliver", call=True)
+            step = sim.faults._enter("webhook.deliver", call=True)
+            if step is not None:
+                await step
             response = await client.post(target, content=body, headers=sent)
         except Exception as exc:
             sim.history.record("webhook", "deliver", "fail", **detail, status=None, error=repr(exc))
             raise
         detail["status"] = response.status_code
         try:
-            sim.faults.leave("webhook.deliver")
+            sim.faults._leave("webhook.deliver")
         except Exception as exc:
             sim.history.record("webhook", "deliver", "unknown", **detail, error=repr(exc))
             raise
