@@ -62,10 +62,20 @@ def _c_dumps(make: Any) -> Callable[[Any], str] | None:
 #: ``dumps(value)``: compact JSON text of ``value``; ``TypeError`` for a part JSON cannot hold,
 #: ``ValueError`` for NaN, infinity or a cycle, ``RecursionError`` for nesting too deep.
 dumps: Callable[[Any], str] = _c_dumps(getattr(json.encoder, "c_make_encoder", None)) or _ENCODER.encode
-#: ``scan(text, 0)``: ``(value, end)`` of the JSON value starting ``text`` (the decoder's own
-#: scanner, C where CPython has it: ``raw_decode`` without its Python frame). Only for text
-#: :func:`dumps` wrote; a hot path takes ``[0]`` inline.
-scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once
+def _scanner(decoder: Any) -> Callable[[str, int], tuple[Any, int]]:
+    """The decoder's scanner, or its public ``raw_decode`` (same answer, one frame more).
+
+    ``raw_decode`` only wraps ``decoder.scan_once`` (CPython's C scanner), the attribute
+    ``JSONDecoder.__init__`` sets; it is not documented, so where it is missing (checked
+    on CPython 3.11 and 3.13) the public method is used.
+    """
+    scan = getattr(decoder, "scan_once", None)
+    return scan if callable(scan) else decoder.raw_decode  # type: ignore[no-any-return]
+
+
+#: ``scan(text, 0)``: ``(value, end)`` of the JSON value starting ``text``. Only for text
+#: :func:`dumps` wrote; a hot path takes ``[0]`` inline (:func:`loads` without its frame).
+scan: Callable[[str, int], tuple[Any, int]] = _scanner(_DECODER)
 
 
 def loads(text: str) -> Any:
