@@ -9,17 +9,20 @@ Both sides store and read back a small JSON status record: ``sim.kv`` serialises
 Each figure is CPU time (``time.process_time``), the best of ``ROUNDS`` interleaved
 rounds (each round runs every entry once, so load from elsewhere on a shared machine
 slows one round of each rather than all rounds of one), timed inside the loop: the
-one-off cost of starting a simulation (freezegun's module scan) is left out. fakeredis
-is timed on N/10 pairs and scaled. The stubbed rows are upper bounds, not products:
-they show what the history (its rows go to a list nobody reads; the write log still
-keeps each ``set``'s row, which it shares with the history) and the fault point with its
-suspension check cost, and the floor row what the loop and the JSON copies alone cost
-(no KV at all): what bounds a miss.
+one-off cost of starting a simulation (freezegun's module scan) is left out. After a
+warm-up the heap is frozen (``gc.freeze()``) for every entry alike, as ``bench_queues.py``
+does, so full collections do not rescan the modules loaded before the run, and an untimed
+``gc.collect()`` runs before each entry. fakeredis is timed on N/10 pairs and scaled.
+The stubbed rows are upper bounds, not products: they show what the history (its rows
+go to a list nobody reads; the write log still keeps each ``set``'s row, which it shares
+with the history) and the fault point with its suspension check cost, and the floor row
+what the loop and the JSON copies alone cost (no KV at all): what bounds a miss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -142,7 +145,8 @@ def bench_fakeredis(n: int) -> float:
     return asyncio.run(main())
 
 
-_ANCHOR = "import sys; sys.path.insert(0, sys.argv[1]); import bench_kv; print(bench_kv.bench_bgwork(int(sys.argv[2])))"
+_ANCHOR = ("import gc, sys; sys.path.insert(0, sys.argv[1]); import bench_kv; bench_kv.bench_bgwork(1000); "
+           "gc.collect(); gc.freeze(); print(bench_kv.bench_bgwork(int(sys.argv[2])))")
 
 
 def anchor_cpu(checkout: str, n: int) -> float:
@@ -155,10 +159,12 @@ def anchor_cpu(checkout: str, n: int) -> float:
 
 
 def interleaved_best(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Best of ``rounds`` of each run's own CPU figure, every round running each entry once."""
+    """Best of ``rounds`` of each run's own CPU figure, every round running each entry once
+    (after an untimed ``gc.collect()``, so no run pays for another's garbage)."""
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
         for name, run in runs.items():
+            gc.collect()
             best[name] = min(best[name], run())
     return best
 
@@ -186,10 +192,15 @@ def main() -> None:
         "  history + faults stubbed": lambda: _stubbed(n, history=True, faults=True),
         "  floor: JSON copy in+out only": lambda: bench_floor(n),
     }
+    bench_bgwork(1000)  # warm up: lazy imports, first-call caches
+    bench_fakeredis(100)
+    gc.collect()
+    gc.freeze()  # as bench_queues: full collections do not rescan what the imports loaded
     best = interleaved_best(runs, rounds)
     base = best["fakeredis FakeAsyncRedis"]
     print(f"{n} set+get pairs of a JSON status record, CPU time, best of {rounds} interleaved "
-          f"rounds (fakeredis timed on {small} pairs, scaled)")
+          f"rounds (fakeredis timed on {small} pairs, scaled), import heap frozen, load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'implementation':<34}{'CPU s':>9}{'us/pair':>10}{'vs fakeredis':>14}")
     for name, seconds in best.items():
         print(f"{name:<34}{seconds:>9.3f}{seconds / n * 1e6:>10.2f}{base / seconds:>13.1f}x")

@@ -45,6 +45,27 @@ def test_loads_gives_a_fresh_copy_each_time() -> None:
     assert second == {"steps": ["a"]}
 
 
+def test_scan_reads_back_what_dumps_wrote_as_a_fresh_copy_and_its_end() -> None:
+    value = {"a": [1, 2.5, None, True], "é": "ü", "big": 2**70, "f": 1e16}
+    text = jsoncopy.dumps(value)
+    first, end = jsoncopy.scan(text, 0)
+    assert first == value and end == len(text)
+    first["a"].append(3)  # the hot paths hand this out: it shares nothing with the next read
+    assert jsoncopy.scan(text, 0)[0] == value == jsoncopy.loads(text)
+
+
+def test_without_the_decoders_scanner_scan_is_the_public_raw_decode() -> None:
+    import json
+    import types
+
+    decoder = json.JSONDecoder()
+    assert jsoncopy._scanner(decoder) == decoder.scan_once  # type: ignore[attr-defined]
+    public = types.SimpleNamespace(raw_decode=decoder.raw_decode)  # no scan_once
+    fallback = jsoncopy._scanner(public)
+    assert fallback == decoder.raw_decode
+    assert fallback('{"a":[1]}', 0) == ({"a": [1]}, 9)
+
+
 def test_to_text_names_the_call_the_argument_and_the_bad_part() -> None:
     with pytest.raises(TypeError) as info:
         jsoncopy.to_text({"when": datetime(2026, 1, 1, tzinfo=UTC)}, "kv.set(ns='s', key='k')")

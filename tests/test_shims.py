@@ -4,6 +4,7 @@ and a correct fallback when the internal is missing or the version unchecked."""
 from __future__ import annotations
 
 import asyncio
+import operator
 import sys
 import types
 from typing import Any
@@ -50,6 +51,21 @@ def test_cancel_requested_tracks_a_pending_cancellation() -> None:
 
 def test_cancel_requested_assumes_a_cancellation_when_the_field_is_missing() -> None:
     assert _cpython.cancel_requested(types.SimpleNamespace())  # type: ignore[arg-type]
+
+
+def test_the_loops_cancel_reader_sees_a_pending_cancellation_and_falls_back_unchecked() -> None:
+    read = _cpython.cancel_requested_getter()
+
+    async def main() -> None:
+        task = asyncio.create_task(asyncio.sleep(0))
+        assert not read(task)
+        task.cancel()
+        assert read(task)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert _cpython.cancel_requested_getter(checked=False) is _cpython.cancel_requested
 
 
 def test_is_awaiting_tells_an_await_from_a_call() -> None:
@@ -123,8 +139,8 @@ def test_the_loop_falls_back_to_plain_yields_with_the_same_history(
         monkeypatch.setattr(loop, "_HANDLE_RUN", _cpython.handle_run_code(checked=False))
     elif shim == "is_awaiting":  # unknown opcode: no frame counts as awaiting
         monkeypatch.setattr(loop, "_SEND", _cpython.await_opcode(checked=False))
-    else:
-        monkeypatch.setattr(_cpython, shim, lambda *a, **k: shim == "cancel_requested")
+    elif shim == "cancel_requested":  # a task without the field: a cancellation may be pending
+        monkeypatch.setattr(loop, "_cancel_requested", operator.attrgetter("_no_such_field"))
     slow, same = _kv_run()
     assert slow >= 40  # every service call yielded to the loop
     assert same == digest

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import opcode
+import operator
 import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHECKED", "await_opcode", "cancel_requested", "current_task_getter", "handle_run_code",
-           "is_awaiting"]
+__all__ = ["CHECKED", "await_opcode", "cancel_requested", "cancel_requested_getter",
+           "current_task_getter", "handle_run_code", "is_awaiting"]
 
 #: The CPython versions these readings were checked on (3.11 and 3.13; 3.12 lies between:
 #: same ``SEND`` opcode, same ``_must_cancel`` and ``_current_tasks``). Other versions and
@@ -58,6 +59,15 @@ def cancel_requested(task: asyncio.Task[Any]) -> bool:
     field missing): True, so the caller assumes a cancellation may be pending and yields.
     """
     return bool(getattr(task, "_must_cancel", True))
+
+
+def cancel_requested_getter(checked: bool = CHECKED) -> Callable[[asyncio.Task[Any]], bool]:
+    """``cancel_requested`` for the loop's every service call: on the checked versions,
+    ``operator.attrgetter("_must_cancel")`` (no Python frame; it raises ``AttributeError``
+    for a task without the field, which the loop reads as "may be pending"). Fallback
+    (another version): ``cancel_requested`` itself.
+    """
+    return operator.attrgetter("_must_cancel") if checked else cancel_requested
 
 
 def is_awaiting(frame: types.FrameType, checked: bool = CHECKED) -> bool:

@@ -70,6 +70,8 @@ BUSY_LIMIT = 100_000
 _current_task: Callable[[Any], asyncio.Task[Any] | None] = _cpython.current_task_getter()
 #: The opcode a frame is at while it awaits (-1, matching none, where unchecked: ``_cpython``).
 _SEND = _cpython.await_opcode()
+#: task -> whether a cancellation is pending (``_cpython``)
+_cancel_requested = _cpython.cancel_requested_getter()
 _HANDLE_RUN = _cpython.handle_run_code()
 #: Real seconds the loop may work at one virtual instant (no thread working) before the run
 #: is declared runaway work: a handler that re-publishes itself under ``duplicate`` chaos
@@ -647,7 +649,12 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                     and self._timer_cancelled_count > len(scheduled) // 2)):
             return False
         task = _current_task(self)
-        if task is None or _cpython.cancel_requested(task):
+        if task is None:
+            return False
+        try:
+            if _cancel_requested(task):
+                return False
+        except AttributeError:  # a task without the field: a cancellation may be pending
             return False
         try:
             top = task.get_coro().cr_frame  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import validate
 from ..core.context import Attempt, current_attempt
 from ..core.errors import BgworkError, ProcessCrashed
-from ..core.jsoncopy import dumps, loads
+from ..core.jsoncopy import dumps, scan
 from ..profiles import PLATFORMS, QUEUE_PROFILES, QueueProfile, limit_error, seconds
 from ..profiles import seconds as profile_seconds
 from .workers import current_worker
@@ -253,7 +253,7 @@ class Delivery:
         self._q = q
         self.message = message
         self.attempt = attempt
-        self.payload: Any = _decode(message._body)
+        self.payload: Any = scan(message._body, 0)[0]  # ``_decode``, inlined
         self.expired = False
         self._settled: str | None = None
         #: The visibility lease: ends at virtual ``_deadline``; ``_seq`` orders it among timers
@@ -442,7 +442,7 @@ def _seconds(call: str, arg: str, value: object, *, hi: float | None = None,
 
 def _decode(body: str) -> Any:
     """A fresh copy of the value in ``body`` (the copy rule's JSON text)."""
-    return loads(body)
+    return scan(body, 0)[0]
 
 
 def _to_json(call: str, arg: str, value: object) -> str:

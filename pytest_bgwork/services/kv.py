@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..core import validate
 from ..core.clock import _EPOCH
 from ..core.context import current_attempt
-from ..core.jsoncopy import dumps, loads, to_text
+from ..core.jsoncopy import dumps, loads, scan, to_text
 from ..profiles import KV_PROFILES, PLATFORMS, KVProfile, kv_profile
 
 if TYPE_CHECKING:
@@ -462,7 +462,14 @@ class KV:
             self._refuse_set(ns, key, ttl, cond, prev, space)
             return False
         now = self._clock._mono
-        version = self._write(prof, space, ns, key, text, stored, ttl, content_type, prev, now)
+        if (ttl is None and content_type is None and not self._due and not self._types
+                and not prof.unique_versions and not prof.read_lag):
+            # ``_write``'s whole work for a plain write: no expiry, content type, TTL
+            # instant to drop, per-key version counter or read lag
+            version = 1 if prev is None else prev[2] + 1
+            space[key] = (text, None, version, stored)
+        else:
+            version = self._write(prof, space, ns, key, text, stored, ttl, content_type, prev, now)
         attempt = current_attempt.get()
         label = attempt.label if attempt is not None else None
         if cond is not None:
@@ -594,7 +601,7 @@ class KV:
         if entry is None:
             return KVResult(False)
         text, expires, version, value = entry
-        data = loads(text) if value is _COPY else value  # bytes are never _COPY
+        data = scan(text, 0)[0] if value is _COPY else value  # ``loads``; bytes are never _COPY
         if expires is None:
             at = None
         else:
