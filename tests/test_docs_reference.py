@@ -17,11 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs" / "reference").glob("*.md"))
 #: Objects other work owns, left for it: the adapters' brokers and the pull workers
 #: (documented by their own branches); ``_unmocked_errors`` is becoming private.
-_NOT_YET = {
-    "pytest_bgwork.adapters.taskiq.SimBroker", "pytest_bgwork.adapters.dramatiq.SimBroker",
-    "pytest_bgwork.services.workers.Worker", "pytest_bgwork.checking.chaos.MODES",
-    "pytest_bgwork.Simulation._unmocked_errors",
-}
+_NOT_YET: set[str] = set()
 
 
 def _directives() -> list[tuple[str, list[str] | None]]:

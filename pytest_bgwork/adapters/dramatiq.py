@@ -269,17 +269,20 @@ class SimBroker(dramatiq.Broker):
                  fail_fast_default: bool = True) -> None:
         super().__init__(middleware)
         self.fail_fast_default = fail_fast_default
+        """``message.get_result`` default for ``fail_fast`` (dramatiq's: ``True``)."""
         _patch()
         self._sim = sim
         self.visibility_timeout = visibility_timeout
+        """Seconds a crashed worker's message stays invisible before redelivery."""
         self.max_retries = max_retries
-        #: Declared queues by name (a dict, as ``StubBroker.queues``): ``put(data)`` sends
-        #: an encoded message as another program would.
+        """The simulated queue's own redelivery budget (crashes), not ``Retries``'."""
         self.queues: dict[str, _QueueHandle] = {}
-        #: Messages that failed for good, by queue name, oldest first (as ``StubBroker``'s).
+        """Declared queues by name (a dict, as ``StubBroker.queues``): ``put(data)`` sends
+        an encoded message as another program would."""
         self.dead_letters_by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
-        #: Publishes made from the loop's thread that failed after ``send`` returned.
+        """Messages that failed for good, by queue name, oldest first (as ``StubBroker``'s)."""
         self.publish_errors: list[BaseException] = []
+        """Publishes made from the loop's thread that failed after ``send`` returned."""
         self._routed: weakref.WeakKeyDictionary[Simulation, set[str]] = weakref.WeakKeyDictionary()
         self._holds: set[asyncio.Task[Any]] = set()
         self._thread = threading.get_ident()

@@ -180,12 +180,19 @@ class SimBroker(AsyncBroker):
         super().__init__()
         self._sim = sim
         self.queue = queue
+        """The ``sim.queues`` queue this broker publishes to and delivers from."""
         self.ack_type = None if ack_type is None else AcknowledgeType(ack_type)
+        """The worker's default ack time (``None``: taskiq's default, ``when_saved``)."""
         self.visibility_timeout = visibility_timeout
+        """Seconds a crashed attempt's message stays invisible before redelivery."""
         self.max_retries = max_retries
+        """The simulated queue's own redelivery budget (crashes), not taskiq's retries."""
         self.result_backend = SimResultBackend(self)
+        """Where results are kept: on the simulation, one store per simulation."""
         self.id_generator = self._next_id
+        """Task ids drawn from the simulation, so a seed gives the same ids."""
         self.publish_errors: list[BaseException] = []
+        """Held publishes that failed after ``kick`` returned."""
         self._per_sim: weakref.WeakKeyDictionary[Simulation, _PerSim] = weakref.WeakKeyDictionary()
 
     @property

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MODES", "REORDER_MAX_SECONDS", "apply", "faults_for", "parse"]
 
-#: The chaos modes, in the order they are applied and printed.
 MODES = ("duplicate", "fail-first", "reorder", "crash", "latency", "overlap")
+"""The chaos modes, in the order they are applied and printed."""
 #: The largest pause ``reorder`` draws before a delivery's handler runs (virtual seconds).
 REORDER_MAX_SECONDS = 1.0
 #: What a ``fail-first`` attempt raises (before the handler runs).

@@ -66,21 +66,29 @@ class Worker:
     def __init__(self, workers: Workers, name: str, factory: Factory, restart_delay: float) -> None:
         self._workers = workers
         self.name = name
+        """The name given to ``sim.workers.start``."""
         self.factory = factory
+        """The callable that starts one run of the worker's loop (called again on restart)."""
         self.restart_delay = restart_delay
+        """Virtual seconds between a crash or failure and the restart."""
         self.runs = 0
+        """Starts so far (1 = the first run)."""
         self.crashes = 0
+        """Times an injected crash killed it."""
         self.failures = 0
-        #: The errors its loop raised that no injected fault caused (the user's bugs).
+        """Times its loop raised (injected or not)."""
         self.errors: list[str] = []
+        """The errors its loop raised that no injected fault caused (the user's bugs)."""
         self.state = "running"
+        """``running``, ``restarting``, ``exited`` or ``stopped``."""
         self._in_a_row = 0
         self.task: asyncio.Task[None] | None = None
+        """The task of the current run (``None`` before the first start or once stopped)."""
         self._timer: asyncio.TimerHandle | None = None
-        #: Deliveries this run received and has not settled, oldest first.
         self.held: list[Delivery] = []
-        #: True from an empty receive until the next delivery: the worker waits for messages.
+        """Deliveries this run received and has not settled, oldest first."""
         self.polling = False
+        """True from an empty receive until the next delivery: the worker waits for messages."""
         self._ctx = contextvars.Context()
         self._ctx.run(current_worker.set, self)
 
