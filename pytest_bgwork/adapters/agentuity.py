@@ -43,7 +43,7 @@ import respx
 
 import pytest_bgwork as bg
 
-from ..core.faults import _tag
+from ..core.faults import FaultInjector
 
 __all__ = [
     "API_VERSION",
@@ -185,7 +185,7 @@ def _fault_response(request: httpx.Request, exc: Exception) -> httpx.Response:
     else:
         return httpx.Response(500, text=f"{type(exc).__name__}: {exc}")
     if bg.is_injected(exc):
-        _tag(err)
+        FaultInjector._mark_injected(err)
     raise err from exc
 
 

@@ -939,6 +939,12 @@ class FaultInjector:
             return random.Random(f"{self._sim.seed}/{label}/{key}").randint(lo, hi)
         return self._sim.choices.integer(lo, hi, label)
 
+    @staticmethod
+    def _mark_injected(exc: _E) -> _E:
+        """Adapters' hook: mark an error they raise in place of an injected one (the chain
+        to it may be cut by a library, as respx does) so ``bg.is_injected`` still sees it."""
+        return _tag(exc)
+
     def _leave_due(self, point: str) -> None:
         """``_leave`` while an ``after_apply`` error is armed: a service left ``point`` after
         its operation took effect; raise the error armed there, if any."""
