@@ -329,6 +329,38 @@ def test_a_loaded_hypothesis_profile_applies() -> None:
         hypothesis.settings.load_profile(previous)
 
 
+def test_hypothesis_ci_profile_does_not_halve_the_search(pytester: pytest.Pytester,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis loads its ``ci`` profile (100 examples) by itself when $CI is set: a search
+    that found a bug at example 124 locally passed on CI. A profile that chose a count wins."""
+    pytester.makepyfile(
+        """
+        import hypothesis
+        from hypothesis import strategies as st
+        import pytest_bgwork as bg
+
+        async def scenario(sim):
+            sim.choices.integer(0, 10**6)
+
+        def test_ci_profile():
+            assert hypothesis.settings.get_current_profile_name() == "ci"
+            report = bg.explore(scenario, faults=st.just(bg.FaultPlan()), seed=1)
+            assert report.examples == 200
+
+        def test_a_profile_with_its_own_count():
+            hypothesis.settings.register_profile("mine", max_examples=30)
+            hypothesis.settings.load_profile("mine")
+            try:
+                report = bg.explore(scenario, faults=st.just(bg.FaultPlan()), seed=1)
+            finally:
+                hypothesis.settings.load_profile("ci")
+            assert report.examples == 30
+        """
+    )
+    monkeypatch.setenv("CI", "true")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
 def test_the_same_seed_explores_the_same_examples() -> None:
     def run() -> list[FaultPlan]:
         plans: list[FaultPlan] = []

@@ -711,8 +711,12 @@ def _settings(settings: hypothesis.settings | None, max_examples: int | None) ->
     if max_examples is None:
         if settings is not None:
             max_examples = settings.max_examples
-        elif hypothesis.settings.get_current_profile_name() != "default":
-            max_examples = parent.max_examples  # a profile the user loaded (CI, dev...)
+        elif (hypothesis.settings.get_current_profile_name() != "default"
+              and parent.max_examples != hypothesis.settings.get_profile("default").max_examples):
+            # a profile the user loaded that chose its own count; Hypothesis's own ``ci``
+            # profile (loaded by itself when $CI is set) keeps the default 100, which must
+            # not halve the search on CI only
+            max_examples = parent.max_examples
         else:
             max_examples = DEFAULT_MAX_EXAMPLES
     max_examples = max(1, round(max_examples * _budget.multiplier))
