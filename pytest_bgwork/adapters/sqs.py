@@ -38,7 +38,7 @@ import sys
 import time as _time
 import types
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -748,17 +748,26 @@ class SqsBackend:
         if total > q.int_attr("MaximumMessageSize"):
             raise _SqsError("BatchRequestTooLong", f"Batch requests cannot be longer than "
                             f"{q.int_attr('MaximumMessageSize')} bytes. You have sent {total} bytes.")
+        return await self._each_entry(
+            entries, lambda entry: self._guard(self._send_one(q, self._check_message(q, entry))))
+
+    @staticmethod
+    async def _each_entry(entries: list[dict[str, Any]],
+                          run: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
+                          ) -> dict[str, Any]:
+        """A batch's answer: each entry's result under ``Successful``, an entry's own error
+        under ``Failed``; an error that fails the whole request (``whole``) propagates."""
         ok, failed = [], []
         for entry in entries:
             try:
-                res = await self._guard(self._send_one(q, self._check_message(q, entry)))
+                res = await run(entry)
             except _SqsError as err:
                 if err.whole:
                     raise
                 failed.append({"Id": entry["Id"], "SenderFault": True, "Code": err.shape,
                                "Message": err.message})
             else:
-                ok.append({"Id": entry["Id"], **res})
+                ok.append({"Id": entry["Id"], **(res or {})})
         return {"Successful": ok, "Failed": failed}
 
     @staticmethod
@@ -938,16 +947,8 @@ class SqsBackend:
 
     async def _op_DeleteMessageBatch(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
         q = self._queue(params)
-        ok, failed = [], []
-        for entry in self._batch(params, "DeleteMessageBatch"):
-            try:
-                await self._delete(q, entry.get("ReceiptHandle"))
-            except _SqsError as err:
-                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": err.shape,
-                               "Message": err.message})
-            else:
-                ok.append({"Id": entry["Id"]})
-        return {"Successful": ok, "Failed": failed}
+        return await self._each_entry(self._batch(params, "DeleteMessageBatch"),
+                                      lambda entry: self._delete(q, entry.get("ReceiptHandle")))
 
     async def _change_visibility(self, q: _Queue, entry: dict[str, Any]) -> None:
         seconds = entry.get("VisibilityTimeout")
@@ -972,16 +973,8 @@ class SqsBackend:
     async def _op_ChangeMessageVisibilityBatch(self, params: dict[str, Any],
                                                **_: Any) -> dict[str, Any]:
         q = self._queue(params)
-        ok, failed = [], []
-        for entry in self._batch(params, "ChangeMessageVisibilityBatch"):
-            try:
-                await self._change_visibility(q, entry)
-            except _SqsError as err:
-                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": err.shape,
-                               "Message": err.message})
-            else:
-                ok.append({"Id": entry["Id"]})
-        return {"Successful": ok, "Failed": failed}
+        return await self._each_entry(self._batch(params, "ChangeMessageVisibilityBatch"),
+                                      lambda entry: self._change_visibility(q, entry))
 
 
 def _attr_wanted(name: str, wanted: list[str]) -> bool:

@@ -305,24 +305,26 @@ def _inet(address: object) -> tuple[object, object] | None:
     return None
 
 
-def _connect(self: socket.socket, address: Any) -> None:
+def _allowed_connect(self: socket.socket, address: Any) -> bool:
+    """True for an internet address the guard allows; its refusal is raised here."""
     hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
-    if hostport is not None:
-        error = _socket_refusal("CONNECT", *hostport)
-        if error is not None:
-            raise error
-        if _io_guards:
-            _clients.add(self)  # only client sockets hold the clock (a server's idle one would not end)
-            _in_flight(self)  # an allowed request holds the clock from its connect
+    if hostport is None:
+        return False
+    error = _socket_refusal("CONNECT", *hostport)
+    if error is not None:
+        raise error
+    return True
+
+
+def _connect(self: socket.socket, address: Any) -> None:
+    if _allowed_connect(self, address) and _io_guards:
+        _clients.add(self)  # only client sockets hold the clock (a server's idle one would not end)
+        _in_flight(self)  # an allowed request holds the clock from its connect
     _REAL_SOCKET["connect"](self, address)
 
 
 def _connect_ex(self: socket.socket, address: Any) -> int:
-    hostport = _inet(address) if self.family in (socket.AF_INET, socket.AF_INET6) else None
-    if hostport is not None:
-        error = _socket_refusal("CONNECT", *hostport)
-        if error is not None:
-            raise error
+    _allowed_connect(self, address)
     return _REAL_SOCKET["connect_ex"](self, address)  # type: ignore[no-any-return]
 
 
